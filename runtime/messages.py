@@ -1,0 +1,612 @@
+"""Engram messages: the only values that cross a node boundary.
+
+Every message is a keyword-only dataclass of numbers, strings, JSON-able lists /
+dicts and numpy arrays, with
+
+- ``stamp_ns``: capture time in nanoseconds (``time.time_ns()`` clock unless the
+  producer runs a simulated clock, then simulation time),
+- ``seq``: a per-publisher sequence number (the bus fills it in when left at 0).
+
+Conventions (Rerun-style names, SI units):
+
+- Poses are ``world_from_<frame>``: a (4, 4) float64 rigid transform, metres.
+  ``point_in_world = world_from_camera @ point_in_camera``.
+- Camera frames use the OpenCV convention: +x right, +y down, +z forward
+  (MuJoCo's OpenGL cameras are converted by the simulator before publishing).
+- Intrinsics ``K`` are (3, 3) float64 pinhole matrices in pixels.
+- Depth is float32 metres; 0 or NaN means "no measurement".
+- Embeddings are float32 and L2-normalised.
+
+Validation happens on construction (``__post_init__``): a wrong shape, dtype or a
+non-finite / non-rigid pose raises ``MessageError`` naming the message and field.
+Arrays are converted to the documented dtype only when that is lossless
+(e.g. a float64 depth becomes float32, a float RGB image is rejected).
+
+``MESSAGE_TYPES`` maps a type name to its class; the codec (``runtime/codec.py``)
+uses it, and launch graphs name message types by these strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "ActionChunk",
+    "AudioChunk",
+    "Frame",
+    "Heartbeat",
+    "Instruction",
+    "MemoryQuery",
+    "Message",
+    "MessageError",
+    "Percept",
+    "PlanStep",
+    "Recall",
+    "RobotState",
+    "SoundEvent",
+    "Transcript",
+    "message_type",
+]
+
+
+class MessageError(ValueError):
+    """A message field has the wrong shape, dtype or value."""
+
+
+# ---------------------------------------------------------------------------
+# validation helpers
+
+
+def _fail(msg: Message, field_name: str, problem: str) -> None:
+    raise MessageError(f"{type(msg).__name__}.{field_name}: {problem}")
+
+
+def _array(
+    msg: Message,
+    field_name: str,
+    dtype: str,
+    shape: tuple[int | None, ...],
+    *,
+    optional: bool = False,
+    finite: bool = False,
+) -> None:
+    """Check and normalise ``msg.<field_name>`` in place.
+
+    ``shape`` uses ``None`` for a free dimension. Lossless dtype conversion only:
+    ints to a wider/equal int or to float, float64 -> float32 for float32 fields.
+    """
+    value = getattr(msg, field_name)
+    if value is None:
+        if optional:
+            return
+        _fail(msg, field_name, "is required, got None")
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except Exception as exc:  # noqa: BLE001 - reported with the field name
+            _fail(msg, field_name, f"cannot be converted to an array ({exc})")
+    want = np.dtype(dtype)
+    if value.dtype != want:
+        src = value.dtype
+        ok = (
+            (src.kind in "iub" and want.kind in "iuf") or (src.kind == "f" and want.kind == "f")
+        ) and src.kind != "O"
+        if want.kind in "iu" and src.kind == "f":
+            ok = False
+        if want == np.uint8 and src.kind in "iu" and src != np.uint8:
+            ok = bool(value.size == 0 or (value.min() >= 0 and value.max() <= 255))
+        if not ok:
+            _fail(msg, field_name, f"dtype must be {want}, got {src}")
+        value = value.astype(want)
+    if value.ndim != len(shape):
+        _fail(
+            msg, field_name, f"must have {len(shape)} dims {_fmt(shape)}, got shape {value.shape}"
+        )
+    for axis, (got, need) in enumerate(zip(value.shape, shape)):
+        if need is not None and got != need:
+            _fail(
+                msg, field_name, f"dim {axis} must be {need} {_fmt(shape)}, got shape {value.shape}"
+            )
+    if finite and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        _fail(msg, field_name, "contains NaN or inf")
+    object.__setattr__(msg, field_name, value)
+
+
+def _fmt(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+
+
+def _pose(msg: Message, field_name: str, *, optional: bool = False) -> None:
+    """A (4, 4) finite rigid transform: orthonormal rotation, det +1, last row 0 0 0 1."""
+    _array(msg, field_name, "float64", (4, 4), optional=optional, finite=True)
+    pose = getattr(msg, field_name)
+    if pose is None:
+        return
+    rot = pose[:3, :3]
+    if not np.allclose(pose[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
+        _fail(msg, field_name, f"last row must be [0 0 0 1], got {pose[3].tolist()}")
+    if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4) or np.linalg.det(rot) < 0:
+        _fail(msg, field_name, "rotation part is not a proper rotation (not rigid)")
+
+
+def _same_len(msg: Message, names: list[str]) -> None:
+    lengths = {n: len(getattr(msg, n)) for n in names if getattr(msg, n) is not None}
+    if len(set(lengths.values())) > 1:
+        _fail(msg, names[0], f"per-item fields must have equal length, got {lengths}")
+
+
+def _nonneg(msg: Message, field_name: str) -> None:
+    value = getattr(msg, field_name)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        _fail(msg, field_name, f"must be a non-negative int, got {value!r}")
+    object.__setattr__(msg, field_name, int(value))
+
+
+def _finite_number(msg: Message, field_name: str, *, positive: bool = False) -> None:
+    value = getattr(msg, field_name)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        _fail(msg, field_name, f"must be a number, got {value!r}")
+    if not np.isfinite(value) or (positive and value <= 0):
+        _fail(
+            msg,
+            field_name,
+            f"must be a finite{' positive' if positive else ''} number, got {value}",
+        )
+    object.__setattr__(msg, field_name, value)
+
+
+# ---------------------------------------------------------------------------
+# base
+
+
+@dataclass(kw_only=True, eq=False)
+class Message:
+    """Base of every message: a capture stamp and a per-publisher sequence number."""
+
+    TYPE: ClassVar[str] = "Message"
+    #: schema version of this message type; bump when fields change meaning.
+    SCHEMA: ClassVar[int] = 1
+
+    stamp_ns: int = field(default_factory=time.time_ns)  # capture time, ns
+    seq: int = 0  # per-publisher sequence number; 0 = let the bus assign
+
+    def __post_init__(self) -> None:
+        _nonneg(self, "stamp_ns")
+        _nonneg(self, "seq")
+        self.validate()
+
+    def validate(self) -> None:
+        """Subclasses check their own fields; raise ``MessageError``."""
+
+    # Equality compares arrays by value, so round-trip tests can use ``==``.
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not (
+                    isinstance(a, np.ndarray)
+                    and isinstance(b, np.ndarray)
+                    and a.dtype == b.dtype
+                    and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+                ):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def replace(self, **changes: Any) -> Message:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------
+# sensors
+
+
+@dataclass(kw_only=True, eq=False)
+class Frame(Message):
+    """One camera image, optionally with depth and segmentation.
+
+    rgb: (H, W, 3) uint8. depth: (H, W) float32 metres (0/NaN = invalid).
+    segmentation: (H, W) int32 object ids (-1 = background/none).
+    intrinsics: (3, 3) float64 K. world_from_camera: (4, 4) float64, OpenCV camera frame.
+    """
+
+    TYPE: ClassVar[str] = "Frame"
+
+    camera: str = "camera"
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
+    intrinsics: np.ndarray = field(default_factory=lambda: np.eye(3))
+    world_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
+    #: segmentation id -> label (body name in simulation); JSON keys are strings.
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _array(self, "rgb", "uint8", (None, None, 3))
+        h, w = self.rgb.shape[:2]
+        _array(self, "depth", "float32", (h, w), optional=True)
+        _array(self, "segmentation", "int32", (h, w), optional=True)
+        _array(self, "intrinsics", "float64", (3, 3), finite=True)
+        if self.intrinsics[0, 0] <= 0 or self.intrinsics[1, 1] <= 0:
+            _fail(self, "intrinsics", "focal lengths fx, fy must be positive")
+        _pose(self, "world_from_camera")
+        if self.depth is not None and np.any(self.depth < 0):
+            _fail(self, "depth", "negative depth values")
+
+
+@dataclass(kw_only=True, eq=False)
+class AudioChunk(Message):
+    """A block of audio samples. ``stamp_ns`` is the time of the first sample.
+
+    pcm: (N, C) float32 in [-1, 1]. world_from_mic: where the microphone was (optional).
+    """
+
+    TYPE: ClassVar[str] = "AudioChunk"
+
+    source: str = "mic"
+    pcm: np.ndarray
+    sample_rate_hz: int = 16000
+    world_from_mic: np.ndarray | None = None
+
+    def validate(self) -> None:
+        if isinstance(self.pcm, np.ndarray) and self.pcm.ndim == 1:
+            object.__setattr__(self, "pcm", self.pcm[:, None])
+        _array(self, "pcm", "float32", (None, None), finite=True)
+        if self.pcm.shape[1] < 1:
+            _fail(self, "pcm", "needs at least one channel")
+        if not isinstance(self.sample_rate_hz, (int, np.integer)) or self.sample_rate_hz <= 0:
+            _fail(self, "sample_rate_hz", f"must be a positive int, got {self.sample_rate_hz!r}")
+        _pose(self, "world_from_mic", optional=True)
+
+    @property
+    def channels(self) -> int:
+        return int(self.pcm.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.pcm.shape[0] / self.sample_rate_hz
+
+
+@dataclass(kw_only=True, eq=False)
+class RobotState(Message):
+    """Proprioception. joint_*: (J,) float64. world_from_base: (4, 4).
+
+    world_from_ee: end-effector pose (arms), gripper_width_m: finger opening.
+    """
+
+    TYPE: ClassVar[str] = "RobotState"
+
+    robot: str = "robot"
+    joint_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    joint_velocities: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    world_from_base: np.ndarray = field(default_factory=lambda: np.eye(4))
+    world_from_ee: np.ndarray | None = None
+    gripper_width_m: float = 0.0
+
+    def validate(self) -> None:
+        _array(self, "joint_positions", "float64", (None,), finite=True)
+        _array(self, "joint_velocities", "float64", (None,), finite=True)
+        _pose(self, "world_from_base")
+        _pose(self, "world_from_ee", optional=True)
+        _finite_number(self, "gripper_width_m")
+
+
+# ---------------------------------------------------------------------------
+# perception outputs
+
+
+@dataclass(kw_only=True, eq=False)
+class Percept(Message):
+    """What perception made of one frame. ``stamp_ns`` is the frame's capture time.
+
+    embedding: (D,) float32 whole-image embedding.
+    Objects, K of them: object_ids (K,) int32, object_labels K strings,
+    object_confidences (K,) float32, object_boxes (K, 4) int32 pixel xyxy,
+    object_centroids (K, 3) float32 world metres, object_extents (K, 3) float32
+    metres (axis-aligned size in world), object_embeddings (K, D) float32.
+    points: (N, 3) float32 world points (voxel-downsampled) seen in this frame,
+    point_object_ids: (N,) int32 (-1 = none). The camera origin for ray carving is
+    ``world_from_camera[:3, 3]``. thumbnail: (h, w, 3) uint8, small.
+    """
+
+    TYPE: ClassVar[str] = "Percept"
+
+    camera: str = "camera"
+    frame_seq: int = 0
+    keyframe: bool = True
+    world_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
+    embedding: np.ndarray | None = None
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    object_labels: list[str] = field(default_factory=list)
+    object_confidences: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    object_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))
+    object_centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    object_extents: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    object_embeddings: np.ndarray | None = None
+    points: np.ndarray | None = None
+    point_object_ids: np.ndarray | None = None
+    thumbnail: np.ndarray | None = None
+
+    def validate(self) -> None:
+        _nonneg(self, "frame_seq")
+        _pose(self, "world_from_camera")
+        _array(self, "embedding", "float32", (None,), optional=True, finite=True)
+        _array(self, "object_ids", "int32", (None,))
+        _array(self, "object_confidences", "float32", (None,), finite=True)
+        _array(self, "object_boxes", "int32", (None, 4))
+        _array(self, "object_centroids", "float32", (None, 3), finite=True)
+        _array(self, "object_extents", "float32", (None, 3), finite=True)
+        _array(self, "object_embeddings", "float32", (None, None), optional=True, finite=True)
+        if not isinstance(self.object_labels, list) or not all(
+            isinstance(s, str) for s in self.object_labels
+        ):
+            _fail(self, "object_labels", "must be a list of str")
+        _same_len(
+            self,
+            [
+                "object_ids",
+                "object_labels",
+                "object_confidences",
+                "object_boxes",
+                "object_centroids",
+                "object_extents",
+                "object_embeddings",
+            ],
+        )
+        _array(self, "points", "float32", (None, 3), optional=True, finite=True)
+        _array(self, "point_object_ids", "int32", (None,), optional=True)
+        if self.point_object_ids is not None and (
+            self.points is None or len(self.points) != len(self.point_object_ids)
+        ):
+            _fail(self, "point_object_ids", "must match points in length")
+        _array(self, "thumbnail", "uint8", (None, None, 3), optional=True)
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.object_ids)
+
+
+@dataclass(kw_only=True, eq=False)
+class Transcript(Message):
+    """Recognised speech. start_ns/end_ns: segment times; embedding: (D,) float32 text embedding.
+
+    world_from_robot: where the robot was when it heard it (optional).
+    """
+
+    TYPE: ClassVar[str] = "Transcript"
+
+    text: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    language: str = ""
+    confidence: float = 0.0
+    speaker: str = ""
+    embedding: np.ndarray | None = None
+    world_from_robot: np.ndarray | None = None
+
+    def validate(self) -> None:
+        _nonneg(self, "start_ns")
+        _nonneg(self, "end_ns")
+        if self.end_ns < self.start_ns:
+            _fail(self, "end_ns", f"ends before it starts ({self.end_ns} < {self.start_ns})")
+        _finite_number(self, "confidence")
+        _array(self, "embedding", "float32", (None,), optional=True, finite=True)
+        _pose(self, "world_from_robot", optional=True)
+
+
+@dataclass(kw_only=True, eq=False)
+class SoundEvent(Message):
+    """A non-speech sound (a bell, a tone). embedding: (D,) float32 spectral embedding.
+
+    world_from_robot: where the robot was when it heard it (optional).
+    """
+
+    TYPE: ClassVar[str] = "SoundEvent"
+
+    source: str = "mic"
+    label: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
+    energy_db: float = 0.0
+    peak_hz: float = 0.0
+    embedding: np.ndarray | None = None
+    world_from_robot: np.ndarray | None = None
+
+    def validate(self) -> None:
+        _nonneg(self, "start_ns")
+        _nonneg(self, "end_ns")
+        if self.end_ns < self.start_ns:
+            _fail(self, "end_ns", f"ends before it starts ({self.end_ns} < {self.start_ns})")
+        _finite_number(self, "energy_db")
+        _finite_number(self, "peak_hz")
+        _array(self, "embedding", "float32", (None,), optional=True, finite=True)
+        _pose(self, "world_from_robot", optional=True)
+
+
+# ---------------------------------------------------------------------------
+# tasks, planning, action
+
+
+@dataclass(kw_only=True, eq=False)
+class Instruction(Message):
+    """A natural-language task instruction (from a user, a sim task, ROS 2)."""
+
+    TYPE: ClassVar[str] = "Instruction"
+
+    text: str = ""
+    task: str = ""
+    episode_id: str = ""
+
+    def validate(self) -> None:
+        if not isinstance(self.text, str):
+            _fail(self, "text", f"must be str, got {type(self.text).__name__}")
+
+
+@dataclass(kw_only=True, eq=False)
+class PlanStep(Message):
+    """One subgoal of a plan and its status.
+
+    status: one of ``pending``, ``running``, ``succeeded``, ``failed``, ``aborted``.
+    """
+
+    TYPE: ClassVar[str] = "PlanStep"
+    STATUSES: ClassVar[tuple[str, ...]] = ("pending", "running", "succeeded", "failed", "aborted")
+
+    skill: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"
+    attempt: int = 0
+    reason: str = ""
+    episode_id: str = ""
+
+    def validate(self) -> None:
+        if self.status not in self.STATUSES:
+            _fail(self, "status", f"must be one of {self.STATUSES}, got {self.status!r}")
+        _nonneg(self, "attempt")
+
+
+@dataclass(kw_only=True, eq=False)
+class ActionChunk(Message):
+    """A chunk of H future actions, executed one per ``dt_s``.
+
+    actions: (H, A) float32. action_space names the layout (see ``sim/`` controllers),
+    e.g. ``arm_ee_delta`` or ``base_velocity``.
+    """
+
+    TYPE: ClassVar[str] = "ActionChunk"
+
+    robot: str = "robot"
+    action_space: str = ""
+    actions: np.ndarray
+    dt_s: float = 0.1
+    plan_step_seq: int = 0
+
+    def validate(self) -> None:
+        _array(self, "actions", "float32", (None, None), finite=True)
+        _finite_number(self, "dt_s", positive=True)
+        _nonneg(self, "plan_step_seq")
+
+
+# ---------------------------------------------------------------------------
+# memory
+
+
+@dataclass(kw_only=True, eq=False)
+class MemoryQuery(Message):
+    """A question to the memory system.
+
+    memories: names of memories to ask (empty = all relevant).
+    embedding: (D,) float32 query embedding (optional; the memory node embeds ``text``).
+    t0_ns/t1_ns: time window (0 = open). near: (3,) float32 world point, radius_m around it.
+    """
+
+    TYPE: ClassVar[str] = "MemoryQuery"
+
+    text: str = ""
+    memories: list[str] = field(default_factory=list)
+    top_k: int = 5
+    embedding: np.ndarray | None = None
+    t0_ns: int = 0
+    t1_ns: int = 0
+    near: np.ndarray | None = None
+    radius_m: float = 0.0
+
+    def validate(self) -> None:
+        if not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1:
+            _fail(self, "top_k", f"must be a positive int, got {self.top_k!r}")
+        _array(self, "embedding", "float32", (None,), optional=True, finite=True)
+        _nonneg(self, "t0_ns")
+        _nonneg(self, "t1_ns")
+        _array(self, "near", "float32", (3,), optional=True, finite=True)
+        _finite_number(self, "radius_m")
+
+
+@dataclass(kw_only=True, eq=False)
+class Recall(Message):
+    """The memory system's answer to a ``MemoryQuery`` (matched by ``query_seq``).
+
+    hits: ranked list of dicts, each with at least ``memory`` (source memory name),
+    ``score`` (float, higher is better), ``text``, ``stamp_ns``, and optionally
+    ``position`` ([x, y, z] metres, world), ``provenance`` (dict) and ``record_id``.
+    """
+
+    TYPE: ClassVar[str] = "Recall"
+
+    query_seq: int = 0
+    query_text: str = ""
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+    def validate(self) -> None:
+        _nonneg(self, "query_seq")
+        if not isinstance(self.hits, list) or not all(isinstance(h, dict) for h in self.hits):
+            _fail(self, "hits", "must be a list of dicts")
+
+
+# ---------------------------------------------------------------------------
+# health
+
+
+@dataclass(kw_only=True, eq=False)
+class Heartbeat(Message):
+    """A node's health, published periodically on ``/heartbeat``.
+
+    state: ``starting`` | ``running`` | ``stopping`` | ``error``.
+    counters: received, dropped, decode_errors, handler_errors, published, ...
+    latency_ms: per-stage latency summaries, e.g. ``{"encode_p95": 12.0}``.
+    """
+
+    TYPE: ClassVar[str] = "Heartbeat"
+
+    node: str = ""
+    state: str = "running"
+    uptime_s: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _finite_number(self, "uptime_s")
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Frame,
+        AudioChunk,
+        RobotState,
+        Percept,
+        Transcript,
+        SoundEvent,
+        Instruction,
+        PlanStep,
+        ActionChunk,
+        MemoryQuery,
+        Recall,
+        Heartbeat,
+    )
+}
+
+
+def message_type(name: str) -> type[Message]:
+    """The message class for a type name; ``KeyError`` lists the known names."""
+    try:
+        return MESSAGE_TYPES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown message type {name!r}; known: {', '.join(sorted(MESSAGE_TYPES))}"
+        ) from None

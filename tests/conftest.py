@@ -1,0 +1,55 @@
+"""Shared test setup: offline model hubs, headless rendering, markers, shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports transformers / huggingface_hub / mujoco.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [i for i in items if "gpu" in i.keywords]
+    if gpu_items and not _has_cuda():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in gpu_items:
+            item.add_marker(skip)
+    skip_hw = pytest.mark.skip(reason="needs physical hardware")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip_hw)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def rgbd_sample_dir() -> Path:
+    """Real RGB-D frames with camera poses (../shared/data/rgbd-sample): 640x480,
+    depth uint16 mm, fx=fy=525, cx=319.5, cy=239.5, trajectory.log = world_from_camera."""
+    path = SHARED_DIR / "data" / "rgbd-sample"
+    if not path.is_dir():
+        pytest.fail(
+            f"shared RGB-D sample not found at {path} (CI keeps ../shared beside the clone)"
+        )
+    return path
