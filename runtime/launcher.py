@@ -1,0 +1,805 @@
+"""Declarative launch graphs: validate, start, supervise (``engram launch``).
+
+A launch graph is YAML data (never code)::
+
+    name: demo                      # optional; used in the default bus name
+    bus: inproc://demo              # optional; see "bus" below
+    shutdown_grace_s: 5.0           # optional; SIGTERM -> SIGKILL delay for children
+    external_topics:                # optional; topics fed from outside the graph
+      /camera/frames: Frame         #   (engram replay, a ROS 2 bridge): topic -> type
+    nodes:
+      - name: camera                # unique within the graph
+        type: synthetic_camera      # a key of runtime.node.NODE_TYPES
+        params: {rate_hz: 15}       # fields of the node class's Config dataclass
+        topics: {frames: /frames}   # port -> topic remaps (default topic: /<port>)
+        process: sensors            # optional: nodes of one group share an OS process
+        restart:                    # optional, only with process: (or a bare policy string)
+          policy: on-failure        #   always | on-failure | never
+          max_restarts: 5           #   -1 = no limit
+          backoff_s: 0.5            #   first delay, doubles per consecutive crash
+      - name: stats
+        type: frame_stats           # reads /frames; no process: -> a thread of the launcher
+
+bus: without ``process:`` groups everything runs as threads of one process on an
+in-process bus (default ``inproc://<name>``). With groups, the bus must be
+``ipc://`` or ``tcp://`` (default: ``ipc://`` under a fresh temp dir); the
+launcher serves the ZeroMQ broker, starts one child process per group (see
+``runtime/supervisor.py``), and runs group-less nodes as its own threads.
+
+Validation happens before anything starts and reports every problem at once,
+each naming the node, port or topic: unknown top-level or node keys, unknown
+node types, modules that fail to import, unknown params (and params of the wrong
+type), remaps of ports a node does not have, inputs no node (or
+``external_topics``) produces, type mismatches between an output and an input on
+the same topic, two outputs of different types on one topic, a service topic
+served twice, duplicate names, bad restart policies, ``inproc://`` with groups.
+
+Python API::
+
+    with Launch.from_yaml("launch/demo.yaml") as launch:   # validates, starts
+        launch.wait(5.0)                                   # run a while
+    Launch.from_yaml("g.yaml").validate()                  # -> list of problems
+
+CLI: ``engram launch GRAPH [--check] [--bus URL] [--duration-s S]``; exit code 0
+on a clean run or a valid ``--check``, 2 for an invalid graph, 1 when a process
+group failed for good. Status lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.bus import Bus, InProcBus, make_bus
+from runtime.messages import MESSAGE_TYPES
+from runtime.node import HEARTBEAT_TOPIC, NODE_TYPES, Node, load_node_class
+from runtime.supervisor import ManagedProcess, RestartPolicy, Supervisor
+
+__all__ = [
+    "GraphError",
+    "Launch",
+    "NodeSpec",
+    "add_arguments",
+    "build_node",
+    "make_config",
+    "run",
+    "start_order",
+]
+
+_GRAPH_KEYS = {"name", "bus", "nodes", "external_topics", "shutdown_grace_s"}
+_NODE_KEYS = {"name", "type", "params", "topics", "process", "restart"}
+_RESTART_KEYS = {f.name for f in dataclasses.fields(RestartPolicy)}
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+class GraphError(ValueError):
+    """A launch graph is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+@dataclass
+class NodeSpec:
+    """One node entry of a graph, as parsed (before its class is imported)."""
+
+    name: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    topics: dict[str, str] = field(default_factory=dict)
+    process: str | None = None
+    restart: RestartPolicy | None = None
+
+    def child_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "params": self.params, "topics": self.topics}
+
+
+# ---------------------------------------------------------------------------
+# building nodes (shared by the launcher and its child processes)
+
+
+def make_config(cls: type[Node], params: dict[str, Any], *, node: str = "") -> Any:
+    """``cls.Config(**params)`` after checking names and simple types.
+
+    Raises ``GraphError``-style ``ValueError`` listing unknown params and params of
+    the wrong type (ints are accepted for floats, lists for tuples).
+    """
+    config, problems = _make_config(cls, params, node=node)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return config
+
+
+def build_node(spec: dict[str, Any] | NodeSpec, bus: Bus) -> Node:
+    """Import, configure and construct one node on ``bus`` (not started)."""
+    if isinstance(spec, NodeSpec):
+        spec = spec.child_spec()
+    cls = load_node_class(spec["type"])
+    config = make_config(cls, spec.get("params") or {}, node=spec["name"])
+    return cls(config, name=spec["name"], bus=bus, topics=spec.get("topics") or {})
+
+
+def start_order(nodes: Sequence[Node]) -> list[Node]:
+    """Consumers before their producers, so subscriptions exist before data flows.
+
+    Reverse topological order of the producer -> consumer graph; nodes in a cycle
+    keep their given order.
+    """
+    produced_by: dict[str, set[int]] = {}
+    for i, node in enumerate(nodes):
+        for port in node.outputs():
+            produced_by.setdefault(node.topic(port), set()).add(i)
+    consumers_of: dict[int, set[int]] = {i: set() for i in range(len(nodes))}
+    for j, node in enumerate(nodes):
+        for port in node.inputs():
+            for i in produced_by.get(node.topic(port), ()):
+                if i != j:
+                    consumers_of[i].add(j)
+    order: list[int] = []
+    placed: set[int] = set()
+    remaining = list(range(len(nodes)))
+    while remaining:
+        ready = [i for i in remaining if consumers_of[i] <= placed]
+        if not ready:  # a cycle: take the first remaining node
+            ready = [remaining[0]]
+        for i in ready:
+            order.append(i)
+            placed.add(i)
+        remaining = [i for i in remaining if i not in placed]
+    return [nodes[i] for i in order]
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "None"
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def _check_value(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits a simple type hint, and the value converted to it."""
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, converted = _check_value(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(hint), value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is str:
+        return isinstance(value, str), value
+    container = origin or hint
+    if container in (list, Sequence):
+        return isinstance(value, list), value
+    if container is tuple:
+        if isinstance(value, (list, tuple)):
+            return True, tuple(value)
+        return False, value
+    if container is dict:
+        return isinstance(value, dict), value
+    return True, value  # a type this check does not know: let the Config decide
+
+
+def _make_config(cls: type[Node], params: Any, *, node: str) -> tuple[Any, list[str]]:
+    where = f"node {node!r} ({getattr(cls, '__name__', cls)})"
+    config_cls = cls.Config
+    if not isinstance(params, dict):
+        return None, [f"{where}: params must be a mapping, got {type(params).__name__}"]
+    if not dataclasses.is_dataclass(config_cls):
+        return None, [f"{where}: its Config {config_cls!r} is not a dataclass"]
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    problems = []
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        problems.append(
+            f"{where}: unknown param(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
+        hints = {}
+    values = {}
+    for key, value in params.items():
+        if key not in fields:
+            continue
+        hint = hints.get(key, Any)
+        ok, converted = _check_value(value, hint)
+        if not ok:
+            problems.append(
+                f"{where}: param {key!r} must be {_type_name(hint)}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        values[key] = converted
+    if problems:
+        return None, problems
+    try:
+        return config_cls(**values), []
+    except Exception as exc:  # noqa: BLE001 - reported with the node's name
+        return None, [f"{where}: bad params: {exc}"]
+
+
+# ---------------------------------------------------------------------------
+# parsing and validation
+
+
+def _parse_graph(data: Any, source: str) -> tuple[dict[str, Any], list[NodeSpec], list[str]]:
+    """Structural checks; returns (graph settings, node specs, problems)."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        return {}, [], [f"a launch graph must be a mapping with a 'nodes' list, got {data!r}"]
+    unknown = sorted(set(data) - _GRAPH_KEYS)
+    if unknown:
+        problems.append(
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(_GRAPH_KEYS))}"
+        )
+    default_name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(source).stem).lstrip(".-") or "graph"
+    settings: dict[str, Any] = {
+        "name": data.get("name") or default_name,
+        "bus": data.get("bus"),
+        "shutdown_grace_s": data.get("shutdown_grace_s", 5.0),
+        "external_topics": data.get("external_topics") or {},
+    }
+    if not isinstance(settings["name"], str) or not _NAME_RE.match(settings["name"]):
+        problems.append(f"graph name must be a simple identifier, got {settings['name']!r}")
+        settings["name"] = "graph"
+    bus = settings["bus"]
+    if bus is not None and (
+        not isinstance(bus, str) or not bus.startswith(("inproc://", "ipc://", "tcp://"))
+    ):
+        problems.append(f"bus must be an inproc://, ipc:// or tcp:// URL, got {bus!r}")
+    grace = settings["shutdown_grace_s"]
+    if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
+        problems.append(f"shutdown_grace_s must be a number >= 0, got {grace!r}")
+        settings["shutdown_grace_s"] = 5.0
+    external = settings["external_topics"]
+    if not isinstance(external, dict):
+        problems.append(f"external_topics must map topic -> message type, got {external!r}")
+        settings["external_topics"] = {}
+    else:
+        for topic, type_name in external.items():
+            if type_name not in MESSAGE_TYPES:
+                problems.append(
+                    f"external_topics: topic {topic!r} has unknown message type {type_name!r}; "
+                    f"known: {', '.join(sorted(MESSAGE_TYPES))}"
+                )
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        problems.append("'nodes' must be a non-empty list of node entries")
+        return settings, [], problems
+    specs: list[NodeSpec] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_nodes):
+        spec, node_problems = _parse_node(raw, index)
+        problems += node_problems
+        if spec is None:
+            continue
+        if spec.name in seen:
+            problems.append(
+                f"duplicate node name {spec.name!r} (nodes #{seen[spec.name] + 1} and #{index + 1})"
+            )
+            continue
+        seen[spec.name] = index
+        specs.append(spec)
+    return settings, specs, problems
+
+
+def _parse_node(raw: Any, index: int) -> tuple[NodeSpec | None, list[str]]:
+    where = f"node #{index + 1}"
+    if not isinstance(raw, dict):
+        return None, [f"{where}: must be a mapping with name and type, got {raw!r}"]
+    name = raw.get("name")
+    if isinstance(name, str) and _NAME_RE.match(name):
+        where = f"node {name!r}"
+    else:
+        return None, [f"{where}: 'name' must be a simple identifier, got {name!r}"]
+    problems = []
+    unknown = sorted(set(raw) - _NODE_KEYS)
+    if unknown:
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(_NODE_KEYS))}"
+        )
+    type_name = raw.get("type")
+    if not isinstance(type_name, str):
+        problems.append(f"{where}: 'type' is required (one of {', '.join(sorted(NODE_TYPES))})")
+        type_name = ""
+    elif type_name not in NODE_TYPES:
+        problems.append(
+            f"{where}: unknown node type {type_name!r}; known: {', '.join(sorted(NODE_TYPES))}"
+        )
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        problems.append(f"{where}: 'params' must be a mapping, got {type(params).__name__}")
+        params = {}
+    topics = raw.get("topics") or {}
+    if not isinstance(topics, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v and not any(c.isspace() for c in v)
+        for k, v in topics.items()
+    ):
+        problems.append(
+            f"{where}: 'topics' must map port -> topic name (no spaces), got {topics!r}"
+        )
+        topics = {}
+    process = raw.get("process")
+    if process is not None and (not isinstance(process, str) or not _NAME_RE.match(process)):
+        problems.append(f"{where}: 'process' must be a simple identifier, got {process!r}")
+        process = None
+    restart = None
+    raw_restart = raw.get("restart")
+    if raw_restart is not None:
+        if process is None:
+            problems.append(
+                f"{where}: 'restart' needs a 'process:' group (nodes in the launcher's own "
+                "process are not restarted)"
+            )
+        if isinstance(raw_restart, str):
+            raw_restart = {"policy": raw_restart}
+        if not isinstance(raw_restart, dict):
+            problems.append(f"{where}: 'restart' must be a policy name or a mapping")
+        else:
+            bad = sorted(set(raw_restart) - _RESTART_KEYS)
+            if bad:
+                problems.append(
+                    f"{where}: unknown restart key(s) {', '.join(map(repr, bad))}; "
+                    f"known: {', '.join(sorted(_RESTART_KEYS))}"
+                )
+            else:
+                restart = RestartPolicy(**raw_restart)
+                problems += [f"{where}: restart {p}" for p in restart.problems()]
+    spec = NodeSpec(
+        name=name,
+        type=type_name,
+        params=params,
+        topics=topics,
+        process=process,
+        restart=restart,
+    )
+    return spec, problems
+
+
+@dataclass
+class _Port:
+    node: str
+    port: str
+    type: str
+
+
+def _validate(settings: dict[str, Any], specs: list[NodeSpec]) -> list[str]:
+    """Semantic checks: classes, params, ports, wiring, process groups."""
+    problems: list[str] = []
+    probe_bus = InProcBus("launch-validate")
+    outputs: dict[str, list[_Port]] = {}
+    inputs: dict[str, list[_Port]] = {}
+    services: dict[str, list[_Port]] = {}
+    for spec in specs:
+        where = f"node {spec.name!r}"
+        if spec.type not in NODE_TYPES:
+            continue  # reported while parsing
+        try:
+            cls = load_node_class(spec.type)
+        except Exception as exc:  # noqa: BLE001 - any import failure is a graph problem
+            problems.append(f"{where}: cannot load node type {spec.type!r}: {exc}")
+            continue
+        config, config_problems = _make_config(cls, spec.params, node=spec.name)
+        problems += config_problems
+        if config is None:
+            # Still check ports and wiring, with the default config.
+            try:
+                config = cls.Config()
+            except Exception:  # noqa: BLE001 - already reported as a config problem
+                continue
+        try:
+            node = cls(config, name=spec.name, bus=probe_bus, topics=spec.topics)
+            node_inputs, node_outputs = node.inputs(), node.outputs()
+            node_services = node.services()
+        except Exception as exc:  # noqa: BLE001 - e.g. a remap of an unknown port
+            problems.append(f"{where} ({spec.type}): {exc}")
+            continue
+        for port, decl in node_inputs.items():
+            inputs.setdefault(node.topic(port), []).append(_Port(spec.name, port, decl.type))
+        for port, decl in node_outputs.items():
+            outputs.setdefault(node.topic(port), []).append(_Port(spec.name, port, decl.type))
+        for port, decl in node_services.items():
+            services.setdefault(node.topic(port), []).append(_Port(spec.name, port, decl.request))
+        outputs.setdefault(HEARTBEAT_TOPIC, []).append(_Port(spec.name, "heartbeat", "Heartbeat"))
+    probe_bus.close()
+    for topic, type_name in settings["external_topics"].items():
+        outputs.setdefault(topic, []).append(_Port("<external>", topic, type_name))
+
+    for topic, producers in sorted(outputs.items()):
+        kinds = {p.type for p in producers}
+        if len(kinds) > 1:
+            listing = ", ".join(f"node {p.node!r} output {p.port!r} ({p.type})" for p in producers)
+            problems.append(f"topic {topic!r} has outputs of different types: {listing}")
+    for topic, consumers in sorted(inputs.items()):
+        producers = outputs.get(topic)
+        for c in consumers:
+            if not producers:
+                problems.append(
+                    f"node {c.node!r} input {c.port!r} reads topic {topic!r} ({c.type}) but no "
+                    "node outputs it (add a producer, remap with 'topics:', or list it under "
+                    "external_topics)"
+                )
+                continue
+            for p in producers:
+                if p.type != c.type:
+                    source = (
+                        "external_topics declares"
+                        if p.node == "<external>"
+                        else f"node {p.node!r} output {p.port!r} publishes"
+                    )
+                    problems.append(
+                        f"type mismatch on topic {topic!r}: {source} {p.type} but node "
+                        f"{c.node!r} input {c.port!r} expects {c.type}"
+                    )
+    for topic, servers in sorted(services.items()):
+        if len(servers) > 1:
+            names = ", ".join(f"node {s.node!r} service {s.port!r}" for s in servers)
+            problems.append(f"service topic {topic!r} is served more than once: {names}")
+
+    groups: dict[str, list[NodeSpec]] = {}
+    for spec in specs:
+        if spec.process:
+            groups.setdefault(spec.process, []).append(spec)
+    bus = settings["bus"]
+    if groups and isinstance(bus, str) and bus.startswith("inproc://"):
+        problems.append(
+            f"bus {bus!r} is in-process but process groups {sorted(groups)} need an "
+            "ipc:// or tcp:// bus (or leave 'bus' out to get a temporary ipc:// one)"
+        )
+    for group, members in sorted(groups.items()):
+        policies = {
+            (m.name, m.restart) for m in members if m.restart is not None
+        }  # nodes that declare one
+        distinct = {p for _, p in policies}
+        if len(distinct) > 1:
+            names = ", ".join(sorted(n for n, _ in policies))
+            problems.append(
+                f"process group {group!r}: nodes {names} declare different restart policies "
+                "(a group restarts as one process)"
+            )
+    return problems
+
+
+def _group_policy(members: Iterable[NodeSpec]) -> RestartPolicy:
+    for m in members:
+        if m.restart is not None:
+            return m.restart
+    return RestartPolicy()
+
+
+# ---------------------------------------------------------------------------
+# the launch
+
+
+def _print_status(line: str) -> None:
+    print(f"engram launch: {line}", file=sys.stderr, flush=True)
+
+
+class Launch:
+    """A launch graph: ``validate()``, ``start()``, ``wait()``, ``stop()``; a context manager.
+
+    After ``start()``: ``bus`` is this process's bus (join it to observe or inject
+    traffic), ``url`` its URL, ``nodes`` the node instances running as threads here,
+    ``processes`` the supervised child processes by group name.
+    """
+
+    def __init__(
+        self,
+        graph: dict[str, Any],
+        *,
+        source: str = "<graph>",
+        bus: str | None = None,
+        status: Callable[[str], None] | None = _print_status,
+    ) -> None:
+        self.source = source
+        if bus is not None and isinstance(graph, dict):
+            graph = {**graph, "bus": bus}
+        self._settings, self.specs, self._parse_problems = _parse_graph(graph, source)
+        self._status = status or (lambda line: None)
+        self._problems: list[str] | None = None
+        self.bus: Bus | None = None
+        self.url = ""
+        self.nodes: dict[str, Node] = {}
+        self.processes: dict[str, ManagedProcess] = {}
+        self._supervisor: Supervisor | None = None
+        self._broker: Any = None
+        self._tmpdir: str | None = None
+        self._running = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **kwargs: Any) -> Launch:
+        """Read a graph file; ``GraphError`` if it cannot be read or is not valid YAML."""
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise GraphError(str(path), [f"cannot read the graph file: {exc}"]) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise GraphError(str(path), [f"not valid YAML: {exc}"]) from None
+        return cls(data, source=str(path), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return self._settings.get("name", "graph")
+
+    @property
+    def groups(self) -> dict[str, list[NodeSpec]]:
+        out: dict[str, list[NodeSpec]] = {}
+        for spec in self.specs:
+            if spec.process:
+                out.setdefault(spec.process, []).append(spec)
+        return out
+
+    def validate(self) -> list[str]:
+        """Every problem of the graph (empty when it can start)."""
+        if self._problems is None:
+            self._problems = list(self._parse_problems) + _validate(self._settings, self.specs)
+        return list(self._problems)
+
+    # ---- lifecycle ---------------------------------------------------------------
+    def start(self) -> Launch:
+        """Validate, then start the bus, child processes and in-process nodes."""
+        problems = self.validate()
+        if problems:
+            raise GraphError(self.source, problems)
+        with self._lock:
+            if self._running:
+                return self
+            try:
+                self._start()
+            except BaseException:
+                self._stop(grace_s=1.0)
+                raise
+            self._running = True
+        return self
+
+    def _start(self) -> None:
+        groups = self.groups
+        url = self._settings["bus"]
+        if groups:
+            self._tmpdir = tempfile.mkdtemp(prefix="engram-launch-")
+            if not url:
+                url = f"ipc://{self._tmpdir}/bus"
+            from runtime.zmq_bus import serve_broker
+
+            self._broker = serve_broker(url)
+        elif not url:
+            url = f"inproc://{self.name}"
+        self.url = url
+        self._status(f"{self.source}: bus {url}")
+        self.bus = make_bus(url)
+        if groups:
+            self._start_processes(groups)
+        local = [build_node(spec, self.bus) for spec in self.specs if not spec.process]
+        for node in start_order(local):
+            node.start()
+            self.nodes[node.name] = node
+        if local:
+            names = ", ".join(n.name for n in local)
+            self._status(f"started {len(local)} node(s) in this process: {names}")
+
+    def _start_processes(self, groups: dict[str, list[NodeSpec]]) -> None:
+        assert self._tmpdir is not None
+        repo_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["ENGRAM_BUS"] = self.url
+        env.setdefault(
+            "ENGRAM_LOG_LEVEL", logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, env.get("PYTHONPATH", "")) if p)
+        procs = []
+        for group, members in groups.items():
+            spec_path = Path(self._tmpdir) / f"{group}.json"
+            spec_path.write_text(
+                json.dumps(
+                    {
+                        "graph": self.source,
+                        "bus": self.url,
+                        "group": group,
+                        "nodes": [m.child_spec() for m in members],
+                    }
+                ),
+                encoding="utf-8",
+            )
+            argv = [
+                sys.executable,
+                "-m",
+                "runtime.supervisor",
+                "--spec",
+                str(spec_path),
+                "--group",
+                group,
+                "--parent-pid",
+                str(os.getpid()),
+            ]
+            procs.append(
+                ManagedProcess(
+                    name=group,
+                    argv=argv,
+                    restart=_group_policy(members),
+                    env=env,
+                    nodes=tuple(m.name for m in members),
+                )
+            )
+        self._supervisor = Supervisor(procs, status=self._status)
+        self.processes = dict(self._supervisor.processes)
+        self._supervisor.start()
+
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """Stop in-process nodes and child processes (SIGTERM, then SIGKILL after grace)."""
+        with self._lock:
+            self._stop(grace_s=grace_s)
+
+    def _stop(self, *, grace_s: float | None) -> None:
+        if grace_s is None:
+            grace_s = float(self._settings.get("shutdown_grace_s", 5.0))
+        for node in reversed(start_order(list(self.nodes.values()))):
+            try:
+                node.stop()
+            except Exception as exc:  # noqa: BLE001 - keep shutting the rest down
+                self._status(f"error stopping node {node.name!r}: {exc}")
+        if self._supervisor is not None:
+            self._supervisor.stop(grace_s)
+        if self.bus is not None:
+            self.bus.close()
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+        if self._running:
+            self._status("stopped")
+        self._running = False
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the graph has finished by itself (or ``timeout_s``); True if finished.
+
+        A graph is finished when no in-process node is running and every process
+        group has ended (exited without restart, or failed).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._running:
+            local_running = any(n.state == "running" for n in self.nodes.values())
+            procs_done = self._supervisor is None or all(
+                p.finished for p in self._supervisor.processes.values()
+            )
+            if not local_running and procs_done:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(0.05 if left is None else min(0.05, left))
+        return True
+
+    @property
+    def failed(self) -> list[str]:
+        """Process groups that were given up on (crashed more than max_restarts)."""
+        return self._supervisor.failed if self._supervisor else []
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per node: where it runs and its state (``pid``/``restarts`` for process groups)."""
+        out: dict[str, dict[str, object]] = {}
+        for name, node in self.nodes.items():
+            out[name] = {"process": None, "state": node.state}
+        if self._supervisor is not None:
+            for group, info in self._supervisor.status().items():
+                for node_name in info["nodes"]:  # type: ignore[union-attr]
+                    out[node_name] = {"process": group, **info}
+        return out
+
+    def __enter__(self) -> Launch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------
+# CLI: engram launch
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("graph", help="launch graph YAML, e.g. launch/demo.yaml")
+    parser.add_argument(
+        "--check", action="store_true", help="only validate the graph (exit 0 valid, 2 invalid)"
+    )
+    parser.add_argument("--bus", default=None, help="override the graph's bus URL")
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C / SIGTERM)",
+    )
+
+
+def run(args: Any) -> int:
+    try:
+        launch = Launch.from_yaml(args.graph, bus=args.bus)
+    except GraphError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    problems = launch.validate()
+    if problems:
+        print(GraphError(launch.source, problems), file=sys.stderr)
+        return 2
+    if args.check:
+        groups = launch.groups
+        where = f", {len(groups)} process group(s)" if groups else ", one process"
+        print(f"{launch.source}: OK ({len(launch.specs)} node(s){where})")
+        return 0
+    return _run_until_signal(launch, duration_s=args.duration_s)
+
+
+def _run_until_signal(launch: Launch, *, duration_s: float | None) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            _print_status(f"got {signal.Signals(signum).name}; shutting down")
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        launch.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set():
+            if launch.wait(0.2):
+                _print_status("all nodes finished")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except GraphError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. the bus URL is already served
+        _print_status(f"cannot start {launch.source}: {exc}")
+        return 1
+    finally:
+        launch.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if launch.failed:
+        _print_status(f"process group(s) failed: {', '.join(launch.failed)}")
+        return 1
+    return 0

@@ -1,0 +1,402 @@
+"""Launcher and supervisor: validation, in-process and multi-process graphs, restarts, shutdown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.launcher import GraphError, Launch, start_order
+from runtime.messages import Frame
+from runtime.node import NODE_TYPES, Input, Node
+from runtime.supervisor import (
+    ManagedProcess,
+    RestartPolicy,
+    Supervisor,
+    backoff_delay_s,
+    describe_exit,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+GRAPHS = Path(__file__).parent / "graphs"
+
+
+class PerceptSink(Node):
+    """Test node reading Percepts (to make type mismatches)."""
+
+    INPUTS = {"percepts": Input("Percept")}
+
+    def on_percepts(self, msg) -> None:
+        pass
+
+
+@pytest.fixture
+def percept_sink(monkeypatch):
+    monkeypatch.setitem(NODE_TYPES, "percept_sink", f"{__name__}:PerceptSink")
+
+
+def problems_of(graph: dict) -> list[str]:
+    return Launch(graph, source="test.yaml", status=None).validate()
+
+
+def cam(name="camera", **extra):
+    return {"name": name, "type": "synthetic_camera", **extra}
+
+
+def stats(name="stats", **extra):
+    return {"name": name, "type": "frame_stats", **extra}
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def test_shipped_graphs_are_valid():
+    for path in [REPO / "launch" / "demo.yaml", REPO / "launch" / "demo_multiprocess.yaml"]:
+        assert Launch.from_yaml(path, status=None).validate() == [], path
+    for path in [GRAPHS / "multiprocess.yaml", GRAPHS / "two_processes.yaml"]:
+        assert Launch.from_yaml(path, status=None).validate() == [], path
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        (
+            {"nodes": [cam(), {"name": "x", "type": "warp_drive"}]},
+            ["node 'x': unknown node type 'warp_drive'", "synthetic_camera"],
+        ),
+        (
+            {"nodes": [cam(params={"rate_hz": 30, "fps": 3, "colour": "red"}), stats()]},
+            ["node 'camera'", "unknown param(s) 'colour', 'fps'", "rate_hz"],
+        ),
+        (
+            {"nodes": [cam(params={"rate_hz": "fast"}), stats()]},
+            ["node 'camera'", "param 'rate_hz' must be float, got str 'fast'"],
+        ),
+        (
+            {"nodes": [cam(), stats(topics={"frames": "/elsewhere"})]},
+            ["node 'stats' input 'frames' reads topic '/elsewhere'", "no node outputs it"],
+        ),
+        (
+            {"nodes": [cam(topics={"pictures": "/x"}), stats()]},
+            ["node 'camera'", "unknown port", "pictures"],
+        ),
+        (
+            {"nodes": [cam(), stats(), stats()]},
+            ["duplicate node name 'stats'"],
+        ),
+        (
+            {"nodes": [cam(), stats()], "external_topics": {"/frames": "Percept"}},
+            ["topic '/frames' has outputs of different types", "Percept", "Frame"],
+        ),
+        (
+            {"nodes": [cam(process="a", restart={"policy": "sometimes"}), stats()]},
+            ["node 'camera': restart policy must be one of always, on-failure, never"],
+        ),
+        (
+            {"nodes": [cam(restart="always"), stats()]},
+            ["node 'camera': 'restart' needs a 'process:' group"],
+        ),
+        (
+            {"bus": "inproc://x", "nodes": [cam(process="sensors"), stats()]},
+            ["bus 'inproc://x' is in-process but process groups ['sensors']"],
+        ),
+        (
+            {"nodes": [cam(paramz={"rate_hz": 1}), stats()], "nodez": []},
+            ["unknown top-level key(s) 'nodez'", "node 'camera': unknown key(s) 'paramz'"],
+        ),
+        (
+            {"nodes": []},
+            ["'nodes' must be a non-empty list"],
+        ),
+        (
+            {
+                "nodes": [
+                    cam("c1", process="g", restart="always"),
+                    cam("c2", process="g", restart="never"),
+                    stats(),
+                ]
+            },
+            ["process group 'g': nodes c1, c2 declare different restart policies"],
+        ),
+    ],
+    ids=[
+        "unknown-type",
+        "unknown-params",
+        "param-type",
+        "no-producer",
+        "unknown-port",
+        "duplicate-name",
+        "conflicting-outputs",
+        "bad-restart",
+        "restart-without-process",
+        "inproc-with-groups",
+        "unknown-keys",
+        "no-nodes",
+        "group-restart-conflict",
+    ],
+)
+def test_invalid_graph_problems_name_the_culprit(graph, expected):
+    problems = problems_of(graph)
+    text = "\n".join(problems)
+    for fragment in expected:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    with pytest.raises(GraphError) as err:
+        Launch(graph, source="test.yaml", status=None).start()
+    assert err.value.problems == problems
+
+
+def test_type_mismatch_between_connected_topics(percept_sink):
+    problems = problems_of(
+        {
+            "nodes": [
+                cam(topics={"frames": "/shared"}),
+                {"name": "sink", "type": "percept_sink", "topics": {"percepts": "/shared"}},
+            ]
+        }
+    )
+    assert problems == [
+        "type mismatch on topic '/shared': node 'camera' output 'frames' publishes Frame "
+        "but node 'sink' input 'percepts' expects Percept"
+    ]
+
+
+def test_all_problems_are_reported_together():
+    launch = Launch.from_yaml(GRAPHS / "invalid.yaml", status=None)
+    text = "\n".join(launch.validate())
+    for fragment in [
+        "unknown param(s) 'colour'",
+        "reads topic '/nowhere'",
+        "duplicate node name 'stats'",
+        "unknown node type 'velodyne'",
+    ]:
+        assert fragment in text
+
+
+def test_external_topics_satisfy_inputs_and_unreadable_files_are_errors(tmp_path):
+    graph = {"nodes": [stats()], "external_topics": {"/frames": "Frame"}}
+    assert problems_of(graph) == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: [unclosed\n")
+    with pytest.raises(GraphError, match="not valid YAML"):
+        Launch.from_yaml(bad)
+    with pytest.raises(GraphError, match="cannot read"):
+        Launch.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_start_order_puts_consumers_first():
+    graph = {"nodes": [cam(), stats()]}
+    launch = Launch(graph, status=None)
+    from runtime.bus import InProcBus
+    from runtime.launcher import build_node
+
+    bus = InProcBus("order")
+    nodes = [build_node(spec, bus) for spec in launch.specs]
+    assert [n.name for n in start_order(nodes)] == ["stats", "camera"]
+
+
+# ---------------------------------------------------------------------------
+# running
+
+
+def test_inprocess_graph_streams_frames():
+    graph = {
+        "bus": "inproc://launch-test",
+        "nodes": [cam(params={"rate_hz": 100, "width_px": 32, "height_px": 24}), stats()],
+    }
+    with Launch(graph, status=None) as launch:
+        assert launch.url == "inproc://launch-test"
+        deadline = time.monotonic() + 5
+        while launch.nodes["stats"].frames < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert launch.nodes["stats"].frames >= 5
+        assert launch.status()["camera"] == {"process": None, "state": "running"}
+    assert all(n.state == "stopped" for n in launch.nodes.values())
+
+
+def test_graph_that_finishes_by_itself_is_waited_for():
+    graph = {
+        "nodes": [cam(params={"rate_hz": 100, "max_frames": 3, "width_px": 8, "height_px": 8})]
+    }
+    with Launch(graph, status=None) as launch:
+        assert launch.wait(5.0)
+        assert launch.nodes["camera"].frames_sent == 3
+
+
+def _frame_after(sub, t_ns: int, timeout_s: float) -> Frame | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.get(0.2)
+        if msg is not None and msg.stamp_ns > t_ns:
+            return msg
+    return None
+
+
+def test_multiprocess_graph_restarts_a_killed_process_and_traffic_resumes():
+    lines: list[str] = []
+    with Launch.from_yaml(GRAPHS / "multiprocess.yaml", status=lines.append) as launch:
+        assert launch.url.startswith("ipc://")
+        sub = launch.bus.subscribe("/test/frames", "queue(32)")
+        first = _frame_after(sub, 0, 20.0)
+        assert first is not None and first.rgb.shape == (48, 64, 3)
+        stats = launch.nodes["stats"]
+        deadline = time.monotonic() + 10
+        # stats is connected too, and its last seq is high enough to notice the restart
+        while stats.frames < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc = launch.processes["cam"]
+        old_pid = proc.pid
+        os.kill(old_pid, signal.SIGKILL)
+        killed_at = time.time_ns()
+        after = _frame_after(sub, killed_at, 20.0)
+        assert after is not None, "no frames after the camera process was restarted"
+        assert proc.restarts == 1 and proc.pid != old_pid
+        assert proc.last_exit == "killed by SIGKILL"
+        assert launch.status()["camera"]["restarts"] == 1
+        # the in-process stats node saw the restarted camera too (its seq started over)
+        deadline = time.monotonic() + 10
+        while stats.seq_resets < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stats.seq_resets >= 1
+    text = "\n".join(lines)
+    assert "'cam' killed by SIGKILL; restarting" in text
+    with pytest.raises(ProcessLookupError):
+        os.kill(proc.pid, 0)
+
+
+def _start_cli_launch(graph: Path) -> tuple[subprocess.Popen, dict[str, int], str]:
+    """Start `engram launch graph`; read the child pids and the bus URL from its status lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "launch", str(graph)],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids: dict[str, int] = {}
+    url = ""
+    deadline = time.monotonic() + 30
+    groups = 2 if "two_processes" in graph.name else 1
+    while len(pids) < groups and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if ": bus " in line:
+            url = line.split(": bus ")[1].strip()
+        if "started process" in line:
+            name = line.split("'")[1]
+            pids[name] = int(line.split(" pid ")[1].split()[0])
+    return proc, pids, url
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_to_launcher_stops_every_child():
+    proc, pids, _ = _start_cli_launch(GRAPHS / "two_processes.yaml")
+    try:
+        assert set(pids) == {"cam", "stats"}
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "got SIGTERM; shutting down" in err
+    for pid in pids.values():
+        assert _gone(pid), f"child {pid} outlived the launcher"
+
+
+def test_children_exit_when_the_launcher_is_killed():
+    proc, pids, url = _start_cli_launch(GRAPHS / "multiprocess.yaml")
+    try:
+        assert "cam" in pids
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(pids["cam"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pids["cam"]), "an orphaned child kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+        if url.startswith("ipc:///tmp/engram-launch-"):  # a killed launcher cannot clean up
+            shutil.rmtree(Path(url[len("ipc://") :]).parent, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# supervisor policies (trivial shell children: fast and deterministic)
+
+
+def sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script]
+
+
+def test_backoff_doubles_and_is_capped():
+    policy = RestartPolicy(backoff_s=0.5, max_backoff_s=3.0)
+    assert [backoff_delay_s(policy, n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(2) == "exited with code 2"
+
+
+def test_on_failure_gives_up_after_max_restarts():
+    proc = ManagedProcess("crashy", sh("exit 3"), restart=RestartPolicy("on-failure", 2, 0.01))
+    sup = Supervisor([proc], status=None, poll_s=0.01)
+    sup.start()
+    try:
+        assert sup.wait(10.0)
+    finally:
+        sup.stop(1.0)
+    assert proc.state == "failed" and proc.restarts == 2
+    assert len(set(proc.pids)) == 3 and proc.last_exit == "exited with code 3"
+    assert sup.failed == ["crashy"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "script", "state", "restarts"),
+    [
+        ("never", "exit 1", "exited", 0),
+        ("on-failure", "exit 0", "exited", 0),
+        ("always", "exit 0", "failed", 2),
+    ],
+)
+def test_restart_policies(policy, script, state, restarts):
+    proc = ManagedProcess("p", sh(script), restart=RestartPolicy(policy, 2, 0.01))
+    sup = Supervisor([proc], status=None, poll_s=0.01)
+    sup.start()
+    try:
+        assert sup.wait(10.0)
+    finally:
+        sup.stop(1.0)
+    assert (proc.state, proc.restarts) == (state, restarts)
+
+
+def test_stop_kills_children_that_ignore_sigterm(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"trap '' TERM; sleep 60 & echo $! > {pidfile}; wait"
+    proc = ManagedProcess("stubborn", sh(script), restart=RestartPolicy("never"))
+    sup = Supervisor([proc], status=None, poll_s=0.01)
+    sup.start()
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    sup.stop(grace_s=0.3)
+    assert time.monotonic() - t0 < 5
+    assert proc.state == "stopped"
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(grandchild), "the child's own children must go too"
