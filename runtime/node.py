@@ -341,6 +341,8 @@ NODE_TYPES: dict[str, str] = {
     "perception": "perception.node:PerceptionNode",
     "memory": "memory.node:MemoryNode",
     "planner": "planners.node:PlannerNode",
+    "rerun": "runtime.viz:RerunNode",
+    "ros2_bridge": "runtime.ros2.nodes:RosBridgeNode",
 }
 
 

@@ -1,1 +1,42 @@
-"""memory/spatial package."""
+"""Spatial memory: sparse Morton-keyed octree with semantics, topology graph of places,
+static/dynamic decoupling (Mem4D) and short-/long-term memory (Mem4Nav).
+
+Public surface:
+
+- ``SpatialMemory``, ``SpatialConfig``: the ``Memory`` implementation (``memory/base.py``)
+  the memory system fans ``Percept`` / ``RobotState`` messages and queries out to.
+- ``SparseOctree``, ``OctreeConfig``, ``InsertStats``, ``VoxelSet``: the voxel map.
+- ``PlaceGraph``, ``PlaceGraphConfig``, ``Place``, ``Path``: the topology graph.
+- ``TransientDynamicsMemory``, ``DynamicsConfig``, ``classify_motion``: static/dynamic.
+- ``ShortTermMemory``, ``ShortTermConfig``: the robot-relative short-term cache.
+- ``ObjectTable``, ``ObjectRecord``: long-term object records.
+
+Only numpy is imported here (no torch, open3d, mujoco).
+"""
+
+from memory.spatial.dynamics import DynamicsConfig, TransientDynamicsMemory, classify_motion
+from memory.spatial.memory import SpatialConfig, SpatialMemory
+from memory.spatial.objects import ObjectRecord, ObjectTable
+from memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree, VoxelSet
+from memory.spatial.places import Path, Place, PlaceGraph, PlaceGraphConfig
+from memory.spatial.short_term import ShortTermConfig, ShortTermMemory
+
+__all__ = [
+    "DynamicsConfig",
+    "InsertStats",
+    "ObjectRecord",
+    "ObjectTable",
+    "OctreeConfig",
+    "Path",
+    "Place",
+    "PlaceGraph",
+    "PlaceGraphConfig",
+    "ShortTermConfig",
+    "ShortTermMemory",
+    "SparseOctree",
+    "SpatialConfig",
+    "SpatialMemory",
+    "TransientDynamicsMemory",
+    "VoxelSet",
+    "classify_motion",
+]
