@@ -343,6 +343,8 @@ NODE_TYPES: dict[str, str] = {
     "planner": "planners.node:PlannerNode",
     "rerun": "runtime.viz:RerunNode",
     "ros2_bridge": "runtime.ros2.nodes:RosBridgeNode",
+    "camera": "runtime.sources:CameraSource",
+    "microphone": "runtime.sources:MicrophoneSource",
 }
 
 

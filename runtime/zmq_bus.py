@@ -72,7 +72,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +182,15 @@ def _load_cert(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
 class ZmqBusConfig:
     """Tuning of a ``ZmqBus``; pass fields as keyword options to ``ZmqBus``/``make_bus``."""
 
-    bind_host: str = "127.0.0.1"  # tcp: interface the bus's publisher sockets bind to
-    advertise_host: str = ""  # tcp: address peers dial to reach them ("" = bind_host)
+    # tcp: interface the bus's publisher sockets bind to (env ENGRAM_BUS_BIND_HOST, so
+    # containers and multi-host graphs can set it without code changes)
+    bind_host: str = field(
+        default_factory=lambda: os.environ.get("ENGRAM_BUS_BIND_HOST", "127.0.0.1")
+    )
+    # tcp: address peers dial to reach them ("" = bind_host; env ENGRAM_BUS_ADVERTISE_HOST)
+    advertise_host: str = field(
+        default_factory=lambda: os.environ.get("ENGRAM_BUS_ADVERTISE_HOST", "")
+    )
     send_hwm: int = 16  # lossy channel: messages queued per subscriber before dropping
     all_send_hwm: int = 2  # lossless channel: messages queued per subscriber before blocking
     recv_hwm: int = 8  # messages queued in each subscription socket before the mailbox
