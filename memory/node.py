@@ -1,0 +1,199 @@
+"""``MemoryNode``: the memory system on the bus (registered as node type ``memory``).
+
+Inputs (default topics, remappable by a launch graph):
+
+==================  =============  ============  ==========================================
+port                type           policy        what happens
+==================  =============  ============  ==========================================
+``percepts``        Percept        queue(16)     written to every memory that accepts it
+``transcripts``     Transcript     queue(32)     "
+``sound_events``    SoundEvent     queue(32)     "
+``robot_state``     RobotState     latest        kept as ``latest_robot_state``; written
+``instruction``     Instruction    queue(8)      " (starts an episode)
+``plan``            PlanStep       queue(32)     " (episode steps and outcome)
+==================  =============  ============  ==========================================
+
+Service ``query`` on ``/memory/query``: ``MemoryQuery -> Recall`` over the bus's
+request/reply (``InProcBus`` in one process, ``ZmqBus`` across processes), so
+planners and a live UI elsewhere can ask. A query without an embedding gets
+one from the node's text encoder (``text_encoder``, MiniLM by default), and
+every memory may embed the text in its own spaces through the shared
+``Embedders``. Errors come back in ``Recall.error``; the node keeps running.
+
+Writes go through ``MemorySystem.submit`` (a bounded input queue; a message that
+cannot be queued within ``submit_timeout_s`` is dropped and counted). The system
+is built in ``configure`` (or passed in) and closed, with a checkpoint when it
+persists, when the node stops. A timer
+runs ``consolidate`` every ``consolidate_every_s``. The heartbeat carries
+per-memory p95 latencies and record counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from memory.index import Embedders, load_text_embedder
+from memory.system import MemorySystem, MemorySystemConfig, default_memories
+from runtime.messages import MemoryQuery, Message, Recall, RobotState
+from runtime.node import Input, Node, NodeConfig, Service
+
+__all__ = ["MemoryNode", "MemoryNodeConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemoryNodeConfig(NodeConfig):
+    """Settings of the memory node."""
+
+    memories: list[str] = field(default_factory=list)  # memory names to run; [] = all default
+    root: str = ""  # persistence directory ("" = in memory only)
+    workers: int = 4  # threads for the parallel fan-out
+    input_queue: int = 256  # messages waiting for the memories
+    submit_timeout_s: float = 0.5  # wait this long for room in the queue, then drop
+    text_encoder: str = "minilm"  # encoder for space "text" (queries, facts); "" = none
+    image_text_encoder: str = ""  # text tower for space "image" (e.g. "clip"); "" = none
+    consolidate_every_s: float = 60.0  # consolidation period; 0 = never
+    checkpoint_every: int = 10_000  # messages between checkpoints (with root)
+    recall_timeout_s: float = 5.0  # slower memories are left out of a recall
+
+
+class MemoryNode(Node):
+    """Percepts and friends in, recall over request/reply. See the module docstring."""
+
+    INPUTS = {
+        "percepts": Input("Percept", policy="queue(16)"),
+        "transcripts": Input("Transcript", policy="queue(32)"),
+        "sound_events": Input("SoundEvent", policy="queue(32)"),
+        "robot_state": Input("RobotState", policy="latest"),
+        "instruction": Input("Instruction", policy="queue(8)"),
+        "plan": Input("PlanStep", policy="queue(32)"),
+    }
+    SERVICES = {"query": Service("MemoryQuery", "Recall", topic="/memory/query")}
+    Config = MemoryNodeConfig
+
+    def __init__(
+        self,
+        config: MemoryNodeConfig | None = None,
+        *,
+        system: MemorySystem | None = None,
+        embedders: Embedders | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(config, dict):
+            config = MemoryNodeConfig(**config)
+        super().__init__(config, **kwargs)
+        self.system = system
+        self.embedders = embedders
+        self.latest_robot_state: RobotState | None = None
+        self._latest_stamp_ns = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def on_configure(self) -> None:
+        cfg: MemoryNodeConfig = self.config
+        if self.embedders is None:
+            fns = {}
+            if cfg.text_encoder:
+                fns["text"] = load_text_embedder(cfg.text_encoder)
+            if cfg.image_text_encoder:
+                fns["image"] = load_text_embedder(cfg.image_text_encoder)
+            self.embedders = Embedders(fns)
+        if self.system is None:
+            mems = default_memories(self.embedders, include=cfg.memories or None)
+            self.system = MemorySystem(
+                mems,
+                embedders=self.embedders,
+                config=MemorySystemConfig(
+                    workers=cfg.workers,
+                    input_queue=cfg.input_queue,
+                    root=cfg.root,
+                    checkpoint_every=cfg.checkpoint_every,
+                    recall_timeout_s=cfg.recall_timeout_s,
+                ),
+            )
+        if cfg.consolidate_every_s > 0:
+            self.add_timer(1.0 / cfg.consolidate_every_s, self._consolidate)
+
+    def on_stop(self) -> None:
+        if self.system is not None:
+            self.system.close()
+
+    # ---- inputs -------------------------------------------------------------------------
+    def _submit(self, port: str, msg: Message) -> None:
+        self._latest_stamp_ns = max(self._latest_stamp_ns, msg.stamp_ns)
+        ok = self.system.submit(msg, topic=self.topic(port), timeout_s=self.config.submit_timeout_s)
+        if not ok:
+            self.count("memory_dropped")
+
+    def on_percepts(self, msg: Message) -> None:
+        self._submit("percepts", msg)
+
+    def on_transcripts(self, msg: Message) -> None:
+        self._submit("transcripts", msg)
+
+    def on_sound_events(self, msg: Message) -> None:
+        self._submit("sound_events", msg)
+
+    def on_robot_state(self, msg: Message) -> None:
+        self.latest_robot_state = msg  # type: ignore[assignment]
+        self._submit("robot_state", msg)
+
+    def on_instruction(self, msg: Message) -> None:
+        self._submit("instruction", msg)
+
+    def on_plan(self, msg: Message) -> None:
+        self._submit("plan", msg)
+
+    # ---- service ------------------------------------------------------------------------
+    def on_query(self, request: Message) -> Recall:
+        if not isinstance(request, MemoryQuery):
+            return Recall(
+                query_seq=request.seq,
+                error=f"/memory/query expects a MemoryQuery, got {type(request).__name__}",
+            )
+        try:
+            query = request
+            if query.embedding is None and query.text and self.embedders is not None:
+                vec = self.embedders.embed("text", query.text)
+                if vec is not None:
+                    query = query.replace(embedding=vec)  # type: ignore[assignment]
+            hits = self.system.recall(query)  # type: ignore[arg-type]
+            return Recall(
+                query_seq=request.seq,
+                query_text=request.text,
+                hits=[h.to_dict() for h in hits],
+            )
+        except Exception as exc:  # noqa: BLE001 - answered, not raised: the node keeps serving
+            self.count("query_errors")
+            log.warning("memory query failed: %s", exc)
+            return Recall(query_seq=request.seq, query_text=request.text, error=f"{exc}")
+
+    # ---- timers / health ----------------------------------------------------------------
+    def _consolidate(self) -> None:
+        if self.system is not None and self._latest_stamp_ns:
+            self.system.consolidate(now_ns=self._latest_stamp_ns)
+
+    def health(self) -> dict[str, Any]:
+        if self.system is None:
+            return {}
+        st = self.system.stats()
+        latency: dict[str, float] = {}
+        info: dict[str, Any] = {"records": {}}
+        for name, m in st["memories"].items():
+            for op in ("write", "recall"):
+                p95 = m["latency"][op].get("p95_ms")
+                if p95 is not None:
+                    latency[f"{name}_{op}_p95"] = p95
+            info["records"][name] = m["memory"].get("records", 0)
+        return {
+            "counters": {
+                "memory_submitted": st["submitted"],
+                "memory_dropped": st["dropped"],
+                "memory_recalls": st["recalls"],
+                "memory_errors": sum(m["errors"] for m in st["memories"].values()),
+            },
+            "latency_ms": latency,
+            "info": info,
+        }

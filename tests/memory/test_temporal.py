@@ -1,0 +1,201 @@
+"""Temporal memory: chunking, HCAM detail recall in a long timeline, TWM segment
+selection among distractors (real MiniLM), time questions, capacity, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.index import Embedders
+from memory.temporal import TemporalConfig, TemporalMemory, parse_time_intent
+from runtime.messages import MemoryQuery
+from tests.memory._factories import S, minilm, noisy, percept, sound, transcript, unit
+
+D = 48
+
+
+def scene_vectors(names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: unit(rng.normal(size=D)) for n in names}
+
+
+def test_chunks_are_cut_by_content_change_and_by_time() -> None:
+    rng = np.random.default_rng(1)
+    scenes = scene_vectors(["kitchen", "hall", "garage"])
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=1000, chunk_max_items=1000))
+    for i, name in enumerate(["kitchen"] * 20 + ["hall"] * 20 + ["garage"] * 20):
+        mem.write(percept(i * 0.5, [name + "_thing"], embedding=noisy(scenes[name], rng)))
+    segs = mem.between(0, 0)
+    assert [s.n_items for s in segs] == [20, 20, 20]
+    assert segs[1].start_ns == 10 * S and "hall_thing" in segs[1].text
+
+    timed = TemporalMemory(TemporalConfig(chunk_max_s=10.0))
+    for i in range(60):  # one unchanging scene, 1 Hz
+        timed.write(percept(i, ["chair"], embedding=noisy(scenes["hall"], rng)))
+    assert len(timed.between(0, 0)) == 6
+
+
+def _long_timeline(mem: TemporalMemory, rng: np.random.Generator, key_obj: np.ndarray) -> int:
+    scenes = scene_vectors([f"room{k}" for k in range(15)], seed=3)
+    labels = {f"room{k}": [f"thing{k}", f"stuff{k}"] for k in range(15)}
+    needle = -1
+    t = 0.0
+    for k in range(15):
+        name = f"room{k}"
+        obj_base = np.stack([scenes[name], -scenes[name]])
+        for _ in range(200):
+            labs = list(labels[name])
+            objs = np.stack([noisy(v, rng, 0.2) for v in obj_base])
+            if k == 8 and needle < 0 and t > 8 * 100 + 60:  # once, deep inside room8
+                labs.append("blue_key")
+                objs = np.concatenate([objs, noisy(key_obj, rng, 0.05)[None]])
+                needle = int(t * 2)
+            mem.write(
+                percept(
+                    t,
+                    labs,
+                    embedding=noisy(scenes[name], rng),
+                    object_embeddings=objs,
+                    centroids=rng.normal(size=(len(labs), 3)),
+                )
+            )
+            t += 0.5
+    return needle
+
+
+def test_hcam_finds_a_detail_inside_a_long_timeline() -> None:
+    rng = np.random.default_rng(2)
+    key_obj = unit(rng.normal(size=D))
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=30.0, chunk_max_items=64, top_chunks=3))
+    needle = _long_timeline(mem, rng, key_obj)
+    assert len(mem) == 3000
+    before = mem.counters["items_scored"]
+    # by the object's appearance only (no words)
+    hits = mem.recall(MemoryQuery(embedding=noisy(key_obj, rng, 0.1), top_k=3))
+    assert hits and hits[0].record_id == f"item:{needle}"
+    assert hits[0].data["object"] == "blue_key"  # the position is the key's centroid
+    scored = mem.counters["items_scored"] - before
+    assert scored <= 3 * 64 < 0.1 * len(mem)  # details of the top chunks only
+    # by its name
+    hits = mem.recall(MemoryQuery(text="the blue key", top_k=3))
+    assert hits[0].record_id == f"item:{needle}"
+
+
+def test_twm_picks_the_segment_that_answers_the_query_among_distractors() -> None:
+    embed = minilm()
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=20.0), embedders=Embedders({"text": embed}))
+    topics = [
+        "the cat is sleeping on the sofa in the living room",
+        "we are out of milk, add it to the shopping list",
+        "I left the red mug on the kitchen table",
+        "the weather forecast says rain tomorrow afternoon",
+        "the printer in the office is jammed again",
+        "turn left at the hallway to reach the bathroom",
+    ]
+    for k, text in enumerate(topics):
+        t0 = k * 30.0
+        for j in range(6):
+            mem.write(percept(t0 + j, [f"object{k}"]))
+        mem.write(transcript(t0 + 6, text, speaker="alice", embed=embed))
+    query = MemoryQuery(text="where did I put my coffee cup?")
+    best = mem.select_segments(query, budget_segments=1)
+    assert len(best) == 1 and "red mug" in best[0].text
+    # a budget in items: each segment costs its 7 items
+    two = mem.select_segments(query, budget_segments=None, budget_items=14)
+    assert len(two) == 2 and sum(s.n_items for s in two) <= 14
+    assert two == sorted(two, key=lambda s: s.start_ns)  # time order
+    # segment refinement keeps the most relevant item of the chosen segment
+    refined = mem.select_segments(query, budget_segments=1, items_per_segment=1)
+    (iid,) = refined[0].item_ids
+    assert mem._items[iid].kind == "transcript"
+    # a budget in tokens (words a model would read): refined segments, 20 words at most
+    words = mem.select_segments(query, budget_segments=None, budget_tokens=20, items_per_segment=1)
+    assert "red mug" in words[-1].text or any("red mug" in w.text for w in words)
+    assert sum(len(mem._items[i].text.split()) for w in words for i in w.item_ids) <= 20
+
+
+def _scripted(mem: TemporalMemory) -> None:
+    rng = np.random.default_rng(4)
+    scenes = scene_vectors(["kitchen", "hall", "garage", "office"], seed=5)
+    for t in range(0, 11):
+        mem.write(percept(t, ["red_mug", "table"], embedding=noisy(scenes["kitchen"], rng)))
+    for t in range(11, 20):
+        mem.write(percept(t, ["door"], embedding=noisy(scenes["hall"], rng)))
+    mem.write(sound(20, "bell"))
+    for t in range(21, 31):
+        mem.write(percept(t, ["red_mug", "shelf"], embedding=noisy(scenes["garage"], rng)))
+    for t in range(31, 41):
+        mem.write(percept(t, ["desk"], embedding=noisy(scenes["office"], rng)))
+
+
+def test_time_questions_last_first_order_before_after_between() -> None:
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=60.0))
+    _scripted(mem)
+    assert mem.last_seen("red mug").stamp_ns == 30 * S
+    assert mem.first_seen("red mug").stamp_ns == 0
+    assert mem.last_seen("red mug", t1_ns=20 * S).stamp_ns == 10 * S
+    assert mem.last_seen("unicorn") is None
+    assert [w for w, _ in mem.order(["desk", "red mug", "door", "unicorn"])] == [
+        "red mug",
+        "door",
+        "desk",
+    ]
+    assert mem.before("bell", n=1)[0].stamp_ns == 19 * S
+    assert mem.after("bell", n=1)[0].stamp_ns == 21 * S
+    segs = mem.between(12 * S, 18 * S)
+    assert segs and all("door" in s.text for s in segs)
+    # the same through recall(), as a planner asks
+    hits = mem.recall(MemoryQuery(text="when was the red mug last seen?"))
+    assert hits[0].stamp_ns == 30 * S and hits[0].data["intent"] == "last"
+    hits = mem.recall(MemoryQuery(text="what happened before the bell?", top_k=2))
+    assert [h.stamp_ns for h in hits] == [19 * S, 10 * S]  # nearest first, repeats skipped
+    hits = mem.recall(MemoryQuery(t0_ns=32 * S, t1_ns=35 * S))
+    assert hits and all(h.data["kind"] == "segment" for h in hits)
+    hits = mem.recall(MemoryQuery(text="red mug", t0_ns=15 * S, top_k=20))
+    assert hits and all(h.stamp_ns >= 15 * S for h in hits)
+    assert parse_time_intent("what came after the bell rang") == ("after", "the bell rang")
+
+
+def test_capacity_compresses_old_chunks_into_summaries() -> None:
+    rng = np.random.default_rng(6)
+    scenes = scene_vectors([f"s{k}" for k in range(50)], seed=7)
+    mem = TemporalMemory(
+        TemporalConfig(chunk_max_s=1000, chunk_max_items=10, max_items=100, max_chunks=30)
+    )
+    for i in range(500):
+        name = f"s{i // 10}"
+        mem.write(percept(i, [f"label{i // 10}"], embedding=noisy(scenes[name], rng)))
+    st = mem.stats()
+    assert st["items"] <= 100 + 10 and st["chunks"] <= 30
+    assert st["compressed_chunks"] > 0
+    old = mem.recall(MemoryQuery(text="label0"))  # long compressed: answered by its summary
+    assert old and old[0].data["kind"] == "segment" and old[0].data["compressed"]
+    recent = mem.recall(MemoryQuery(text="label49"))
+    assert recent[0].record_id.startswith("item:")
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=60.0))
+    _scripted(mem)
+    q = MemoryQuery(text="red mug", top_k=4)
+    want = [(h.record_id, round(h.score, 5)) for h in mem.recall(q)]
+    mem.save(tmp_path)
+    mem.write(percept(50, ["red_mug"]))  # incremental save writes only what changed
+    mem.save(tmp_path)
+    back = TemporalMemory()
+    back.load(tmp_path)
+    assert len(back) == len(mem) and back.stats()["chunks"] == mem.stats()["chunks"]
+    got = [(h.record_id, round(h.score, 5)) for h in back.recall(q)]
+    assert got == [(h.record_id, round(h.score, 5)) for h in mem.recall(q)]
+    assert want  # and the timeline still answers time questions
+    assert back.last_seen("red mug").stamp_ns == 50 * S
+
+
+def test_bad_input_raises_and_changes_nothing() -> None:
+    mem = TemporalMemory()
+    mem.write(percept(0, ["a"], embedding=unit(np.ones(D))))
+    with pytest.raises(ValueError, match="dimension 7"):
+        mem.write(percept(1, ["b"], embedding=unit(np.ones(7))))
+    assert len(mem) == 1
