@@ -42,11 +42,14 @@ def add_arguments(parser: Any) -> None:
         "--graph", default=None, help="another graph with a 'camera' and a 'stats' node"
     )
     parser.add_argument("--duration-s", type=float, default=5.0, help="how long to stream")
+    from runtime.live import add_rerun_argument
+
+    add_rerun_argument(parser)
 
 
 def run(args: Any) -> int:
     graph = args.graph or (SYNTHETIC_MULTIPROCESS_GRAPH if args.multiprocess else SYNTHETIC_GRAPH)
-    return run_synthetic(graph, duration_s=args.duration_s)
+    return run_synthetic(graph, duration_s=args.duration_s, rerun=getattr(args, "rerun", None))
 
 
 def run_synthetic(
@@ -55,10 +58,13 @@ def run_synthetic(
     duration_s: float = 5.0,
     camera: str = "camera",
     stats: str = "stats",
+    rerun: str | None = None,
 ) -> int:
     """Stream ``duration_s`` worth of frames from ``camera`` to ``stats`` and print a report.
 
-    Returns 0 when frames arrived, 1 when none did, 2 for an unusable graph.
+    ``rerun``: a ``--rerun`` value (``"FILE.rrd"``, ``""`` = a viewer) adds a Rerun node
+    logging the camera's frames. Returns 0 when frames arrived, 1 when none did, 2 for
+    an unusable graph.
     """
     import yaml
     from tqdm import tqdm
@@ -72,6 +78,8 @@ def run_synthetic(
         params = cam_spec.setdefault("params", {})
         rate_hz = float(params.get("rate_hz", SyntheticCameraConfig.rate_hz))
         params["max_frames"] = expected = max(1, round(rate_hz * duration_s))
+        if rerun is not None:
+            data["nodes"].append(_rerun_spec(rerun, cam_spec))
         launch = Launch(data, source=str(graph), status=None)
         launch.start()
     except (OSError, yaml.YAMLError, KeyError, TypeError, StopIteration, GraphError) as exc:
@@ -154,6 +162,16 @@ class _Heartbeats:
     def close(self) -> None:
         self._sub.close()
         self._thread.join(1.0)
+
+
+def _rerun_spec(flag: str, cam_spec: dict[str, Any]) -> dict[str, Any]:
+    """A launch-graph node logging the camera's frames to Rerun (``--rerun``)."""
+    from runtime.live import rerun_config
+
+    cfg = rerun_config(flag, name="engram-demo", ports=["frames"])
+    frames = (cam_spec.get("topics") or {}).get("frames", "/frames")
+    params = {"save_path": cfg.save_path, "spawn": cfg.spawn, "ports": ["frames"]}
+    return {"name": "rerun", "type": "rerun", "params": params, "topics": {"frames": frames}}
 
 
 def _camera_done(launch: Any, camera: str) -> bool:

@@ -18,7 +18,9 @@ Python API::
 A message that fails to decode is skipped, counted and logged; replay goes on.
 
 CLI: ``engram replay FILE [--rate R | --as-fast-as-possible] [--bus URL]
-[--topic-map OLD=NEW ...] [--loop]``; the bus defaults to ``$ENGRAM_BUS``.
+[--topic-map OLD=NEW ...] [--loop] [--rerun [FILE.rrd]]``; the bus defaults to
+``$ENGRAM_BUS``. ``--rerun`` also logs what is published (and what the graph makes of
+it) to Rerun; with no bus given it replays onto an in-process bus just for that.
 """
 
 from __future__ import annotations
@@ -241,6 +243,9 @@ def add_arguments(parser: Any) -> None:
         default=0.5,
         help="wait this long after joining the bus before publishing (subscribers connect)",
     )
+    from runtime.live import add_rerun_argument
+
+    add_rerun_argument(parser)  # --rerun [FILE.rrd]; without --bus / $ENGRAM_BUS: in-process
 
 
 def _parse_topic_map(items: list[str]) -> dict[str, str]:
@@ -257,7 +262,11 @@ def run(args: Any) -> int:
     from runtime.bus import make_bus
     from runtime.recorder import bus_url_from
 
-    url = bus_url_from(args.bus, "replay")
+    rerun_flag = getattr(args, "rerun", None)
+    if rerun_flag is not None and not (args.bus or os.environ.get("ENGRAM_BUS")):
+        url = "inproc://replay"  # only the Rerun node listens
+    else:
+        url = bus_url_from(args.bus, "replay")
     topic_map = _parse_topic_map(args.topic_map)
     if args.rate is not None and not args.rate > 0:
         raise SystemExit(f"engram replay: --rate must be > 0, got {args.rate}")
@@ -270,11 +279,20 @@ def run(args: Any) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with make_bus(url) as bus:
-            if args.start_delay_s > 0:
-                stop.wait(args.start_delay_s)
-            pace = "as fast as possible" if rate is None else f"at {rate:g}x"
-            print(f"engram replay: {args.file} -> {url} {pace}", file=sys.stderr, flush=True)
-            n = replay(args.file, bus, rate=rate, topic_map=topic_map, loop=args.loop, stop=stop)
+            from runtime.live import start_rerun_node
+
+            rerun = start_rerun_node(rerun_flag, bus, name="engram-replay")
+            try:
+                if args.start_delay_s > 0:
+                    stop.wait(args.start_delay_s)
+                pace = "as fast as possible" if rate is None else f"at {rate:g}x"
+                print(f"engram replay: {args.file} -> {url} {pace}", file=sys.stderr, flush=True)
+                n = replay(
+                    args.file, bus, rate=rate, topic_map=topic_map, loop=args.loop, stop=stop
+                )
+            finally:
+                if rerun is not None:
+                    rerun.stop()  # completes the .rrd file
     except RecordingError as exc:
         print(f"engram replay: {exc}", file=sys.stderr)
         return 2

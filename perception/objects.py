@@ -1,0 +1,325 @@
+"""Objects in a frame: from the simulator's segmentation, or proposed on real cameras.
+
+``ObjectExtractor.extract(frame, cloud)`` returns ``Objects`` (K of them):
+
+- Simulation (``frame.segmentation`` present): one object per segment id with at
+  least ``min_object_pixels`` pixels; label = ``frame.labels[str(id)]`` (the body
+  name), confidence 1.
+- Real cameras (no segmentation): region proposals without simulator help. The
+  image is downscaled to ``proposal_width_px``; pixels on a colour edge (gradient
+  above ``color_edge_threshold``) or a depth discontinuity (relative jump above
+  ``depth_edge_ratio``) separate regions; connected regions of plausible size
+  (``min_object_pixels`` .. ``max_region_frac`` of the image) are the proposals,
+  largest first, at most ``max_proposals``. With none, an N x N grid of crops stands
+  in (``grid_fallback``). Each proposal gets an open-vocabulary label: the CLIP
+  region embedding is compared with the CLIP text embeddings of
+  ``prompt_template.format(word)`` for every word of ``vocabulary``; the softmax
+  probability of the best word (``label_logit_scale`` as in CLIP) is its confidence.
+  Proposal ids are frame-local (0..K-1): no tracking across frames.
+
+3D: each object's centroid and extent are the centre and size of the robust
+axis-aligned box of its back-projected points (``geometry.object_boxes_3d``).
+Without depth, an object's centroid is the camera position and its extent zero.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perception.encoders import Encoder
+from perception.geometry import Cloud, object_boxes_3d
+
+__all__ = [
+    "DEFAULT_VOCABULARY",
+    "ObjectExtractor",
+    "Objects",
+    "ObjectsConfig",
+    "propose_regions",
+]
+
+DEFAULT_VOCABULARY: tuple[str, ...] = (
+    "chair",
+    "table",
+    "sofa",
+    "bed",
+    "cabinet",
+    "shelf",
+    "door",
+    "window",
+    "cup",
+    "mug",
+    "bottle",
+    "bowl",
+    "plate",
+    "box",
+    "book",
+    "laptop",
+    "monitor",
+    "keyboard",
+    "phone",
+    "lamp",
+    "plant",
+    "picture",
+    "pillow",
+    "bag",
+    "toy",
+    "ball",
+    "fruit",
+    "robot",
+    "person",
+    "wall",
+    "floor",
+)
+
+
+@dataclass
+class ObjectsConfig:
+    """Settings of ``ObjectExtractor`` (pixel sizes are at full resolution)."""
+
+    # segments / proposals smaller than this are ignored, pixels
+    min_object_pixels: int = 64
+    # per-axis percentile trimmed from each object's 3D box (flying pixels), percent
+    trim_percentile: float = 1.0
+    # segmentation labels never reported as objects (e.g. "floor")
+    ignore_labels: tuple[str, ...] = ()
+    # compute region embeddings with the image encoder
+    embed_regions: bool = True
+    # fill pixels outside an object's mask with the mean colour before embedding it
+    mask_regions: bool = True
+    # open-vocabulary label set for proposals (real cameras)
+    vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY
+    # text prompt per vocabulary word
+    prompt_template: str = "a photo of a {}."
+    # multiplies cosine similarities before the label softmax (CLIP uses 100)
+    label_logit_scale: float = 100.0
+    # most proposals per frame
+    max_proposals: int = 8
+    # proposals are computed on the image downscaled to about this width, pixels
+    proposal_width_px: int = 160
+    # relative depth jump |dz| / z between neighbours that separates regions
+    depth_edge_ratio: float = 0.04
+    # colour gradient (fraction of full scale, summed over x and y) that separates regions
+    color_edge_threshold: float = 0.08
+    # regions covering more than this fraction of the image (walls, floor) are not objects
+    max_region_frac: float = 0.4
+    # when nothing is proposed, use an N x N grid of crops; 0 = report no objects
+    grid_fallback: int = 3
+
+
+@dataclass
+class Objects:
+    """K objects of one frame (arrays as in ``runtime.messages.Percept``)."""
+
+    ids: np.ndarray  # (K,) int32
+    labels: list[str]  # K strings
+    confidences: np.ndarray  # (K,) float32
+    boxes: np.ndarray  # (K, 4) int32 pixel xyxy, x1/y1 exclusive
+    centroids: np.ndarray  # (K, 3) float32 world metres
+    extents: np.ndarray  # (K, 3) float32 metres
+    embeddings: np.ndarray | None  # (K, D) float32 or None
+    label_image: np.ndarray | None = field(default=None, repr=False)  # (H, W) int32, -1 none
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls, dim: int | None = None) -> Objects:
+        return cls(
+            ids=np.zeros(0, np.int32),
+            labels=[],
+            confidences=np.zeros(0, np.float32),
+            boxes=np.zeros((0, 4), np.int32),
+            centroids=np.zeros((0, 3), np.float32),
+            extents=np.zeros((0, 3), np.float32),
+            embeddings=None if dim is None else np.zeros((0, dim), np.float32),
+        )
+
+
+def _boxes_from_label_image(label_image: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W) int ids, (K,) -> (K, 4) int32 xyxy (exclusive max) of each id's pixels."""
+    _h, w = label_image.shape
+    boxes = np.zeros((len(ids), 4), np.int32)
+    flat = label_image.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_ids = flat[order]
+    starts = np.searchsorted(sorted_ids, ids, side="left")
+    ends = np.searchsorted(sorted_ids, ids, side="right")
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        if e <= s:
+            continue
+        pix = order[s:e]
+        v, u = np.divmod(pix, w)
+        boxes[i] = (u.min(), v.min(), u.max() + 1, v.max() + 1)
+    return boxes
+
+
+def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, C) -> (H // f, W // f, C) float32 block means (top-left aligned)."""
+    h, w = img.shape[:2]
+    th, tw = h // factor, w // factor
+    crop = img[: th * factor, : tw * factor].astype(np.float32)
+    return crop.reshape(th, factor, tw, factor, -1).mean(axis=(1, 3))
+
+
+def propose_regions(
+    rgb: np.ndarray, depth: np.ndarray | None, config: ObjectsConfig
+) -> tuple[np.ndarray, int]:
+    """Class-agnostic region proposals from colour and depth edges.
+
+    rgb (H, W, 3) uint8, depth (H, W) metres or None -> (label image (H, W) int32 with
+    -1 = none and proposals numbered 0..K-1 largest first, K).
+    """
+    from scipy import ndimage
+
+    h, w = rgb.shape[:2]
+    factor = max(1, w // max(1, config.proposal_width_px))
+    small = _block_mean(rgb, factor) / 255.0  # (h', w', 3)
+    small = ndimage.uniform_filter(small, size=(3, 3, 1), mode="nearest")
+    sh, sw = small.shape[:2]
+    gx = np.zeros((sh, sw), np.float32)
+    gy = np.zeros((sh, sw), np.float32)
+    gx[:, :-1] = np.abs(np.diff(small, axis=1)).max(axis=2)
+    gy[:-1, :] = np.abs(np.diff(small, axis=0)).max(axis=2)
+    edges = (gx + gy) >= config.color_edge_threshold
+    if depth is not None:
+        z = depth[: sh * factor : factor, : sw * factor : factor].astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            valid = np.isfinite(z) & (z > 0)
+            zx = np.zeros_like(z)
+            zy = np.zeros_like(z)
+            zx[:, :-1] = np.abs(np.diff(z, axis=1)) / np.minimum(z[:, :-1], z[:, 1:])
+            zy[:-1, :] = np.abs(np.diff(z, axis=0)) / np.minimum(z[:-1, :], z[1:, :])
+            vx = valid.copy()
+            vx[:, :-1] &= valid[:, 1:]
+            vy = valid.copy()
+            vy[:-1, :] &= valid[1:, :]
+            edges |= (vx & (zx > config.depth_edge_ratio)) | (vy & (zy > config.depth_edge_ratio))
+    regions, n = ndimage.label(~edges)
+    label_image = np.full((h, w), -1, np.int32)
+    if n == 0:
+        return label_image, 0
+    areas = np.bincount(regions.ravel(), minlength=n + 1)[1:] * factor * factor
+    keep = (areas >= config.min_object_pixels) & (areas <= config.max_region_frac * h * w)
+    cand = np.nonzero(keep)[0]
+    cand = cand[np.argsort(-areas[cand], kind="stable")][: config.max_proposals]
+    remap = np.full(n + 1, -1, np.int32)
+    remap[cand + 1] = np.arange(len(cand), dtype=np.int32)
+    small_labels = remap[regions]
+    rows = np.minimum(np.arange(h) // factor, sh - 1)
+    cols = np.minimum(np.arange(w) // factor, sw - 1)
+    label_image = small_labels[rows[:, None], cols[None, :]]
+    return label_image.astype(np.int32), len(cand)
+
+
+def _grid_label_image(h: int, w: int, n: int) -> np.ndarray:
+    rows = np.minimum(np.arange(h) * n // h, n - 1)
+    cols = np.minimum(np.arange(w) * n // w, n - 1)
+    return (rows[:, None] * n + cols[None, :]).astype(np.int32)
+
+
+class ObjectExtractor:
+    """Objects of a frame; see the module docstring. ``encoder``: an image+text encoder
+    (CLIP) for region embeddings and open-vocabulary labels, or None (no embeddings,
+    proposals labelled "object")."""
+
+    def __init__(self, config: ObjectsConfig | None = None, *, encoder: Encoder | None = None):
+        self.config = config or ObjectsConfig()
+        self.encoder = encoder
+        self._vocab_emb: np.ndarray | None = None
+        self._vocab_key: tuple[tuple[str, ...], str] | None = None
+        self._lock = threading.Lock()
+
+    def vocabulary_embeddings(self) -> np.ndarray:
+        """(V, D) CLIP text embeddings of the prompted vocabulary (computed once)."""
+        key = (tuple(self.config.vocabulary), self.config.prompt_template)
+        with self._lock:
+            if self._vocab_emb is None or self._vocab_key != key:
+                if self.encoder is None or "text" not in self.encoder.modalities:
+                    raise ValueError("open-vocabulary labels need an encoder with a text tower")
+                prompts = [self.config.prompt_template.format(v) for v in key[0]]
+                self._vocab_emb = self.encoder.encode_texts(prompts)
+                self._vocab_key = key
+            return self._vocab_emb
+
+    def extract(
+        self,
+        rgb: np.ndarray,
+        *,
+        cloud: Cloud | None,
+        world_from_camera: np.ndarray,
+        segmentation: np.ndarray | None = None,
+        labels: dict[str, str] | None = None,
+        depth: np.ndarray | None = None,
+    ) -> Objects:
+        """Objects of one frame. rgb (H, W, 3) uint8; cloud: back-projected depth (or
+        None); segmentation (H, W) int32 (-1 = none) with ``labels`` id -> name."""
+        cfg = self.config
+        h, w = rgb.shape[:2]
+        if segmentation is not None:
+            label_image = np.asarray(segmentation, dtype=np.int32)
+            ids, counts = np.unique(label_image[label_image >= 0], return_counts=True)
+            names = {str(k): v for k, v in (labels or {}).items()}
+            keep = [
+                i
+                for i, (oid, c) in enumerate(zip(ids, counts))
+                if c >= cfg.min_object_pixels and names.get(str(oid), "") not in cfg.ignore_labels
+            ]
+            ids = ids[keep].astype(np.int32)
+            obj_labels = [names.get(str(oid), f"object_{oid}") for oid in ids]
+            confidences = np.ones(len(ids), np.float32)
+            open_vocab = False
+        else:
+            label_image, k = propose_regions(rgb, depth, cfg)
+            if k == 0 and cfg.grid_fallback > 0:
+                label_image = _grid_label_image(h, w, cfg.grid_fallback)
+                k = cfg.grid_fallback**2
+            ids = np.arange(k, dtype=np.int32)
+            obj_labels = ["object"] * k
+            confidences = np.zeros(k, np.float32)
+            open_vocab = True
+        if len(ids) == 0:
+            dim = self.encoder.dim if (self.encoder is not None and cfg.embed_regions) else None
+            out = Objects.empty(dim)
+            out.label_image = label_image
+            return out
+        boxes = _boxes_from_label_image(label_image, ids)
+        if cloud is not None and len(cloud):
+            point_ids = cloud.sample(label_image)
+            centroids, extents, _counts3d = object_boxes_3d(
+                cloud.points, point_ids, ids, trim_percentile=cfg.trim_percentile
+            )
+        else:
+            centroids = np.full((len(ids), 3), np.nan, np.float32)
+            extents = np.zeros((len(ids), 3), np.float32)
+        no_3d = ~np.all(np.isfinite(centroids), axis=1)
+        if np.any(no_3d):  # no valid depth on the object: the camera position stands in
+            centroids[no_3d] = np.asarray(world_from_camera, dtype=np.float32)[:3, 3]
+            extents[no_3d] = 0.0
+        embeddings = None
+        if self.encoder is not None and cfg.embed_regions:
+            masks = None
+            if cfg.mask_regions:
+                masks = label_image[None, :, :] == ids[:, None, None]
+            embeddings = self.encoder.encode_regions(rgb, boxes, masks=masks)
+            if open_vocab and len(cfg.vocabulary) and "text" in self.encoder.modalities:
+                vocab = self.vocabulary_embeddings()
+                logits = cfg.label_logit_scale * (embeddings @ vocab.T)
+                logits -= logits.max(axis=1, keepdims=True)
+                probs = np.exp(logits)
+                probs /= probs.sum(axis=1, keepdims=True)
+                best = probs.argmax(axis=1)
+                obj_labels = [cfg.vocabulary[b] for b in best]
+                confidences = probs[np.arange(len(best)), best].astype(np.float32)
+        return Objects(
+            ids=ids,
+            labels=obj_labels,
+            confidences=confidences,
+            boxes=boxes,
+            centroids=centroids.astype(np.float32),
+            extents=extents.astype(np.float32),
+            embeddings=embeddings,
+            label_image=label_image,
+        )
