@@ -25,6 +25,7 @@ __all__ = [
     "RenderingUnavailable",
     "gl_backend",
     "import_mujoco",
+    "preload_triton",
     "require_rendering",
 ]
 
@@ -86,8 +87,29 @@ def gl_backend() -> str:
     return os.environ.get("MUJOCO_GL", "") or "glfw"
 
 
+def preload_triton() -> None:
+    """Load triton (if installed) before Mesa's software OpenGL maps its libLLVM.
+
+    torch imports triton lazily (``torch._dynamo``, reached from optimisers and
+    transformers). triton bundles its own LLVM, and loading it *after* Mesa's
+    llvmpipe has mapped libLLVM segfaults the process; loading it first is safe
+    (measured: 0.13 s). So anything that creates a GL context calls this first.
+    """
+    if "triton" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken triton only matters to torch.compile
+        sys.modules["triton"] = None  # type: ignore[assignment]
+
+
 def require_rendering() -> ModuleType:
     """The ``mujoco`` module if offscreen rendering can work, else ``RenderingUnavailable``."""
+    preload_triton()
     mujoco = import_mujoco()
     backend = gl_backend()
     ok = hasattr(mujoco, "Renderer") and hasattr(mujoco, "GLContext")

@@ -14,6 +14,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Tests render with mujoco.Renderer directly too: load triton before Mesa's libLLVM
+# (see sim._gl.preload_triton; the other order segfaults when torch imports triton).
+from sim._gl import preload_triton  # noqa: E402
+
+preload_triton()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
