@@ -1,13 +1,18 @@
 """``engram demo``: the main job.
 
-For now this runs the synthetic graph (``launch/demo.yaml``: a synthetic camera
-streaming frames to a statistics node) for a few seconds with a progress bar,
-then prints a short report: frames sent and received, drops, latency. The
-camera is told to send exactly ``rate_hz * duration_s`` frames, so the report
-compares exact counts. ``--multiprocess`` runs ``launch/demo_multiprocess.yaml``
-instead (the camera in its own supervised process, frames over ZeroMQ).
-``--synthetic`` selects this graph explicitly; the MuJoCo run will become the
-default.
+By default: one MuJoCo episode of a memory-dependent task (``--task``, default
+``cups``) through the full pipeline on one bus — sim node (RGB-D + segmentation
+frames, robot state, audio, instruction) -> perception -> memory (spatial,
+temporal, episodic, semantic, working; persisted on disk under ``--out``) ->
+planner (plan, act, critic, replan) -> actions back to the simulator. A progress
+bar counts control steps; the report says whether the task succeeded, what the
+planner asked memory and decided, how much each memory holds, and where the
+outputs are (``report.json``, the memory store, the episode's ground truth).
+
+``--synthetic`` runs the small synthetic graph instead (``launch/demo.yaml``: a
+synthetic camera streaming frames to a statistics node; ``--multiprocess`` puts
+the camera in its own supervised process with frames over ZeroMQ) and reports
+frames sent and received, drops and latency.
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ SYNTHETIC_MULTIPROCESS_GRAPH = _LAUNCH_DIR / "demo_multiprocess.yaml"
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument(
+        "--task",
+        default="cups",
+        help="simulation task: cups, button_sequence, put_back, count, fetch_seen, where_heard",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="layout seed of the episode")
+    parser.add_argument(
+        "--out", default="runs/demo", help="output directory (report, memory store, ground truth)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller frames and a tiny encoder (faster)"
+    )
+    parser.add_argument(
         "--synthetic", action="store_true", help="run the synthetic camera graph (no simulator)"
     )
     parser.add_argument(
@@ -48,8 +65,137 @@ def add_arguments(parser: Any) -> None:
 
 
 def run(args: Any) -> int:
-    graph = args.graph or (SYNTHETIC_MULTIPROCESS_GRAPH if args.multiprocess else SYNTHETIC_GRAPH)
-    return run_synthetic(graph, duration_s=args.duration_s, rerun=getattr(args, "rerun", None))
+    if args.synthetic or args.multiprocess or args.graph:
+        graph = args.graph or (
+            SYNTHETIC_MULTIPROCESS_GRAPH if args.multiprocess else SYNTHETIC_GRAPH
+        )
+        return run_synthetic(graph, duration_s=args.duration_s, rerun=getattr(args, "rerun", None))
+    report = run_sim(
+        task=args.task,
+        seed=args.seed,
+        out_dir=args.out,
+        quick=args.quick,
+        rerun=getattr(args, "rerun", None),
+    )
+    return 0 if report.get("ran") else 1
+
+
+def run_sim(
+    *,
+    task: str = "cups",
+    seed: int = 0,
+    out_dir: str | Path = "runs/demo",
+    quick: bool = False,
+    rerun: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
+    returns the report (also written to ``<out_dir>/report.json``)."""
+    import json
+
+    from tqdm import tqdm
+
+    from memory.node import MemoryNode, MemoryNodeConfig
+    from planners.evaluate import EvalConfig, Pipeline
+    from runtime.bus import InProcBus
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = EvalConfig.quick() if quick else EvalConfig()
+    bus = InProcBus(f"demo-{task}-{seed}")
+    memory = MemoryNode(
+        MemoryNodeConfig(
+            root=str(out / "memory"),
+            text_encoder=config.text_encoder,
+            consolidate_every_s=0.0,
+            workers=2,
+            heartbeat_hz=0.0,
+        ),
+        bus=bus,
+        name="memory",
+    )
+    report: dict[str, Any] = {"task": task, "seed": seed, "ran": False, "out_dir": str(out)}
+    print(
+        f"engram demo: MuJoCo task {task!r}, seed {seed}: sim -> perception -> memory -> planner",
+        file=sys.stderr,
+    )
+    try:
+        pipeline = Pipeline(
+            task=task, seed=seed, episodes=1, config=config, bus=bus, memory_node=memory
+        )
+        pipeline.sim.config.ground_truth_dir = str(out / "ground_truth")
+        extra = []
+        if rerun is not None:
+            from runtime.live import rerun_config
+            from runtime.viz import RerunNode
+
+            extra.append(RerunNode(rerun_config(rerun, name="engram-demo"), bus=bus, name="rerun"))
+        memory.start()
+        for node in extra:
+            node.start()
+        stop = threading.Event()
+
+        def show_progress() -> None:
+            with tqdm(
+                desc="engram demo", unit="step", file=sys.stderr, disable=not progress, leave=False
+            ) as bar:
+                done = 0
+                while not stop.wait(0.2):
+                    bar.update(pipeline.steps - done)
+                    done = pipeline.steps
+
+        ticker = threading.Thread(target=show_progress, daemon=True)
+        ticker.start()
+        t0 = time.monotonic()
+        try:
+            episodes = pipeline.run()
+        finally:
+            stop.set()
+            ticker.join(1.0)
+            for node in extra:
+                node.stop()
+        episode = episodes[0] if episodes else {}
+        report.update(
+            ran=bool(episodes),
+            success=bool(episode.get("success")),
+            wall_s=round(time.monotonic() - t0, 1),
+            control_steps=pipeline.steps,
+            episode=episode,
+            memory={m.name: len(m) for m in memory.system.memories},
+        )
+    finally:
+        if memory.state == "running":
+            memory.stop()
+        bus.close()
+    report["outputs"] = {
+        "report": str(out / "report.json"),
+        "memory_store": str(out / "memory"),
+        "ground_truth": str(out / "ground_truth"),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    _print_sim_report(report)
+    return report
+
+
+def _print_sim_report(report: dict[str, Any]) -> None:
+    episode = report.get("episode", {})
+    planner = episode.get("planner", {})
+    print(f"engram demo: task {report['task']} seed {report['seed']}")
+    print(f"  instruction   {episode.get('instruction', '')}")
+    print(
+        f"  success       {'yes' if report.get('success') else 'no'}"
+        f"  ({report.get('control_steps', 0)} control steps, {report.get('wall_s', 0)} s)"
+    )
+    for decision in planner.get("decisions", [])[:6]:
+        print(
+            f"  memory        {decision['question']} -> {decision['answer']} ({decision['source']})"
+        )
+    if planner:
+        print(f"  planner       {planner.get('status')}: {planner.get('reason', '')}")
+    sizes = ", ".join(f"{k} {v}" for k, v in report.get("memory", {}).items())
+    print(f"  memories      {sizes}")
+    for name, path in report["outputs"].items():
+        print(f"  {name:<13} {path}")
 
 
 def run_synthetic(

@@ -266,9 +266,7 @@ class CameraSourceConfig(NodeConfig):
     device: str = "0"  # camera index ("0"), a video file path, or a stream URL
     camera: str = "camera"  # name written into Frame.camera
     rate_hz: float = 0.0  # publish at most this often; 0 = the source's own rate
-    max_width_px: int = (
-        0  # wider frames are scaled down to this width (aspect kept); 0 = as captured
-    )
+    max_width_px: int = 0  # scale wider frames down to this width, px; 0 = as captured
     hfov_deg: float = 60.0  # horizontal field of view, for the intrinsics, degrees
     camera_height_m: float = 1.2  # the fixed pose: this high, looking along world +x
     loop: bool = False  # a file starts over at its end (stamps keep increasing)
