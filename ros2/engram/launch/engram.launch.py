@@ -11,12 +11,11 @@ Arguments: ``graph:=``, ``bus:=`` (default ``tcp://127.0.0.1:5550``), ``params:=
 ``engram:=`` (the engram command, e.g. a virtual environment's ``bin/engram``).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 
 def generate_launch_description() -> LaunchDescription:
