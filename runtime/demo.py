@@ -190,8 +190,8 @@ def _print_sim_report(report: dict[str, Any]) -> None:
         print(
             f"  memory        {decision['question']} -> {decision['answer']} ({decision['source']})"
         )
-    if planner:
-        print(f"  planner       {planner.get('status')}: {planner.get('reason', '')}")
+    if planner and planner.get("reason"):
+        print(f"  planner       {planner.get('status')}: {planner['reason']}")
     sizes = ", ".join(f"{k} {v}" for k, v in report.get("memory", {}).items())
     print(f"  memories      {sizes}")
     for name, path in report["outputs"].items():
