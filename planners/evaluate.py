@@ -13,21 +13,24 @@ and segmentation, robot state, audio, instructions) -> ``PerceptionNode``
 -> ``MemoryNode`` (spatial, temporal, episodic, semantic, working; recall over
 ``/memory/query``) -> ``PlannerNode`` (memory-grounded plan, skill controllers,
 critic, loop detector) -> ``/actions`` -> ``SimNode``. The planner sees the world
-only through these messages and memory recalls.
+only through these messages and memory recalls. Each episode runs in a fresh
+pipeline with an empty memory (episodes are independent; learning across attempts
+is what the lifelong check below measures). Only the harness looks inside the
+simulator: for the outcome and, in the lifelong check, the phase (to hide the show).
 
 By default each task runs twice: with memory and with ``--no-memory`` (the
 ablation: no memory node, the planner's recall answers nothing, so it works from
 the current view alone and cannot learn from earlier attempts). Subgoals are
 executed by the skill controllers, which keep no memory, so nothing else needs
 ablating (the diffusion action expert, which is not used here, has its own
-switch, ``use_memory=False``). The table shows both per
-task with the chance rate of a memoryless guess; the JSON (``--json``) has one
+switch, ``use_memory=False``). The table shows both per task with the chance
+rate of a memoryless guess; the JSON (``--json``) has one
 result per task: ``success_rate`` with memory, the no-memory run as the peer.
 
 The lifelong-learning check (RoboMemory) runs too unless ``--no-memory`` or
 ``--lifelong-layouts 0``: each of K layouts (seeds; default min(N, 5)) of cups,
-button_sequence and count is attempted ``--attempts`` times (3) in a row with the show phase hidden from
-the camera (the robot does not see the cube being covered, the lights, the
+button_sequence and count is attempted ``--attempts`` times (3) in a row with the
+show phase hidden from the camera (the robot does not see the cube being covered, the lights, the
 tokens), so the first attempt can only guess; the environment's verdict after an
 attempt goes to episodic memory as a terminal plan step (``episode`` succeeded /
 failed). Later attempts at the same layout recall which choice failed and avoid

@@ -188,7 +188,7 @@ class _QA:
     def _perr(answer: Any, truth: Any, *, xy: bool = False) -> float:
         a, t = np.asarray(answer, np.float64), np.asarray(truth, np.float64)
         n = 2 if xy else min(len(a), len(t))
-        return float(np.linalg.norm(a[:n] - t[:n]))
+        return round(float(np.linalg.norm(a[:n] - t[:n])), 3)  # to the millimetre
 
     # ---- question types -----------------------------------------------------------------
     def where(self, qtype: str, label: str, truth: np.ndarray, g: Grounding, *, since: int) -> None:
@@ -227,7 +227,7 @@ class _QA:
         q = _Asked("when_seen", f"when did you first see the {label}", truth_s)
         for m, a in answers.items():
             q.answers[m] = round(float(a), 2)
-            q.scores[m] = abs(float(a) - truth_s)
+            q.scores[m] = round(abs(float(a) - truth_s), 2)  # to 10 ms (a step is 100 ms)
         self.asked.append(q)
 
     def heard(
@@ -250,7 +250,7 @@ class _QA:
         qp = _Asked("where_heard", f"where were you when you heard the {name}", where_xy.tolist())
         for m in METHODS:
             qt.answers[m] = round(float(t_ans[m]), 2)
-            qt.scores[m] = abs(float(t_ans[m]) - start_s)
+            qt.scores[m] = round(abs(float(t_ans[m]) - start_s), 2)
             qp.answers[m] = np.round(np.asarray(p_ans[m])[:2], 3).tolist()
             qp.scores[m] = self._perr(p_ans[m], where_xy, xy=True)
         self.asked += [qt, qp]
