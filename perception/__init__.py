@@ -2,8 +2,9 @@
 
 Public surface (imported lazily, so ``import perception`` loads no torch):
 
-- ``perception.encoders``: ``Encoder`` (ABC), ``ENCODERS`` registry, ``make_encoder``,
-  ``l2_normalize``. Implementations: ``perception.clip.ClipEncoder`` (open_clip image +
+- ``perception.encoders``: ``Encoder`` (ABC), ``TorchEncoder`` (the shared lazy load,
+  device and batched no-grad inference of torch models), ``embed_in_batches``,
+  ``ENCODERS`` registry, ``make_encoder``, ``l2_normalize``. Implementations: ``perception.clip.ClipEncoder`` (open_clip image +
   text), ``perception.text.MiniLMEncoder`` (sentences, 384-d).
 - ``perception.keyframes``: ``KeyframeSelector``, ``KeyframeConfig``, ``thumbnail``.
 - ``perception.geometry``: ``backproject``, ``voxel_downsample``, ``object_boxes_3d``,

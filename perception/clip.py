@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from perception.encoders import (
-    Encoder,
     EncoderError,
+    TorchEncoder,
     check_images,
     check_texts,
     resolve_device,
@@ -161,7 +161,7 @@ def _pretrained_cfg(model_name: str, tag: str) -> dict[str, Any]:
     return dict(get_pretrained_cfg(model_name, tag) or {})
 
 
-class ClipEncoder(Encoder):
+class ClipEncoder(TorchEncoder):
     """open_clip image + text towers. See the module docstring for loading."""
 
     name: ClassVar[str] = "clip"
@@ -170,11 +170,6 @@ class ClipEncoder(Encoder):
 
     def __init__(self, config: ClipConfig | None = None) -> None:
         super().__init__(config)
-        if self.config.batch_size < 1:
-            raise EncoderError(f"ClipConfig.batch_size must be >= 1, got {self.config.batch_size}")
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._device = "cpu"
         self._dtype: Any = None
         self._image_size = 224
         self._mean: Any = None
@@ -182,86 +177,71 @@ class ClipEncoder(Encoder):
         self.weights_path: Path | None = None
         self._dim: int | None = None
         self._use_cv2 = True
-        self._lock = threading.Lock()
 
     # ---- lifecycle -----------------------------------------------------------------
-    def load(self) -> None:
-        with self._lock:
-            if self._loaded:
-                return
-            import open_clip
-            import torch
+    def _load(self) -> None:
+        import open_clip
+        import torch
 
-            _register_model_configs()
-            cfg = self.config
-            if cfg.model_name not in _known_architectures() and not cfg.model_name.startswith(
-                "local-dir:"
-            ):
-                raise EncoderError(
-                    f"ClipConfig.model_name {cfg.model_name!r} is not an open_clip architecture; "
-                    f"e.g. ViT-B-32, engram-vit-tiny, engram-vit-small "
-                    f"(all: open_clip.list_models())"
-                )
-            device = resolve_device(cfg.device)
-            precision = cfg.precision
-            if precision == "auto":
-                precision = "fp16" if device.startswith("cuda") else "fp32"
-            if precision not in ("fp32", "fp16", "bf16"):
-                raise EncoderError(
-                    f"ClipConfig.precision must be auto, fp32, fp16 or bf16, got {precision!r}"
-                )
-            weights = resolve_clip_weights(cfg)
-            tag_cfg = _pretrained_cfg(cfg.model_name, cfg.pretrained) if cfg.pretrained else {}
-            if weights is None:
-                # Random weights: seed without disturbing the caller's RNG state.
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
-                    model = open_clip.create_model(
-                        cfg.model_name, pretrained=None, precision=precision, device=device
-                    )
-                log.info("open_clip %s: random weights (seed %d)", cfg.model_name, cfg.seed)
-            else:
-                model = open_clip.create_model(
-                    cfg.model_name,
-                    pretrained=str(weights),
-                    precision=precision,
-                    device=device,
-                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                )
-                log.info("open_clip %s: weights from %s", cfg.model_name, weights)
-            model.eval()
-            pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-            mean = tag_cfg.get("mean") or pp.get("mean") or (0.48145466, 0.4578275, 0.40821073)
-            std = tag_cfg.get("std") or pp.get("std") or (0.26862954, 0.26130258, 0.27577711)
-            size = model.visual.image_size
-            self._image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-            self._dtype = next(model.parameters()).dtype
-            self._mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
-            self._std = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
-            if cfg.preprocess not in ("auto", "cv2", "torch"):
-                raise EncoderError(
-                    f"ClipConfig.preprocess must be auto, cv2 or torch, got {cfg.preprocess!r}"
-                )
-            self._use_cv2 = cfg.preprocess == "cv2" or (
-                cfg.preprocess == "auto" and not device.startswith("cuda")
+        _register_model_configs()
+        cfg = self.config
+        if cfg.model_name not in _known_architectures() and not cfg.model_name.startswith(
+            "local-dir:"
+        ):
+            raise EncoderError(
+                f"ClipConfig.model_name {cfg.model_name!r} is not an open_clip architecture; "
+                f"e.g. ViT-B-32, engram-vit-tiny, engram-vit-small "
+                f"(all: open_clip.list_models())"
             )
-            self._mean_u8 = np.asarray(mean, np.float32) * 255.0
-            self._inv_std_u8 = 1.0 / (np.asarray(std, np.float32) * 255.0)
-            self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
-            self._model = model
-            self._device = device
-            self.weights_path = weights
-            self._loaded = True
-
-    def close(self) -> None:
-        with self._lock:
-            self._model = None
-            self._tokenizer = None
-            self._loaded = False
-            if self._device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+        device = resolve_device(cfg.device)
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise EncoderError(
+                f"ClipConfig.precision must be auto, fp32, fp16 or bf16, got {precision!r}"
+            )
+        weights = resolve_clip_weights(cfg)
+        tag_cfg = _pretrained_cfg(cfg.model_name, cfg.pretrained) if cfg.pretrained else {}
+        if weights is None:
+            # Random weights: seed without disturbing the caller's RNG state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = open_clip.create_model(
+                    cfg.model_name, pretrained=None, precision=precision, device=device
+                )
+            log.info("open_clip %s: random weights (seed %d)", cfg.model_name, cfg.seed)
+        else:
+            model = open_clip.create_model(
+                cfg.model_name,
+                pretrained=str(weights),
+                precision=precision,
+                device=device,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            )
+            log.info("open_clip %s: weights from %s", cfg.model_name, weights)
+        model.eval()
+        pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+        mean = tag_cfg.get("mean") or pp.get("mean") or (0.48145466, 0.4578275, 0.40821073)
+        std = tag_cfg.get("std") or pp.get("std") or (0.26862954, 0.26130258, 0.27577711)
+        size = model.visual.image_size
+        self._image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._dtype = next(model.parameters()).dtype
+        self._mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        if cfg.preprocess not in ("auto", "cv2", "torch"):
+            raise EncoderError(
+                f"ClipConfig.preprocess must be auto, cv2 or torch, got {cfg.preprocess!r}"
+            )
+        self._use_cv2 = cfg.preprocess == "cv2" or (
+            cfg.preprocess == "auto" and not device.startswith("cuda")
+        )
+        self._mean_u8 = np.asarray(mean, np.float32) * 255.0
+        self._inv_std_u8 = 1.0 / (np.asarray(std, np.float32) * 255.0)
+        self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        self._model = model
+        self._device = device
+        self.weights_path = weights
 
     @property
     def dim(self) -> int:
@@ -277,10 +257,6 @@ class ClipEncoder(Encoder):
         return self._dim
 
     @property
-    def device(self) -> str:
-        return self._device
-
-    @property
     def image_size(self) -> int:
         """Side S of the square model input, pixels (loads the model)."""
         self.load()
@@ -290,36 +266,18 @@ class ClipEncoder(Encoder):
     def encode_images(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(B, H, W, 3) uint8, or a list of (H_i, W_i, 3) -> (B, D) float32, unit norm."""
         imgs = check_images(images)
-        self.load()
-        if not imgs:
-            return np.zeros((0, self.dim), np.float32)
-        import torch
-
-        out = []
-        bs = self.config.batch_size
-        with torch.inference_mode():
-            for i in range(0, len(imgs), bs):
-                pixels = self._preprocess(imgs[i : i + bs])
-                out.append(self._encode_pixels(pixels))
-        return np.concatenate(out, axis=0)
+        return self._embed_batches(
+            len(imgs), lambda part: self._encode_pixels(self._preprocess(imgs[part]))
+        )
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """B strings -> (B, D) float32, unit norm (the CLIP text tower)."""
         items = check_texts(texts)
-        self.load()
-        if not items:
-            return np.zeros((0, self.dim), np.float32)
-        import torch
-        import torch.nn.functional as F
-
-        out = []
-        bs = max(self.config.batch_size, 64)
-        with torch.inference_mode():
-            for i in range(0, len(items), bs):
-                tokens = self._tokenizer(items[i : i + bs]).to(self._device)
-                feats = self._model.encode_text(tokens).float()
-                out.append(F.normalize(feats, dim=-1).cpu().numpy())
-        return np.concatenate(out, axis=0).astype(np.float32)
+        return self._embed_batches(
+            len(items),
+            lambda part: self._model.encode_text(self._tokenizer(items[part]).to(self._device)),
+            batch_size=max(self.config.batch_size, 64),
+        )
 
     def encode_regions(
         self,
@@ -347,22 +305,20 @@ class ClipEncoder(Encoder):
                     f"masks: expected (K, H, W) = {(len(boxes), h, w)}, got {masks.shape}"
                 )
         self.load()
-        if len(boxes) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        import torch
-
         squares = _square_boxes(boxes, w, h, pad_frac=self.config.region_padding_frac)
-        out = []
-        bs = self.config.batch_size
-        with torch.inference_mode():
-            frame = None
-            if not self._use_cv2:
-                frame = self._to_float(torch.from_numpy(np.ascontiguousarray(img))[None])
-            for i in range(0, len(squares), bs):
-                part = None if masks is None else masks[i : i + bs]
-                pixels = self._region_pixels(img, squares[i : i + bs], part, frame=frame)
-                out.append(self._encode_pixels(pixels))
-        return np.concatenate(out, axis=0)
+        frame = None  # the torch path uploads the frame once, not once per chunk
+        if not self._use_cv2 and len(squares):
+            import torch
+
+            frame = self._to_float(torch.from_numpy(np.ascontiguousarray(img))[None])
+
+        def embed(part: slice) -> Any:
+            chunk_masks = None if masks is None else masks[part]
+            return self._encode_pixels(
+                self._region_pixels(img, squares[part], chunk_masks, frame=frame)
+            )
+
+        return self._embed_batches(len(squares), embed)
 
     def _region_pixels(
         self, img: np.ndarray, squares: np.ndarray, masks: np.ndarray | None, *, frame: Any = None
@@ -437,11 +393,9 @@ class ClipEncoder(Encoder):
         top, left = (nh - s) // 2, (nw - s) // 2
         return x[..., top : top + s, left : left + s].clamp_(0.0, 1.0)
 
-    def _encode_pixels(self, pixels: Any) -> np.ndarray:
-        import torch.nn.functional as F
-
-        feats = self._model.encode_image(pixels.to(self._dtype)).float()
-        return F.normalize(feats, dim=-1).cpu().numpy().astype(np.float32)
+    def _encode_pixels(self, pixels: Any) -> Any:
+        """(B, 3, S, S) normalised pixels -> (B, D) image features (not yet unit norm)."""
+        return self._model.encode_image(pixels.to(self._dtype))
 
 
 def _square_boxes(boxes: np.ndarray, width: int, height: int, *, pad_frac: float) -> np.ndarray:

@@ -23,6 +23,11 @@ Lifecycle: constructing an encoder is cheap (no weights); ``load()`` builds the 
 and moves it to the device (called implicitly by the first ``encode_*``); ``close()``
 releases it. ``with make_encoder("clip") as enc:`` does both.
 
+``TorchEncoder`` is the base of the torch-backed encoders (``clip``, ``minilm``): it
+holds the thread-safe load/close lifecycle and the device, checks ``batch_size``, and
+runs the forward passes in chunks (``embed_in_batches``: inference mode, L2-normalised
+float32 rows, ``(0, D)`` for no input). A subclass implements ``_load`` and ``dim``.
+
 ``ENCODERS`` maps a name to ``"module:Class"``; ``make_encoder(name, config)`` imports
 the class only then, so importing this module never loads torch.
 """
@@ -30,8 +35,9 @@ the class only then, so importing this module never loads torch.
 from __future__ import annotations
 
 import importlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass, replace
 from typing import Any, ClassVar
 
@@ -41,6 +47,8 @@ __all__ = [
     "ENCODERS",
     "Encoder",
     "EncoderError",
+    "TorchEncoder",
+    "embed_in_batches",
     "l2_normalize",
     "make_encoder",
     "resolve_device",
@@ -113,6 +121,92 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+class TorchEncoder(Encoder):
+    """Base of the encoders that run a torch model.
+
+    ``Config`` must have ``device: str`` and ``batch_size: int`` (most inputs per
+    forward pass). Subclasses implement ``_load`` (build ``_model``, and ``_tokenizer``
+    if any, on ``resolve_device(config.device)``, and set ``_device``) and ``dim``, and
+    encode through ``_embed_batches``.
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        if self.config.batch_size < 1:
+            raise EncoderError(
+                f"{self.Config.__name__}.batch_size must be >= 1, got {self.config.batch_size}"
+            )
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device = "cpu"
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Build the model on the device; called once by ``load()``, under the lock."""
+
+    def load(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            self._load()
+            self._loaded = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+            self._tokenizer = None
+            self._loaded = False
+            if self._device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def _embed_batches(
+        self, n: int, embed: Callable[[slice], Any], *, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Load the model, then ``embed_in_batches`` of N inputs -> (N, D) float32.
+
+        ``batch_size`` defaults to ``config.batch_size``.
+        """
+        self.load()
+        bs = self.config.batch_size if batch_size is None else batch_size
+        # dim is asked only for no input: ClipEncoder.dim may itself encode a text
+        return embed_in_batches(n, embed, batch_size=bs, dim=lambda: self.dim)
+
+
+def embed_in_batches(
+    n: int, embed: Callable[[slice], Any], *, batch_size: int, dim: int | Callable[[], int]
+) -> np.ndarray:
+    """Embed N inputs in chunks of at most ``batch_size`` under ``torch.inference_mode``.
+
+    ``embed(part)`` gets the slice of the inputs of one chunk (B = its length) and
+    returns their (B, D) features as a torch tensor, on any device and of any float
+    dtype. Rows come back L2-normalised (zero rows stay zero), in input order:
+    (N, D) float32. ``n == 0`` -> (0, D) without calling ``embed``; ``dim`` is D, or a
+    function giving it (called only then).
+    """
+    if batch_size < 1:
+        raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
+    if n < 0:
+        raise EncoderError(f"n: number of inputs must be >= 0, got {n}")
+    if n == 0:
+        return np.zeros((0, dim() if callable(dim) else dim), np.float32)
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            feats = embed(slice(start, min(start + batch_size, n)))
+            out.append(F.normalize(feats.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out, axis=0).astype(np.float32, copy=False)
 
 
 # name -> "module:Class"; strings so that the registry imports nothing heavy.

@@ -12,7 +12,6 @@ use the CLIP text tower instead (``perception/clip.py``): the spaces differ.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perception.encoders import Encoder, EncoderError, check_texts, resolve_device
+from perception.encoders import TorchEncoder, check_texts, resolve_device
 
 __all__ = ["MiniLMConfig", "MiniLMEncoder", "minilm_model_path"]
 
@@ -66,7 +65,7 @@ def minilm_model_path(config: MiniLMConfig | None = None) -> Path:
     return path
 
 
-class MiniLMEncoder(Encoder):
+class MiniLMEncoder(TorchEncoder):
     """Text-only encoder: B strings -> (B, 384) float32, L2-normalised."""
 
     name: ClassVar[str] = "minilm"
@@ -75,36 +74,18 @@ class MiniLMEncoder(Encoder):
 
     def __init__(self, config: MiniLMConfig | None = None) -> None:
         super().__init__(config)
-        if self.config.batch_size < 1:
-            raise EncoderError(
-                f"MiniLMConfig.batch_size must be >= 1, got {self.config.batch_size}"
-            )
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._device = "cpu"
-        self._lock = threading.Lock()
 
-    def load(self) -> None:
-        with self._lock:
-            if self._loaded:
-                return
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            path = minilm_model_path(self.config)
-            from transformers import AutoModel, AutoTokenizer
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        path = minilm_model_path(self.config)
+        from transformers import AutoModel, AutoTokenizer
 
-            device = resolve_device(self.config.device)
-            self._tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self._model = AutoModel.from_pretrained(str(path)).to(device).eval()
-            self._device = device
-            self._loaded = True
-
-    def close(self) -> None:
-        with self._lock:
-            self._model = None
-            self._tokenizer = None
-            self._loaded = False
+        device = resolve_device(self.config.device)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self._model = AutoModel.from_pretrained(str(path)).to(device).eval()
+        self._device = device
 
     @property
     def dim(self) -> int:
@@ -112,32 +93,20 @@ class MiniLMEncoder(Encoder):
             return int(self._model.config.hidden_size)
         return MINILM_DIM
 
-    @property
-    def device(self) -> str:
-        return self._device
-
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """B strings -> (B, 384) float32, unit norm (mean pooling over real tokens)."""
         items = check_texts(texts)
-        self.load()
-        if not items:
-            return np.zeros((0, self.dim), np.float32)
-        import torch
-        import torch.nn.functional as F
+        return self._embed_batches(len(items), lambda part: self._mean_pooled(items[part]))
 
-        out = []
-        bs = self.config.batch_size
-        with torch.inference_mode():
-            for i in range(0, len(items), bs):
-                enc = self._tokenizer(
-                    items[i : i + bs],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.config.max_length_tokens,
-                    return_tensors="pt",
-                ).to(self._device)
-                hidden = self._model(**enc).last_hidden_state  # (B, T, 384)
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(F.normalize(pooled.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out, axis=0).astype(np.float32)
+    def _mean_pooled(self, batch: list[str]) -> Any:
+        """B strings -> (B, 384) tensor: token states averaged over the attention mask."""
+        enc = self._tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length_tokens,
+            return_tensors="pt",
+        ).to(self._device)
+        hidden = self._model(**enc).last_hidden_state  # (B, T, 384)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 import pytest
 
-from perception.encoders import ENCODERS, EncoderError, encoder_class, l2_normalize, make_encoder
+from perception.encoders import (
+    ENCODERS,
+    EncoderError,
+    TorchEncoder,
+    embed_in_batches,
+    encoder_class,
+    l2_normalize,
+    make_encoder,
+)
 
 
 def _images(n: int, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -143,6 +154,7 @@ def test_minilm_ranks_paraphrase_above_unrelated():
     np.testing.assert_allclose(
         enc.encode_texts(["Where did you leave my keys?"])[0], emb[3], atol=1e-5
     )
+    assert enc.encode_texts([]).shape == (0, 384)
 
 
 def test_l2_normalize_keeps_zero_rows():
@@ -194,3 +206,123 @@ def test_cpu_and_gpu_preprocessing_paths_agree(tiny_clip, rgbd_sample_dir):
     )
     with pytest.raises(EncoderError, match="preprocess"):
         make_encoder("clip", model_name="engram-vit-tiny", preprocess="pil").load()
+
+
+def test_embed_in_batches_chunks_match_one_batch_and_empty_input():
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 4, bias=False).double()
+    x = torch.randn(10, 5, dtype=torch.float64)
+    x[7] = 0.0  # a zero row stays zero
+    seen: list[tuple[int, bool]] = []
+
+    def embed(part: slice) -> Any:
+        seen.append((len(x[part]), torch.is_inference_mode_enabled()))
+        return layer(x[part])
+
+    chunked = embed_in_batches(10, embed, batch_size=3, dim=4)
+    assert seen == [(3, True), (3, True), (3, True), (1, True)]
+    whole = embed_in_batches(10, embed, batch_size=100, dim=4)
+    assert seen[4:] == [(10, True)]
+    assert chunked.shape == (10, 4) and chunked.dtype == np.float32
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    with torch.no_grad():
+        want = l2_normalize(layer(x).numpy())
+    np.testing.assert_allclose(chunked, want, atol=1e-6)  # input order kept
+    norms = np.linalg.norm(chunked, axis=1)
+    np.testing.assert_allclose(np.delete(norms, 7), 1.0, atol=1e-6)
+    assert not chunked[7].any()
+    # no input: (0, D), embed never called, a lazy dim asked only then
+    seen.clear()
+    empty = embed_in_batches(0, embed, batch_size=3, dim=lambda: 4)
+    assert empty.shape == (0, 4) and empty.dtype == np.float32 and seen == []
+    never = embed_in_batches(2, embed, batch_size=3, dim=lambda: pytest.fail("dim asked"))
+    assert never.shape == (2, 4)
+    with pytest.raises(EncoderError, match="batch_size must be >= 1, got 0"):
+        embed_in_batches(3, embed, batch_size=0, dim=4)
+    with pytest.raises(EncoderError, match="must be >= 0, got -1"):
+        embed_in_batches(-1, embed, batch_size=3, dim=4)
+
+
+@dataclass
+class _LinearConfig:
+    """Settings of the test encoder below."""
+
+    # "auto", "cpu", "cuda"
+    device: str = "cpu"
+    # most rows per forward pass
+    batch_size: int = 2
+
+
+class _LinearEncoder(TorchEncoder):
+    """(B, 3) float rows -> (B, 2): a TorchEncoder as small as it gets."""
+
+    name: ClassVar[str] = "linear"
+    Config: ClassVar[type] = _LinearConfig
+
+    def __init__(self, config: _LinearConfig | None = None) -> None:
+        super().__init__(config)
+        self.loads = 0
+
+    def _load(self) -> None:
+        import torch
+
+        from perception.encoders import resolve_device
+
+        self.loads += 1
+        torch.manual_seed(0)
+        self._device = resolve_device(self.config.device)
+        self._model = torch.nn.Linear(3, 2).to(self._device)
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def encode_rows(self, rows: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.as_tensor(rows, dtype=torch.float32)
+        return self._embed_batches(len(x), lambda part: self._model(x[part].to(self._device)))
+
+
+def test_torch_encoder_lifecycle_and_batch_size_check():
+    with pytest.raises(EncoderError, match=r"_LinearConfig\.batch_size must be >= 1, got 0"):
+        _LinearEncoder(_LinearConfig(batch_size=0))
+    with pytest.raises(EncoderError, match=r"MiniLMConfig\.batch_size must be >= 1, got 0"):
+        make_encoder("minilm", batch_size=0)
+    with pytest.raises(EncoderError, match=r"ClipConfig\.batch_size must be >= 1, got -1"):
+        make_encoder("clip", batch_size=-1)
+    enc = _LinearEncoder()
+    assert enc._model is None and enc.loads == 0  # constructing loads nothing
+    rows = np.arange(15, dtype=np.float32).reshape(5, 3) - 7.0
+    out = enc.encode_rows(rows)  # loads on first use, in chunks of 2
+    assert enc.loads == 1 and enc.device == "cpu" and out.shape == (5, 2)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(enc.encode_rows(rows[3:4]), out[3:4], atol=1e-6)
+    assert enc.encode_rows(np.zeros((0, 3))).shape == (0, 2)
+    enc.load()
+    assert enc.loads == 1  # idempotent
+    enc.close()
+    assert enc._model is None and enc._tokenizer is None
+    with enc:
+        assert enc.loads == 2 and enc._model is not None
+        np.testing.assert_allclose(enc.encode_rows(rows), out, atol=1e-6)
+    assert enc._model is None
+
+
+def test_clip_chunked_batches_match_one_batch(tiny_clip):
+    small = make_encoder("clip", model_name="engram-vit-tiny", device="cpu", batch_size=2)
+    imgs = _images(5, seed=4)
+    np.testing.assert_allclose(small.encode_images(imgs), tiny_clip.encode_images(imgs), atol=1e-5)
+    image = _images(1, 120, 160, seed=5)[0]
+    boxes = np.array([[0, 0, 40, 30], [100, 60, 160, 120], [10, 10, 50, 90], [5, 5, 9, 9]])
+    masks = np.zeros((4, 120, 160), bool)
+    masks[:, 20:80, 20:100] = True
+    np.testing.assert_allclose(
+        small.encode_regions(image, boxes, masks=masks),
+        tiny_clip.encode_regions(image, boxes, masks=masks),
+        atol=1e-5,
+    )
+    assert small.encode_images([]).shape == (0, 64)
+    assert small.encode_texts([]).shape == (0, 64)
