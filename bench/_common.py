@@ -7,9 +7,11 @@ import os
 import platform
 import statistics
 import sys
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["emit", "machine_info", "percentile", "result"]
+__all__ = ["emit", "interleaved_ms", "machine_info", "percentile", "result"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -52,6 +54,28 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def interleaved_ms(
+    fns: dict[str, Callable[[Any], Any]], inputs: Iterable[Any]
+) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    """Run every function of ``fns`` on each input, timing each call (ms).
+
+    The order rotates from one input to the next, so that neither warm caches (the
+    second call on the same input) nor a burst of load on a shared machine favour one
+    side. -> ({name: [ms, ...]}, {name: [return value, ...]}), in input order.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    outs: dict[str, list[Any]] = {n: [] for n in names}
+    for i, x in enumerate(inputs):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            out = fns[name](x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+            outs[name].append(out)
+    return times, outs
 
 
 def _round(x: float) -> float:

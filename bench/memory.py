@@ -15,6 +15,15 @@ Cases (measured in the same run):
   vectors each). BLAS runs one thread (the system's default), so the comparison is
   about the fan-out, not BLAS's own threads. ``plain_threads_p50_ms`` is the same four
   searches on a bare ``ThreadPoolExecutor``: what this machine gives threads at all.
+  ``best_speedup_on_this_machine`` is ``min(cpus, sum / max)`` of the per-memory recall
+  times (Amdahl: neither more cores than the machine has nor a memory faster than the
+  slowest one): on 2 cores no fan-out can be faster than 0.5x sequential.
+  ``share_of_best_speedup`` is how much of that the measured p50 reached. Recalls that
+  hold the GIL (pure-Python scoring of a few hundred records) cannot overlap at all; the
+  system runs those inline in the caller (``MemorySystemConfig.inline_below_ms``).
+
+All timed pairs run interleaved, the order rotating per query (``interleaved_ms``), so
+neither the warm caches of the second call on a query nor a burst of load favours a side.
 - **index**: ``VectorIndex`` query latency p50/p99 at 1e4, 1e5, 1e6 vectors (384-d,
   1000 overlapping clusters: a query's nearest neighbour has cosine ~0.5, like
   sentence embeddings; quick: 1e4, 6e4): exact BLAS search below 50k
@@ -44,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import emit, percentile, result  # noqa: E402
+from _common import emit, interleaved_ms, percentile, result  # noqa: E402
 
 from memory.index import IndexConfig, VectorIndex, recall_at_k  # noqa: E402
 from runtime.messages import MemoryQuery, Percept, Transcript  # noqa: E402
@@ -198,41 +207,20 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
         )
     # fan-out: the same queries to all memories, parallel vs one after another
     world_q = World(1)
-    par, seq = [], []
-    for i in range(n_queries):
-        q = _query(world_q, i)
-        t0 = time.perf_counter()
-        system.recall(q)
-        par.append((time.perf_counter() - t0) * 1e3)
-        t0 = time.perf_counter()
-        system.recall(q, parallel=False)
-        seq.append((time.perf_counter() - t0) * 1e3)
+    times, _ = interleaved_ms(
+        {"parallel": system.recall, "sequential": lambda q: system.recall(q, parallel=False)},
+        [_query(world_q, i) for i in range(n_queries)],
+    )
     per = {
         name: round(st["latency"]["recall"].get("p50_ms", 0.0), 3)
         for name, st in system.stats()["memories"].items()
     }
-    case = f"recall fan-out to the 5 memories after {n_percepts} percepts"
-    peer = "sequential fan-out"
-    out.append(
-        result(
-            case,
-            "p50_latency_ms",
-            percentile(par, 50),
-            "lower",
-            peer=peer,
-            peer_value=percentile(seq, 50),
-            per_memory_p50_ms=per,
-        )
-    )
-    out.append(
-        result(
-            case,
-            "p99_latency_ms",
-            percentile(par, 99),
-            "lower",
-            peer=peer,
-            peer_value=percentile(seq, 99),
-        )
+    out += _fanout_rows(
+        f"recall fan-out to the 5 memories after {n_percepts} percepts",
+        times["parallel"],
+        times["sequential"],
+        list(per.values()),
+        per_memory_p50_ms=per,
     )
     # disk
     journal_bytes = system._journal.disk_bytes()
@@ -311,42 +299,70 @@ def bench_vector_fanout(n_per_memory: int, n_queries: int) -> list[dict]:
 
     system = MemorySystem(mems, config=MemorySystemConfig(workers=4))
     raw_pool = ThreadPoolExecutor(4)  # what the machine gives plain threads, no Engram
-    par, seq, raw = [], [], []
-    for _ in range(n_queries):
-        q = MemoryQuery(embedding=_clustered(1, D_TXT, rng, centres)[0], top_k=10)
-        t0 = time.perf_counter()
-        a = system.recall(q)
-        par.append((time.perf_counter() - t0) * 1e3)
-        t0 = time.perf_counter()
-        b = system.recall(q, parallel=False)
-        seq.append((time.perf_counter() - t0) * 1e3)
-        t0 = time.perf_counter()
-        list(raw_pool.map(lambda m, e=q.embedding: m.index.search(e, 10), mems))
-        raw.append((time.perf_counter() - t0) * 1e3)
+    queries = [
+        MemoryQuery(embedding=_clustered(1, D_TXT, rng, centres)[0], top_k=10)
+        for _ in range(n_queries)
+    ]
+    times, outs = interleaved_ms(
+        {
+            "parallel": system.recall,
+            "sequential": lambda q: system.recall(q, parallel=False),
+            "plain_threads": lambda q: list(
+                raw_pool.map(lambda m: m.index.search(q.embedding, 10), mems)
+            ),
+        },
+        queries,
+    )
+    for a, b in zip(outs["parallel"], outs["sequential"]):
         assert [h.record_id for h in a] == [h.record_id for h in b]
+    per_memory = [system.stats()["memories"][m.name]["latency"]["recall"]["p50_ms"] for m in mems]
     system.close()
     raw_pool.shutdown()
-    case = f"recall fan-out to 4 vector-search memories ({n_per_memory:.0e} x {D_TXT}-d exact each)"
-    peer = "sequential fan-out"
+    return _fanout_rows(
+        f"recall fan-out to 4 vector-search memories ({n_per_memory:.0e} x {D_TXT}-d exact each)",
+        times["parallel"],
+        times["sequential"],
+        per_memory,
+        plain_threads_p50_ms=round(percentile(times["plain_threads"], 50), 3),
+    )
+
+
+def _latency_rows(
+    case: str, ours_ms: list[float], peer_ms: list[float], peer: str, **extra
+) -> list[dict]:
+    """p50 and p99 latency rows of one case against its peer (``extra`` on the p50 row)."""
     return [
         result(
             case,
-            "p50_latency_ms",
-            percentile(par, 50),
+            f"p{q}_latency_ms",
+            percentile(ours_ms, q),
             "lower",
             peer=peer,
-            peer_value=percentile(seq, 50),
-            plain_threads_p50_ms=round(percentile(raw, 50), 3),
-        ),
-        result(
-            case,
-            "p99_latency_ms",
-            percentile(par, 99),
-            "lower",
-            peer=peer,
-            peer_value=percentile(seq, 99),
-        ),
+            peer_value=percentile(peer_ms, q),
+            **(extra if q == 50 else {}),
+        )
+        for q in (50, 99)
     ]
+
+
+def _fanout_rows(
+    case: str, par_ms: list[float], seq_ms: list[float], per_memory_ms: list[float], **extra
+) -> list[dict]:
+    """p50 and p99 rows of a parallel-vs-sequential fan-out, with the best speed-up this
+    machine allows: ``min(cpus, sum / max)`` of the per-memory recall times (Amdahl: the
+    slowest memory bounds it, and so do the cores), and how much of it was reached."""
+    cpus = os.cpu_count() or 1
+    best = min(float(cpus), sum(per_memory_ms) / max(max(per_memory_ms), 1e-9))
+    speedup = percentile(seq_ms, 50) / max(percentile(par_ms, 50), 1e-9)
+    return _latency_rows(
+        case,
+        par_ms,
+        seq_ms,
+        "sequential fan-out",
+        best_speedup_on_this_machine=round(best, 3),
+        share_of_best_speedup=round(speedup / best, 3),
+        **extra,
+    )
 
 
 def _clustered(n: int, d: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
@@ -373,48 +389,27 @@ def bench_index(sizes: list[int], n_queries: int) -> list[dict]:
         for s in range(0, n, 50_000):
             idx.add(np.arange(s, min(n, s + 50_000)), x[s : s + 50_000])
         build_s = time.perf_counter() - t0
-        lat, exact_lat = [], []
-        approx_ids, exact_ids = [], []
         if n >= 1_000_000:
             q = q[: max(20, n_queries // 4)]  # the exact peer takes ~0.1-0.5 s per query here
-        for qi in q:
-            t0 = time.perf_counter()
-            _, ids = idx.search(qi, 10)
-            lat.append((time.perf_counter() - t0) * 1e3)
-            approx_ids.append(ids[0])
-            t0 = time.perf_counter()
-            scores = x @ qi  # the peer: exact brute force
+
+        def exact(qi: np.ndarray, x: np.ndarray = x) -> np.ndarray:  # the peer: brute force
+            scores = x @ qi
             top = np.argpartition(-scores, 10)[:10]
-            top = top[np.argsort(-scores[top])]
-            exact_lat.append((time.perf_counter() - t0) * 1e3)
-            exact_ids.append(top)
-        rec = recall_at_k(np.array(approx_ids), np.array(exact_ids), 10)
+            return top[np.argsort(-scores[top])]
+
+        times, outs = interleaved_ms(
+            {"index": lambda qi, idx=idx: idx.search(qi, 10), "exact": exact}, q
+        )
+        approx_ids = [ids[0] for _, ids in outs["index"]]
+        rec = recall_at_k(np.array(approx_ids), np.array(outs["exact"]), 10)
         backend = idx.stats()["backend"]
         case = f"vector index, {n:.0e} x {d}-d, backend {backend}"
-        peer = "exact brute force (numpy matmul + argpartition)"
-        out.append(
-            result(
-                case,
-                "p50_latency_ms",
-                percentile(lat, 50),
-                "lower",
-                peer=peer,
-                peer_value=percentile(exact_lat, 50),
-            )
-        )
-        out.append(
-            result(
-                case,
-                "p99_latency_ms",
-                percentile(lat, 99),
-                "lower",
-                peer=peer,
-                peer_value=percentile(exact_lat, 99),
-            )
+        out += _latency_rows(
+            case, times["index"], times["exact"], "exact brute force (numpy matmul + argpartition)"
         )
         out.append(result(case, "recall_at_10", rec, "higher"))
         out.append(result(case, "build_seconds", build_s, "lower"))
-        del x, idx
+        del x, idx, exact
     return out
 
 
@@ -428,33 +423,31 @@ def bench_temporal(sizes: list[int], n_queries: int) -> list[dict]:
         for i in range(n):
             p = world.percept(i)
             mem.write(p.replace(points=None, point_object_ids=None))
-        lat, flat = [], []
-        right = flat_right = 0
         obj = mem._obj_index["image"]
-        for i in range(n_queries):
-            target = (i * 7) % 30
-            emb = _unit(world.looks[target] + 0.02 * world.rng.normal(size=D_IMG))
-            t0 = time.perf_counter()
-            hits = mem.recall(MemoryQuery(embedding=emb, top_k=5))
-            lat.append((time.perf_counter() - t0) * 1e3)
-            right += bool(hits) and hits[0].data.get("object") == world.names[target]
-            t0 = time.perf_counter()  # peer: score every object vector of every frame
-            best = int(obj.ids[int(np.argmax(obj.vectors @ emb))])
-            flat.append((time.perf_counter() - t0) * 1e3)
-            item = mem._items[best // 1024]
-            flat_right += item.labels[best % 1024] == world.names[target]
+
+        def flat_scan(emb: np.ndarray, obj=obj) -> int:  # noqa: ANN001 - peer: scan every object vector
+            return int(obj.ids[int(np.argmax(obj.vectors @ emb))])
+
+        targets = [(i * 7) % 30 for i in range(n_queries)]
+        embs = [_unit(world.looks[t] + 0.02 * world.rng.normal(size=D_IMG)) for t in targets]
+        times, outs = interleaved_ms(
+            {
+                "hcam": lambda e, m=mem: m.recall(MemoryQuery(embedding=e, top_k=5)),
+                "flat": flat_scan,
+            },
+            embs,
+        )
+        right = sum(
+            bool(h) and h[0].data.get("object") == world.names[t]
+            for h, t in zip(outs["hcam"], targets)
+        )
+        flat_right = sum(
+            mem._items[b // 1024].labels[b % 1024] == world.names[t]
+            for b, t in zip(outs["flat"], targets)
+        )
         case = f"temporal memory (HCAM) recall of an object, {n:.0e} percepts x 4 objects"
         peer = "flat scan of all object vectors"
-        out.append(
-            result(
-                case,
-                "p50_latency_ms",
-                percentile(lat, 50),
-                "lower",
-                peer=peer,
-                peer_value=percentile(flat, 50),
-            )
-        )
+        out.append(_latency_rows(case, times["hcam"], times["flat"], peer)[0])
         out.append(
             result(
                 case,

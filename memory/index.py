@@ -28,6 +28,7 @@ embeddings ("red mug" matches the label ``red_mug``).
 from __future__ import annotations
 
 import collections
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -129,8 +130,9 @@ class VectorIndex:
 
     def get(self, ids: Iterable[int]) -> np.ndarray:
         """(M,) ids -> (M, D) vectors; ``KeyError`` for an unknown id."""
-        rows = [self._row[int(i)] for i in ids]
-        return self._vecs[rows]
+        keys = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
+        row = self._row
+        return self._vecs[[row[i] for i in keys]]
 
     # ---- writes -------------------------------------------------------------------------
     def add(self, ids: np.ndarray | Iterable[int], vectors: np.ndarray) -> None:
@@ -504,6 +506,7 @@ _STOP = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=8192)
 def tokens(text: str) -> frozenset[str]:
     """Content words of ``text``, lower case, no numbers; ``red_mug`` gives {red, mug}."""
     return frozenset(

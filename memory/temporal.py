@@ -523,19 +523,28 @@ class TemporalMemory(Memory):
                     emb[rows] = np.maximum(emb[rows], s)
             oidx = self._obj_index.get(space)
             if oidx is not None:
-                oids = [
-                    i * _OBJ_STRIDE + k
-                    for i in item_ids
-                    for k in range(self._items[i].n_objects)
-                    if (self._items[i].space or "image") == space
-                ]
-                if oids:
-                    s = oidx.get(oids) @ q
-                    for oid, sc in zip(oids, s.tolist()):
-                        r = pos_of[oid // _OBJ_STRIDE]
-                        if sc > emb[r]:
-                            emb[r] = sc
-                            best_obj[r] = oid % _OBJ_STRIDE
+                # every object vector of the items in this space, scored in one matmul;
+                # then the best object of each item (groups are contiguous)
+                rows_o, counts = [], []
+                for i in item_ids:
+                    item = self._items[i]
+                    if item.n_objects and (item.space or "image") == space:
+                        rows_o.append(pos_of[i])
+                        counts.append(item.n_objects)
+                if rows_o:
+                    counts_a = np.asarray(counts)
+                    starts = np.cumsum(counts_a) - counts_a
+                    first = np.repeat(np.asarray([item_ids[r] for r in rows_o]), counts_a)
+                    k_in = np.arange(counts_a.sum()) - np.repeat(starts, counts_a)
+                    s = oidx.get(first * _OBJ_STRIDE + k_in) @ q
+                    group_max = np.maximum.reduceat(s, starts)
+                    # first object reaching its item's maximum
+                    at_max = s >= np.repeat(group_max, counts_a)
+                    arg = np.minimum.reduceat(np.where(at_max, k_in, _OBJ_STRIDE), starts)
+                    rows_a = np.asarray(rows_o)
+                    better = group_max > emb[rows_a]
+                    emb[rows_a[better]] = group_max[better]
+                    best_obj[rows_a[better]] = arg[better]
         lex = np.array(
             [lexical_score(qt, self._items[i].toks) for i in item_ids], np.float32
         ).reshape(m)
