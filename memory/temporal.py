@@ -548,6 +548,13 @@ class TemporalMemory(Memory):
         lex = np.array(
             [lexical_score(qt, self._items[i].toks) for i in item_ids], np.float32
         ).reshape(m)
+        if qt:  # matched by words, not by appearance: the object whose label was asked for
+            for r in np.flatnonzero((lex > 0) & (best_obj < 0)).tolist():
+                item = self._items[item_ids[r]]
+                for k, label in enumerate(item.labels[: len(item.object_positions)]):
+                    if qt & tokens(label.replace("_", " ")):
+                        best_obj[r] = k
+                        break
         self.counters["items_scored"] += m
         return self._combine(emb, lex, bool(qv), bool(qt)), best_obj
 

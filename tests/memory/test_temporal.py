@@ -199,3 +199,14 @@ def test_bad_input_raises_and_changes_nothing() -> None:
     with pytest.raises(ValueError, match="dimension 7"):
         mem.write(percept(1, ["b"], embedding=unit(np.ones(7))))
     assert len(mem) == 1
+
+
+def test_a_hit_matched_by_words_is_at_the_object_not_the_camera() -> None:
+    mem = TemporalMemory()
+    mem.write(percept(0, ["table", "red_mug"], centroids=[[2, 0, 0.7], [1, 1, 0.8]]))
+    mem.write(percept(1, ["chair"], centroids=[[-1, 0, 0.4]], camera=(3.0, 3.0, 1.0)))
+    hits = mem.recall(MemoryQuery(text="red mug"))
+    assert hits[0].data["object"] == "red_mug"
+    assert hits[0].position == pytest.approx((1.0, 1.0, 0.8))
+    last = mem.recall(MemoryQuery(text="when was the chair last seen?"))[0]
+    assert last.data["object"] == "chair" and last.position == pytest.approx((-1.0, 0.0, 0.4))
