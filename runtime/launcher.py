@@ -7,6 +7,11 @@ A launch graph is YAML data (never code)::
     shutdown_grace_s: 5.0           # optional; SIGTERM -> SIGKILL delay for children
     external_topics:                # optional; topics fed from outside the graph
       /camera/frames: Frame         #   (engram replay, a ROS 2 bridge): topic -> type
+    curve:                          # optional; encrypt + authenticate the ZeroMQ bus
+      secret_key: keys/robot.key_secret   # this launch's key pair (``engram keys robot``)
+      server_public_key: keys/broker.key  # optional; default: the pair above (the launcher
+                                          #   serves the broker with it)
+      allowed_keys_dir: keys/peers        # optional; other machines' public keys let in
     nodes:
       - name: camera                # unique within the graph
         type: synthetic_camera      # a key of runtime.node.NODE_TYPES
@@ -25,6 +30,11 @@ in-process bus (default ``inproc://<name>``). With groups, the bus must be
 ``ipc://`` or ``tcp://`` (default: ``ipc://`` under a fresh temp dir); the
 launcher serves the ZeroMQ broker, starts one child process per group (see
 ``runtime/supervisor.py``), and runs group-less nodes as its own threads.
+
+curve: the broker, the launcher and every process group use the graph's key pair
+(``runtime.zmq_bus.CurveConfig``), so a peer without an allowed key (the pair itself,
+or one in ``allowed_keys_dir``) can neither read the bus nor join it. Relative paths
+are relative to the graph file. Needs an ``ipc://`` or ``tcp://`` bus.
 
 Validation happens before anything starts and reports every problem at once,
 each naming the node, port or topic: unknown top-level or node keys, unknown
@@ -81,7 +91,8 @@ __all__ = [
     "start_order",
 ]
 
-_GRAPH_KEYS = {"name", "bus", "nodes", "external_topics", "shutdown_grace_s"}
+_GRAPH_KEYS = {"curve", "name", "bus", "nodes", "external_topics", "shutdown_grace_s"}
+_CURVE_KEYS = {"secret_key", "server_public_key", "allowed_keys_dir"}
 _NODE_KEYS = {"name", "type", "params", "topics", "process", "restart"}
 _RESTART_KEYS = {f.name for f in dataclasses.fields(RestartPolicy)}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -255,6 +266,51 @@ def _make_config(cls: type[Node], params: Any, *, node: str) -> tuple[Any, list[
 # parsing and validation
 
 
+def _parse_curve(raw: Any, source: str, problems: list[str]) -> dict[str, str] | None:
+    """The ``curve`` section -> absolute key paths (relative to the graph file), or None."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "secret_key" not in raw:
+        problems.append(
+            "curve must be a mapping with 'secret_key' (and optionally 'server_public_key', "
+            f"'allowed_keys_dir'), got {raw!r}"
+        )
+        return None
+    unknown = sorted(set(raw) - _CURVE_KEYS)
+    if unknown:
+        problems.append(
+            f"curve: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(_CURVE_KEYS))}"
+        )
+    base = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
+    out: dict[str, str] = {}
+    for key in sorted(_CURVE_KEYS & set(raw)):
+        value = raw[key]
+        if not isinstance(value, str) or not value:
+            problems.append(f"curve.{key} must be a path, got {value!r}")
+            continue
+        path = base / Path(value).expanduser()
+        want_dir = key == "allowed_keys_dir"
+        if not (path.is_dir() if want_dir else path.is_file()):
+            what = "directory" if want_dir else "key file"
+            problems.append(f"curve.{key}: {what} {path} does not exist (make keys: engram keys)")
+        out[key] = str(path)
+    return out
+
+
+def curve_from_settings(curve: dict[str, str] | None) -> Any:
+    """A graph's parsed ``curve`` section -> ``CurveConfig`` (None -> None)."""
+    if not curve:
+        return None
+    from runtime.zmq_bus import CurveConfig
+
+    return CurveConfig.from_files(
+        curve["secret_key"],
+        server_public_key_file=curve.get("server_public_key"),
+        allowed_keys_dir=curve.get("allowed_keys_dir"),
+    )
+
+
 def _parse_graph(data: Any, source: str) -> tuple[dict[str, Any], list[NodeSpec], list[str]]:
     """Structural checks; returns (graph settings, node specs, problems)."""
     problems: list[str] = []
@@ -281,6 +337,7 @@ def _parse_graph(data: Any, source: str) -> tuple[dict[str, Any], list[NodeSpec]
         not isinstance(bus, str) or not bus.startswith(("inproc://", "ipc://", "tcp://"))
     ):
         problems.append(f"bus must be an inproc://, ipc:// or tcp:// URL, got {bus!r}")
+    settings["curve"] = _parse_curve(data.get("curve"), source, problems)
     grace = settings["shutdown_grace_s"]
     if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
         problems.append(f"shutdown_grace_s must be a number >= 0, got {grace!r}")
@@ -481,6 +538,13 @@ def _validate(settings: dict[str, Any], specs: list[NodeSpec]) -> list[str]:
             f"bus {bus!r} is in-process but process groups {sorted(groups)} need an "
             "ipc:// or tcp:// bus (or leave 'bus' out to get a temporary ipc:// one)"
         )
+    if settings.get("curve") and (
+        (not groups and not bus) or (isinstance(bus, str) and bus.startswith("inproc://"))
+    ):
+        problems.append(
+            "curve secures a ZeroMQ bus: it needs an ipc:// or tcp:// bus (set 'bus', or "
+            "give nodes 'process:' groups); an in-process bus never leaves the process"
+        )
     for group, members in sorted(groups.items()):
         policies = {
             (m.name, m.restart) for m in members if m.restart is not None
@@ -600,14 +664,18 @@ class Launch:
             self._tmpdir = tempfile.mkdtemp(prefix="engram-launch-")
             if not url:
                 url = f"ipc://{self._tmpdir}/bus"
-            from runtime.zmq_bus import serve_broker
-
-            self._broker = serve_broker(url)
         elif not url:
             url = f"inproc://{self.name}"
         self.url = url
+        curve = curve_from_settings(self._settings.get("curve"))
+        if groups:
+            from runtime.zmq_bus import serve_broker
+
+            self._broker = serve_broker(url, curve=curve)
         self._status(f"{self.source}: bus {url}")
-        self.bus = make_bus(url)
+        if curve is not None:
+            self._status(f"bus secured with CURVE (key {self._settings['curve']['secret_key']})")
+        self.bus = make_bus(url, curve=curve) if curve is not None else make_bus(url)
         if groups:
             self._start_processes(groups)
         local = [build_node(spec, self.bus) for spec in self.specs if not spec.process]
@@ -635,6 +703,7 @@ class Launch:
                     {
                         "graph": self.source,
                         "bus": self.url,
+                        "curve": self._settings.get("curve"),  # key paths, not keys
                         "group": group,
                         "nodes": [m.child_spec() for m in members],
                     }

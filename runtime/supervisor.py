@@ -329,14 +329,15 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     from runtime.bus import make_bus
-    from runtime.launcher import build_node, start_order
+    from runtime.launcher import build_node, curve_from_settings, start_order
 
     with open(args.spec, encoding="utf-8") as f:
         spec = json.load(f)
     bus = None
     nodes = []
     try:
-        bus = make_bus(spec["bus"])
+        curve = curve_from_settings(spec.get("curve"))
+        bus = make_bus(spec["bus"], curve=curve) if curve is not None else make_bus(spec["bus"])
         nodes = [build_node(n, bus) for n in spec["nodes"]]
         for node in start_order(nodes):
             node.start()

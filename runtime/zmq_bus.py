@@ -133,17 +133,20 @@ class CurveConfig:
         cls,
         secret_key_file: str | os.PathLike[str],
         *,
-        server_public_key_file: str | os.PathLike[str],
+        server_public_key_file: str | os.PathLike[str] | None,
         allowed_keys_dir: str | os.PathLike[str] | None = None,
     ) -> CurveConfig:
         """Keys from ``engram keys`` files: this node's ``NAME.key_secret``, the broker's
-        ``*.key``, and a directory of allowed peers' ``*.key`` files."""
+        ``*.key`` (None: this node's own public key, for a process that serves the broker
+        with its own key pair), and a directory of allowed peers' ``*.key`` files."""
         import zmq.auth
 
         public, secret = _load_cert(secret_key_file)
         if secret is None:
             raise ValueError(f"{secret_key_file}: no secret key in this file (use .key_secret)")
-        server_public, _ = _load_cert(server_public_key_file)
+        server_public = public
+        if server_public_key_file is not None:
+            server_public, _ = _load_cert(server_public_key_file)
         allowed: list[bytes] = []
         if allowed_keys_dir is not None:
             if not Path(allowed_keys_dir).is_dir():
