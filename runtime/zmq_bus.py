@@ -52,7 +52,9 @@ pyzmq's ``ThreadAuthenticator``), and all traffic is encrypted. A peer without a
 gets no peer list, no messages and no replies.
 
 Endpoints: for ``ipc:///dir/bus`` the broker binds ``/dir/bus`` and each bus
-``/dir/bus.<pid>-<n>.p`` / ``.a`` (unix socket paths must stay under 107 bytes); for
+``/dir/bus.<pid>-<n>.p`` / ``.a`` (unix socket paths must stay under 107 bytes; the
+files of a process killed with SIGKILL are swept by the next broker or bus to bind
+there, ``sweep_stale_ipc``); for
 ``tcp://host:port`` the broker binds ``host:port`` and each bus two ephemeral ports on
 ``bind_host``, announced with ``advertise_host``.
 
@@ -63,9 +65,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import itertools
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -206,6 +210,43 @@ class ZmqBusConfig:
 
 # ---------------------------------------------------------------------------
 # URLs and endpoints
+
+_IPC_TAG = re.compile(r"\.(\d+)-\d+\.[pa]$")
+
+
+def sweep_stale_ipc(prefix: str) -> int:
+    """Delete the ``PREFIX.<pid>-<n>.p|a`` socket files of bus processes that no longer
+    run (killed with SIGKILL, they cannot remove their own); returns how many.
+
+    Called whenever a broker or bus binds under ``prefix``; a file whose pid is alive (or
+    not ours to check) is left alone.
+    """
+    base = Path(prefix)
+    removed = 0
+    try:
+        candidates = list(base.parent.glob(glob.escape(base.name) + ".*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        m = _IPC_TAG.search(path.name[len(base.name) :])
+        if m is None or path.name[: len(base.name)] != base.name:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue  # someone else's process (or a bogus pid): not ours to judge
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d stale ipc socket file(s) of dead processes under %s", removed, prefix)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -376,6 +417,7 @@ class Broker:
                     raise RuntimeError(f"a broker is already serving {self.url}")
                 finally:
                     probe.close()
+            sweep_stale_ipc(path)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -731,6 +773,7 @@ class ZmqBus(Bus):
             tag = f".{os.getpid()}-{self._number}.{suffix}"
             _check_ipc_path(self._url.path, self.url, len(tag))
             Path(self._url.path).parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale_ipc(self._url.path)
             endpoint = f"ipc://{self._url.path}{tag}"
             sock.bind(endpoint)
         else:

@@ -367,3 +367,37 @@ def test_configuration_errors_are_clear(ipc_url: str) -> None:
             bus.publish("", Instruction())
         with pytest.raises(TypeError, match="expected a Message"):
             bus.publish("/x", "not a message")  # type: ignore[arg-type]
+
+
+def test_socket_files_of_a_sigkilled_process_are_swept_by_the_next_bus(broker: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefix = Path(broker[len("ipc://") :])
+    code = (
+        "import sys, time; from runtime.bus import make_bus; "
+        f"b = make_bus({broker!r}, poll_s=0.02); print('up', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "up"
+        theirs = sorted(prefix.parent.glob(f"{prefix.name}.{child.pid}-*"))
+        assert len(theirs) == 2  # its lossy and lossless publisher sockets
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert all(p.exists() for p in theirs)  # a killed process cannot clean up
+    bus = make_bus(broker, **FAST)
+    try:
+        assert not any(p.exists() for p in theirs)
+        ours = list(prefix.parent.glob(f"{prefix.name}.{os.getpid()}-*"))
+        assert len(ours) == 2 and prefix.exists()  # live sockets stay
+    finally:
+        bus.close()
