@@ -509,8 +509,16 @@ class SparseOctree:
                 "object_ids": obj[new_mask],
                 "flags": np.zeros(n_new, np.uint8),
             }
+            # one merge plan for all columns (``at`` is ascending: upd is sorted)
+            total = len(codes) + n_new
+            new_rows = at + np.arange(n_new)
+            old_rows = np.ones(total, bool)
+            old_rows[new_rows] = False
             for k in cols:
-                cols[k] = np.insert(cols[k], at, values[k])
+                merged = np.empty(total, cols[k].dtype)
+                merged[new_rows] = values[k]
+                merged[old_rows] = cols[k]
+                cols[k] = merged
         self.dynamic_events += freed
         self._touch()
         return n_new, freed
