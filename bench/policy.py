@@ -5,12 +5,12 @@
 Cases (the default network size of ``ActionExpertConfig``, the ``cups`` layout: state
 S = 33, actions A = 5, chunk H = 8; random weights: speed does not depend on them):
 
-- full ``ExpertPolicy.act`` path (numpy in, ``ActionChunk`` out) with a full memory bank
+- full ``ActionExpertPolicy.act`` path (numpy in, ``ActionChunk`` out) with a full memory bank
   (16 entries, so every call retrieves, writes and consolidates), DDIM 10 steps;
   peer: the same network without the memory bank (``use_memory=False``);
 - DDIM (10 steps) against full DDPM sampling (100 steps), memory variant;
 - one training step (batch 64, 16 memory slots) per second, no peer;
-- the memory variant at ``--threads`` (default 1, what ``ExpertPolicy`` sets on a CPU)
+- the memory variant at ``--threads`` (default 1, what ``ActionExpertPolicy`` sets on a CPU)
   against torch's default thread count, when they differ.
 
 Prints one JSON object (``../shared/BENCH.md``). ``--quick`` runs under a minute.
@@ -37,11 +37,11 @@ def _policy(use_memory: bool, device: str):
     import torch
 
     from planners.action_expert import ActionExpert, ActionExpertConfig
-    from planners.policy import ExpertPolicy
+    from planners.policy import ActionExpertPolicy
 
     torch.manual_seed(0)
     cfg = ActionExpertConfig(state_dim=STATE_DIM, action_dim=ACTION_DIM, use_memory=use_memory)
-    return ExpertPolicy(ActionExpert(cfg, device=device), cpu_threads=None)  # --threads rules
+    return ActionExpertPolicy(ActionExpert(cfg, device=device), cpu_threads=None)  # --threads rules
 
 
 def _prepare(policy, *, sampler: str = "ddim"):
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{device}, {torch.get_num_threads()} thread(s)"
     results = [
         result(
-            f"ExpertPolicy.act, default size, DDIM 10 steps, memory bank full (16), {where}",
+            f"ActionExpertPolicy.act, default size, DDIM 10 steps, memory bank full (16), {where}",
             "chunks_per_s",
             rate,
             "higher",
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_value=rate_peer,
         ),
         result(
-            f"ExpertPolicy.act latency with memory, DDIM 10 steps, {where}",
+            f"ActionExpertPolicy.act latency with memory, DDIM 10 steps, {where}",
             "p50_latency_ms",
             1000 * percentile(with_mem, 50),
             "lower",
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if other is not None:
         results.append(
             result(
-                f"ExpertPolicy.act with memory, {threads} thread(s) (ExpertPolicy's default)",
+                f"ActionExpertPolicy.act with memory, {threads} thread(s) (ActionExpertPolicy's default)",
                 "chunks_per_s",
                 rate,
                 "higher",

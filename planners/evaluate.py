@@ -55,7 +55,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,81 +113,6 @@ class EvalConfig:
 # the lockstep pipeline
 
 
-def _paced_sim_class():  # noqa: ANN202 - a SimNode subclass
-    from sim.node import SimNode
-
-    class _PacedSim(SimNode):
-        """``SimNode`` clocked by the harness: before choosing each step's action it calls
-        ``before_action`` (which settles the pipeline and steps the planner) and waits
-        for the chunk that produced; ``after_episode(report, env)`` runs at each
-        episode's end, before the next instruction. ``hide_show`` keeps frames of the
-        show phase from the camera topic (the lifelong check)."""
-
-        before_action: Any = None
-        after_episode: Any = None
-        hide_show = False
-        wait_for_chunk = True
-        chunk_timeout_s = 60.0
-
-        def publish(self, port: str, msg: Any) -> None:
-            if port == "frames" and self.hide_show and self.env is not None:
-                if self.env.phase == "show":
-                    self.count("frames_hidden")
-                    return
-            super().publish(port, msg)
-
-        def _take_chunk(self, *args: Any, **kwargs: Any) -> Any:
-            if self.before_action is not None:
-                self.before_action()
-            if not self.wait_for_chunk:
-                return super()._take_chunk(*args, **kwargs)
-            deadline = time.monotonic() + self.chunk_timeout_s
-            with self._chunk_cond:
-                while self._pending is None and not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"no action chunk within {self.chunk_timeout_s} s")
-                    self._chunk_cond.wait(min(left, 0.05))
-                msg, self._pending = self._pending, None
-            return msg
-
-        def _episode(self, env, seed: int, index: int):
-            report = super()._episode(env, seed, index)
-            if report is not None and self.after_episode is not None:
-                report["ground_truth_log"] = env.ground_truth()
-                self.after_episode(report, env)
-            return report
-
-    return _PacedSim
-
-
-def _count_handled(node: Any) -> None:
-    """Wrap a node's input handlers so that ``node._handled`` counts finished calls."""
-    node._handled = 0
-    lock = threading.Lock()
-    for port in node.inputs():
-        handler = getattr(node, f"on_{port}")
-
-        def wrapped(msg: Any, _h=handler) -> Any:
-            try:
-                return _h(msg)
-            finally:
-                with lock:
-                    node._handled += 1
-
-        setattr(node, f"on_{port}", wrapped)
-
-
-def _inputs_pending(node: Any) -> bool:
-    """True while a node has messages queued or a handler running."""
-    taken = 0
-    for sub in node._subs.values():
-        if len(sub.mailbox):
-            return True
-        taken += sub.received - sub.dropped
-    return taken != node._handled
-
-
 @dataclass
 class Pipeline:
     """Sim -> perception -> memory -> planner on one in-process bus, in lockstep.
@@ -202,7 +126,7 @@ class Pipeline:
     use_memory: bool = True
     planner: bool = True  # False: the sim's driver acts (memory QA streams)
     driver: str = "stop"  # who acts when no planner: expert | reactive | stop
-    hide_show: bool = False
+    hide_show: bool = False  # no camera frames of the show phase (the lifelong check)
     config: EvalConfig = field(default_factory=EvalConfig)
     memory_node: Any = None
     bus: Any = None  # share a bus (and a running memory node) across pipelines
@@ -214,7 +138,7 @@ class Pipeline:
         from planners.node import PlannerNode, PlannerNodeConfig
         from planners.skills import ROBOT_LABELS
         from runtime.bus import InProcBus
-        from sim.node import SimNodeConfig
+        from sim.node import SimNode, SimNodeConfig
         from sim.tasks import TASKS
 
         cfg = self.config
@@ -227,7 +151,7 @@ class Pipeline:
         self.owns_bus = self.bus is None
         if self.bus is None:
             self.bus = InProcBus(f"eval-{self.task}-{self.seed}")
-        self.sim = _paced_sim_class()(
+        self.sim = SimNode(
             SimNodeConfig(
                 task=self.task,
                 seed=self.seed,
@@ -238,16 +162,14 @@ class Pipeline:
                 height_px=height,
                 clock="lockstep",
                 driver=self.driver if not self.planner else "stop",
+                hide_show_frames=self.hide_show,
                 heartbeat_hz=0.0,
             ),
             bus=self.bus,
             name="sim",
+            pace=self._pace,
+            on_episode_end=self._after_episode,
         )
-        self.sim.hide_show = self.hide_show
-        self.sim.wait_for_chunk = self.planner
-        self.sim.chunk_timeout_s = cfg.step_timeout_s
-        self.sim.before_action = self._before_action
-        self.sim.after_episode = self._after_episode
         self.perception = PerceptionNode(
             PerceptionConfig(
                 model_name=cfg.perception_model,
@@ -291,9 +213,6 @@ class Pipeline:
                 name="planner",
             )
             self.nodes.append(self.planner_node)
-        for node in self.nodes:
-            if not hasattr(node, "_handled"):
-                _count_handled(node)
         self.reports: list[dict[str, Any]] = []
         self.steps = 0
         self._error: BaseException | None = None
@@ -307,7 +226,7 @@ class Pipeline:
         while quiet < 2:
             if time.monotonic() > deadline:
                 raise TimeoutError("the pipeline did not settle in time")
-            busy = any(_inputs_pending(n) for n in self.nodes)
+            busy = any(n.input_backlog() for n in self.nodes)
             c = self.perception.counters
             frames_done = (
                 c["frames_skipped"]
@@ -329,6 +248,14 @@ class Pipeline:
             if busy:
                 time.sleep(0.0005)
 
+    def _pace(self) -> None:
+        """The sim's ``pace`` hook, before each step's action: settle the pipeline, step
+        the planner, then (with a planner) wait for the chunk that produced."""
+        self._before_action()
+        timeout_s = self.config.step_timeout_s
+        if self.planner and not self.sim.wait_for_chunk(timeout_s) and self.sim.running:
+            raise TimeoutError(f"no action chunk within {timeout_s} s")
+
     def _before_action(self) -> None:
         try:
             self.settle()
@@ -341,7 +268,7 @@ class Pipeline:
             self.steps += 1
         except Exception as exc:  # noqa: BLE001 - surfaced by run()
             self._error = exc
-            self.sim._stop.set()
+            self.sim.request_stop()
             raise
 
     def _publish_hold(self) -> None:
@@ -363,13 +290,14 @@ class Pipeline:
     def _after_episode(self, report: dict[str, Any], env: Any) -> None:
         from runtime.messages import PlanStep
 
+        report["ground_truth_log"] = env.ground_truth()
         self.settle()
         if self.planner_node is not None and self.use_memory:
             # the environment's verdict on this attempt: closes the episode in memory
             self.bus.publish(
                 "/plan",
                 PlanStep(
-                    stamp_ns=round((self.sim._sim_offset_s + env.t) * 1e9),
+                    stamp_ns=self.sim.stamp_ns(),  # the episode's end
                     skill="episode",
                     status="succeeded" if report["success"] else "failed",
                     reason="outcome reported by the environment",
@@ -513,7 +441,6 @@ def evaluate_lifelong(
         for layout in range(layouts):
             bus = InProcBus(f"lifelong-{task}-{seed + layout}")
             memory = make_memory_node(cfg, bus=bus)
-            _count_handled(memory)
             memory.start()
             outcomes = []
             for attempt in range(cfg.attempts):

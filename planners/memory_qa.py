@@ -434,7 +434,7 @@ def evaluate_memory_qa(
                 if not qa.done and env is not None and trigger(env):
                     qa.done = True
                     ask(qa, env, grounding)
-                    p.sim._stop.set()  # the questions are asked: end the stream
+                    p.sim.request_stop()  # the questions are asked: end the stream
 
             pipe.before_question = before
             try:

@@ -1,12 +1,14 @@
-"""``Policy``: observation -> chunk of future actions; ``ExpertPolicy`` wraps the action expert.
+"""``Policy``: observation -> chunk of future actions; ``ActionExpertPolicy`` wraps the
+learned diffusion action expert (the scripted one of the simulator is
+``sim.policies.ExpertPolicy``).
 
 Lifecycle::
 
-    policy = ExpertPolicy.load("~/.cache/engram/experts/T")   # folder or checkpoint.pt
-    policy.reset(seed=0)                                    # new episode: empty memory bank
-    policy.observe(obs, instruction_embedding=emb)          # a step that needs no chunk
-    chunk = policy.act(obs, instruction_embedding=emb)      # ActionChunk, actions (H, A)
-    policy.save("out/")                                     # checkpoint a later load reads
+    policy = ActionExpertPolicy.load("~/.cache/engram/experts/T")  # folder or checkpoint.pt
+    policy.reset(seed=0)                                  # new episode: empty memory bank
+    policy.observe(obs, instruction_embedding=emb)        # a step that needs no chunk
+    chunk = policy.act(obs, instruction_embedding=emb)    # ActionChunk, actions (H, A)
+    policy.save("out/")                                   # checkpoint a later load reads
 
 Observation dict (what ``sim/`` and the runtime hand over each decision):
 
@@ -37,7 +39,7 @@ from runtime.messages import ActionChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["POLICIES", "ExpertPolicy", "Policy"]
+__all__ = ["POLICIES", "ActionExpertPolicy", "Policy"]
 
 
 class Policy(ABC):
@@ -79,7 +81,7 @@ class Policy(ABC):
         """Rebuild a policy written by ``save`` (or by ``engram train``)."""
 
 
-class ExpertPolicy(Policy):
+class ActionExpertPolicy(Policy):
     """The memory-conditioned diffusion action expert as a ``Policy``.
 
     ``act`` encodes the observation, retrieves from and then writes to the working-memory
@@ -230,7 +232,7 @@ class ExpertPolicy(Policy):
     @classmethod
     def load(
         cls, path: str | Path, *, device: str = "auto", weights: str = "ema", **kwargs: Any
-    ) -> ExpertPolicy:
+    ) -> ActionExpertPolicy:
         """``weights``: ``ema`` (the moving average, when the checkpoint has one) or
         ``raw`` (the optimiser's current weights)."""
         from planners.action_expert import ActionExpert, ActionExpertConfig, resolve_device
@@ -288,4 +290,4 @@ def _image(observation: Mapping[str, Any], size_px: int) -> np.ndarray:
 
 
 #: policy name -> class (launch graphs and ``engram eval`` pick one by name)
-POLICIES: dict[str, type[Policy]] = {ExpertPolicy.name: ExpertPolicy}
+POLICIES: dict[str, type[Policy]] = {ActionExpertPolicy.name: ActionExpertPolicy}

@@ -32,7 +32,7 @@ episode) and, for the memory variant, a random ordered subset of up to
 
 Checkpoints (``<out>/checkpoint.pt``, written atomically every ``--checkpoint-every``
 steps and at the end) hold the model (with its normalisation stats), the exponential
-moving average of its weights (``ema``, what ``ExpertPolicy.load`` uses), optimiser,
+moving average of its weights (``ema``, what ``ActionExpertPolicy.load`` uses), optimiser,
 step, config, task, seed and loss history. ``--resume`` continues from the step
 stored there. Batches and diffusion noise are drawn from generators seeded by
 ``(seed, step)``, so a resumed run matches an uninterrupted one.
@@ -542,6 +542,11 @@ def train(
     True stops the run early, after writing a checkpoint (Ctrl-C does the same).
     Returns the checkpoint path.
     """
+    from sim._gl import preload_triton
+
+    # The optimiser imports torch._dynamo, hence triton: load it before any GL context
+    # maps Mesa's libLLVM (or disable it when one already has; sim/_gl.py explains).
+    preload_triton()
     import torch
 
     from planners.action_expert import resolve_device
@@ -555,7 +560,6 @@ def train(
         raise ValueError(f"steps and batch_size must be >= 1, got {tcfg.steps}, {tcfg.batch_size}")
     out = Path(out_dir).expanduser() if out_dir is not None else default_out_dir(task)
     device = resolve_device(device)
-    _avoid_triton_after_mesa()
     run = _Run(task, data_dir, out / CHECKPOINT_NAME, tcfg, device)
     run.setup(expert_config, resume=resume, text_embedder=text_embedder)
     if device != "cpu" or tcfg.cpu_threads <= 0:
@@ -566,29 +570,6 @@ def train(
         return run.loop(progress=progress, on_step=on_step)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _avoid_triton_after_mesa() -> None:
-    """Keep training from crashing in a process that already renders with Mesa.
-
-    The optimiser imports ``torch._dynamo``, which imports triton; triton's bundled LLVM
-    segfaults the process when Mesa's ``libLLVM`` (software OpenGL, loaded by MuJoCo's
-    EGL renderer) is already mapped. In that case ``import triton`` is made to fail
-    cleanly instead (``sys.modules["triton"] = None``): eager training on the CPU or a
-    GPU never needs triton, only ``torch.compile`` does.
-    """
-    import sys
-
-    if "triton" in sys.modules:
-        return
-    try:
-        with open("/proc/self/maps") as maps:
-            mesa = any("libLLVM" in line for line in maps)
-    except OSError:
-        return
-    if mesa:
-        log.warning("Mesa's libLLVM is loaded (OpenGL rendering): triton disabled for training")
-        sys.modules["triton"] = None  # type: ignore[assignment]
 
 
 class _Run:

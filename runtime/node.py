@@ -127,6 +127,7 @@ class Node:
         self._stop = threading.Event()
         self._started_at = 0.0
         self._lock = threading.Lock()
+        self._inputs_handled = 0  # input messages whose handler has returned (input_backlog)
 
     # ---- declared ports (override to make them depend on config) ---------------
     def inputs(self) -> dict[str, Input]:
@@ -159,6 +160,7 @@ class Node:
         if self.state == "running":
             return
         self._stop.clear()
+        self._inputs_handled = 0  # the subscriptions below start from 0 too
         self._started_at = time.monotonic()
         for port, decl in self.inputs().items():
             handler = getattr(self, f"on_{port}", None)
@@ -203,6 +205,14 @@ class Node:
     @property
     def running(self) -> bool:
         return self.state == "running" and not self._stop.is_set()
+
+    def input_backlog(self) -> int:
+        """Input messages delivered to this node but not yet handled: queued, or in a
+        handler now (dropped ones do not count). 0: it has handled all it received."""
+        with self._lock:
+            handled = self._inputs_handled  # read first: delivered only grows
+        delivered = sum(s.received - s.dropped for s in list(self._subs.values()))
+        return max(0, delivered - handled)
 
     def __enter__(self) -> Node:
         self.start()
@@ -266,6 +276,8 @@ class Node:
                 continue
             self.count("received")
             self._call(handler, msg)
+            with self._lock:
+                self._inputs_handled += 1
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:

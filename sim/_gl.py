@@ -11,10 +11,17 @@ through ``import_mujoco()``:
   in ``MUJOCO_GL`` (and ``PYOPENGL_PLATFORM``) before MuJoCo is imported.
   If none works, physics still runs and ``require_rendering()`` raises
   ``RenderingUnavailable`` listing what was tried and how to fix it.
+
+This module also owns the one clash of that GL stack with torch: triton (which
+torch imports lazily) and Mesa's software renderer each bring an LLVM, and the
+process segfaults when triton loads second. ``preload_triton()`` loads it first
+(``require_rendering()``, the tests' conftest and ``engram train`` call it), or,
+when a GL context came first, disables triton instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -36,6 +43,8 @@ _PROBE = (
     "assert hasattr(mujoco, 'Renderer'), 'mujoco.Renderer missing (GL backend failed to import)'\n"
     "ctx = mujoco.GLContext(16, 16); ctx.make_current(); ctx.free()\n"
 )
+
+log = logging.getLogger(__name__)
 
 _probe_report: list[str] = []
 
@@ -93,7 +102,13 @@ def preload_triton() -> None:
     torch imports triton lazily (``torch._dynamo``, reached from optimisers and
     transformers). triton bundles its own LLVM, and loading it *after* Mesa's
     llvmpipe has mapped libLLVM segfaults the process; loading it first is safe
-    (measured: 0.13 s). So anything that creates a GL context calls this first.
+    (measured: 0.13 s). So anything that creates a GL context, and anything that
+    may import triton through torch (training), calls this first.
+
+    Too late (a GL context already mapped Mesa's libLLVM): ``import triton`` is
+    made to fail cleanly instead (``sys.modules["triton"] = None``), with a
+    warning. Eager torch on the CPU or a GPU never needs triton; only
+    ``torch.compile`` does.
     """
     if "triton" in sys.modules:
         return
@@ -101,10 +116,23 @@ def preload_triton() -> None:
 
     if importlib.util.find_spec("triton") is None:
         return
+    if _mesa_llvm_loaded():
+        log.warning("Mesa's libLLVM is already loaded (OpenGL rendering): triton disabled")
+        sys.modules["triton"] = None  # type: ignore[assignment]
+        return
     try:
         import triton  # noqa: F401
     except Exception:  # noqa: BLE001 - a broken triton only matters to torch.compile
         sys.modules["triton"] = None  # type: ignore[assignment]
+
+
+def _mesa_llvm_loaded() -> bool:
+    """True if this process has mapped a libLLVM (Mesa's llvmpipe); False if unknown."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libLLVM" in line for line in maps)
+    except OSError:
+        return False
 
 
 def require_rendering() -> ModuleType:

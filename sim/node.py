@@ -32,6 +32,17 @@ simulation time (deterministic for a given seed when driven by the expert;
 ``realtime`` paces steps to the wall clock and stamps with ``time.time_ns()``.
 The watchdog measures time on the same clock.
 
+External pacing (``engram eval``'s lockstep harness, ``planners/evaluate.py``):
+``SimNode(config, pace=fn, on_episode_end=fn)``. The simulation thread calls
+``pace()`` at every control step, after that step's sensor messages are published
+and before its action is chosen, so a harness can let the rest of the graph catch
+up and have its controller publish the step's chunk (``wait_for_chunk`` waits for
+it); ``on_episode_end(report, env)`` runs when an episode ends, before the next one
+starts. An exception in either ends the run (``error``). ``request_stop()`` ends
+the run from any thread, these callbacks included; ``stamp_ns()`` is the node's
+clock as message stamps carry it. ``hide_show_frames`` keeps the show phase off the
+camera topic.
+
 MuJoCo is imported only when the node starts (in its simulation thread, which
 also owns the GL context).
 """
@@ -42,6 +53,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +94,7 @@ class SimNodeConfig(NodeConfig):
     driver: str = "expert"  # acts until a chunk arrives: expert | reactive | stop | actions
     max_steps: int = 0  # steps per episode; 0 = the task's default
     ground_truth_dir: str = ""  # write <task>_<seed>.json ground truth per episode; "" = no
+    hide_show_frames: bool = False  # publish no Frame during the task's show phase
 
 
 class SimNode(Node):
@@ -97,7 +110,17 @@ class SimNode(Node):
         "executed_actions": Output("ActionChunk", topic="/sim/executed_actions"),
     }
 
-    def __init__(self, config: SimNodeConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: SimNodeConfig | None = None,
+        *,
+        pace: Callable[[], None] | None = None,
+        on_episode_end: Callable[[dict[str, Any], Any], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``pace()``: called in the simulation thread before each step's action is
+        chosen; ``on_episode_end(report, env)``: after each episode (see module doc).
+        ``kwargs``: ``Node``'s (name, bus, topics)."""
         super().__init__(config, **kwargs)
         cfg = self.config
         if cfg.clock not in CLOCKS:
@@ -112,6 +135,9 @@ class SimNode(Node):
         self._chunk_lock = threading.Lock()
         self._chunk_cond = threading.Condition(self._chunk_lock)
         self._pending: ActionChunk | None = None
+        self._pace = pace
+        self._on_episode_end = on_episode_end
+        self._sim_offset_s = 0.0  # simulation time of earlier episodes (monotonic stamps)
         self.done = threading.Event()
         self.reports: list[dict[str, Any]] = []
         self.error: str = ""
@@ -136,6 +162,35 @@ class SimNode(Node):
     def status(self) -> dict[str, Any]:
         """Task, episode index, seed, phase and step of the running episode."""
         return dict(self._status)
+
+    def request_stop(self) -> None:
+        """End the run: no further step or episode. Returns at once, so unlike ``stop()``
+        it may be called from the simulation thread (``pace``, ``on_episode_end``)."""
+        with self._chunk_cond:
+            self._stop.set()
+            self._chunk_cond.notify_all()
+
+    def wait_for_chunk(self, timeout_s: float) -> bool:
+        """Block until a received ``ActionChunk`` waits to be executed (True), or
+        ``timeout_s`` (wall) passed or the node is stopping (False). Does not take it."""
+        deadline = time.monotonic() + timeout_s
+        with self._chunk_cond:
+            # short slices so that stop() is not held up by a long wait
+            while self._pending is None and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._chunk_cond.wait(min(left, 0.05))
+            return self._pending is not None
+
+    def stamp_ns(self) -> int:
+        """The node's clock as its messages are stamped: lockstep, simulation time in ns
+        since the first episode began (continuing across episodes); realtime, wall-clock
+        ``time.time_ns()``."""
+        env = self.env
+        if self.config.clock == "lockstep":
+            return round((self._sim_offset_s + (env.t if env is not None else 0.0)) * 1e9)
+        return time.time_ns()
 
     def health(self) -> dict[str, Any]:
         return {"info": self.status()}
@@ -170,7 +225,7 @@ class SimNode(Node):
             self.count("handler_errors")
             self.done.set()
             return
-        self._sim_offset_s = 0.0  # simulation time of earlier episodes (monotonic stamps)
+        self._sim_offset_s = 0.0
         self._wall_start = time.monotonic()
         try:
             episode = 0
@@ -195,11 +250,6 @@ class SimNode(Node):
         if self.config.clock == "lockstep":
             return self._sim_offset_s + env.t
         return time.monotonic() - self._wall_start
-
-    def _stamp_ns(self, env) -> int:
-        if self.config.clock == "lockstep":
-            return round((self._sim_offset_s + env.t) * 1e9)
-        return time.time_ns()
 
     def _driver(self):
         from sim.policies import POLICIES
@@ -235,7 +285,7 @@ class SimNode(Node):
                 self.publish(
                     "instruction",
                     Instruction(
-                        stamp_ns=self._stamp_ns(env),
+                        stamp_ns=self.stamp_ns(),
                         text=instruction,
                         task=env.task_name,
                         episode_id=episode_id,
@@ -246,10 +296,16 @@ class SimNode(Node):
                 self.publish("robot_state", self._robot_state(env))
                 next_state = now + 1.0 / cfg.state_rate_hz
             if cfg.camera_rate_hz > 0 and env.camera and now >= next_frame - 1e-9:
-                self.publish("frames", self._frame(env))
-                self.count("frames")
+                frame = self._frame(env)
+                if cfg.hide_show_frames and env.phase == "show":
+                    self.count("frames_hidden")
+                else:
+                    self.publish("frames", frame)
+                    self.count("frames")
                 next_frame = now + 1.0 / cfg.camera_rate_hz
             # ---- choose the action ------------------------------------------------------
+            if self._pace is not None:
+                self._pace()
             clock = self._clock_s(env)
             waiting = (external or cfg.driver == "actions") and (
                 chunk is None or self._index(chunk, chunk_t0, clock) >= chunk.actions.shape[0]
@@ -284,7 +340,7 @@ class SimNode(Node):
             self.publish(
                 "executed_actions",
                 ActionChunk(
-                    stamp_ns=self._stamp_ns(env),
+                    stamp_ns=self.stamp_ns(),
                     robot=robot,
                     action_space=space.name,
                     actions=np.asarray(info["executed_action"], np.float32)[None],
@@ -301,14 +357,13 @@ class SimNode(Node):
                 break
         if cfg.state_rate_hz > 0:
             self.publish("robot_state", self._robot_state(env))
-        self._sim_offset_s += env.t
         gt_path = ""
         if cfg.ground_truth_dir:
             path = Path(cfg.ground_truth_dir) / f"{env.task_name}_{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(env.ground_truth()))
             gt_path = str(path)
-        return {
+        report = {
             "task": env.task_name,
             "seed": seed,
             "success": bool(info["success"]),
@@ -323,6 +378,10 @@ class SimNode(Node):
             "chunks_rejected": rejected,
             "ground_truth": gt_path,
         }
+        if self._on_episode_end is not None:
+            self._on_episode_end(report, env)
+        self._sim_offset_s += env.t
+        return report
 
     @staticmethod
     def _index(chunk: ActionChunk, t0: float, clock: float) -> int:
@@ -333,15 +392,9 @@ class SimNode(Node):
         """The newest pending chunk. In lockstep with ``wait_for_actions_s`` > 0, when
         ``wait`` (an external controller is due to send one), wait for it first."""
         cfg = self.config
+        if wait and cfg.clock == "lockstep" and cfg.wait_for_actions_s > 0:
+            self.wait_for_chunk(cfg.wait_for_actions_s)
         with self._chunk_cond:
-            if wait and cfg.clock == "lockstep" and cfg.wait_for_actions_s > 0:
-                deadline = time.monotonic() + cfg.wait_for_actions_s
-                # short slices so that stop() is not held up by a long wait
-                while self._pending is None and not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._chunk_cond.wait(min(left, 0.05))
             msg, self._pending = self._pending, None
         return msg
 
@@ -361,12 +414,12 @@ class SimNode(Node):
     # ---- messages ------------------------------------------------------------------------------
     def _robot_state(self, env) -> RobotState:
         fields = env.robot_state()
-        return RobotState(stamp_ns=self._stamp_ns(env), **fields)
+        return RobotState(stamp_ns=self.stamp_ns(), **fields)
 
     def _frame(self, env) -> Frame:
         f = env.render_frame()
         return Frame(
-            stamp_ns=self._stamp_ns(env),
+            stamp_ns=self.stamp_ns(),
             camera=f.camera,
             rgb=f.rgb,
             depth=f.depth,
@@ -379,7 +432,7 @@ class SimNode(Node):
     def _audio(self, env, pcm: np.ndarray) -> AudioChunk:
         dt_ns = round(env.config.control_dt_s * 1e9)
         return AudioChunk(
-            stamp_ns=max(0, self._stamp_ns(env) - dt_ns),
+            stamp_ns=max(0, self.stamp_ns() - dt_ns),
             source=f"sim/{env.task_name}",
             pcm=np.asarray(pcm, np.float32),
             sample_rate_hz=16000,

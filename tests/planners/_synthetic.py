@@ -1,13 +1,41 @@
-"""Tiny synthetic demonstrations for the action-expert tests (npz, the training format)."""
+"""Shared pieces of the action-expert tests: tiny synthetic demonstrations (npz, the
+training format) and a tiny network config."""
 
 from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from planners.action_expert import ActionExpertConfig
+
 INSTRUCTION_DIM = 384
+
+
+def tiny_config(**overrides: Any) -> ActionExpertConfig:
+    """A small ``ActionExpertConfig`` (token_dim 32, one denoiser layer, 50 diffusion
+    steps) sized for ``cue_reach_episode`` (S = 5, A = 3, H = 4); ``overrides`` replace
+    fields. Training takes S and A from the data anyway."""
+    from planners.action_expert import ActionExpertConfig  # torch: only where used
+
+    base: dict[str, Any] = dict(
+        action_dim=3,
+        horizon=4,
+        state_dim=5,
+        token_dim=32,
+        num_heads=2,
+        state_tokens=1,
+        denoiser_layers=1,
+        diffusion_steps=50,
+        ddim_steps=5,
+        memory_capacity=8,
+        memory_context=8,
+    )
+    base.update(overrides)
+    return ActionExpertConfig(**base)
 
 
 def instruction_embedding(text: str) -> np.ndarray:

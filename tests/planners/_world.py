@@ -17,6 +17,36 @@ TABLE_Z = 0.40
 FINGER_M = 0.036
 
 
+def make_percept(
+    labels: list[str],
+    *,
+    stamp_ns: int,
+    centroids: object = None,
+    extents: object = None,
+    boxes: object = None,
+    **fields: object,
+) -> Percept:
+    """A ``Percept`` of the objects ``labels`` (ids 0..n-1, confidence 1): centroids and
+    extents (n, 3) m and boxes (n, 4) px default to zeros; ``fields``: other fields."""
+    n = len(labels)
+
+    def rows(value: object, width: int, dtype: type) -> np.ndarray:
+        if value is None:
+            return np.zeros((n, width), dtype)
+        return np.asarray(value, dtype).reshape(n, width)
+
+    return Percept(
+        stamp_ns=stamp_ns,
+        object_ids=np.arange(n, dtype=np.int32),
+        object_labels=list(labels),
+        object_confidences=np.ones(n, np.float32),
+        object_boxes=rows(boxes, 4, np.int32),
+        object_centroids=rows(centroids, 3, np.float32),
+        object_extents=rows(extents, 3, np.float32),
+        **fields,
+    )
+
+
 class KinematicTable:
     def __init__(self, objects: dict[str, tuple[list[float], list[float]]]) -> None:
         """objects: label -> (centre [x, y, z], extent [dx, dy, dz])."""
@@ -89,17 +119,13 @@ class KinematicTable:
 
     def percept(self) -> Percept:
         labels = [k for k in self.objects if k not in self.hidden]
-        n = len(labels)
         self.seq += 1
-        return Percept(
+        return make_percept(
+            labels,
             stamp_ns=self.t_ns,
             frame_seq=self.seq,
-            object_ids=np.arange(n, dtype=np.int32),
-            object_labels=labels,
-            object_confidences=np.ones(n, np.float32),
-            object_boxes=np.zeros((n, 4), np.int32),
-            object_centroids=np.array([self.objects[k] for k in labels], np.float32).reshape(n, 3),
-            object_extents=np.array([self.extents[k] for k in labels], np.float32).reshape(n, 3),
+            centroids=[self.objects[k] for k in labels],
+            extents=[self.extents[k] for k in labels],
         )
 
     def robot_state(self) -> RobotState:

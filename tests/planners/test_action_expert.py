@@ -12,29 +12,16 @@ torch = pytest.importorskip("torch")
 
 from planners.action_expert import ActionExpert, ActionExpertConfig  # noqa: E402
 from planners.diffusion import NoiseSchedule, NoiseScheduleConfig, cosine_alpha_bar  # noqa: E402
-from planners.policy import ExpertPolicy  # noqa: E402
+from planners.policy import ActionExpertPolicy  # noqa: E402
 from planners.train import TrainConfig, load_episodes, train  # noqa: E402
 from runtime.messages import ActionChunk  # noqa: E402
 
-from ._synthetic import INSTRUCTION_DIM, cue_reach_episode, write_episodes  # noqa: E402
-
-
-def tiny(**kw) -> ActionExpertConfig:
-    base = dict(
-        action_dim=3,
-        horizon=4,
-        state_dim=5,
-        token_dim=32,
-        num_heads=2,
-        state_tokens=1,
-        denoiser_layers=1,
-        diffusion_steps=50,
-        ddim_steps=5,
-        memory_capacity=8,
-        memory_context=8,
-    )
-    base.update(kw)
-    return ActionExpertConfig(**base)
+from ._synthetic import (  # noqa: E402
+    INSTRUCTION_DIM,
+    cue_reach_episode,
+    tiny_config,
+    write_episodes,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +93,7 @@ def _batch(cfg: ActionExpertConfig, b: int = 6, m: int = 5, seed: int = 0) -> di
 
 @pytest.mark.parametrize("image_size_px", [0, 16])
 def test_shapes_through_the_whole_model(image_size_px):
-    cfg = tiny(image_size_px=image_size_px)
+    cfg = tiny_config(image_size_px=image_size_px)
     ex = ActionExpert(cfg, device="cpu")
     batch = _batch(cfg)
     p, c = ex.encode(batch["state"], batch.get("image"), batch["instruction"])
@@ -125,19 +112,19 @@ def test_shapes_through_the_whole_model(image_size_px):
 
 
 def test_bad_inputs_name_the_field():
-    ex = ActionExpert(tiny(), device="cpu")
+    ex = ActionExpert(tiny_config(), device="cpu")
     with pytest.raises(ValueError, match="state must be"):
         ex.encode(torch.zeros(2, 4), None, torch.zeros(2, INSTRUCTION_DIM))
     with pytest.raises(ValueError, match="instruction embedding"):
         ex.encode(torch.zeros(2, 5), None, torch.zeros(2, 10))
     with pytest.raises(ValueError, match="token_dim"):
-        tiny(token_dim=30, num_heads=4)
+        tiny_config(token_dim=30, num_heads=4)
     with pytest.raises(ValueError, match="sampler"):
         ex.sample(torch.zeros(1, 2, 32), sampler="euler")
 
 
 def test_ddim_sampling_is_deterministic_given_the_seed():
-    cfg = tiny()
+    cfg = tiny_config()
     ex = ActionExpert(cfg, device="cpu").eval()
     cond = ex.module.condition(*ex.encode(torch.randn(2, 5), None, torch.randn(2, INSTRUCTION_DIM)))
     with torch.inference_mode():
@@ -152,7 +139,7 @@ def test_ddim_sampling_is_deterministic_given_the_seed():
     assert a.abs().max() <= 1.0 + 1e-6
 
 
-def _policy(cfg: ActionExpertConfig, seed: int = 0) -> ExpertPolicy:
+def _policy(cfg: ActionExpertConfig, seed: int = 0) -> ActionExpertPolicy:
     torch.manual_seed(seed)
     ex = ActionExpert(cfg, device="cpu")
     # Give the bank's retrieval and gates weight, so memory visibly matters when present.
@@ -160,10 +147,10 @@ def _policy(cfg: ActionExpertConfig, seed: int = 0) -> ExpertPolicy:
         with torch.no_grad():
             ex.module.memory.p_gate.bias.fill_(2.0)
             ex.module.memory.c_gate.bias.fill_(2.0)
-    return ExpertPolicy(ex)
+    return ActionExpertPolicy(ex)
 
 
-def _run(policy: ExpertPolicy, states: np.ndarray, emb: np.ndarray, *, observe=True):
+def _run(policy: ActionExpertPolicy, states: np.ndarray, emb: np.ndarray, *, observe=True):
     """A history of steps (observed, or acted on), then one chunk for the last step."""
     policy.reset(seed=1)
     for t, s in enumerate(states[:-1]):
@@ -180,12 +167,12 @@ def test_memory_switch_removes_the_memory_path():
     hist_a = np.vstack([rng.standard_normal((3, 5)), last]).astype(np.float32)
     hist_b = np.vstack([rng.standard_normal((3, 5)) * 3, last]).astype(np.float32)
 
-    without = _policy(tiny(use_memory=False))
+    without = _policy(tiny_config(use_memory=False))
     assert not hasattr(without.expert.module, "memory")
     assert not any("memory" in k for k in without.expert.state_dict())
     np.testing.assert_array_equal(_run(without, hist_a, emb), _run(without, hist_b, emb))
 
-    with_mem = _policy(tiny(use_memory=True))
+    with_mem = _policy(tiny_config(use_memory=True))
     a, b = _run(with_mem, hist_a, emb), _run(with_mem, hist_b, emb)
     assert np.abs(a - b).max() > 1e-4
     # the episode wrote its 4 steps into the bank; reset empties it
@@ -205,7 +192,7 @@ def test_memory_switch_removes_the_memory_path():
 def test_external_bank_is_read_and_written():
     from memory.working import PerceptualCognitiveBank
 
-    pol = _policy(tiny())
+    pol = _policy(tiny_config())
     bank = PerceptualCognitiveBank(pol.expert.module.memory.config)
     emb = np.ones(INSTRUCTION_DIM, np.float32) / math.sqrt(INSTRUCTION_DIM)
     pol.reset()
@@ -221,7 +208,7 @@ def test_external_bank_is_read_and_written():
 
 
 def test_act_returns_an_action_chunk_and_rejects_bad_observations():
-    pol = _policy(tiny())
+    pol = _policy(tiny_config())
     emb = np.zeros(INSTRUCTION_DIM, np.float32)
     chunk = pol.act({"state": np.zeros(5), "stamp_ns": 123}, instruction_embedding=emb)
     assert isinstance(chunk, ActionChunk)
@@ -236,7 +223,7 @@ def test_act_returns_an_action_chunk_and_rejects_bad_observations():
 
 
 def test_checkpoint_save_load_gives_identical_outputs(tmp_path: Path):
-    cfg = tiny(image_size_px=16)
+    cfg = tiny_config(image_size_px=16)
     pol = _policy(cfg, seed=5)
     pol.expert.set_normalization(
         action_min=[-2, 0, 0],
@@ -246,7 +233,7 @@ def test_checkpoint_save_load_gives_identical_outputs(tmp_path: Path):
     )
     path = pol.save(tmp_path / "ckpt")
     assert path.name == "checkpoint.pt"
-    loaded = ExpertPolicy.load(tmp_path / "ckpt", device="cpu")
+    loaded = ActionExpertPolicy.load(tmp_path / "ckpt", device="cpu")
     assert loaded.config == cfg
     rng = np.random.default_rng(0)
     emb = rng.standard_normal(INSTRUCTION_DIM).astype(np.float32)
@@ -263,13 +250,13 @@ def test_checkpoint_save_load_gives_identical_outputs(tmp_path: Path):
         np.testing.assert_array_equal(a, b)
     assert np.all(a >= np.array([-2, 0, 0]) - 1e-6) and np.all(a <= np.array([2, 1, 3]) + 1e-6)
     with pytest.raises(FileNotFoundError):
-        ExpertPolicy.load(tmp_path / "missing")
+        ActionExpertPolicy.load(tmp_path / "missing")
 
 
 # ----------------------------------------------------------------------------- behaviour cloning
 
 
-def _evaluate(policy: ExpertPolicy, episodes, *, skip: int) -> np.ndarray:
+def _evaluate(policy: ActionExpertPolicy, episodes, *, skip: int) -> np.ndarray:
     """Mean |first predicted action - demonstrated action| per dim over steps >= skip."""
     errs = []
     for ep in episodes:
@@ -298,18 +285,18 @@ def cue_reach(tmp_path_factory):
     return root, train_dir, test_eps, baseline
 
 
-def _fit(root: Path, train_dir: Path, *, use_memory: bool, steps: int) -> ExpertPolicy:
+def _fit(root: Path, train_dir: Path, *, use_memory: bool, steps: int) -> ActionExpertPolicy:
     ckpt = train(
         "cue_reach",
         train_dir,
         out_dir=root / f"ckpt_{use_memory}",
         steps=steps,
         device="cpu",
-        expert_config=tiny(use_memory=use_memory),
+        expert_config=tiny_config(use_memory=use_memory),
         train_config=TrainConfig(batch_size=32, lr=3e-3, warmup_steps=20),
         progress=False,
     )
-    return ExpertPolicy.load(ckpt, device="cpu")
+    return ActionExpertPolicy.load(ckpt, device="cpu")
 
 
 def test_bc_memory_variant_learns_state_function_and_remembered_cue(cue_reach):

@@ -9,6 +9,8 @@ from planners.planner import Subgoal
 from planners.skills import ObjectView, SceneMonitor, Verdict, WorldView, make_skill
 from runtime.messages import Percept, RobotState
 
+from ._world import make_percept
+
 
 def _robot(ee, *, width_m: float = 0.1, stamp_ns: int = 0) -> RobotState:
     pose = np.eye(4)
@@ -175,16 +177,8 @@ def test_scene_monitor_sees_lights_in_thumbnails():
         if lit is not None:
             x1, y1, x2, y2 = boxes[lit]
             img[y1:y2, x1:x2] = 240
-        return Percept(
-            stamp_ns=t,
-            object_ids=np.arange(3, dtype=np.int32),
-            object_labels=["button_red_cap", "button_green_cap", "button_blue_cap"],
-            object_confidences=np.ones(3, np.float32),
-            object_boxes=boxes,
-            object_centroids=np.zeros((3, 3), np.float32),
-            object_extents=np.zeros((3, 3), np.float32),
-            thumbnail=img,
-        )
+        labels = ["button_red_cap", "button_green_cap", "button_blue_cap"]
+        return make_percept(labels, stamp_ns=t, boxes=boxes, thumbnail=img)
 
     events = []
     for t, lit in enumerate([2, 2, None, 0, 0, None, 1, None, None]):
@@ -203,17 +197,7 @@ def test_watch_ends_when_the_show_is_over_or_there_is_nothing_to_watch():
 
         def world() -> WorldView:
             i = state["i"]
-            labels = frames[min(i, len(frames) - 1)]
-            n = len(labels)
-            p = Percept(
-                stamp_ns=i * 100_000_000,
-                object_ids=np.arange(n, dtype=np.int32),
-                object_labels=labels,
-                object_confidences=np.ones(n, np.float32),
-                object_boxes=np.zeros((n, 4), np.int32),
-                object_centroids=np.zeros((n, 3), np.float32),
-                object_extents=np.zeros((n, 3), np.float32),
-            )
+            p = make_percept(frames[min(i, len(frames) - 1)], stamp_ns=i * 100_000_000)
             if state.get("seen") != i:
                 mon.update(p)
                 state["seen"] = i

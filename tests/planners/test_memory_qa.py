@@ -9,7 +9,8 @@ import pytest
 
 from planners.evaluate import EvalConfig
 from planners.memory_qa import FlatKeyframeStore, evaluate_memory_qa, qa_bench_json
-from runtime.messages import Percept
+
+from ._world import make_percept
 
 
 @pytest.mark.slow
@@ -52,19 +53,7 @@ def test_flat_store_retrieves_captions_by_meaning():
     for t, labels in enumerate((["mug_red"], ["plant"], ["plant", "mug_red"])):
         pose = np.eye(4)
         pose[0, 3] = t
-        n = len(labels)
-        store.add(
-            Percept(
-                stamp_ns=t,
-                world_from_camera=pose,
-                object_ids=np.arange(n, dtype=np.int32),
-                object_labels=labels,
-                object_confidences=np.ones(n, np.float32),
-                object_boxes=np.zeros((n, 4), np.int32),
-                object_centroids=np.zeros((n, 3), np.float32),
-                object_extents=np.zeros((n, 3), np.float32),
-            )
-        )
+        store.add(make_percept(labels, stamp_ns=t, world_from_camera=pose))
     (best,) = store.retrieve("saw plant")
     assert best.labels == ["plant"] and best.position[0] == 1
     assert len(store.frames) == 3

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from planners.action_expert import ActionExpertConfig  # noqa: E402
-from planners.policy import ExpertPolicy  # noqa: E402
+from planners.policy import ActionExpertPolicy  # noqa: E402
 from planners.train import (  # noqa: E402
     TrainConfig,
     load_checkpoint,
@@ -19,23 +19,12 @@ from planners.train import (  # noqa: E402
 )
 from runtime.cli import main as engram  # noqa: E402
 
-from ._synthetic import cue_reach_episode, reach_episode, write_episodes  # noqa: E402
-
-
-def tiny(**kw) -> ActionExpertConfig:
-    base = dict(
-        horizon=4,
-        token_dim=32,
-        num_heads=2,
-        state_tokens=1,
-        denoiser_layers=1,
-        diffusion_steps=50,
-        ddim_steps=5,
-        memory_capacity=8,
-        memory_context=8,
-    )
-    base.update(kw)
-    return ActionExpertConfig(**base)
+from ._synthetic import (  # noqa: E402
+    cue_reach_episode,
+    reach_episode,
+    tiny_config,
+    write_episodes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +101,7 @@ def test_loss_falls_in_a_few_steps(tmp_path: Path, demos: Path):
         out_dir=tmp_path,
         steps=60,
         device="cpu",
-        expert_config=tiny(),
+        expert_config=tiny_config(),
         train_config=TrainConfig(batch_size=32, lr=3e-3, warmup_steps=5),
         progress=False,
         on_step=lambda step, loss: losses.append(loss),
@@ -125,7 +114,7 @@ def test_resume_matches_uninterrupted_training(tmp_path: Path, demos: Path):
     kw = dict(
         steps=20,
         device="cpu",
-        expert_config=tiny(),
+        expert_config=tiny_config(),
         train_config=TrainConfig(batch_size=16, lr=2e-3, warmup_steps=5, checkpoint_every=100),
         progress=False,
     )
@@ -164,7 +153,7 @@ def test_cli_trains_with_minilm_instructions_and_resumes(tmp_path: Path, capsys)
     assert ckpt["config"]["token_dim"] == ActionExpertConfig().token_dim
     assert engram([*args, "--steps", "3", "--resume", "--no-progress"]) == 0
     assert load_checkpoint(out)["step"] == 3
-    policy = ExpertPolicy.load(out, device="cpu")
+    policy = ActionExpertPolicy.load(out, device="cpu")
     chunk = policy.act({"state": np.zeros(4, np.float32)}, instruction_embedding=np.ones(384))
     assert chunk.actions.shape == (8, 2) and chunk.action_space == "test"
 
@@ -198,11 +187,11 @@ def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Pat
         out_dir=tmp_path / "ckpt",
         steps=3,
         device="cpu",
-        expert_config=tiny(image_size_px=16),
+        expert_config=tiny_config(image_size_px=16),
         text_embedder=lambda texts: np.ones((len(texts), 384), np.float32),
         progress=False,
     )
-    policy = ExpertPolicy.load(ckpt, device="cpu")
+    policy = ActionExpertPolicy.load(ckpt, device="cpu")
     assert policy.config.state_keys == ("robot", "objects", "task")
     env = make("cups", obs_images=True, width_px=64, height_px=48)
     try:

@@ -205,3 +205,24 @@ def test_config_subclass_is_used():
 
     node = Configured(bus=InProcBus("cfg"))
     assert isinstance(node.config, TickConfig) and node.config.rate_hz == 5.0
+
+
+def test_input_backlog_counts_queued_and_running_messages_not_dropped_ones(bus):
+    release = threading.Event()
+
+    class Blocked(Node):
+        INPUTS = {"text": Input("Instruction", policy="queue(4)")}
+
+        def on_text(self, msg: Instruction) -> None:
+            release.wait(5.0)
+
+    with Blocked(bus=bus, name="blocked") as node:
+        assert node.input_backlog() == 0
+        bus.publish("/text", Instruction(text="first"))
+        assert wait_for(lambda: node.counters["received"] == 1)  # in the handler now
+        for i in range(6):  # queue(4): two of these are dropped
+            bus.publish("/text", Instruction(text=f"n{i}"))
+        assert node.input_backlog() == 5  # one running + four queued
+        release.set()
+        assert wait_for(lambda: node.input_backlog() == 0)
+        assert node.counters["received"] == 5

@@ -62,23 +62,24 @@ def _ee_z(states: list[RobotState]) -> np.ndarray:
     return np.array([s.world_from_ee[2, 3] for s in states])
 
 
+def _put_back_node(bus: InProcBus, **config) -> SimNode:
+    """put_back (0.2 s show phase, arm_ee_delta actions) driven by ActionChunks only."""
+    base = dict(task="put_back", driver="actions", camera_rate_hz=0.0)
+    return SimNode(SimNodeConfig(**{**base, **config}), bus=bus)
+
+
+def _raise_arm(steps: int) -> ActionChunk:
+    """``steps`` actions of +2 cm in z (arm_ee_delta: dx, dy, dz, dyaw, grip)."""
+    up = np.tile(np.array([[0.0, 0.0, 0.02, 0.0, 0.0]], np.float32), (steps, 1))
+    return ActionChunk(action_space="arm_ee_delta", actions=up, dt_s=0.1)
+
+
 def test_action_chunk_execution_and_watchdog():
     """A chunk raising the arm is executed step by step; the watchdog stops the arm when
     no chunk arrives for watchdog_timeout_s (sim time in lock-step), mid-chunk."""
     bus = InProcBus("sim-test-2")
     states = bus.subscribe("/robot_state", "all(256)")
-    node = SimNode(
-        SimNodeConfig(
-            task="put_back",
-            driver="actions",
-            camera_rate_hz=0.0,
-            watchdog_timeout_s=0.45,
-            wait_for_actions_s=3.0,
-            max_steps=20,
-        ),
-        bus=bus,
-    )
-    up = np.tile(np.array([[0.0, 0.0, 0.02, 0.0, 0.0]], np.float32), (50, 1))
+    node = _put_back_node(bus, watchdog_timeout_s=0.45, wait_for_actions_s=3.0, max_steps=20)
     with node:
         # a wrong chunk is rejected without harm, then a good one is executed
         wrong = ActionChunk(action_space="base_velocity", actions=np.zeros((3, 3), np.float32))
@@ -86,7 +87,7 @@ def test_action_chunk_execution_and_watchdog():
         deadline = time.monotonic() + 60
         while node.counters.get("chunks_rejected", 0) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        bus.publish("/actions", ActionChunk(action_space="arm_ee_delta", actions=up, dt_s=0.1))
+        bus.publish("/actions", _raise_arm(50))
         assert node.wait(120)
     report = node.reports[0]
     assert report["external_control"] and report["chunks_rejected"] == 1
@@ -103,20 +104,9 @@ def test_action_chunk_execution_and_watchdog():
 def test_chunk_runs_out_then_robot_stops():
     bus = InProcBus("sim-test-3")
     states = bus.subscribe("/robot_state", "all(256)")
-    node = SimNode(
-        SimNodeConfig(
-            task="put_back",
-            driver="actions",
-            camera_rate_hz=0.0,
-            watchdog_timeout_s=5.0,
-            wait_for_actions_s=0.05,
-            max_steps=25,
-        ),
-        bus=bus,
-    )
-    up = np.tile(np.array([[0.0, 0.0, 0.02, 0.0, 0.0]], np.float32), (8, 1))
+    node = _put_back_node(bus, watchdog_timeout_s=5.0, wait_for_actions_s=0.05, max_steps=25)
     with node:
-        bus.publish("/actions", ActionChunk(action_space="arm_ee_delta", actions=up, dt_s=0.1))
+        bus.publish("/actions", _raise_arm(8))
         assert node.wait(120)
     z = _ee_z(_drain(states))
     rise = z[-1] - z[0]
@@ -167,3 +157,77 @@ def test_bad_task_is_reported_not_fatal():
     with node:
         assert node.wait(30)
     assert "no_such_task" in node.error and node.reports == []
+
+
+def test_external_pacing_hooks_clock_stamps_and_hidden_show():
+    """The harness API: pace() before every step's action (here it sends the step's
+    chunk and waits for it), on_episode_end at each end, stamp_ns() on the node's clock,
+    no frames during the show phase."""
+    bus = InProcBus("sim-test-7")
+    frames = bus.subscribe("/frames", "all(64)")
+    states = bus.subscribe("/robot_state", "all(64)")
+    paced: list[tuple[int, bool]] = []
+    ends: list[tuple[int, float]] = []
+
+    def pace() -> None:
+        bus.publish("/actions", _raise_arm(1))
+        paced.append((node.stamp_ns(), node.wait_for_chunk(30.0)))
+
+    def on_episode_end(report: dict, env) -> None:
+        ends.append((node.stamp_ns(), report["sim_time_s"]))
+
+    node = SimNode(
+        SimNodeConfig(
+            task="put_back",
+            driver="actions",
+            episodes=2,
+            max_steps=5,
+            width_px=32,
+            height_px=24,
+            camera_rate_hz=10.0,
+            hide_show_frames=True,
+        ),
+        bus=bus,
+        pace=pace,
+        on_episode_end=on_episode_end,
+    )
+    assert not node.wait_for_chunk(0.01)  # nothing received yet
+    with node:
+        assert node.wait(120)
+    assert node.error == ""
+    assert [r["steps"] for r in node.reports] == [5, 5]
+    assert all(r["external_control"] and r["watchdog_stops"] == 0 for r in node.reports)
+    stamps = np.array([p[0] for p in paced])
+    assert len(paced) == 10 and all(p[1] for p in paced)  # each step's chunk arrived
+    # lockstep: one 0.1 s control step apart, continuing across the two episodes
+    assert np.all(np.diff(stamps) == 100_000_000), stamps
+    # at an episode's end the clock reads that end; the last state message carries it
+    assert [e[0] for e in ends] == [500_000_000, 1_000_000_000]
+    assert [e[1] for e in ends] == pytest.approx([0.5, 0.5])
+    assert _drain(states)[-1].stamp_ns == ends[-1][0]
+    # put_back's show phase is 0.2 s: 2 of each episode's 5 frames are held back
+    got = _drain(frames)
+    assert node.counters["frames_hidden"] == 4 and len(got) == 6
+    assert min(f.stamp_ns % 500_000_000 for f in got) >= 200_000_000
+    bus.close()
+
+
+def test_request_stop_from_the_pace_hook_ends_the_run():
+    bus = InProcBus("sim-test-8")
+    calls: list[int] = []
+
+    def pace() -> None:
+        calls.append(node.stamp_ns())
+        if len(calls) == 3:
+            node.request_stop()  # from the simulation thread itself
+
+    node = SimNode(
+        SimNodeConfig(task="put_back", driver="stop", episodes=0, camera_rate_hz=0.0),
+        bus=bus,
+        pace=pace,
+    )
+    with node:
+        assert node.wait(120)
+        assert not node.wait_for_chunk(5.0)  # stopping: returns at once
+    assert len(calls) == 3 and node.reports == [] and node.error == ""
+    bus.close()

@@ -160,6 +160,18 @@ def test_shadows_render_differently_but_same_geometry():
     shadow.close()
 
 
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (GL backends are chosen once per process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+
+
 def test_clear_error_without_a_gl_backend():
     code = (
         "import numpy as np\n"
@@ -170,15 +182,7 @@ def test_clear_error_without_a_gl_backend():
         "mujoco.mj_step(m, d)  # physics works without GL\n"
         "RgbdRenderer(m).render(d, 'wrist')\n"
     )
-    env = dict(os.environ, MUJOCO_GL="disabled", PYOPENGL_PLATFORM="")
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
+    proc = _python(code, dict(os.environ, MUJOCO_GL="disabled", PYOPENGL_PLATFORM=""))
     assert proc.returncode != 0
     assert "RenderingUnavailable" in proc.stderr
     assert "MUJOCO_GL=egl" in proc.stderr and "osmesa" in proc.stderr
@@ -193,13 +197,30 @@ def test_gl_backend_is_chosen_automatically():
         "print('backend', os.environ['MUJOCO_GL'])\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
+    proc = _python(code, env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("backend egl", "backend osmesa")
+
+
+def test_torch_training_after_a_gl_context_does_not_crash():
+    """A GL context made before triton loads (Mesa's libLLVM mapped first): preload_triton
+    then disables triton, so torch's optimiser (which imports it) runs instead of the
+    process segfaulting; without Mesa, triton is simply loaded."""
+    code = (
+        "import sys, mujoco\n"
+        "ctx = mujoco.GLContext(16, 16); ctx.make_current()\n"
+        "from sim._gl import _mesa_llvm_loaded, preload_triton\n"
+        "mesa = _mesa_llvm_loaded(); preload_triton()\n"
+        "import torch\n"
+        "m = torch.nn.Linear(2, 2); opt = torch.optim.AdamW(m.parameters())\n"
+        "m(torch.zeros(1, 2)).sum().backward(); opt.step()\n"
+        "print('mesa', mesa, 'triton', sys.modules.get('triton', 'absent') is not None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
+    env.update(MUJOCO_GL="egl", PYOPENGL_PLATFORM="egl")
+    proc = _python(code, env)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    out = proc.stdout.split()
+    assert out[0] == "mesa" and out[2] == "triton"
+    if out[1] == "True":  # llvmpipe: triton disabled, with a warning
+        assert out[3] == "False" and "triton disabled" in proc.stderr
