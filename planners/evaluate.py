@@ -348,12 +348,14 @@ class Pipeline:
         return self.reports
 
 
-def make_memory_node(config: EvalConfig, *, bus: Any) -> Any:
-    """The memory node the evaluation uses (no periodic consolidation: lockstep)."""
+def make_memory_node(config: EvalConfig, *, bus: Any, root: str = "") -> Any:
+    """The memory node the evaluation (and ``engram demo``) uses: no periodic
+    consolidation (lockstep); ``root``: persist to this directory ("" = in memory)."""
     from memory.node import MemoryNode, MemoryNodeConfig
 
     return MemoryNode(
         MemoryNodeConfig(
+            root=root,
             memories=list(config.memories),
             text_encoder=config.text_encoder,
             consolidate_every_s=0.0,

@@ -95,25 +95,14 @@ def run_sim(
 
     from tqdm import tqdm
 
-    from memory.node import MemoryNode, MemoryNodeConfig
-    from planners.evaluate import EvalConfig, Pipeline
+    from planners.evaluate import EvalConfig, Pipeline, make_memory_node
     from runtime.bus import InProcBus
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = EvalConfig.quick() if quick else EvalConfig()
     bus = InProcBus(f"demo-{task}-{seed}")
-    memory = MemoryNode(
-        MemoryNodeConfig(
-            root=str(out / "memory"),
-            text_encoder=config.text_encoder,
-            consolidate_every_s=0.0,
-            workers=2,
-            heartbeat_hz=0.0,
-        ),
-        bus=bus,
-        name="memory",
-    )
+    memory = make_memory_node(config, bus=bus, root=str(out / "memory"))
     report: dict[str, Any] = {"task": task, "seed": seed, "ran": False, "out_dir": str(out)}
     print(
         f"engram demo: MuJoCo task {task!r}, seed {seed}: sim -> perception -> memory -> planner",
