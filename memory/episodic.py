@@ -19,7 +19,10 @@ Entity resolution (an observation -> an existing entity, or a new one), in order
    resolved to an entity of the same label: that entity;
 1. *near*: the entity is within ``merge_radius_m`` and either has the same
    label with embedding cosine >= ``merge_min_cos_same_label`` or any label
-   with cosine >= ``merge_min_cos``;
+   with cosine >= ``merge_min_cos`` (a detector's label flicker, mug/cup) --
+   the latter not when the observation's perception id differs from one the
+   entity is already known by: two look-alike objects the perception tells
+   apart (two identical cups side by side) stay two entities;
 2. *moved*: same label and cosine >= ``merge_min_cos`` but farther away (a
    "moved" event is written);
 3. otherwise a new entity. Two observations of one percept never resolve to
@@ -126,6 +129,7 @@ class EpisodicConfig:
     recall_retention_weight: float = 0.3  # w in score = relevance * ((1 - w) + w * R)
     lexical_weight: float = 0.5  # share of word overlap in relevance (rest: embedding cosine)
     merge_log_max: int = 10_000  # merge-log entries kept (oldest dropped)
+    tracks_max: int = 4096  # perception object ids remembered for rule 0 (least recent dropped)
     importance: dict[str, float] = field(default_factory=_default_importance)  # per record kind
     index: IndexConfig = field(default_factory=IndexConfig)  # vector search settings
 
@@ -182,7 +186,8 @@ class EpisodicMemory(Memory):
         self._index: dict[str, VectorIndex] = {}  # space -> vectors keyed by _num(key)
         self._dims: dict[str, int] = {}
         self._by_label: dict[tuple[str, str], set[str]] = {}  # (kind, label) -> entity keys
-        self._tracks: dict[tuple[str, int], str] = {}  # (kind, perception object id) -> key
+        # (kind, perception object id) -> entity key, least recently resolved first
+        self._tracks: collections.OrderedDict[tuple[str, int], str] = collections.OrderedDict()
         self._next = 0
         self._clock_ns = 0
         self._open_episode: str | None = None
@@ -353,7 +358,7 @@ class EpisodicMemory(Memory):
                 prov,
                 exclude=taken,
                 near_ids=None if near_ids is None else near_ids[k],
-                track=int(p.object_ids[k]),
+                track=int(p.object_ids[k]) if p.object_ids[k] >= 0 else None,  # -1: no id
             )
             taken.add(key)
             seen.append(key)
@@ -391,6 +396,9 @@ class EpisodicMemory(Memory):
         )
         if track is not None:
             self._tracks[(kind, track)] = key
+            self._tracks.move_to_end((kind, track))
+            while len(self._tracks) > self.config.tracks_max:
+                self._tracks.popitem(last=False)
         return key
 
     def _resolve_scored(
@@ -421,6 +429,7 @@ class EpisodicMemory(Memory):
         if tracked is not None and tracked in self._recs:
             cands.add(tracked)
         scored: list[tuple[float, str, str, float | None, float | None]] = []
+        known_by_other: set[str] | None = None  # entities bound to another perception id
         for key in cands - exclude:
             ent = self._recs[key]
             if ent.kind != kind:
@@ -434,11 +443,17 @@ class EpisodicMemory(Memory):
             )
             same = ent.data["label"] == label or label in ent.data["aliases"]
             near = dist is None or dist <= cfg.merge_radius_m
+            look_alike = cos is not None and cos >= cfg.merge_min_cos
+            if look_alike and not same and track is not None and key != tracked:
+                if known_by_other is None:
+                    known_by_other = {
+                        k for (kd, t), k in self._tracks.items() if kd == kind and t != track
+                    }
+                look_alike = key not in known_by_other
             if key == tracked and same:
                 scored.append((10.0, key, "track" if near else "moved", cos, dist))
             elif near and (
-                (same and (cos is None or cos >= cfg.merge_min_cos_same_label))
-                or (cos is not None and cos >= cfg.merge_min_cos)
+                (same and (cos is None or cos >= cfg.merge_min_cos_same_label)) or look_alike
             ):
                 score = (cos if cos is not None else 0.7) + (
                     0.5 * (1 - dist / cfg.merge_radius_m) if dist is not None else 0.0
@@ -1094,7 +1109,9 @@ class EpisodicMemory(Memory):
             self._open_episode, self._next_log = m["open_episode"], m["next_log"]
             self.counters.update(m["counters"])
             self._dims = {k: int(v) for k, v in m["dims"].items()}
-            self._tracks = {(k, int(t)): key for k, t, key in m.get("tracks", [])}
+            self._tracks = collections.OrderedDict(
+                ((k, int(t)), key) for k, t, key in m.get("tracks", [])
+            )
             logs = []
             for rec in store.scan(self.name):
                 if rec.kind == "meta":

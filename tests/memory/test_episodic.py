@@ -12,7 +12,7 @@ import pytest
 
 from memory.episodic import EpisodicConfig, EpisodicMemory
 from runtime.messages import Instruction, MemoryQuery, PlanStep
-from tests.memory._factories import S, noisy, percept, sound, transcript, unit
+from tests.memory._factories import S, _track_ids, noisy, percept, sound, transcript, unit
 
 D = 32
 
@@ -53,8 +53,10 @@ def test_entity_resolution_merges_observations_and_logs_decisions(looks) -> None
             [("red_mug", looks["red_mug"], (1, 0, 0.8)), ("table", looks["table"], (1, 0, 0.4))],
             rng,
         )
-    # the detector calls it "cup" once: same appearance, same place -> the same entity
-    see(mem, 5, [("cup", looks["red_mug"], (1.05, 0, 0.8))], rng)
+    # the detector calls it "cup" once (the tracker keeps its id): same appearance, same
+    # place -> the same entity
+    mug_id = int(_track_ids(["red_mug"])[0])
+    see(mem, 5, [("cup", looks["red_mug"], (1.05, 0, 0.8))], rng, ids=[mug_id])
     # a second, different-looking red mug seen together with the first: a new entity
     see(
         mem,
@@ -216,3 +218,33 @@ def test_save_load_round_trip(tmp_path: Path, looks) -> None:
     # keeps resolving against loaded entities
     see(back, 6, [("red_mug", looks["red_mug"], (1, 0, 0.8))], rng)
     assert [e["count"] for e in back.entities("object")] == [5]
+
+
+def test_look_alikes_the_perception_tells_apart_stay_two_entities(looks) -> None:
+    rng = np.random.default_rng(3)
+    mem = EpisodicMemory()
+    cup = looks["cup"]
+    # two identical cups 20 cm apart, told apart by the perception's object ids
+    for t in range(3):
+        see(mem, t, [("cup_a", cup, (1, 0, 0.8)), ("cup_b", cup, (1.2, 0, 0.8))], rng, ids=[7, 8])
+    # later seen one at a time: each keeps resolving to its own entity
+    see(mem, 3, [("cup_b", cup, (1.2, 0, 0.8))], rng, ids=[8])
+    see(mem, 4, [("cup_a", cup, (1.0, 0, 0.8))], rng, ids=[7])
+    counts = {e["label"]: e["count"] for e in mem.entities("object")}
+    assert counts == {"cup_a": 4, "cup_b": 4}
+    # a label flicker of a tracked object still merges into it (same id, new label) ...
+    see(mem, 5, [("mug", cup, (1.0, 0, 0.8))], rng, ids=[7])
+    # ... and so does an untracked observation that looks the same (no id to tell apart)
+    see(mem, 6, [("tumbler", cup, (1.21, 0, 0.8))], rng, ids=[-1])
+    ents = {e["label"]: e for e in mem.entities("object")}
+    assert set(ents) == {"cup_a", "cup_b"}
+    assert ents["cup_a"]["aliases"] == {"cup_a": 4, "mug": 1}
+
+
+def test_remembered_perception_ids_are_bounded() -> None:
+    mem = EpisodicMemory(EpisodicConfig(tracks_max=16))
+    rng = np.random.default_rng(4)
+    for t in range(60):  # a tracker handing out a new id every frame
+        see(mem, t, [("box", unit(rng.normal(size=D)), (t, 0, 0))], rng, ids=[1000 + t])
+    assert len(mem._tracks) == 16
+    assert ("object", 1059) in mem._tracks and ("object", 1000) not in mem._tracks
