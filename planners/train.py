@@ -542,7 +542,7 @@ def train(
     True stops the run early, after writing a checkpoint (Ctrl-C does the same).
     Returns the checkpoint path.
     """
-    from sim._gl import preload_triton
+    from sim import preload_triton
 
     # The optimiser imports torch._dynamo, hence triton: load it before any GL context
     # maps Mesa's libLLVM (or disable it when one already has; sim/_gl.py explains).

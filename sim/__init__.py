@@ -11,6 +11,8 @@ Public surface (resolved lazily: ``import sim`` does not import MuJoCo):
 - ``SimNode``, ``SimNodeConfig``: the bus node (``sim.node``, registered as ``sim``).
 - ``collect``, ``load_episode``: demonstrations on disk (``sim.collect``).
 - ``run_demo``: one episode through the bus (``sim.demo``).
+- ``preload_triton``: call before torch training in a process that may render (``sim._gl``
+  explains the triton / Mesa LLVM clash).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ __all__ = [
     "load_episode",
     "load_model",
     "make",
+    "preload_triton",
     "run_demo",
     "run_episode",
 ]
 
 _LAZY: dict[str, str] = {
+    "preload_triton": "sim._gl",
     "ACTION_SPACES": "sim.robots",
     "ENVS": "sim.envs",
     "TASKS": "sim.tasks",
