@@ -11,6 +11,8 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   ``check_pose``, ``GeometryError``.
 - ``perception.objects``: ``ObjectExtractor``, ``ObjectsConfig``, ``Objects``,
   ``propose_regions``.
+- ``perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
+  proposals across frames), ``TrackerConfig``, ``box_iou``.
 - ``perception.audio``: ``AudioSegmenter`` (VAD + sound events), ``SpeechRecognizer``
   (whisper), ``detect_segments``, ``to_mono_16k``.
 - ``perception.node``: ``PerceptionNode`` (node type ``perception``), ``PerceptionConfig``.
@@ -29,9 +31,11 @@ __all__ = [
     "KeyframeSelector",
     "MiniLMEncoder",
     "ObjectExtractor",
+    "ObjectTracker",
     "PerceptionConfig",
     "PerceptionNode",
     "SpeechRecognizer",
+    "TrackerConfig",
     "backproject",
     "make_encoder",
     "voxel_downsample",
@@ -47,6 +51,8 @@ _WHERE = {
     "backproject": "perception.geometry",
     "voxel_downsample": "perception.geometry",
     "ObjectExtractor": "perception.objects",
+    "ObjectTracker": "perception.tracking",
+    "TrackerConfig": "perception.tracking",
     "AudioSegmenter": "perception.audio",
     "SpeechRecognizer": "perception.audio",
     "PerceptionConfig": "perception.node",

@@ -21,8 +21,19 @@ Frames, in stages (each timed; p50/p95 in the heartbeat's ``latency_ms``):
 2. worker thread: takes up to ``batch_size`` queued frames, ``encode``\\ s them in one
    batch (image encoder), then per frame ``keyframe`` (segment test on the
    embedding), ``geometry`` (back-projection, voxel downsampling), ``objects``
-   (segmentation or proposals + region embeddings), ``publish``. ``total`` is
+   (segmentation or proposals + region embeddings; proposals then get persistent
+   track ids, see below), ``publish``. ``total`` is
    receipt to publish, ``queue_wait`` receipt to batch start.
+
+Object ids: the simulator's segmentation ids are stable and pass through. Real-camera
+proposals (no segmentation) go through an ``ObjectTracker`` (``perception.tracking``,
+settings in ``tracker``), one per ``Frame.camera`` (at most ``MAX_TRACKED_CAMERAS``,
+the least recently used forgotten), all drawing ids from one counter, so a
+Percept's ``object_ids`` and ``point_object_ids`` name the same physical object
+across frames and never collide between cameras. A camera's tracker restarts
+(tracks dropped, ids still counting up) when its stamps go backwards or its
+``seq`` does (a replay or publisher restart). ``tracker.enabled=False`` keeps the
+frame-local ids 0..K-1.
 
 Audio: chunks are mixed to mono 16 kHz and segmented (``AudioSegmenter``); sound
 events are published at once; closed speech segments go to a bounded queue
@@ -64,15 +75,25 @@ from perception.audio import (
 from perception.encoders import Encoder, make_encoder
 from perception.geometry import backproject, voxel_downsample
 from perception.keyframes import CheapDecision, KeyframeConfig, KeyframeSelector, thumbnail
-from perception.objects import ObjectExtractor, ObjectsConfig
+from perception.objects import ObjectExtractor, Objects, ObjectsConfig
+from perception.tracking import ObjectTracker, TrackerConfig, track_id_source
 from runtime.messages import AudioChunk, Frame, Percept, SoundEvent, Transcript
 from runtime.node import Input, Node, NodeConfig, Output
 
-__all__ = ["DROP_POLICY", "PerceptionConfig", "PerceptionNode", "StageTimer", "WorkQueue"]
+__all__ = [
+    "DROP_POLICY",
+    "MAX_TRACKED_CAMERAS",
+    "PerceptionConfig",
+    "PerceptionNode",
+    "StageTimer",
+    "WorkQueue",
+]
 
 log = logging.getLogger(__name__)
 
 DROP_POLICY = "oldest non-keyframe first: other candidates, then likely keyframes, then forced"
+#: most cameras with a live object tracker; the least recently seen camera's is dropped
+MAX_TRACKED_CAMERAS = 16
 
 
 @dataclass
@@ -109,6 +130,8 @@ class PerceptionConfig(NodeConfig):
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     # object extraction settings
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    # persistent ids for real-camera proposals (enabled=False: frame-local ids)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     # run the audio pipeline (VAD, whisper, sound events)
     audio_enabled: bool = True
     # whisper model: official name from whisper_cache_dir, or "random" (tiny random weights)
@@ -132,6 +155,7 @@ class PerceptionConfig(NodeConfig):
         for name, cls in (
             ("keyframes", KeyframeConfig),
             ("objects", ObjectsConfig),
+            ("tracker", TrackerConfig),
             ("segmenter", SegmenterConfig),
         ):
             value = getattr(self, name)
@@ -292,6 +316,12 @@ class PerceptionNode(Node):
             maxlen=512
         )
         self._last_camera_pose: np.ndarray | None = None
+        # camera -> (tracker, last seq); worker thread only
+        self._trackers: collections.OrderedDict[str, tuple[ObjectTracker, int]] = (
+            collections.OrderedDict()
+        )
+        self._track_ids = track_id_source(cfg.tracker)  # shared by all cameras
+        self._tracks_live = 0
         self._audio_source = "mic"
         self._workers: list[threading.Thread] = []
         self._workers_stop = threading.Event()
@@ -311,6 +341,7 @@ class PerceptionNode(Node):
             "transcripts_empty",
             "sound_events",
             "inputs_handled",
+            "tracker_resets",
         ):
             self.counters[name] = 0
 
@@ -406,6 +437,7 @@ class PerceptionNode(Node):
                 "frame_queue_len": len(self.work),
                 "frame_queue_max": self.work.max_len_seen,
                 "speech_queue_len": len(self._speech),
+                "tracks_live": self._tracks_live,
             },
             "latency_ms": self.timer.summary(),
             "info": {
@@ -504,6 +536,8 @@ class PerceptionNode(Node):
             labels=frame.labels,
             depth=frame.depth,
         )
+        if frame.segmentation is None and cfg.tracker.enabled:
+            objs = self._track(frame, objs)
         t2 = time.monotonic()
         points = point_ids = None
         if cloud is not None:
@@ -538,6 +572,27 @@ class PerceptionNode(Node):
             point_object_ids=point_ids,
             thumbnail=thumbnail(frame.rgb, cfg.thumbnail_width_px),
         )
+
+    def _track(self, frame: Frame, objs: Objects) -> Objects:
+        """Proposals of one frame -> the same with persistent ids (the camera's tracker)."""
+        entry = self._trackers.get(frame.camera)
+        if entry is None:
+            tracker = ObjectTracker(self.config.tracker, id_source=self._track_ids)
+            last_seq = 0
+            while len(self._trackers) >= MAX_TRACKED_CAMERAS:
+                self._trackers.popitem(last=False)
+        else:
+            tracker, last_seq = entry
+        resets = tracker.stats["resets"]
+        if 0 < frame.seq < last_seq:  # the publisher restarted
+            tracker.reset()
+        out = tracker.update(objs, stamp_ns=frame.stamp_ns)  # resets itself if time went back
+        if tracker.stats["resets"] > resets:
+            self.count("tracker_resets")
+        self._trackers[frame.camera] = (tracker, frame.seq or last_seq)
+        self._trackers.move_to_end(frame.camera)
+        self._tracks_live = sum(len(t) for t, _ in self._trackers.values())
+        return out
 
     # ---- audio ---------------------------------------------------------------------
     def on_audio(self, chunk: AudioChunk) -> None:

@@ -15,11 +15,14 @@
   region embedding is compared with the CLIP text embeddings of
   ``prompt_template.format(word)`` for every word of ``vocabulary``; the softmax
   probability of the best word (``label_logit_scale`` as in CLIP) is its confidence.
-  Proposal ids are frame-local (0..K-1): no tracking across frames.
+  Proposal ids from ``extract`` are frame-local (0..K-1); ``perception.tracking``'s
+  ``ObjectTracker`` turns them into persistent track ids across frames (the
+  ``PerceptionNode`` does so per camera, unless ``tracker.enabled`` is False).
 
 3D: each object's centroid and extent are the centre and size of the robust
 axis-aligned box of its back-projected points (``geometry.object_boxes_3d``).
-Without depth, an object's centroid is the camera position and its extent zero.
+Without depth, an object's centroid is the camera position and its extent zero
+(``Objects.located`` False).
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ class Objects:
     extents: np.ndarray  # (K, 3) float32 metres
     embeddings: np.ndarray | None  # (K, D) float32 or None
     label_image: np.ndarray | None = field(default=None, repr=False)  # (H, W) int32, -1 none
+    # (K,) bool: centroid measured from depth (False: the camera position stands in);
+    # None = all measured
+    located: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -135,6 +141,7 @@ class Objects:
             centroids=np.zeros((0, 3), np.float32),
             extents=np.zeros((0, 3), np.float32),
             embeddings=None if dim is None else np.zeros((0, dim), np.float32),
+            located=np.zeros(0, bool),
         )
 
 
@@ -322,4 +329,5 @@ class ObjectExtractor:
             extents=extents.astype(np.float32),
             embeddings=embeddings,
             label_image=label_image,
+            located=~no_3d,
         )

@@ -1,0 +1,466 @@
+"""Multi-object tracking: persistent ids for object proposals across frames.
+
+Real-camera proposals (``perception.objects``) are numbered 0..K-1 in each frame; an
+``ObjectTracker`` gives each one the id of the *track* (the physical object seen over
+many frames) it belongs to, so downstream memory can tell one object seen a hundred
+times from a hundred objects. The simulator's segmentation ids are already stable
+and do not go through a tracker.
+
+``ObjectTracker.update(objects, *, stamp_ns) -> Objects``: the same objects, in the
+same order, with ``ids`` (and ``label_image``) replaced by track ids and, when
+``smooth_labels``, ``labels`` / ``confidences`` replaced by the track's majority
+label. Per update, for T live tracks and K detections:
+
+1. **Restart.** A stamp older than the previous one means the stream restarted (a
+   replay, a camera reconnect): every track is dropped; ids keep counting up.
+2. **Ageing.** A track missed in more than ``max_age_frames`` consecutive updates,
+   or unseen for longer than ``max_age_s`` of stamp time, is dropped. Both: the
+   node only processes candidate frames (the keyframe selector skips static ones),
+   so frames alone under-count time and time alone ignores a fast stream.
+3. **Cost** (T, K), each term normalised by its gate to [0, 1]:
+
+   - geometry: when track and detection both have a depth-based world centroid,
+     ``distance / max_distance_m``; otherwise ``(1 - IoU) / (1 - min_iou)`` of the
+     track's last box and the detection's box. World-frame distance is what survives
+     camera motion: when the robot turns, every box slides across the image and
+     2D IoU says nothing, but a static object's world centroid stays put (given the
+     pose). 2D IoU is the fallback for webcams without depth.
+   - appearance: ``(1 - cos) / (1 - min_embedding_cos)`` of the track's mean
+     embedding and the detection's CLIP region embedding (when both exist).
+   - cost = weighted mean of the terms present (``geometry_weight``,
+     ``embedding_weight``).
+
+   A pair is admissible only if it passes every gate that applies (distance <=
+   ``max_distance_m`` or IoU >= ``min_iou``; cosine >= ``min_embedding_cos``).
+4. **Assignment.** The Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
+   minimises the total cost; inadmissible pairs get a prohibitive cost and are
+   discarded from its answer. Matched tracks take the detection's box, centroid and
+   label vote; their embedding is a running mean of the unit embeddings (the plain
+   mean for the first ``1 / embedding_momentum`` observations, then an exponential
+   mean with that weight, so an object's look can drift with viewpoint), kept unit
+   length. Unmatched detections start new tracks, numbered in detection order.
+5. **Bound.** Beyond ``max_tracks`` live tracks the least recently seen are dropped
+   (among those seen in this very update, the newest), so memory stays bounded
+   whatever the input; a detection whose new track was dropped still keeps its
+   fresh id in this update's output.
+
+Labels: a track keeps its last ``label_window`` (label, confidence) votes; its label
+is the most frequent one (ties: the larger summed confidence, then the most recent),
+which smooths open-vocabulary flicker (mug / cup / mug). With ``smooth_labels``
+the output label is that majority label and its confidence the mean confidence of
+its votes (the detection's own when they agree). Embeddings are left as detected.
+
+Why no motion model (Kalman filter, as in SORT): proposals are region segments
+whose boxes jitter by tens of pixels when a region merges or splits, and the node
+sees keyframe-thinned frames at irregular intervals; a constant-velocity model
+would extrapolate that jitter. Camera motion, the dominant cause of apparent
+motion, is removed exactly by the world-frame centroids when depth is there.
+Without depth and with fast camera motion, tracks break (new ids); memory's
+position/embedding rules still resolve them.
+
+Ids are never reused within a tracker's life (restarts and ``reset`` included); a
+shared ``id_source`` (one per ``PerceptionNode``, across its cameras) extends this to
+all trackers drawing from it. By default the first id comes from the wall clock
+(``track_id_source``), so a restarted process does not reuse the previous run's ids,
+which the persistent episodic memory would take for the same objects. Updates are deterministic. Bad input (mismatched
+lengths, NaN centroids, an embedding width unlike the tracks') raises ``ValueError``
+naming the field before any state changes. Not thread-safe: one caller at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from perception.objects import Objects
+
+__all__ = ["ObjectTracker", "TrackerConfig", "box_iou", "track_id_source"]
+
+_INT32_MAX = np.iinfo(np.int32).max
+_INADMISSIBLE = 1e6  # cost of a pair that fails a gate; never accepted
+
+
+@dataclass
+class TrackerConfig:
+    """Settings of ``ObjectTracker`` (see the module docstring for how they combine)."""
+
+    # track real-camera proposals across frames; False = frame-local ids 0..K-1
+    enabled: bool = True
+    # least box IoU of a pair without 3D on both sides (2D gate), [0, 1)
+    min_iou: float = 0.1
+    # least cosine of track and detection embeddings (appearance gate), [-1, 1)
+    min_embedding_cos: float = 0.5
+    # farthest a detection's world centroid may be from the track's (3D gate), metres
+    max_distance_m: float = 0.3
+    # weight of the geometric term (distance or 1 - IoU) in the association cost
+    geometry_weight: float = 0.5
+    # weight of the appearance term (1 - cosine) in the association cost
+    embedding_weight: float = 0.5
+    # a track missed in more than this many consecutive updates is dropped, frames
+    max_age_frames: int = 30
+    # a track unseen for longer than this (stamp time) is dropped, seconds
+    max_age_s: float = 5.0
+    # most live tracks kept; beyond it the least recently seen are dropped
+    max_tracks: int = 256
+    # replace labels / confidences by the track's majority label
+    smooth_labels: bool = True
+    # recent label votes a track keeps for its majority label, observations
+    label_window: int = 10
+    # weight of a new embedding in the track's running mean once past 1 / this observations
+    embedding_momentum: float = 0.1
+    # first id handed out (by a tracker without a shared id_source); -1: derived from the
+    # clock, so the ids of two runs do not collide in a memory that outlives the process
+    first_id: int = -1
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("min_iou", 0.0 <= self.min_iou < 1.0, "in [0, 1)"),
+            ("min_embedding_cos", -1.0 <= self.min_embedding_cos < 1.0, "in [-1, 1)"),
+            ("max_distance_m", self.max_distance_m > 0, "> 0"),
+            ("geometry_weight", self.geometry_weight > 0, "> 0"),
+            ("embedding_weight", self.embedding_weight >= 0, ">= 0"),
+            ("max_age_frames", self.max_age_frames >= 0, ">= 0"),
+            ("max_age_s", self.max_age_s > 0, "> 0"),
+            ("max_tracks", self.max_tracks >= 1, ">= 1"),
+            ("label_window", self.label_window >= 1, ">= 1"),
+            ("embedding_momentum", 0.0 < self.embedding_momentum <= 1.0, "in (0, 1]"),
+            ("first_id", -1 <= self.first_id <= _INT32_MAX, "-1 or in [0, 2**31)"),
+        )
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"TrackerConfig.{name} must be {want}, got {getattr(self, name)}")
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: np.ndarray  # (4,) float64 pixel xyxy of the last observation
+    centroid: np.ndarray  # (3,) float64 world metres of the last observation
+    located: bool  # centroid measured from depth (else the camera position stood in)
+    embedding: np.ndarray | None  # (D,) float32 unit running mean, or None
+    observations: int
+    last_update: int  # index of the update that last matched it
+    last_seen_ns: int
+    votes: collections.deque[tuple[str, float]]  # recent (label, confidence)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of pixel boxes, xyxy with exclusive max: (N, 4), (M, 4) -> (N, M) float64."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.clip(
+        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None
+    )
+    iy = np.clip(
+        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None
+    )
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _majority(votes: collections.deque[tuple[str, float]]) -> tuple[str, float]:
+    """(label, mean confidence of its votes): most votes, then summed confidence, then
+    the most recent."""
+    count: dict[str, int] = {}
+    total: dict[str, float] = {}
+    last: dict[str, int] = {}
+    for i, (label, conf) in enumerate(votes):
+        count[label] = count.get(label, 0) + 1
+        total[label] = total.get(label, 0.0) + conf
+        last[label] = i
+    best = max(count, key=lambda lb: (count[lb], total[lb], last[lb]))
+    return best, total[best] / count[best]
+
+
+@dataclass
+class _Checked:
+    """Validated arrays of one update's detections."""
+
+    ids: np.ndarray  # (K,) int64
+    labels: list[str]
+    confidences: np.ndarray  # (K,) float32
+    boxes: np.ndarray  # (K, 4) float64
+    centroids: np.ndarray  # (K, 3) float64
+    located: np.ndarray  # (K,) bool
+    embeddings: np.ndarray | None  # (K, D) float32 unit rows
+
+
+def _check(objects: Objects, stamp_ns: int) -> _Checked:
+    """Validate ``objects``; raise ValueError naming the bad field."""
+    if isinstance(stamp_ns, bool) or not isinstance(stamp_ns, (int, np.integer)) or stamp_ns < 0:
+        raise ValueError(f"stamp_ns must be a non-negative int, got {stamp_ns!r}")
+
+    def arr(name: str, value: object, dtype: type, tail: tuple[int, ...]) -> np.ndarray:
+        try:
+            a = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Objects.{name}: not numeric ({exc})") from None
+        if a.ndim != 1 + len(tail) or a.shape[1:] != tail:
+            want = "(K" + "".join(f", {t}" for t in tail) + ")"
+            raise ValueError(f"Objects.{name}: expected shape {want}, got {a.shape}")
+        return a
+
+    ids = arr("ids", objects.ids, np.int64, ())
+    k = len(ids)
+    if len(np.unique(ids)) != k:
+        raise ValueError("Objects.ids: detection ids must be unique within a frame")
+    if len(objects.labels) != k:
+        raise ValueError(f"Objects.labels: {len(objects.labels)} labels for {k} ids")
+    if not all(isinstance(s, str) for s in objects.labels):
+        raise ValueError("Objects.labels: must be strings")
+    checked = {}
+    for name, dtype, tail in (
+        ("confidences", np.float32, ()),
+        ("boxes", np.float64, (4,)),
+        ("centroids", np.float64, (3,)),
+    ):
+        a = arr(name, getattr(objects, name), dtype, tail)
+        if len(a) != k:
+            raise ValueError(f"Objects.{name}: {len(a)} rows for {k} ids")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"Objects.{name}: contains NaN or inf")
+        checked[name] = a
+    boxes = checked["boxes"]
+    if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
+        raise ValueError("Objects.boxes: need x1 >= x0 and y1 >= y0 (xyxy)")
+    located = np.ones(k, bool) if objects.located is None else np.asarray(objects.located)
+    if located.shape != (k,) or located.dtype != bool:
+        raise ValueError(
+            f"Objects.located: expected ({k},) bool, got {located.shape} {located.dtype}"
+        )
+    emb = None
+    if objects.embeddings is not None:
+        shape = np.shape(objects.embeddings)
+        if len(shape) != 2:
+            raise ValueError(f"Objects.embeddings: expected shape (K, D), got {shape}")
+        emb = arr("embeddings", objects.embeddings, np.float32, (shape[1],))
+        if len(emb) != k:
+            raise ValueError(f"Objects.embeddings: {len(emb)} rows for {k} ids")
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("Objects.embeddings: contains NaN or inf")
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+    return _Checked(
+        ids=ids,
+        labels=list(objects.labels),
+        confidences=checked["confidences"],
+        boxes=boxes,
+        centroids=checked["centroids"],
+        located=located,
+        embeddings=emb,
+    )
+
+
+def _remap(label_image: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """(H, W) int ids in ``old`` (else none) -> (H, W) int32 ``new`` ids, -1 elsewhere."""
+    img = np.asarray(label_image)
+    if len(old) == 0:
+        return np.full(img.shape, -1, np.int32)
+    if old.min() >= 0 and old.max() < 1 << 16:  # small ids (proposals: 0..K-1): a table
+        lut = np.full(int(old.max()) + 2, -1, np.int32)  # index = id + 1; 0 = none
+        lut[old + 1] = new
+        if img.size == 0 or (img.min() >= -1 and img.max() < len(lut) - 1):
+            return lut[img + 1]
+        idx = img.astype(np.int64) + 1
+        inside = (idx >= 0) & (idx < len(lut))
+        return np.where(inside, lut[np.where(inside, idx, 0)], -1).astype(np.int32)
+    order = np.argsort(old)
+    sorted_old = old[order]
+    pos = np.clip(np.searchsorted(sorted_old, img), 0, len(old) - 1)
+    hit = sorted_old[pos] == img
+    return np.where(hit, new[order][pos], -1).astype(np.int32)
+
+
+def track_id_source(config: TrackerConfig) -> Iterator[int]:
+    """Ids for new tracks: ``config.first_id``, ``first_id + 1``, ... With ``first_id == -1``
+    the start is the wall clock in milliseconds modulo 2**30 (plus 1): a restarted
+    process does not hand out the ids of the run before it, which a persistent memory
+    (episodic entity resolution by id) would take for the same objects. Ids stay below
+    2**31 (int32) for the first 2**30 tracks."""
+    start = config.first_id
+    if start < 0:
+        start = 1 + (time.time_ns() // 1_000_000) % (1 << 30)
+    return itertools.count(start)
+
+
+class ObjectTracker:
+    """Persistent ids for per-frame objects; see the module docstring.
+
+    ``id_source``: an iterator of ids to draw from (share one between trackers whose
+    ids must not collide); default ``track_id_source(config)``.
+    """
+
+    def __init__(
+        self, config: TrackerConfig | None = None, *, id_source: Iterator[int] | None = None
+    ) -> None:
+        self.config = config or TrackerConfig()
+        self._ids = id_source if id_source is not None else track_id_source(self.config)
+        self._tracks: list[_Track] = []
+        self._updates = 0
+        self._last_stamp_ns: int | None = None
+        self.stats = {"updates": 0, "tracks_started": 0, "tracks_dropped": 0, "resets": 0}
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    @property
+    def track_ids(self) -> list[int]:
+        """Ids of the live tracks, oldest first."""
+        return [t.track_id for t in self._tracks]
+
+    def reset(self) -> None:
+        """Forget every track (a stream restart). Ids keep counting: none is reused."""
+        self._tracks = []
+        self._last_stamp_ns = None
+        self.stats["resets"] += 1
+
+    def update(self, objects: Objects, *, stamp_ns: int) -> Objects:
+        """Objects of the next frame (K, any order) -> the same K objects with track ids.
+
+        ``stamp_ns``: the frame's capture time. Raises ValueError on bad input, with the
+        tracker unchanged."""
+        cfg = self.config
+        det = _check(objects, stamp_ns)
+        stamp_ns = int(stamp_ns)
+        restart = self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns
+        tracks = [] if restart else self._tracks
+        track_dim = next((t.embedding.shape[0] for t in tracks if t.embedding is not None), None)
+        if det.embeddings is not None and track_dim is not None:
+            if det.embeddings.shape[1] != track_dim:
+                raise ValueError(
+                    f"Objects.embeddings: width {det.embeddings.shape[1]} differs from the "
+                    f"tracks' {track_dim} (a different encoder? reset the tracker)"
+                )
+        # --- everything below only reads state until the commit ----------------------
+        update_index = self._updates + 1
+        max_age_ns = cfg.max_age_s * 1e9
+        alive = [
+            t
+            for t in tracks
+            if update_index - t.last_update - 1 <= cfg.max_age_frames
+            and stamp_ns - t.last_seen_ns <= max_age_ns
+        ]
+        aged = len(tracks) - len(alive)
+        matches = self._associate(alive, det)
+        matched_dets = {d for _, d in matches}
+        fresh = [d for d in range(len(det.ids)) if d not in matched_dets]
+        new_ids = {d: int(next(self._ids)) for d in fresh}
+        if any(i > _INT32_MAX or i < 0 for i in new_ids.values()):
+            raise OverflowError("track ids exhausted the int32 range")
+        # --- commit ------------------------------------------------------------------
+        if restart:
+            self.stats["resets"] += 1
+        self._updates = update_index
+        self._last_stamp_ns = stamp_ns
+        out_ids = np.zeros(len(det.ids), np.int64)
+        labels = list(det.labels)
+        confidences = det.confidences.copy()
+        det_track: dict[int, _Track] = {}
+        for t, d in matches:
+            self._observe(t, det, d, update_index, stamp_ns)
+            det_track[d] = t
+        for d in fresh:
+            emb = None if det.embeddings is None else det.embeddings[d].copy()
+            t = _Track(
+                track_id=new_ids[d],
+                box=det.boxes[d].copy(),
+                centroid=det.centroids[d].copy(),
+                located=bool(det.located[d]),
+                embedding=emb,
+                observations=1,
+                last_update=update_index,
+                last_seen_ns=stamp_ns,
+                votes=collections.deque(
+                    [(det.labels[d], float(det.confidences[d]))], maxlen=cfg.label_window
+                ),
+            )
+            alive.append(t)
+            det_track[d] = t
+        self.stats["tracks_started"] += len(fresh)
+        for d, t in det_track.items():
+            out_ids[d] = t.track_id
+            if cfg.smooth_labels:
+                label, conf = _majority(t.votes)
+                if label != labels[d]:
+                    labels[d], confidences[d] = label, conf
+        if len(alive) > cfg.max_tracks:  # least recently seen first out; ties: newest out
+            alive.sort(key=lambda t: (-t.last_update, t.track_id))
+            aged += len(alive) - cfg.max_tracks
+            alive = alive[: cfg.max_tracks]
+        alive.sort(key=lambda t: t.track_id)
+        self._tracks = alive
+        self.stats["tracks_dropped"] += aged
+        self.stats["updates"] += 1
+        ids32 = out_ids.astype(np.int32)
+        label_image = objects.label_image
+        if label_image is not None:
+            label_image = _remap(label_image, det.ids, ids32)
+        return dataclasses.replace(
+            objects, ids=ids32, labels=labels, confidences=confidences, label_image=label_image
+        )
+
+    # ---- internals ---------------------------------------------------------------------
+    def _associate(self, tracks: list[_Track], det: _Checked) -> list[tuple[_Track, int]]:
+        """Gated minimum-cost matching -> [(track, detection index)]."""
+        cfg = self.config
+        n_t, n_d = len(tracks), len(det.ids)
+        if n_t == 0 or n_d == 0:
+            return []
+        t_boxes = np.stack([t.box for t in tracks])
+        t_cent = np.stack([t.centroid for t in tracks])
+        t_loc = np.array([t.located for t in tracks])
+        iou = box_iou(t_boxes, det.boxes)  # (T, K)
+        dist = np.linalg.norm(t_cent[:, None, :] - det.centroids[None, :, :], axis=2)
+        in_3d = t_loc[:, None] & det.located[None, :]
+        geo = np.where(in_3d, dist / cfg.max_distance_m, (1.0 - iou) / (1.0 - cfg.min_iou))
+        ok = np.where(in_3d, dist <= cfg.max_distance_m, iou >= cfg.min_iou)
+        cost = geo
+        if det.embeddings is not None and cfg.embedding_weight > 0:
+            has_emb = np.array([t.embedding is not None for t in tracks])
+            if has_emb.any():
+                dim = det.embeddings.shape[1]
+                t_emb = np.stack(
+                    [
+                        t.embedding if t.embedding is not None else np.zeros(dim, np.float32)
+                        for t in tracks
+                    ]
+                )
+                cos = (t_emb @ det.embeddings.T).astype(np.float64)  # (T, K)
+                app = (1.0 - cos) / (1.0 - cfg.min_embedding_cos)
+                mixed = (cfg.geometry_weight * geo + cfg.embedding_weight * app) / (
+                    cfg.geometry_weight + cfg.embedding_weight
+                )
+                cost = np.where(has_emb[:, None], mixed, geo)
+                ok &= ~has_emb[:, None] | (cos >= cfg.min_embedding_cos)
+        cost = np.where(ok, cost, _INADMISSIBLE)
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(cost)
+        return [(tracks[r], int(c)) for r, c in zip(rows, cols) if ok[r, c]]
+
+    def _observe(self, t: _Track, det: _Checked, d: int, update_index: int, stamp_ns: int) -> None:
+        t.box = det.boxes[d].copy()
+        t.centroid = det.centroids[d].copy()
+        t.located = bool(det.located[d])
+        t.observations += 1
+        t.last_update = update_index
+        t.last_seen_ns = stamp_ns
+        t.votes.append((det.labels[d], float(det.confidences[d])))
+        if det.embeddings is not None:
+            e = det.embeddings[d]
+            if t.embedding is None:
+                t.embedding = e.copy()
+            else:
+                w = max(1.0 / t.observations, self.config.embedding_momentum)
+                mean = (1.0 - w) * t.embedding + w * e
+                norm = float(np.linalg.norm(mean))
+                t.embedding = (mean / norm).astype(np.float32) if norm > 0 else e.copy()
