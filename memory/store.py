@@ -32,6 +32,12 @@ history unless told not to), ``kind``, ``stamp_ns``, provenance (source topic,
 sequence, producer), a msgpack payload (dicts of numbers, strings, lists, bytes)
 and named numpy arrays. Deletion writes a tombstone version.
 
+Garbage: array files are append-only and SQLite keeps freed pages, so a store whose
+records are rewritten again and again (every memory's checkpoint, through ``sync``)
+would grow without bound; ``sync`` ends with ``collect_garbage``, which compacts the
+array files and VACUUMs SQLite once more than ``max_garbage_fraction`` of their bytes
+are dead, keeping the store within about twice its live data.
+
 Schema version ``SCHEMA_VERSION`` is kept in ``meta``; ``_MIGRATIONS[v]`` upgrades
 v -> v+1 inside one transaction on open. Export/import: JSONL (one record version
 per line) + an ``.npz`` with the arrays, readable without Engram.
@@ -100,10 +106,18 @@ class StoreConfig:
     batch_interval_s: float = 1.0  # ... or once the oldest buffered record is this old (on put)
     durable: bool = False  # fsync arrays + synchronous=FULL: survive power loss, not only kills
     read_only: bool = False  # open for reading: no lock, no writes, no repair
+    # sync() compacts array files / vacuums SQLite once more than this share of their
+    # bytes is dead (superseded or deleted records): files stay within ~2x live data
+    max_garbage_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.batch_records < 1:
             raise ValueError(f"StoreConfig.batch_records must be >= 1, got {self.batch_records}")
+        if not 0.0 < self.max_garbage_fraction < 1.0:
+            raise ValueError(
+                "StoreConfig.max_garbage_fraction must be in (0, 1), "
+                f"got {self.max_garbage_fraction}"
+            )
         if self.batch_interval_s < 0:
             raise ValueError(
                 f"StoreConfig.batch_interval_s must be >= 0, got {self.batch_interval_s}"
@@ -596,7 +610,50 @@ class Store:
                     "DELETE FROM records WHERE collection=? AND record_id=?",
                     [(collection, rid) for rid in gone],
                 )
+        self.collect_garbage()
         return {"written": written, "deleted": len(gone), "unchanged": len(seen) - written}
+
+    def garbage(self) -> dict[str, int]:
+        """Bytes on disk and how many of them are still referenced: ``array_bytes`` /
+        ``array_live_bytes`` (append-only array files), ``sqlite_bytes`` /
+        ``sqlite_free_bytes`` (pages on SQLite's free list)."""
+        with self._lock:
+            live = 0
+            for (desc_json,) in self._db.execute("SELECT arrays FROM records WHERE arrays != '{}'"):
+                for _rel, _off, dtype, shape in json.loads(desc_json).values():
+                    live += int(np.dtype(dtype).itemsize * int(np.prod(shape)))
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            return {
+                "array_bytes": sum(self._sizes.values()),
+                "array_live_bytes": live,
+                "sqlite_bytes": page * pages,
+                "sqlite_free_bytes": page * free,
+            }
+
+    def collect_garbage(self, *, min_bytes: int = 1 << 16) -> dict[str, bool]:
+        """Compact the array files and/or VACUUM SQLite where more than
+        ``config.max_garbage_fraction`` of their bytes (and at least ``min_bytes``) are
+        dead, so that a store rewritten again and again (a memory's checkpoint) stays
+        bounded by its live data. ``sync`` calls it. Returns what was done."""
+        self._check_writable()
+        self.commit()
+        g = self.garbage()
+        frac = self.config.max_garbage_fraction
+        dead_arrays = g["array_bytes"] - g["array_live_bytes"]
+        done = {"compacted": False, "vacuumed": False}
+        if dead_arrays >= min_bytes and dead_arrays > frac * g["array_bytes"]:
+            self.compact()
+            done["compacted"] = True
+        if (
+            g["sqlite_free_bytes"] >= min_bytes
+            and g["sqlite_free_bytes"] > frac * g["sqlite_bytes"]
+        ):
+            with self._lock:
+                self._db.execute("VACUUM")
+            done["vacuumed"] = True
+        return done
 
     def set_meta(self, key: str, value: str) -> None:
         """A small key/value setting, written at once (commits the pending batch first)."""

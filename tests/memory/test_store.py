@@ -77,6 +77,33 @@ def test_sync_writes_only_changes_and_bulk_arrays(tmp_path: Path) -> None:
         assert np.array_equal(got["r3"], vec(333)) and np.array_equal(got["r7"], vec(7))
 
 
+def test_a_store_rewritten_by_sync_stays_bounded_and_intact(tmp_path: Path) -> None:
+    d = 256  # 1 KiB per record: 200 records = 200 KiB live
+    with Store(tmp_path) as s:
+        for gen in range(1, 21):  # every record rewritten 20 times, as checkpoints do
+            recs = [
+                Record(
+                    "c",
+                    f"r{i}",
+                    {"i": i, "gen": gen, "text": "x" * 300},
+                    {"e": vec(gen + i, d)},
+                    version=gen,
+                )
+                for i in range(200)
+            ]
+            s.sync("c", recs, keep_history=False)
+            g = s.garbage()
+            assert g["array_bytes"] <= 2 * g["array_live_bytes"] + (1 << 16), (gen, g)
+            assert g["sqlite_free_bytes"] <= 0.5 * g["sqlite_bytes"] + (1 << 16), (gen, g)
+        assert g["array_live_bytes"] == 200 * d * 4
+    with Store(tmp_path, config=StoreConfig(read_only=True)) as s:  # reopens, all current
+        ids, arr = s.load_arrays("c", "e")
+        got = dict(zip(ids, arr))
+        assert len(got) == 200 and np.array_equal(got["r7"], vec(27, d))
+        assert s.get("c", "r199").payload["gen"] == 20
+        assert s.integrity_check() == []
+
+
 def test_export_import_and_compact_round_trip(tmp_path: Path) -> None:
     with Store(tmp_path / "a") as s:
         for i in range(20):
