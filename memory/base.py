@@ -103,6 +103,11 @@ class Memory(ABC):
     def load(self, directory: str | Path) -> None:
         """Replace the contents with what ``save`` wrote."""
 
+    def reset(self) -> None:
+        """Forget everything: back to an empty memory with the same configuration. The
+        memory system calls it when a checkpoint fails to load part-way."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reset")
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of records held."""

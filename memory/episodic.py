@@ -179,6 +179,10 @@ class EpisodicMemory(Memory):
         self.embedders = embedders
         self._reset()
 
+    def reset(self) -> None:
+        """Forget everything (an empty memory, same configuration)."""
+        self._reset()
+
     def _reset(self) -> None:
         self._recs: dict[str, _Rec] = {}
         self._post: dict[str, set[str]] = {}

@@ -159,6 +159,10 @@ class SemanticMemory(Memory):
         self.embedders = embedders
         self._reset()
 
+    def reset(self) -> None:
+        """Forget everything (an empty memory, same configuration)."""
+        self._reset()
+
     def _reset(self) -> None:
         self.guard = MemoryGuard(self.config.guard)
         self._facts: dict[str, Fact] = {}

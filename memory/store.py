@@ -79,6 +79,7 @@ __all__ = [
     "Record",
     "Store",
     "StoreConfig",
+    "StoreCorrupt",
     "StoreError",
     "StoreLocked",
     "message_to_record",
@@ -96,6 +97,10 @@ class StoreError(RuntimeError):
 
 class StoreLocked(StoreError):
     """Another process holds the store's writer lock."""
+
+
+class StoreCorrupt(StoreError):
+    """The store's files are damaged (not a database, malformed, arrays cut short)."""
 
 
 @dataclass
@@ -272,6 +277,13 @@ class Store:
             self._sizes = dict(self._db.execute("SELECT path, committed_bytes FROM array_files"))
             if not ro:
                 self._repair_arrays()
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            with contextlib.suppress(Exception):
+                self._db.close()
+            raise StoreCorrupt(
+                f"store {self.path}: {self.path / 'store.sqlite'} is corrupt ({exc})"
+            ) from None
         except BaseException:
             self._release_lock()
             raise
@@ -345,7 +357,7 @@ class Store:
             p = self.path / rel
             actual = p.stat().st_size if p.exists() else -1
             if actual < size:
-                raise StoreError(
+                raise StoreCorrupt(
                     f"{p}: array file has {max(actual, 0)} bytes but {size} were committed "
                     "(lost after a power failure without durable=True?)"
                 )

@@ -64,6 +64,13 @@ Persistence (``root`` set). Crash safety is a journal plus checkpoints:
 - on open, each memory loads its CURRENT checkpoint and the journal entries
   after its jseq are replayed into it.
 
+Damage (a disk error, a file cut short): a checkpoint that fails to load is
+renamed ``ckpt-<jseq>.corrupt-<time>`` (kept, never deleted), its memory starts
+empty and takes what the journal still holds, and the other memories load as
+usual; a damaged journal is set aside the same way and a new one started. Each
+case is logged and listed in ``stats()["load_errors"]``, and the system runs on.
+What the set-aside file held is not recovered automatically.
+
 Loss bound: a process killed with SIGKILL loses at most the messages whose
 journal batch was not committed: fewer than ``journal_batch`` messages, none
 accepted more than ``journal_interval_s`` (plus one idle tick, 0.1 s) before the
@@ -78,6 +85,7 @@ import logging
 import os
 import queue
 import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -90,7 +98,14 @@ from typing import Any
 
 from memory.base import Hit, Memory
 from memory.index import Embedders
-from memory.store import Store, StoreConfig, message_to_record, record_to_message
+from memory.store import (
+    Store,
+    StoreConfig,
+    StoreCorrupt,
+    StoreError,
+    message_to_record,
+    record_to_message,
+)
 from runtime.messages import MemoryQuery, Message
 
 __all__ = ["MemorySystem", "MemorySystemConfig", "default_memories", "merge_hits"]
@@ -327,6 +342,7 @@ class MemorySystem:
         self._journal: Store | None = None
         self._journal_committed = 0
         self.counters = {"submitted": 0, "dropped": 0, "dispatched": 0, "recalls": 0, "replayed": 0}
+        self.load_errors: dict[str, str] = {}  # what could not be loaded on open, and why
         self._closed = False
         self._stop = threading.Event()
         if cfg.root:
@@ -557,34 +573,66 @@ class MemorySystem:
     def _open_persistence(self, root: Path) -> None:
         cfg = self.config
         (root / "memories").mkdir(parents=True, exist_ok=True)
-        self._journal = Store(
-            root / "journal",
-            config=StoreConfig(
-                batch_records=cfg.journal_batch,
-                batch_interval_s=cfg.journal_interval_s,
-                durable=cfg.durable,
-            ),
+        journal_cfg = StoreConfig(
+            batch_records=cfg.journal_batch,
+            batch_interval_s=cfg.journal_interval_s,
+            durable=cfg.durable,
         )
+        try:
+            self._journal = Store(root / "journal", config=journal_cfg)
+        except StoreCorrupt as exc:
+            moved = _set_aside(root / "journal")
+            self._load_error("journal", f"{exc}; set aside as {moved}, a new journal started")
+            self._journal = Store(root / "journal", config=journal_cfg)
         for lane in self._lanes:
-            ckpt = self._current_checkpoint(lane.name)
-            if ckpt is not None:
-                lane.memory.load(ckpt)
-                lane.applied_jseq = int(ckpt.name.split("-")[1])
+            ckpt = None
+            try:
+                ckpt = self._current_checkpoint(lane.name)
+                if ckpt is not None:
+                    lane.memory.load(ckpt)
+                    lane.applied_jseq = int(ckpt.name.split("-")[1])
+            except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the rest
+                pointer = self._mem_dir(lane.name) / "CURRENT"
+                moved = _set_aside(ckpt) if ckpt is not None else None
+                pointer.unlink(missing_ok=True)
+                lane.memory.reset()
+                lane.applied_jseq = 0
+                where = f"; set aside as {moved}" if moved else ""
+                self._load_error(
+                    lane.name,
+                    f"checkpoint {ckpt or pointer} could not be loaded ({exc}){where}; "
+                    "the memory starts empty and takes what the journal still holds",
+                )
         floor = min((lane.applied_jseq for lane in self._lanes), default=0)
         last = max((lane.applied_jseq for lane in self._lanes), default=0)
         replayed = 0
-        for rec in self._journal.scan(_JOURNAL):
-            jseq = int(rec.record_id)
-            last = max(last, jseq)
-            if jseq <= floor:
-                continue
-            msg, topic = record_to_message(rec)
-            for lane in self._lanes:
-                if jseq > lane.applied_jseq:
-                    self._apply_task(lane, jseq, msg, topic)()
-            replayed += 1
+        try:
+            for rec in self._journal.scan(_JOURNAL):
+                jseq = int(rec.record_id)
+                last = max(last, jseq)
+                if jseq <= floor:
+                    continue
+                msg, topic = record_to_message(rec)
+                for lane in self._lanes:
+                    if jseq > lane.applied_jseq:
+                        self._apply_task(lane, jseq, msg, topic)()
+                replayed += 1
+        except (sqlite3.DatabaseError, StoreError, ValueError, KeyError) as exc:
+            # damage found part-way: keep what was replayed, set the journal aside
+            self._journal.close()
+            moved = _set_aside(root / "journal")
+            self._load_error(
+                "journal",
+                f"replay stopped after {replayed} message(s): {exc!r}; set aside as {moved}, "
+                "a new journal started",
+            )
+            self._journal = Store(root / "journal", config=journal_cfg)
         self._jseq = self._journal_committed = self._dispatched_jseq = last
         self.counters["replayed"] = replayed
+
+    def _load_error(self, what: str, text: str) -> None:
+        self.load_errors[what] = text
+        log.error("memory system at %s: %s: %s", self.config.root, what, text)
 
     def _mem_dir(self, name: str) -> Path:
         return Path(self.config.root) / "memories" / name
@@ -685,6 +733,7 @@ class MemorySystem:
             **self.counters,
             "input_queued": self._inq.qsize(),
             "journal_committed": self._journal_committed,
+            "load_errors": dict(self.load_errors),
             "memories": per,
         }
 
@@ -750,6 +799,18 @@ def _clone_store(src: Path, dst: Path) -> None:
         a.backup(b)
     b.close()
     a.close()
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged store directory to ``<name>.corrupt-<unix time>`` (kept for
+    inspection, never deleted) and return the new path."""
+    target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 def _fsync_dir(path: Path) -> None:

@@ -186,6 +186,10 @@ class TemporalMemory(Memory):
         self.embedders = embedders
         self._reset()
 
+    def reset(self) -> None:
+        """Forget everything (an empty memory, same configuration)."""
+        self._reset()
+
     def _reset(self) -> None:
         self._items: dict[int, _Item] = {}
         self._chunks: dict[int, _Chunk] = {}

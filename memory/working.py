@@ -399,6 +399,12 @@ class WorkingMemory(Memory):
         self._step += 1
         self.counters["written"] += 1
 
+    def reset(self) -> None:
+        """Forget everything: no entries, and a bank built afresh on the next write."""
+        self.bank = None
+        self._meta = []
+        self._step = 0
+
     def reset_episode(self) -> None:
         """Empty the bank (a new task)."""
         if self.bank is not None:

@@ -177,6 +177,10 @@ class SpatialMemory(Memory):
         self._lock = threading.RLock()
         self._reset()
 
+    def reset(self) -> None:
+        """Forget everything (an empty memory, same configuration)."""
+        self._reset()
+
     def _reset(self) -> None:
         cfg = self.config
         self.octree = SparseOctree(cfg.octree)

@@ -22,6 +22,7 @@ from memory.store import (
     Record,
     Store,
     StoreConfig,
+    StoreCorrupt,
     StoreError,
     StoreLocked,
     message_to_record,
@@ -102,6 +103,22 @@ def test_a_store_rewritten_by_sync_stays_bounded_and_intact(tmp_path: Path) -> N
         assert len(got) == 200 and np.array_equal(got["r7"], vec(27, d))
         assert s.get("c", "r199").payload["gen"] == 20
         assert s.integrity_check() == []
+
+
+def test_damaged_files_raise_store_corrupt_naming_the_file(tmp_path: Path) -> None:
+    with Store(tmp_path / "a") as s:
+        s.put(Record("c", "r", {"i": 1}, {"e": vec(1)}))
+    db = tmp_path / "a" / "store.sqlite"
+    good = db.read_bytes()
+    db.write_bytes(good[: len(good) // 3])  # torn
+    with pytest.raises(StoreCorrupt, match=r"store\.sqlite is corrupt"):
+        Store(tmp_path / "a")
+    db.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreCorrupt, match=str(db)):
+        Store(tmp_path / "a", config=StoreConfig(read_only=True))
+    db.write_bytes(good)
+    with Store(tmp_path / "a") as s:  # restored file, lock free again
+        assert s.get("c", "r").payload == {"i": 1}
 
 
 def test_export_import_and_compact_round_trip(tmp_path: Path) -> None:

@@ -273,6 +273,55 @@ def test_checkpoint_and_journal_replay_restore_the_memories(tmp_path: Path) -> N
     third.close()
 
 
+def test_a_damaged_checkpoint_or_journal_is_set_aside_and_the_rest_opens(tmp_path: Path) -> None:
+    def mems() -> list[Memory]:
+        return [TemporalMemory(), EpisodicMemory(), SemanticMemory()]
+
+    system = MemorySystem(mems(), root=tmp_path)
+    feed(system)
+    system.flush()
+    system.checkpoint()
+    for t in range(100, 110):  # after the checkpoint: only in the journal
+        system.submit(percept(t, ["blue_key"]))
+    system.flush()
+    sizes = {m.name: len(m) for m in system.memories}
+    system.close(checkpoint=False)
+    # a disk error garbles the temporal checkpoint's database
+    mem_dir = tmp_path / "memories" / "temporal"
+    damaged = mem_dir / (mem_dir / "CURRENT").read_text().strip()
+    (damaged / "store.sqlite").write_bytes(b"\x00garbage" * 512)
+
+    again = MemorySystem(mems(), root=tmp_path)
+    try:
+        err = again.stats()["load_errors"]["temporal"]
+        assert str(damaged) in err and "corrupt" in err
+        # the other memories are whole; temporal holds what the journal still had
+        assert len(again["episodic"]) == sizes["episodic"]
+        assert len(again["semantic"]) == sizes["semantic"]
+        assert 0 < len(again["temporal"]) < sizes["temporal"]
+        hits = again.recall(MemoryQuery(text="blue key", memories=["temporal"]))
+        assert hits and all(h.stamp_ns >= 100 * S for h in hits)
+        set_aside = list(mem_dir.glob(f"{damaged.name}.corrupt-*"))
+        assert len(set_aside) == 1 and (set_aside[0] / "store.sqlite").exists()  # kept
+        again.submit(percept(120, ["lamp"]))  # and it keeps working
+        again.flush()
+        again.checkpoint()
+    finally:
+        again.close()
+    # a garbled journal: set aside, the checkpoints still load, a new journal takes over
+    (tmp_path / "journal" / "store.sqlite").write_bytes(b"not a database" * 300)
+    third = MemorySystem(mems(), root=tmp_path)
+    try:
+        assert "journal" in third.stats()["load_errors"]
+        assert len(list(tmp_path.glob("journal.corrupt-*"))) == 1
+        assert len(third["episodic"]) >= sizes["episodic"]
+        third.submit(percept(130, ["vase"]))
+        third.flush()
+        assert third.recall(MemoryQuery(text="vase", memories=["temporal"]))
+    finally:
+        third.close()
+
+
 _SYSTEM_WRITER = textwrap.dedent(
     """
     import sys
