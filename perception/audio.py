@@ -577,7 +577,13 @@ class SpeechRecognizer:
                 model = model.to(device)
                 log.info("whisper: random weights %s", asdict(dims))
             else:
-                model = whisper.load_model(str(path), device=device)
+                try:
+                    model = whisper.load_model(str(path), device=device)
+                except Exception as exc:  # a damaged or partial download, or not a whisper .pt
+                    raise RuntimeError(
+                        f"whisper: cannot load the checkpoint {path}: {type(exc).__name__}: "
+                        f"{exc} (a damaged or partial download? download it again)"
+                    ) from exc
                 log.info("whisper: weights from %s", path)
             self.model = model.eval()
             self.device = device

@@ -212,13 +212,20 @@ class ClipEncoder(TorchEncoder):
                 )
             log.info("open_clip %s: random weights (seed %d)", cfg.model_name, cfg.seed)
         else:
-            model = open_clip.create_model(
-                cfg.model_name,
-                pretrained=str(weights),
-                precision=precision,
-                device=device,
-                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            )
+            try:
+                model = open_clip.create_model(
+                    cfg.model_name,
+                    pretrained=str(weights),
+                    precision=precision,
+                    device=device,
+                    force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+                )
+            except Exception as exc:  # damaged file, or weights of another architecture
+                raise EncoderError(
+                    f"open_clip {cfg.model_name}: cannot load weights from {weights}: "
+                    f"{type(exc).__name__}: {exc} (a damaged or partial download, or weights "
+                    "of another model; download it again or fix model_name)"
+                ) from exc
             log.info("open_clip %s: weights from %s", cfg.model_name, weights)
         model.eval()
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})

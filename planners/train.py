@@ -510,7 +510,13 @@ def load_checkpoint(path: str | Path, *, device: str = "cpu") -> dict[str, Any]:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no action-expert checkpoint at {str(path)!r}")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # a damaged or partly written file
+        raise ValueError(
+            f"{path}: cannot read this action-expert checkpoint ({type(exc).__name__}: {exc}); "
+            "a damaged or partly copied file? copy it again, or train anew"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an Engram action-expert checkpoint ({CHECKPOINT_FORMAT})")
     return payload

@@ -122,3 +122,8 @@ def test_whisper_missing_model_names_the_file(tmp_path):
         resolve_whisper_checkpoint(WhisperConfig(checkpoint_path=str(tmp_path / "nope.pt")))
     with pytest.raises(ValueError, match="not a whisper model"):
         resolve_whisper_checkpoint(WhisperConfig(model_name="huge-v9"))
+    damaged = tmp_path / "cut.pt"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    rec = SpeechRecognizer(WhisperConfig(checkpoint_path=str(damaged), device="cpu"))
+    with pytest.raises(RuntimeError, match=r"cannot load the checkpoint .*cut\.pt"):
+        rec.load()

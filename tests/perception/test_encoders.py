@@ -125,6 +125,10 @@ def test_missing_weights_error_names_the_file(tmp_path):
         make_encoder("clip", model_name="engram-vit-tiny", checkpoint_path=str(missing)).load()
     with pytest.raises(EncoderError, match="not an open_clip architecture"):
         make_encoder("clip", model_name="ViT-Nope").load()
+    damaged = tmp_path / "half-download.safetensors"
+    damaged.write_bytes(b"\x00" * 4096)
+    with pytest.raises(EncoderError, match=r"cannot load weights from .*half-download"):
+        make_encoder("clip", model_name="engram-vit-tiny", checkpoint_path=str(damaged)).load()
 
 
 def test_vit_b_32_stays_available():

@@ -208,3 +208,17 @@ def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Pat
             policy.act(bad, instruction_embedding=emb)
     finally:
         env.close()
+
+
+def test_damaged_or_foreign_checkpoints_are_named(tmp_path: Path):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # a zip header, then nothing
+    with pytest.raises(ValueError, match=r"cut\.pt: cannot read this action-expert checkpoint"):
+        load_checkpoint(cut)
+    import torch
+
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: not an Engram action-expert checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError, match="no action-expert checkpoint"):
+        load_checkpoint(tmp_path / "empty_dir_or_missing")
