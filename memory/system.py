@@ -59,17 +59,21 @@ Persistence (``root`` set). Crash safety is a journal plus checkpoints:
   ``close``) has each memory ``save`` into ``root/memories/<name>/ckpt-<jseq>``
   inside its lane (so exactly the messages up to jseq are in it), then
   atomically points ``root/memories/<name>/CURRENT`` at it (``os.replace``) and
-  deletes the older checkpoint; the journal is pruned up to the oldest
-  checkpoint;
+  deletes the checkpoints before the previous one; the journal is pruned up to
+  the oldest previous checkpoint (see Damage);
 - on open, each memory loads its CURRENT checkpoint and the journal entries
   after its jseq are replayed into it.
 
-Damage (a disk error, a file cut short): a checkpoint that fails to load is
-renamed ``ckpt-<jseq>.corrupt-<time>`` (kept, never deleted), its memory starts
-empty and takes what the journal still holds, and the other memories load as
-usual; a damaged journal is set aside the same way and a new one started. Each
-case is logged and listed in ``stats()["load_errors"]``, and the system runs on.
-What the set-aside file held is not recovered automatically.
+Damage (a disk error, a file cut short). Each memory keeps its previous
+checkpoint beside the current one, and the journal is pruned only up to the
+oldest of those previous ones (so it holds up to two checkpoint intervals). A
+checkpoint that fails to load is renamed ``ckpt-<jseq>.corrupt-<time>`` (kept,
+never deleted) and its memory is restored from the previous checkpoint plus the
+journal, or, with none, rebuilt from the journal, which then still reaches
+back to the start: nothing is lost. The other memories load as usual. A
+damaged journal is set aside the same way and a new one started (what it held
+after the checkpoints is lost). Each case is logged and listed in
+``stats()["load_errors"]``, and the system runs on.
 
 Loss bound: a process killed with SIGKILL loses at most the messages whose
 journal batch was not committed: fewer than ``journal_batch`` messages, none
@@ -84,6 +88,7 @@ import collections
 import logging
 import os
 import queue
+import re
 import shutil
 import sqlite3
 import sys
@@ -174,6 +179,7 @@ class _Lane:
         self._cond = threading.Condition()
         self._running = False
         self.applied_jseq = 0  # journal sequence number of the last message applied
+        self.fallback_jseq = 0  # jseq of the previous checkpoint kept as a fallback (0: none)
         self.errors = 0
         self.latency = {op: _Latency(window) for op in ("write", "recall", "save")}
         self.recall_ewma_ms = 0.0  # smoothed recall duration: decides inline vs lane
@@ -585,24 +591,7 @@ class MemorySystem:
             self._load_error("journal", f"{exc}; set aside as {moved}, a new journal started")
             self._journal = Store(root / "journal", config=journal_cfg)
         for lane in self._lanes:
-            ckpt = None
-            try:
-                ckpt = self._current_checkpoint(lane.name)
-                if ckpt is not None:
-                    lane.memory.load(ckpt)
-                    lane.applied_jseq = int(ckpt.name.split("-")[1])
-            except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the rest
-                pointer = self._mem_dir(lane.name) / "CURRENT"
-                moved = _set_aside(ckpt) if ckpt is not None else None
-                pointer.unlink(missing_ok=True)
-                lane.memory.reset()
-                lane.applied_jseq = 0
-                where = f"; set aside as {moved}" if moved else ""
-                self._load_error(
-                    lane.name,
-                    f"checkpoint {ckpt or pointer} could not be loaded ({exc}){where}; "
-                    "the memory starts empty and takes what the journal still holds",
-                )
+            self._load_lane(lane)
         floor = min((lane.applied_jseq for lane in self._lanes), default=0)
         last = max((lane.applied_jseq for lane in self._lanes), default=0)
         replayed = 0
@@ -629,6 +618,48 @@ class MemorySystem:
             self._journal = Store(root / "journal", config=journal_cfg)
         self._jseq = self._journal_committed = self._dispatched_jseq = last
         self.counters["replayed"] = replayed
+
+    def _load_lane(self, lane: _Lane) -> None:
+        """Load a memory's CURRENT checkpoint; when it is damaged, set it aside and fall
+        back to the previous one (the journal reaches back to it), or to an empty memory."""
+        mem_dir = self._mem_dir(lane.name)
+        pointer = mem_dir / "CURRENT"
+        ckpt = None
+        try:
+            ckpt = self._current_checkpoint(lane.name)
+            if ckpt is not None:
+                lane.memory.load(ckpt)
+                lane.applied_jseq = _jseq_of(ckpt)
+                older = [c for c in _checkpoints(mem_dir) if _jseq_of(c) < lane.applied_jseq]
+                lane.fallback_jseq = _jseq_of(older[-1]) if older else 0
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the rest
+            problem = f"checkpoint {ckpt or pointer} could not be loaded ({exc})"
+            if ckpt is not None:
+                problem += f"; set aside as {_set_aside(ckpt)}"
+        # only checkpoints older than the damaged one: a newer directory is the leftover
+        # of an interrupted save (CURRENT never pointed at it)
+        named = pointer.read_text().strip() if pointer.exists() else ""
+        below = _jseq_of(Path(named)) if re.fullmatch(r"ckpt-\d{16}", named) else 0
+        pointer.unlink(missing_ok=True)
+        older = [c for c in _checkpoints(mem_dir) if _jseq_of(c) < below]
+        for prev in reversed(older):
+            try:
+                lane.memory.reset()
+                _unshare(prev)  # its array files may be hard links of the damaged one's
+                lane.memory.load(prev)
+            except Exception as exc:  # noqa: BLE001 - try the next older one
+                problem += f"; the older {prev.name} failed too ({exc}), set aside as "
+                problem += str(_set_aside(prev))
+                continue
+            (mem_dir / "CURRENT.tmp").write_text(prev.name)
+            os.replace(mem_dir / "CURRENT.tmp", pointer)
+            lane.applied_jseq, lane.fallback_jseq = _jseq_of(prev), 0
+            self._load_error(lane.name, f"{problem}; restored {prev.name} + the journal")
+            return
+        lane.memory.reset()
+        lane.applied_jseq = lane.fallback_jseq = 0
+        self._load_error(lane.name, f"{problem}; rebuilt from the journal")
 
     def _load_error(self, what: str, text: str) -> None:
         self.load_errors[what] = text
@@ -662,7 +693,9 @@ class MemorySystem:
             jseq = self._dispatched_jseq
             futs = [(lane, lane.submit(self._save_task(lane, jseq))) for lane in self._lanes]
         saved = {lane.name: fut.result() for lane, fut in futs}
-        floor = min(saved.values(), default=0)
+        # Keep the journal back to the *previous* checkpoints: a damaged current one is
+        # then replaced by its predecessor plus the journal, and nothing is lost.
+        floor = min((lane.fallback_jseq for lane in self._lanes), default=0)
         if floor:
             self._journal.delete_where(_JOURNAL, max_record_id=f"{floor:016d}")  # type: ignore[union-attr]
             if self._journal.count(_JOURNAL) == 0:  # type: ignore[union-attr]
@@ -690,9 +723,11 @@ class MemorySystem:
             tmp = mem_dir / "CURRENT.tmp"
             tmp.write_text(name)
             os.replace(tmp, mem_dir / "CURRENT")  # atomic switch
-            for old in mem_dir.glob("ckpt-*"):
-                if old.name != name:
+            keep = {name, current.name if current is not None else name}
+            for old in _checkpoints(mem_dir):
+                if old.name not in keep:
                     shutil.rmtree(old, ignore_errors=True)
+            lane.fallback_jseq = _jseq_of(current) if current is not None else 0
             lane.latency["save"].add(time.perf_counter() - t0)
             return jseq
 
@@ -799,6 +834,26 @@ def _clone_store(src: Path, dst: Path) -> None:
         a.backup(b)
     b.close()
     a.close()
+
+
+def _checkpoints(mem_dir: Path) -> list[Path]:
+    """A memory's checkpoint directories (not set-aside ones), oldest first."""
+    found = [p for p in mem_dir.glob("ckpt-*") if re.fullmatch(r"ckpt-\d{16}", p.name)]
+    return sorted((p for p in found if p.is_dir()), key=_jseq_of)
+
+
+def _jseq_of(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[1])
+
+
+def _unshare(ckpt: Path) -> None:
+    """Give a checkpoint its own copy of hard-linked array files (``_clone_store`` links
+    them into the next checkpoint, which appends to them) before it is opened for writing."""
+    for f in (ckpt / "arrays").rglob("*.bin"):
+        if f.stat().st_nlink > 1:
+            tmp = f.with_name(f.name + ".unshare")
+            shutil.copy2(f, tmp)
+            os.replace(tmp, f)
 
 
 def _set_aside(path: Path) -> Path:

@@ -5,6 +5,7 @@ counters, checkpoint + journal replay, and a real SIGKILL of a system writer."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,9 +274,19 @@ def test_checkpoint_and_journal_replay_restore_the_memories(tmp_path: Path) -> N
     third.close()
 
 
-def test_a_damaged_checkpoint_or_journal_is_set_aside_and_the_rest_opens(tmp_path: Path) -> None:
+def test_a_damaged_checkpoint_or_journal_is_set_aside_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
     def mems() -> list[Memory]:
         return [TemporalMemory(), EpisodicMemory(), SemanticMemory()]
+
+    q = MemoryQuery(text="blue key red mug", top_k=10, memories=["temporal", "episodic"])
+    mem_dir = tmp_path / "memories" / "temporal"
+
+    def damage_current() -> Path:
+        damaged = mem_dir / (mem_dir / "CURRENT").read_text().strip()
+        (damaged / "store.sqlite").write_bytes(b"\x00garbage" * 512)
+        return damaged
 
     system = MemorySystem(mems(), root=tmp_path)
     feed(system)
@@ -285,41 +296,58 @@ def test_a_damaged_checkpoint_or_journal_is_set_aside_and_the_rest_opens(tmp_pat
         system.submit(percept(t, ["blue_key"]))
     system.flush()
     sizes = {m.name: len(m) for m in system.memories}
+    want = snapshot(system.recall(q))
     system.close(checkpoint=False)
-    # a disk error garbles the temporal checkpoint's database
-    mem_dir = tmp_path / "memories" / "temporal"
-    damaged = mem_dir / (mem_dir / "CURRENT").read_text().strip()
-    (damaged / "store.sqlite").write_bytes(b"\x00garbage" * 512)
 
+    # 1. the only checkpoint is damaged: the journal still reaches back to the start
+    damaged = damage_current()
     again = MemorySystem(mems(), root=tmp_path)
     try:
         err = again.stats()["load_errors"]["temporal"]
-        assert str(damaged) in err and "corrupt" in err
-        # the other memories are whole; temporal holds what the journal still had
-        assert len(again["episodic"]) == sizes["episodic"]
-        assert len(again["semantic"]) == sizes["semantic"]
-        assert 0 < len(again["temporal"]) < sizes["temporal"]
-        hits = again.recall(MemoryQuery(text="blue key", memories=["temporal"]))
-        assert hits and all(h.stamp_ns >= 100 * S for h in hits)
+        assert str(damaged) in err and "corrupt" in err and "rebuilt from the journal" in err
+        assert {m.name: len(m) for m in again.memories} == sizes
+        assert snapshot(again.recall(q)) == want
         set_aside = list(mem_dir.glob(f"{damaged.name}.corrupt-*"))
         assert len(set_aside) == 1 and (set_aside[0] / "store.sqlite").exists()  # kept
-        again.submit(percept(120, ["lamp"]))  # and it keeps working
+        for t in range(110, 115):  # it keeps working, and checkpoints again (twice)
+            again.submit(percept(t, ["lamp"]))
         again.flush()
         again.checkpoint()
+        again.submit(percept(116, ["vase"]))
+        again.flush()
+        again.checkpoint()
+        sizes = {m.name: len(m) for m in again.memories}
+        want = snapshot(again.recall(q))
     finally:
-        again.close()
-    # a garbled journal: set aside, the checkpoints still load, a new journal takes over
-    (tmp_path / "journal" / "store.sqlite").write_bytes(b"not a database" * 300)
+        again.close(checkpoint=False)
+
+    # 2. the newest of two checkpoints is damaged: the previous one + the journal (not
+    # the leftover of an interrupted save, newer than both, which CURRENT never named)
+    damaged = damage_current()
+    ckpts = sorted(c for c in mem_dir.glob("ckpt-*") if len(c.name) == len(damaged.name))
+    previous = [c for c in ckpts if c.name < damaged.name][-1]
+    shutil.copytree(previous, mem_dir / "ckpt-9000000000000000")
     third = MemorySystem(mems(), root=tmp_path)
     try:
-        assert "journal" in third.stats()["load_errors"]
-        assert len(list(tmp_path.glob("journal.corrupt-*"))) == 1
-        assert len(third["episodic"]) >= sizes["episodic"]
-        third.submit(percept(130, ["vase"]))
-        third.flush()
-        assert third.recall(MemoryQuery(text="vase", memories=["temporal"]))
+        err = third.stats()["load_errors"]["temporal"]
+        assert str(damaged) in err and f"restored {previous.name}" in err
+        assert {m.name: len(m) for m in third.memories} == sizes
+        assert snapshot(third.recall(q)) == want
     finally:
         third.close()
+
+    # 3. a garbled journal: set aside, the checkpoints still load, a new journal takes over
+    (tmp_path / "journal" / "store.sqlite").write_bytes(b"not a database" * 300)
+    fourth = MemorySystem(mems(), root=tmp_path)
+    try:
+        assert "journal" in fourth.stats()["load_errors"]
+        assert len(list(tmp_path.glob("journal.corrupt-*"))) == 1
+        assert {m.name: len(m) for m in fourth.memories} == sizes  # close() checkpointed
+        fourth.submit(percept(130, ["vase"]))
+        fourth.flush()
+        assert fourth.recall(MemoryQuery(text="vase", memories=["temporal"]))
+    finally:
+        fourth.close()
 
 
 _SYSTEM_WRITER = textwrap.dedent(
@@ -386,5 +414,14 @@ def test_sigkill_of_a_system_writer_recovers_committed_messages(tmp_path: Path) 
         del fact
     finally:
         system.close()
-    with Store(tmp_path / "journal") as journal:  # pruned to what follows the checkpoint
-        assert journal.count("journal") == 0
+    # the journal is pruned up to the oldest checkpoint a memory could fall back to: the
+    # one before its current one (none yet: nothing is pruned)
+    fallback, current = [], 0
+    for name in ("temporal", "episodic", "semantic"):
+        jseqs = sorted(int(c.name[5:]) for c in (tmp_path / "memories" / name).glob("ckpt-*"))
+        assert 1 <= len(jseqs) <= 2  # the current checkpoint and at most one before it
+        fallback.append(jseqs[0] if len(jseqs) == 2 else 0)
+        current = max(current, jseqs[-1])
+    with Store(tmp_path / "journal") as journal:
+        kept = sorted(int(r.record_id) for r in journal.scan("journal"))
+        assert kept == list(range(min(fallback) + 1, current + 1))
