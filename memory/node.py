@@ -187,6 +187,8 @@ class MemoryNode(Node):
                 if p95 is not None:
                     latency[f"{name}_{op}_p95"] = p95
             info["records"][name] = m["memory"].get("records", 0)
+        if st.get("load_errors"):  # damaged files found on open: visible in every heartbeat
+            info["load_errors"] = st["load_errors"]
         return {
             "counters": {
                 "memory_submitted": st["submitted"],
