@@ -39,7 +39,7 @@ from memory.system import MemorySystem, MemorySystemConfig, default_memories
 from runtime.messages import MemoryQuery, Message, Recall, RobotState
 from runtime.node import Input, Node, NodeConfig, Service
 
-__all__ = ["MemoryNode", "MemoryNodeConfig"]
+__all__ = ["MemoryNode", "MemoryNodeConfig", "embed_query", "make_embedders"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,26 @@ class MemoryNodeConfig(NodeConfig):
     consolidate_every_s: float = 60.0  # consolidation period; 0 = never
     checkpoint_every: int = 10_000  # messages between checkpoints (with root)
     recall_timeout_s: float = 5.0  # slower memories are left out of a recall
+
+
+def make_embedders(text_encoder: str = "minilm", image_text_encoder: str = "") -> Embedders:
+    """The memories' text embedders: ``text_encoder`` for space "text" (queries, facts),
+    ``image_text_encoder`` (e.g. "clip") for space "image"; "" leaves a space out."""
+    fns = {}
+    if text_encoder:
+        fns["text"] = load_text_embedder(text_encoder)
+    if image_text_encoder:
+        fns["image"] = load_text_embedder(image_text_encoder)
+    return Embedders(fns)
+
+
+def embed_query(query: MemoryQuery, embedders: Embedders | None) -> MemoryQuery:
+    """``query`` with an embedding of its text (space "text") when it has none."""
+    if query.embedding is None and query.text and embedders is not None:
+        vec = embedders.embed("text", query.text)
+        if vec is not None:
+            return query.replace(embedding=vec)  # type: ignore[return-value]
+    return query
 
 
 class MemoryNode(Node):
@@ -94,12 +114,7 @@ class MemoryNode(Node):
     def on_configure(self) -> None:
         cfg: MemoryNodeConfig = self.config
         if self.embedders is None:
-            fns = {}
-            if cfg.text_encoder:
-                fns["text"] = load_text_embedder(cfg.text_encoder)
-            if cfg.image_text_encoder:
-                fns["image"] = load_text_embedder(cfg.image_text_encoder)
-            self.embedders = Embedders(fns)
+            self.embedders = make_embedders(cfg.text_encoder, cfg.image_text_encoder)
         if self.system is None:
             mems = default_memories(self.embedders, include=cfg.memories or None)
             self.system = MemorySystem(
@@ -154,12 +169,7 @@ class MemoryNode(Node):
                 error=f"/memory/query expects a MemoryQuery, got {type(request).__name__}",
             )
         try:
-            query = request
-            if query.embedding is None and query.text and self.embedders is not None:
-                vec = self.embedders.embed("text", query.text)
-                if vec is not None:
-                    query = query.replace(embedding=vec)  # type: ignore[assignment]
-            hits = self.system.recall(query)  # type: ignore[arg-type]
+            hits = self.system.recall(embed_query(request, self.embedders))  # type: ignore[arg-type]
             return Recall(
                 query_seq=request.seq,
                 query_text=request.text,

@@ -931,13 +931,16 @@ class Store:
     # ---- export / import -------------------------------------------------------------------
     def export(self, path: str | Path) -> int:
         """Write every record version to ``path`` (JSONL) and its arrays to ``path``.npz.
-        Returns the number of lines."""
-        self.commit()
+        Returns the number of lines. Works on a read-only store."""
+        if not self.config.read_only:
+            self.commit()
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
         n = 0
         rows = self._rows(
-            f"SELECT {self._COLS}, current FROM records ORDER BY collection, record_id, version", ()
+            # write order (rid): an import then rebuilds the same store, scans included
+            f"SELECT {self._COLS}, current FROM records ORDER BY rid",
+            (),
         )
         with open(path, "w", encoding="utf-8") as fh:
             for row in rows:

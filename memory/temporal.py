@@ -1004,7 +1004,9 @@ class TemporalMemory(Memory):
                 and self._chunks[cid].closed
                 and not self._chunks[cid].compressed
             )
-            for rec in store.scan(self.name, kind="item"):
+            # in item order, whatever order the store holds them in (an imported copy)
+            scanned = sorted(store.scan(self.name, kind="item"), key=lambda r: r.payload["item_id"])
+            for rec in scanned:
                 p = rec.payload
                 item = _Item(
                     item_id=p["item_id"],

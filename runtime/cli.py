@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("planners.train", "train the memory-conditioned action expert"),
     "eval": ("planners.evaluate", "evaluate task success or memory QA (JSON as BENCH.md)"),
     "live": ("runtime.live", "live webcam/mic demo with a web page"),
+    "memory": ("memory.cli", "look into a memory store on disk: info, ask, export, import"),
 }
 
 _EPILOG = """\
