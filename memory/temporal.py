@@ -611,14 +611,28 @@ class TemporalMemory(Memory):
             detail = [i for i in detail if self._in_window(self._items[i], query)]
         if detail:
             s, best_obj = self._item_scores(detail, qv, qt)
-            for r in np.argsort(-s, kind="stable")[: query.top_k].tolist():
+            # One hit per (chunk, text): a scene that did not change over twenty frames
+            # is one answer, not twenty; the hit says how many frames and when.
+            kept: dict[tuple[int, str], Hit] = {}
+            for r in np.argsort(-s, kind="stable").tolist():
                 if s[r] <= 0:
                     break
                 item = self._items[detail[r]]
+                same = kept.get((item.chunk_id, item.text))
+                if same is not None:
+                    same.data["frames"] += 1
+                    span = same.data["span_ns"]
+                    span[0], span[1] = min(span[0], item.stamp_ns), max(span[1], item.end_ns)
+                    continue
+                if len(kept) >= query.top_k:
+                    continue  # only counting repeats of the kept ones now
                 hit = self._item_hit(item, float(s[r]), int(best_obj[r]))
                 hit.data["chunk_score"] = chunk_score[item.chunk_id]
+                hit.data["frames"] = 1
+                hit.data["span_ns"] = [item.stamp_ns, item.end_ns]
                 if self._near_ok(hit, query):
-                    hits.append(hit)
+                    kept[(item.chunk_id, item.text)] = hit
+            hits.extend(kept.values())
         hits.sort(key=lambda h: (-h.score, h.stamp_ns))
         return hits
 

@@ -210,3 +210,16 @@ def test_a_hit_matched_by_words_is_at_the_object_not_the_camera() -> None:
     assert hits[0].position == pytest.approx((1.0, 1.0, 0.8))
     last = mem.recall(MemoryQuery(text="when was the chair last seen?"))[0]
     assert last.data["object"] == "chair" and last.position == pytest.approx((-1.0, 0.0, 0.4))
+
+
+def test_an_unchanging_scene_is_one_hit_with_its_frame_count() -> None:
+    mem = TemporalMemory(TemporalConfig(chunk_max_s=60.0))
+    for t in range(20):  # the same view for 20 s, then something else
+        mem.write(percept(t, ["cup_0", "cup_1"]))
+    for t in range(20, 25):
+        mem.write(percept(t, ["cup_1", "plate"]))
+    hits = mem.recall(MemoryQuery(text="cup", top_k=5))
+    texts = [h.text.split(" ", 1)[1] for h in hits]
+    assert len(texts) == len(set(texts)) == 2  # one per distinct view, not 25 frames
+    first = next(h for h in hits if "cup_0" in h.text)
+    assert first.data["frames"] == 20 and first.data["span_ns"] == [0, 19 * S]
