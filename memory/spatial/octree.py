@@ -150,12 +150,36 @@ class SparseOctree:
     def __init__(self, config: OctreeConfig | None = None) -> None:
         self.config = config or OctreeConfig()
         self.config.validate()
-        self._cols: dict[str, np.ndarray] = {k: np.zeros(0, dt) for k, dt in _COLUMNS.items()}
+        self._main: dict[str, np.ndarray] = _empty_columns()
+        # New voxels of recent frames, sorted, disjoint from _main; merged into _main when
+        # any reader asks for ``_cols`` or when it outgrows ``_delta_limit()``. Without it
+        # every frame that adds a voxel would copy every column (O(map size)).
+        self._delta: dict[str, np.ndarray] = _empty_columns()
         self._version = 0
         self._cache: dict[tuple, object] = {}  # derived views, valid for ``_cache_version``
         self._cache_version = -1
         self.dynamic_events = 0  # voxels that flipped occupied -> free so far
         self.frames = 0  # frames inserted
+
+    # ------------------------------------------------------------------ storage
+
+    @property
+    def _cols(self) -> dict[str, np.ndarray]:
+        """The sorted voxel columns (every reader goes through here: pending new voxels
+        are merged in first)."""
+        if len(self._delta["codes"]):
+            self._main = _merge_columns(self._main, self._delta)
+            self._delta = _empty_columns()
+        return self._main
+
+    @_cols.setter
+    def _cols(self, cols: dict[str, np.ndarray]) -> None:
+        self._main = cols
+        self._delta = _empty_columns()
+
+    def _delta_limit(self) -> int:
+        """Pending new voxels before they are merged into the main columns."""
+        return max(8192, min(65536, len(self._main["codes"]) // 8))
 
     # ------------------------------------------------------------------ basics
 
@@ -470,22 +494,25 @@ class SparseOctree:
             order = np.argsort(upd, kind="stable")
             upd, is_hit, obj = upd[order], is_hit[order], obj[order]
         delta = np.where(is_hit, np.float32(cfg.hit_log_odds), np.float32(cfg.miss_log_odds))
-        cols = self._cols
-        codes = cols["codes"]
-        pos = np.searchsorted(codes, upd)
-        if len(codes):
-            exists = codes[np.minimum(pos, len(codes) - 1)] == upd
-        else:
-            exists = np.zeros(len(upd), bool)
         thr = np.float32(cfg.occupied_log_odds)
         lo, hi = np.float32(cfg.min_log_odds), np.float32(cfg.max_log_odds)
         freed = 0
-        if exists.any():
+        rest = np.ones(len(upd), bool)  # not yet found in a column set
+        for cols in (self._main, self._delta):  # a code is in at most one of them
+            codes = cols["codes"]
+            if not len(codes) or not rest.any():
+                continue
+            pos = np.searchsorted(codes, upd)
+            exists = rest & (codes[np.minimum(pos, len(codes) - 1)] == upd)
+            if not exists.any():
+                continue
+            rest &= ~exists
             ei = pos[exists]
             old = cols["log_odds"][ei]
             new = np.clip(old + delta[exists], lo, hi)
             flipped = (old > thr) & (new <= thr)
-            freed = int(flipped.sum())
+            n_flipped = int(flipped.sum())
+            freed += n_flipped
             cols["log_odds"][ei] = new
             eh = is_hit[exists]
             cols["hits"][ei[eh]] += np.uint32(1)
@@ -493,32 +520,24 @@ class SparseOctree:
             eo = obj[exists]
             set_obj = eh & (eo >= 0)
             cols["object_ids"][ei[set_obj]] = eo[set_obj]
-            if freed:
+            if n_flipped:
                 fi = ei[flipped]
                 cols["flags"][fi] |= FLAG_DYNAMIC
                 cols["object_ids"][fi] = -1
-        new_mask = ~exists
-        n_new = int(new_mask.sum())
+        n_new = int(rest.sum())
         if n_new:
-            at = pos[new_mask]
-            values = {
-                "codes": upd[new_mask],
-                "log_odds": np.clip(delta[new_mask], lo, hi),
-                "hits": is_hit[new_mask].astype(np.uint32),
+            fresh = {
+                "codes": upd[rest],
+                "log_odds": np.clip(delta[rest], lo, hi),
+                "hits": is_hit[rest].astype(np.uint32),
                 "last_seen_ns": np.full(n_new, stamp_ns, np.int64),
-                "object_ids": obj[new_mask],
+                "object_ids": obj[rest],
                 "flags": np.zeros(n_new, np.uint8),
             }
-            # one merge plan for all columns (``at`` is ascending: upd is sorted)
-            total = len(codes) + n_new
-            new_rows = at + np.arange(n_new)
-            old_rows = np.ones(total, bool)
-            old_rows[new_rows] = False
-            for k in cols:
-                merged = np.empty(total, cols[k].dtype)
-                merged[new_rows] = values[k]
-                merged[old_rows] = cols[k]
-                cols[k] = merged
+            self._delta = _merge_columns(self._delta, fresh)
+            if len(self._delta["codes"]) > self._delta_limit():
+                self._main = _merge_columns(self._main, self._delta)
+                self._delta = _empty_columns()
         self.dynamic_events += freed
         self._touch()
         return n_new, freed
@@ -834,6 +853,30 @@ class SparseOctree:
             if len(remaining) == 0:
                 break
         return dist, out
+
+
+def _empty_columns() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, dt) for k, dt in _COLUMNS.items()}
+
+
+def _merge_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Two column sets with sorted, disjoint codes -> one sorted set (one shared plan)."""
+    na, nb = len(a["codes"]), len(b["codes"])
+    if not nb:
+        return a
+    if not na:
+        return b
+    # where each of b's codes lands among a's, then its row in the merged columns
+    rows_b = np.searchsorted(a["codes"], b["codes"]) + np.arange(nb)
+    from_a = np.ones(na + nb, bool)
+    from_a[rows_b] = False
+    out = {}
+    for k in a:
+        merged = np.empty(na + nb, a[k].dtype)
+        merged[rows_b] = b[k]
+        merged[from_a] = a[k]
+        out[k] = merged
+    return out
 
 
 def _range_end(codes: np.ndarray, shift: int) -> np.ndarray:
