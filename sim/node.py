@@ -296,11 +296,10 @@ class SimNode(Node):
                 self.publish("robot_state", self._robot_state(env))
                 next_state = now + 1.0 / cfg.state_rate_hz
             if cfg.camera_rate_hz > 0 and env.camera and now >= next_frame - 1e-9:
-                frame = self._frame(env)
                 if cfg.hide_show_frames and env.phase == "show":
-                    self.count("frames_hidden")
+                    self.count("frames_hidden")  # not even rendered
                 else:
-                    self.publish("frames", frame)
+                    self.publish("frames", self._frame(env))
                     self.count("frames")
                 next_frame = now + 1.0 / cfg.camera_rate_hz
             # ---- choose the action ------------------------------------------------------
