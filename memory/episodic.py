@@ -187,6 +187,8 @@ class EpisodicMemory(Memory):
         self._recs: dict[str, _Rec] = {}
         self._post: dict[str, set[str]] = {}
         self._toks: dict[str, frozenset[str]] = {}  # key -> its words (cache)
+        # entity key -> (version, distinct word sets of its names): recall's name match
+        self._name_toks: dict[str, tuple[int, tuple[frozenset[str], ...]]] = {}
         self._index: dict[str, VectorIndex] = {}  # space -> vectors keyed by _num(key)
         self._dims: dict[str, int] = {}
         self._by_label: dict[tuple[str, str], set[str]] = {}  # (kind, label) -> entity keys
@@ -227,6 +229,7 @@ class EpisodicMemory(Memory):
         return rec
 
     def _index_rec(self, rec: _Rec) -> None:
+        self._name_toks.pop(rec.key, None)
         self._toks[rec.key] = self._rec_tokens(rec)
         for t in self._toks[rec.key]:
             self._post.setdefault(t, set()).add(rec.key)
@@ -236,6 +239,7 @@ class EpisodicMemory(Memory):
             self._by_label.setdefault((rec.kind, rec.data["label"]), set()).add(rec.key)
 
     def _unindex(self, rec: _Rec) -> None:
+        self._name_toks.pop(rec.key, None)
         for t in self._toks.pop(rec.key, frozenset()):
             posting = self._post.get(t)
             if posting is not None:
@@ -788,10 +792,13 @@ class EpisodicMemory(Memory):
             cands = set(self._recs)
         now = self._clock_ns
         lam, w = self.config.lexical_weight, self.config.recall_retention_weight
+        filtered = bool(
+            query.t0_ns or query.t1_ns or (query.near is not None and query.radius_m > 0)
+        )
         scored = []
         for key in cands:
             rec = self._recs[key]
-            if not self._passes(rec, query):
+            if filtered and not self._passes(rec, query):
                 continue
             emb = 0.0
             for space, q in qv.items():
@@ -804,11 +811,7 @@ class EpisodicMemory(Memory):
                             emb = max(emb, float(kf["embedding"] @ q))
             emb = min(max(emb, 0.0), 1.0)
             if key[0] == "e":  # an entity matches by its best name (label or alias)
-                lex = max(
-                    lexical_score(qt, tokens(text))
-                    for name in (rec.data["label"], *rec.data["aliases"])
-                    for text in (name, f"{name} {rec.kind}")
-                )
+                lex = max(lexical_score(qt, t) for t in self._names_of(rec))
             else:
                 lex = lexical_score(qt, self._toks[key])
             if qv and qt:
@@ -830,6 +833,17 @@ class EpisodicMemory(Memory):
             hits.append(self._hit(rec, score, now))
             self._reinforce(rec, now)
         return hits
+
+    def _names_of(self, rec: _Rec) -> tuple[frozenset[str], ...]:
+        """Distinct word sets of an entity's names (label, aliases; each also with its
+        kind), cached until the entity changes."""
+        cached = self._name_toks.get(rec.key)
+        if cached is not None and cached[0] == rec.version:
+            return cached[1]
+        names = (rec.data["label"], *rec.data["aliases"])
+        sets = tuple({tokens(t) for n in names for t in (n, f"{n} {rec.kind}")})
+        self._name_toks[rec.key] = (rec.version, sets)
+        return sets
 
     def _passes(self, rec: _Rec, query: MemoryQuery) -> bool:
         start = rec.stamp_ns
