@@ -6,7 +6,8 @@ Cases (measured in the same run):
 - **ingest**: synthetic but realistic percepts (512-d image embedding from a few rooms,
   4 objects with fixed appearance and place, 256 world points, a transcript every 25
   frames) into all memories (spatial, temporal, episodic, semantic, working) through
-  ``MemorySystem.submit`` (parallel lanes, journaled); peer: the same memories written
+  ``MemorySystem.submit`` (lanes on the default, CPU-derived number of workers,
+  journaled); peer: the same memories written
   one after another in one thread, in alternating blocks of 50 messages so that a busy
   machine's load falls on both alike.
 - **fan-out**: recall latency of the filled system asking every memory in parallel
@@ -167,7 +168,7 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
     # engram: parallel lanes + journal; peer: the same memories one after another in
     # one thread, no journal. Measured in alternating blocks so that the load of a busy
     # machine falls on both alike.
-    cfg = MemorySystemConfig(workers=5, root=str(root), checkpoint_every=0, input_queue=512)
+    cfg = MemorySystemConfig(root=str(root), checkpoint_every=0, input_queue=512)  # auto workers
     system = MemorySystem(_memories(), config=cfg)  # also limits BLAS to 1 thread
     seq_mems = _memories()
     for m in seq_mems:  # warm-up (torch, first allocations)
@@ -198,6 +199,7 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
             "higher",
             peer="sequential writes, one thread, no journal",
             peer_value=(n_percepts - 1) / t_seq,
+            workers=cfg.workers,
         )
     )
     for name, st in system.stats()["memories"].items():

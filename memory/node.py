@@ -50,7 +50,7 @@ class MemoryNodeConfig(NodeConfig):
 
     memories: list[str] = field(default_factory=list)  # memory names to run; [] = all default
     root: str = ""  # persistence directory ("" = in memory only)
-    workers: int = 4  # threads for the parallel fan-out
+    workers: int = 0  # threads for the memory lanes; 0 = auto (MemorySystemConfig.workers)
     input_queue: int = 256  # messages waiting for the memories
     submit_timeout_s: float = 0.5  # wait this long for room in the queue, then drop
     text_encoder: str = "minilm"  # encoder for space "text" (queries, facts); "" = none

@@ -40,7 +40,19 @@ after another in the calling thread (the sequential baseline; same result).
 Latency. Per memory and operation (write, recall, save) the last 1024
 durations give p50 / p95 / p99 in ``stats()``.
 
-Threads. Parallelism comes from the lanes, so BLAS's own thread pool is
+Threads. ``workers`` defaults to one fewer than the CPUs (at least 1, at most
+4): the caller (recalls it runs inline, the submitting node) keeps a core.
+More threads than cores make things slower, not faster, because most memory
+work is short numpy calls between stretches of Python: each call drops and
+retakes the GIL, and with more runnable threads than cores every retake
+waits (measured on 2 cores, 600 percepts into the five memories: 283
+percepts/s with 1 worker, 215-231 with 2, 174-191 with 5; the spatial
+write's p50 went from 2.5 to 5.6 ms). Vector search over large indexes, which
+stays in C without the GIL, is where more workers pay
+(``bench/memory.py``: four exact searches over 2e5 vectors, 4 workers, 0.56x
+of sequential on 2 cores).
+
+Parallelism comes from the lanes, so BLAS's own thread pool is
 limited to ``blas_threads`` (default 1, process-wide, via threadpoolctl): with
 both, threads oversubscribe the cores, and OpenBLAS waking its sleeping
 threads adds milliseconds to every small matmul (measured here: a temporal
@@ -124,7 +136,7 @@ _JOURNAL = "journal"
 class MemorySystemConfig:
     """Parallelism, queues and persistence of the ``MemorySystem``."""
 
-    workers: int = 4  # threads shared by the memory lanes (parallel fan-out)
+    workers: int = 0  # threads shared by the memory lanes; 0 = auto: cpus - 1, 1 to 4 (Threads)
     lane_depth: int = 64  # tasks waiting per memory; a full lane blocks the dispatcher
     input_queue: int = 256  # messages waiting for dispatch (submit); full -> wait, then drop
     recall_timeout_s: float = 5.0  # a memory slower than this is left out of a recall
@@ -139,8 +151,12 @@ class MemorySystemConfig:
     gil_switch_interval_s: float = 0.0  # sys.setswitchinterval for the process; 0 = leave as is
 
     def __post_init__(self) -> None:
+        if self.workers == 0:
+            self.workers = max(1, min(4, (os.cpu_count() or 2) - 1))
         if self.workers < 1 or self.lane_depth < 1 or self.input_queue < 1:
-            raise ValueError("MemorySystemConfig: workers, lane_depth, input_queue must be >= 1")
+            raise ValueError(
+                "MemorySystemConfig: workers (0 = auto), lane_depth, input_queue must be >= 1"
+            )
 
 
 class _Latency:
@@ -306,7 +322,7 @@ def default_memories(
 class MemorySystem:
     """Parallel facade over memories. See the module docstring.
 
-    ``MemorySystem(memories, workers=4, root="runs/mem")``; use as a context manager
+    ``MemorySystem(memories, workers=2, root="runs/mem")``; use as a context manager
     or call ``close()`` (which drains, checkpoints and stops the threads).
     """
 

@@ -359,7 +359,6 @@ def make_memory_node(config: EvalConfig, *, bus: Any, root: str = "") -> Any:
             memories=list(config.memories),
             text_encoder=config.text_encoder,
             consolidate_every_s=0.0,
-            workers=2,
             heartbeat_hz=0.0,
         ),
         bus=bus,
