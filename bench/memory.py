@@ -13,9 +13,11 @@ Cases (measured in the same run):
 - **fan-out**: recall latency of the filled system asking every memory in parallel
   (``MemorySystem.recall``) vs one after another (``parallel=False``), and the same for
   four memories whose recall is real vector work (an exact ``VectorIndex`` of 5e4-2e5
-  vectors each). BLAS runs one thread (the system's default), so the comparison is
-  about the fan-out, not BLAS's own threads. ``plain_threads_p50_ms`` is the same four
-  searches on a bare ``ThreadPoolExecutor``: what this machine gives threads at all.
+  vectors each), both with the system's default workers (``workers`` in the row) and
+  the calling thread taking a share. BLAS runs one thread (the system's default), so
+  the comparison is about the fan-out, not BLAS's own threads. ``plain_threads_p50_ms``
+  is the same four searches on a bare 4-thread ``ThreadPoolExecutor``: what this
+  machine gives threads at all.
   ``best_speedup_on_this_machine`` is ``min(cpus, sum / max)`` of the per-memory recall
   times (Amdahl: neither more cores than the machine has nor a memory faster than the
   slowest one): on 2 cores no fan-out can be faster than 0.5x sequential.
@@ -299,7 +301,7 @@ def bench_vector_fanout(n_per_memory: int, n_queries: int) -> list[dict]:
     mems = [VectorMemory(f"v{k}", _clustered(n_per_memory, D_TXT, rng, centres)) for k in range(4)]
     from concurrent.futures import ThreadPoolExecutor
 
-    system = MemorySystem(mems, config=MemorySystemConfig(workers=4))
+    system = MemorySystem(mems, config=MemorySystemConfig())  # default (CPU-derived) workers
     raw_pool = ThreadPoolExecutor(4)  # what the machine gives plain threads, no Engram
     queries = [
         MemoryQuery(embedding=_clustered(1, D_TXT, rng, centres)[0], top_k=10)
@@ -326,6 +328,7 @@ def bench_vector_fanout(n_per_memory: int, n_queries: int) -> list[dict]:
         times["sequential"],
         per_memory,
         plain_threads_p50_ms=round(percentile(times["plain_threads"], 50), 3),
+        workers=system.config.workers,
     )
 
 

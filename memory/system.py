@@ -29,7 +29,10 @@ others work in their lanes (when its lane is idle): such a recall is mostly
 Python (it holds the GIL), so running it in another thread only adds GIL
 hand-overs (measured on 2 busy cores: five ~1 ms recalls took 4.2 ms in
 parallel threads, 2.5 ms one after another). Recalls that do real vector work
-(BLAS, FAISS: GIL released) are the ones worth running in parallel. Merging: each memory's scores are kept if
+(BLAS, FAISS: GIL released) are the ones worth running in parallel; they are
+shared out, longest first, between the pool's ``workers`` threads and the
+calling thread (``_recall_plan``), so the caller works instead of waiting.
+Merging: each memory's scores are kept if
 they lie in [0, 1] (all of Engram's memories score relevance in [0, 1]) or
 else replaced by a rank score ``1 - rank / n``; then hits are ranked by that
 score (ties: the better per-memory rank first, then the memory's position
@@ -526,13 +529,9 @@ class MemorySystem:
         self.counters["recalls"] += 1
         results: list[tuple[str, list[Hit]]] = []
         if parallel:
-            # Memories whose recalls are cheap run in this thread while the others run in
-            # their lanes: a thread handoff costs more than they do.
-            cheap = self.config.inline_below_ms
             futs = {
                 lane.name: lane.submit(self._recall_task(lane, query))
-                for lane in lanes
-                if lane.recall_ewma_ms >= cheap
+                for lane in self._recall_plan(lanes)
             }
             inline: dict[str, list[Hit] | None] = {}
             for lane in lanes:
@@ -570,6 +569,31 @@ class MemorySystem:
                     lane.errors += 1
                     log.warning("memory %s recall failed:\n%s", lane.name, traceback.format_exc())
         return merge_hits(results, query.top_k)
+
+    def _recall_plan(self, lanes: list[_Lane]) -> list[_Lane]:
+        """The lanes whose recall goes to the pool; the rest run in the calling thread.
+
+        Cheap recalls (smoothed time under ``inline_below_ms``) always run here: a thread
+        handoff costs more than they do. The others are shared out longest first, each
+        to whichever is least loaded so far (LPT scheduling): one of the ``workers`` pool
+        threads or this thread, which would otherwise only wait. With one worker and
+        four equal searches, two run here and two in the pool."""
+        cheap = self.config.inline_below_ms
+        here = sum(lane.recall_ewma_ms for lane in lanes if lane.recall_ewma_ms < cheap)
+        pool = [0.0] * self.config.workers
+        out = []
+        heavy = sorted(
+            (lane for lane in lanes if lane.recall_ewma_ms >= cheap),
+            key=lambda lane: -lane.recall_ewma_ms,
+        )
+        for lane in heavy:
+            slot = min(range(len(pool)), key=pool.__getitem__)
+            if pool[slot] <= here:
+                pool[slot] += lane.recall_ewma_ms
+                out.append(lane)
+            else:
+                here += lane.recall_ewma_ms
+        return out
 
     def _recall_task(self, lane: _Lane, query: MemoryQuery) -> Callable[[], list[Hit]]:
         def task() -> list[Hit]:

@@ -193,6 +193,27 @@ def test_writes_to_different_memories_overlap_in_time() -> None:
         assert p.got == [t * S for t in range(5)] and p.max_active <= 1
 
 
+def test_slow_recalls_are_shared_between_the_pool_and_the_caller() -> None:
+    threads: dict[str, str] = {}
+
+    class Slow(Probe):
+        def recall(self, query: MemoryQuery) -> list[Hit]:
+            threads[self.name] = threading.current_thread().name
+            return super().recall(query)
+
+    probes = [Slow(f"s{i}", sleep_s=0.03) for i in range(4)]  # sleep: the GIL is free
+    with MemorySystem(probes, workers=1) as system:
+        system.submit(percept(1, ["x"]))
+        system.flush()
+        q = MemoryQuery(text="x", top_k=3)
+        system.recall(q)  # learns how long each recall takes
+        threads.clear()
+        hits = system.recall(q)
+    assert sorted(h.memory for h in hits) == sorted(p.name for p in probes)[:3]
+    here = [n for n, t in threads.items() if t == threading.current_thread().name]
+    assert len(here) == 2 and len(threads) == 4  # two in this thread, two on the worker
+
+
 def test_bounded_input_queue_drops_when_full_and_keeps_order() -> None:
     gate = threading.Event()
     probe = Probe(gate=gate)
