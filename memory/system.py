@@ -10,7 +10,7 @@ saves) run one at a time, in order, on a shared ``ThreadPoolExecutor`` of
 not be thread-safe), sees messages in order, and a recall queued after a write
 sees that write; different memories run concurrently. Where their work is
 numpy / torch / FAISS / SQLite on large arrays, which release the GIL, the
-threads really overlap (four exact searches over 5e4 vectors: 0.6x of
+threads really overlap (four exact searches over 5e4-2e5 vectors: 0.55x of
 sequential on 2 cores, where 0.5x is the bound); the per-record Python scoring
 of small memories holds the GIL and does not overlap (see Recall).
 A full lane blocks the dispatcher (backpressure), never grows.
@@ -51,9 +51,9 @@ retakes the GIL, and with more runnable threads than cores every retake
 waits (measured on 2 cores, 600 percepts into the five memories: 283
 percepts/s with 1 worker, 215-231 with 2, 174-191 with 5; the spatial
 write's p50 went from 2.5 to 5.6 ms). Vector search over large indexes, which
-stays in C without the GIL, is where more workers pay
-(``bench/memory.py``: four exact searches over 2e5 vectors, 4 workers, 0.56x
-of sequential on 2 cores).
+stays in C without the GIL, is where parallelism pays, and there the calling
+thread takes its share (``bench/memory.py``: four exact searches over 2e5
+vectors, one worker plus the caller, 0.55x of sequential on 2 cores).
 
 Parallelism comes from the lanes, so BLAS's own thread pool is
 limited to ``blas_threads`` (default 1, process-wide, via threadpoolctl): with
