@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.messages import pose_problem
+
 __all__ = [
     "Cloud",
     "GeometryError",
@@ -50,13 +52,9 @@ def check_pose(pose: np.ndarray, *, name: str = "world_from_camera") -> np.ndarr
     if arr.dtype.kind not in "fiu":
         raise GeometryError(f"{name}: expected a numeric pose, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise GeometryError(f"{name}: contains NaN or inf")
-    if not np.allclose(arr[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
-        raise GeometryError(f"{name}: last row must be [0 0 0 1], got {arr[3].tolist()}")
-    rot = arr[:3, :3]
-    if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4) or np.linalg.det(rot) < 0:
-        raise GeometryError(f"{name}: rotation part is not a proper rotation (not rigid)")
+    problem = pose_problem(arr)
+    if problem:
+        raise GeometryError(f"{name}: {problem}")
     return arr
 
 

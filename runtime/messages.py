@@ -52,6 +52,7 @@ __all__ = [
     "SoundEvent",
     "Transcript",
     "message_type",
+    "pose_problem",
 ]
 
 
@@ -126,14 +127,25 @@ def _pose(msg: Message, field_name: str, *, optional: bool = False) -> None:
     """A (4, 4) finite rigid transform: orthonormal rotation, det +1, last row 0 0 0 1."""
     _array(msg, field_name, "float64", (4, 4), optional=optional, finite=True)
     pose = getattr(msg, field_name)
-    if pose is None:
-        return
+    if pose is not None:
+        problem = pose_problem(pose)
+        if problem:
+            _fail(msg, field_name, problem)
+
+
+def pose_problem(pose: np.ndarray) -> str | None:
+    """Why a (4, 4) float array is not a finite rigid transform (orthonormal rotation
+    with determinant +1, last row 0 0 0 1), or None. The one rigidity rule of Engram:
+    messages, perception's geometry and the spatial memory all apply it."""
+    if not np.all(np.isfinite(pose)):
+        return "contains NaN or inf"
     # Plain max-abs checks: this runs on every decoded message (np.allclose is ~10x slower).
     if np.abs(pose[3] - _LAST_ROW).max() > 1e-6:
-        _fail(msg, field_name, f"last row must be [0 0 0 1], got {pose[3].tolist()}")
+        return f"last row must be [0 0 0 1], got {pose[3].tolist()}"
     rot = pose[:3, :3]
     if np.abs(rot @ rot.T - _EYE3).max() > 1e-4 or np.linalg.det(rot) < 0:
-        _fail(msg, field_name, "rotation part is not a proper rotation (not rigid)")
+        return "rotation part is not a proper rotation (not rigid)"
+    return None
 
 
 _LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])

@@ -51,7 +51,7 @@ from memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree
 from memory.spatial.places import Path as PlacePath
 from memory.spatial.places import PlaceGraph, PlaceGraphConfig
 from memory.spatial.short_term import ShortTermConfig, ShortTermMemory
-from runtime.messages import MemoryQuery, Message, Percept, RobotState
+from runtime.messages import MemoryQuery, Message, Percept, RobotState, pose_problem
 
 __all__ = ["SpatialConfig", "SpatialMemory"]
 
@@ -122,13 +122,9 @@ def _check_pose(pose: Any, name: str) -> np.ndarray:
     if t.shape != (4, 4) or t.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a (4, 4) numeric pose, got {t.dtype} {t.shape}")
     t = t.astype(np.float64)
-    if not np.all(np.isfinite(t)):
-        raise ValueError(f"{name}: pose contains NaN or inf")
-    if not np.allclose(t[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
-        raise ValueError(f"{name}: last row must be [0 0 0 1], got {t[3].tolist()}")
-    r = t[:3, :3]
-    if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
-        raise ValueError(f"{name}: rotation is not a proper rotation (pose is not rigid)")
+    problem = pose_problem(t)
+    if problem:
+        raise ValueError(f"{name}: pose {problem}")
     return t
 
 
