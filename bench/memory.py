@@ -58,8 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit, interleaved_ms, percentile, result  # noqa: E402
 
-from memory.index import IndexConfig, VectorIndex, recall_at_k  # noqa: E402
-from runtime.messages import MemoryQuery, Percept, Transcript  # noqa: E402
+from engram.memory.index import IndexConfig, VectorIndex, recall_at_k  # noqa: E402
+from engram.runtime.messages import MemoryQuery, Percept, Transcript  # noqa: E402
 
 D_IMG, D_TXT = 512, 384
 
@@ -128,9 +128,9 @@ class World:
 
 
 def _memories():
-    from memory.system import default_memories
-    from memory.temporal import TemporalConfig, TemporalMemory
-    from memory.working import WorkingConfig, WorkingMemory
+    from engram.memory.system import default_memories
+    from engram.memory.temporal import TemporalConfig, TemporalMemory
+    from engram.memory.working import WorkingConfig, WorkingMemory
 
     mems = [m for m in default_memories() if m.name not in ("working", "temporal")]
     mems.insert(1, TemporalMemory(TemporalConfig()))
@@ -161,7 +161,7 @@ def _query(world: World, i: int) -> MemoryQuery:
 
 
 def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
-    from memory.system import MemorySystem, MemorySystemConfig
+    from engram.memory.system import MemorySystem, MemorySystemConfig
 
     out = []
     world = World()
@@ -273,15 +273,15 @@ class _VectorMemory:
         self.index.add(np.arange(len(x)), x)
 
     def recall(self, query: MemoryQuery) -> list:
-        from memory.base import Hit
+        from engram.memory.base import Hit
 
         scores, ids = self.index.search(query.embedding, query.top_k)
         return [Hit(self.name, float(s), record_id=str(i)) for s, i in zip(scores[0], ids[0])]
 
 
 def bench_vector_fanout(n_per_memory: int, n_queries: int) -> list[dict]:
-    from memory.base import Memory
-    from memory.system import MemorySystem, MemorySystemConfig
+    from engram.memory.base import Memory
+    from engram.memory.system import MemorySystem, MemorySystemConfig
 
     class VectorMemory(_VectorMemory, Memory):  # the real interface
         def write(self, msg, *, topic=""):  # noqa: ANN001, ANN202
@@ -419,7 +419,7 @@ def bench_index(sizes: list[int], n_queries: int) -> list[dict]:
 
 
 def bench_temporal(sizes: list[int], n_queries: int) -> list[dict]:
-    from memory.temporal import TemporalMemory
+    from engram.memory.temporal import TemporalMemory
 
     out = []
     for n in sizes:

@@ -85,7 +85,7 @@ def _speech() -> tuple[np.ndarray, float] | None:
     """16 kHz speech of four espeak-ng utterances with pauses; None without espeak-ng."""
     import soundfile as sf
 
-    from perception.audio import to_mono_16k
+    from engram.perception.audio import to_mono_16k
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -119,7 +119,7 @@ def bench_encoder(
     import torch
     from PIL import Image
 
-    from perception.encoders import make_encoder
+    from engram.perception.encoders import make_encoder
 
     frames = [f[0] for f in _load_rgbd()]
     enc = make_encoder("clip", model_name=model_name, batch_size=max(batch_sizes))
@@ -205,7 +205,7 @@ def bench_encoder(
 def _real_stream(seconds: float, fps: float):
     """Real frames played back and forth (0 1 2 3 4 3 2 1 ...) at fps: a slowly turning
     camera, no segmentation (the real-camera path: proposals + open-vocabulary labels)."""
-    from runtime.messages import Frame
+    from engram.runtime.messages import Frame
 
     data = _load_rgbd()
     order = list(range(len(data))) + list(range(len(data) - 2, 0, -1))
@@ -224,7 +224,7 @@ def _real_stream(seconds: float, fps: float):
 def _moving_stream(seconds: float, fps: float):
     """A simulated 640x480 RGB-D camera sliding past three boxes (segmentation given):
     every frame changes, so every frame is a candidate and the node must drop."""
-    from runtime.messages import Frame
+    from engram.runtime.messages import Frame
 
     h, w = 480, 640
     rng = np.random.default_rng(0)
@@ -261,11 +261,11 @@ STREAMS = {
 
 
 def bench_latency(model_name: str, stream: str, seconds: float, fps: float = 30.0) -> list[dict]:
-    from perception.encoders import make_encoder
-    from perception.geometry import backproject, voxel_downsample
-    from perception.node import PerceptionConfig, PerceptionNode
-    from perception.objects import ObjectExtractor, ObjectsConfig
-    from runtime.bus import InProcBus
+    from engram.perception.encoders import make_encoder
+    from engram.perception.geometry import backproject, voxel_downsample
+    from engram.perception.node import PerceptionConfig, PerceptionNode
+    from engram.perception.objects import ObjectExtractor, ObjectsConfig
+    from engram.runtime.bus import InProcBus
 
     # --- engram: the node --------------------------------------------------------
     bus = InProcBus("bench-perception")
@@ -396,7 +396,7 @@ def bench_latency(model_name: str, stream: str, seconds: float, fps: float = 30.
 def bench_whisper(repeats: int) -> list[dict]:
     import whisper
 
-    from perception.audio import SpeechRecognizer, WhisperConfig, detect_segments
+    from engram.perception.audio import SpeechRecognizer, WhisperConfig, detect_segments
 
     speech = _speech()
     if speech is None:

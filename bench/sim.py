@@ -53,7 +53,7 @@ def _compare(ours, peer, *, min_time_s: float, rounds: int = 3) -> tuple[float, 
 def bench_physics(task: str, *, min_time_s: float) -> list[dict]:
     import mujoco
 
-    from sim.envs import make
+    from engram.sim.envs import make
 
     env = make(task)
     env.reset(seed=0)
@@ -96,8 +96,8 @@ def bench_physics(task: str, *, min_time_s: float) -> list[dict]:
 
 
 def bench_episode(task: str, *, episodes: int) -> list[dict]:
-    from sim.envs import make
-    from sim.policies import ExpertPolicy, run_episode
+    from engram.sim.envs import make
+    from engram.sim.policies import ExpertPolicy, run_episode
 
     env = make(task)
     run_episode(env, ExpertPolicy(), seed=0)  # warm-up (IK home pose, caches)
@@ -119,8 +119,8 @@ def bench_episode(task: str, *, episodes: int) -> list[dict]:
 def bench_render(task: str, camera: str, *, shadows: bool, min_time_s: float) -> list[dict]:
     import mujoco
 
-    from sim.envs import make
-    from sim.render import RenderConfig, RgbdRenderer
+    from engram.sim.envs import make
+    from engram.sim.render import RenderConfig, RgbdRenderer
 
     env = make(task)
     env.reset(seed=0)

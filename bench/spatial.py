@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit, percentile, result  # noqa: E402
 
-from memory.spatial import OctreeConfig, SparseOctree, SpatialConfig, SpatialMemory  # noqa: E402
-from runtime.messages import MemoryQuery, Percept  # noqa: E402
+from engram.memory.spatial import OctreeConfig, SparseOctree, SpatialConfig, SpatialMemory  # noqa: E402
+from engram.runtime.messages import MemoryQuery, Percept  # noqa: E402
 
 VOXEL_M = 0.05
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])

@@ -63,11 +63,11 @@ def _plans(quick: bool) -> dict[str, Plan]:
 def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.Event) -> None:  # type: ignore[valid-type]
     import zmq
 
-    from runtime.messages import Frame
+    from engram.runtime.messages import Frame
 
     rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     if kind == "engram":
-        from runtime.bus import make_bus
+        from engram.runtime.bus import make_bus
 
         bus = make_bus(url)
         if not bus.wait_for_subscribers("/frames", 1, timeout_s=20):
@@ -118,7 +118,7 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
 def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> dict[str, float]:
     import zmq
 
-    from runtime.zmq_bus import ZmqBus, serve_broker
+    from engram.runtime.zmq_bus import ZmqBus, serve_broker
 
     shape = SIZES[size]
     if transport == "ipc":

@@ -2,22 +2,22 @@
 
 Public surface (imported lazily on first access, so ``import memory`` stays light):
 
-- ``Memory``, ``Hit``, ``Provenance`` (``memory.base``): the interface every memory implements.
+- ``Memory``, ``Hit``, ``Provenance`` (``engram.memory.base``): the interface every memory implements.
 - ``MemorySystem``, ``MemorySystemConfig``, ``default_memories``, ``merge_hits``
-  (``memory.system``): the parallel facade with journal + checkpoints.
-- ``MemoryNode``, ``MemoryNodeConfig`` (``memory.node``): the system on the bus.
-- ``TemporalMemory``, ``TemporalConfig``, ``Segment`` (``memory.temporal``): timeline,
+  (``engram.memory.system``): the parallel facade with journal + checkpoints.
+- ``MemoryNode``, ``MemoryNodeConfig`` (``engram.memory.node``): the system on the bus.
+- ``TemporalMemory``, ``TemporalConfig``, ``Segment`` (``engram.memory.temporal``): timeline,
   HCAM recall, TWM segment selection, time questions.
-- ``EpisodicMemory``, ``EpisodicConfig`` (``memory.episodic``): episodes, events,
+- ``EpisodicMemory``, ``EpisodicConfig`` (``engram.memory.episodic``): episodes, events,
   entities, forgetting curve.
-- ``SemanticMemory``, ``SemanticConfig``, ``Fact`` (``memory.semantic``): facts with
-  history; ``MemoryGuard``, ``GuardConfig``, ``Decision`` (``memory.guard``).
-- ``WorkingMemory``, ``WorkingConfig``, ``PerceptualCognitiveBank`` (``memory.working``):
+- ``SemanticMemory``, ``SemanticConfig``, ``Fact`` (``engram.memory.semantic``): facts with
+  history; ``MemoryGuard``, ``GuardConfig``, ``Decision`` (``engram.memory.guard``).
+- ``WorkingMemory``, ``WorkingConfig``, ``PerceptualCognitiveBank`` (``engram.memory.working``):
   MemoryVLA's bank (torch, imported when used).
-- ``SpatialMemory``, ``SpatialConfig`` (``memory.spatial``).
-- ``Store``, ``StoreConfig``, ``Record`` (``memory.store``): the on-disk store.
+- ``SpatialMemory``, ``SpatialConfig`` (``engram.memory.spatial``).
+- ``Store``, ``StoreConfig``, ``Record`` (``engram.memory.store``): the on-disk store.
 - ``VectorIndex``, ``IndexConfig``, ``Embedders``, ``load_text_embedder``
-  (``memory.index``): vector search and embedding spaces.
+  (``engram.memory.index``): vector search and embedding spaces.
 """
 
 from __future__ import annotations
@@ -26,38 +26,38 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "Memory": "memory.base",
-    "Hit": "memory.base",
-    "Provenance": "memory.base",
-    "MemorySystem": "memory.system",
-    "MemorySystemConfig": "memory.system",
-    "default_memories": "memory.system",
-    "merge_hits": "memory.system",
-    "MemoryNode": "memory.node",
-    "MemoryNodeConfig": "memory.node",
-    "TemporalMemory": "memory.temporal",
-    "TemporalConfig": "memory.temporal",
-    "Segment": "memory.temporal",
-    "EpisodicMemory": "memory.episodic",
-    "EpisodicConfig": "memory.episodic",
-    "SemanticMemory": "memory.semantic",
-    "SemanticConfig": "memory.semantic",
-    "Fact": "memory.semantic",
-    "MemoryGuard": "memory.guard",
-    "GuardConfig": "memory.guard",
-    "Decision": "memory.guard",
-    "WorkingMemory": "memory.working",
-    "WorkingConfig": "memory.working",
-    "PerceptualCognitiveBank": "memory.working",
-    "SpatialMemory": "memory.spatial",
-    "SpatialConfig": "memory.spatial",
-    "Store": "memory.store",
-    "StoreConfig": "memory.store",
-    "Record": "memory.store",
-    "VectorIndex": "memory.index",
-    "IndexConfig": "memory.index",
-    "Embedders": "memory.index",
-    "load_text_embedder": "memory.index",
+    "Memory": "engram.memory.base",
+    "Hit": "engram.memory.base",
+    "Provenance": "engram.memory.base",
+    "MemorySystem": "engram.memory.system",
+    "MemorySystemConfig": "engram.memory.system",
+    "default_memories": "engram.memory.system",
+    "merge_hits": "engram.memory.system",
+    "MemoryNode": "engram.memory.node",
+    "MemoryNodeConfig": "engram.memory.node",
+    "TemporalMemory": "engram.memory.temporal",
+    "TemporalConfig": "engram.memory.temporal",
+    "Segment": "engram.memory.temporal",
+    "EpisodicMemory": "engram.memory.episodic",
+    "EpisodicConfig": "engram.memory.episodic",
+    "SemanticMemory": "engram.memory.semantic",
+    "SemanticConfig": "engram.memory.semantic",
+    "Fact": "engram.memory.semantic",
+    "MemoryGuard": "engram.memory.guard",
+    "GuardConfig": "engram.memory.guard",
+    "Decision": "engram.memory.guard",
+    "WorkingMemory": "engram.memory.working",
+    "WorkingConfig": "engram.memory.working",
+    "PerceptualCognitiveBank": "engram.memory.working",
+    "SpatialMemory": "engram.memory.spatial",
+    "SpatialConfig": "engram.memory.spatial",
+    "Store": "engram.memory.store",
+    "StoreConfig": "engram.memory.store",
+    "Record": "engram.memory.store",
+    "VectorIndex": "engram.memory.index",
+    "IndexConfig": "engram.memory.index",
+    "Embedders": "engram.memory.index",
+    "load_text_embedder": "engram.memory.index",
 }
 
 __all__ = sorted(_PUBLIC)  # noqa: PLE0605

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from runtime.messages import MemoryQuery, Message
+from engram.runtime.messages import MemoryQuery, Message
 
 __all__ = ["Hit", "Memory", "Provenance"]
 

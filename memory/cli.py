@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memory.store import StoreError, StoreLocked
+    from engram.memory.store import StoreError, StoreLocked
 
     try:
         if args.action == "info":
@@ -104,8 +104,8 @@ def _check_root(root: str | Path) -> Path:
 
 
 def _open(root: Path, text_encoder: str, names: list[str] | None = None) -> Any:
-    from memory.node import make_embedders
-    from memory.system import MemorySystem, MemorySystemConfig, default_memories
+    from engram.memory.node import make_embedders
+    from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
 
     present = sorted(p.name for p in (root / "memories").iterdir() if p.is_dir())
     embedders = make_embedders("" if text_encoder == "none" else text_encoder)
@@ -136,8 +136,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from memory.node import embed_query
-    from runtime.messages import MemoryQuery
+    from engram.memory.node import embed_query
+    from engram.runtime.messages import MemoryQuery
 
     root = _check_root(args.root)
     names = [n.strip() for n in args.memories.split(",") if n.strip()]
@@ -173,7 +173,7 @@ def _empty_target(path: str | Path) -> Path:
 def export_store(root: str | Path, out: str | Path) -> int:
     """Write a portable copy of the store at ``root`` into ``out`` (see the module
     docstring); returns the number of record versions written."""
-    from memory.store import Store, StoreConfig
+    from engram.memory.store import Store, StoreConfig
 
     src = _check_root(root)
     dst = _empty_target(out)
@@ -207,7 +207,7 @@ def export_store(root: str | Path, out: str | Path) -> int:
 def import_store(export: str | Path, root: str | Path) -> int:
     """Rebuild a store at ``root`` (new or empty) from ``export``; returns the number of
     record versions read."""
-    from memory.store import Store
+    from engram.memory.store import Store
 
     src = Path(export).expanduser()
     try:

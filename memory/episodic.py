@@ -65,8 +65,8 @@ from typing import Any
 
 import numpy as np
 
-from memory.base import Hit, Memory, Provenance
-from memory.index import (
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.index import (
     Embedders,
     IndexConfig,
     VectorIndex,
@@ -75,8 +75,8 @@ from memory.index import (
     query_vectors,
     tokens,
 )
-from memory.store import Record, Store
-from runtime.messages import (
+from engram.memory.store import Record, Store
+from engram.runtime.messages import (
     Instruction,
     MemoryQuery,
     Message,

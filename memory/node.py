@@ -34,10 +34,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory.index import Embedders, load_text_embedder
-from memory.system import MemorySystem, MemorySystemConfig, default_memories
-from runtime.messages import MemoryQuery, Message, Recall, RobotState
-from runtime.node import Input, Node, NodeConfig, Service
+from engram.memory.index import Embedders, load_text_embedder
+from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
+from engram.runtime.messages import MemoryQuery, Message, Recall, RobotState
+from engram.runtime.node import Input, Node, NodeConfig, Service
 
 __all__ = ["MemoryNode", "MemoryNodeConfig", "embed_query", "make_embedders"]
 

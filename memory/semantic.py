@@ -24,7 +24,7 @@ and ``table_1 in kitchen`` put the mug in the kitchen; a claim that the mug is
 in the garage contradicts that chain, and an applied update supersedes every
 location fact it contradicts.
 
-Every candidate goes through ``memory.guard.MemoryGuard`` (A-MemGuard): see there
+Every candidate goes through ``engram.memory.guard.MemoryGuard`` (A-MemGuard): see there
 for the consensus rule, quarantine, lessons and the audit log.
 
 Recall: facts by word overlap on subject/relation/object and by text-embedding
@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from memory.base import Hit, Memory, Provenance
-from memory.guard import Candidate, Decision, GuardConfig, MemoryGuard, add_support
-from memory.index import (
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.guard import Candidate, Decision, GuardConfig, MemoryGuard, add_support
+from engram.memory.index import (
     Embedders,
     IndexConfig,
     VectorIndex,
@@ -52,8 +52,8 @@ from memory.index import (
     query_vectors,
     tokens,
 )
-from memory.store import Record, Store
-from runtime.messages import MemoryQuery, Message, Percept, Transcript
+from engram.memory.store import Record, Store
+from engram.runtime.messages import MemoryQuery, Message, Percept, Transcript
 
 __all__ = ["Fact", "SemanticConfig", "SemanticMemory", "normalise_name"]
 

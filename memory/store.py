@@ -71,8 +71,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from memory.base import Provenance
-from runtime.messages import Message, message_type
+from engram.memory.base import Provenance
+from engram.runtime.messages import Message, message_type
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -67,7 +67,7 @@ memory's return from a GIL-free numpy call.
 Persistence (``root`` set). Crash safety is a journal plus checkpoints:
 
 - every accepted message is appended to a journal (``root/journal``, a
-  ``memory.store.Store``) under a sequence number (jseq) before it is
+  ``engram.memory.store.Store``) under a sequence number (jseq) before it is
   dispatched; journal batches commit every ``journal_batch`` messages or
   ``journal_interval_s`` seconds (also when idle);
 - ``checkpoint()`` (automatic every ``checkpoint_every`` messages, and on
@@ -116,9 +116,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memory.base import Hit, Memory
-from memory.index import Embedders
-from memory.store import (
+from engram.memory.base import Hit, Memory
+from engram.memory.index import Embedders
+from engram.memory.store import (
     Store,
     StoreConfig,
     StoreCorrupt,
@@ -126,7 +126,7 @@ from memory.store import (
     message_to_record,
     record_to_message,
 )
-from runtime.messages import MemoryQuery, Message
+from engram.runtime.messages import MemoryQuery, Message
 
 __all__ = ["MemorySystem", "MemorySystemConfig", "default_memories", "merge_hits"]
 
@@ -291,16 +291,16 @@ def merge_hits(results: Sequence[tuple[str, list[Hit]]], top_k: int) -> list[Hit
 def default_memories(
     embedders: Embedders | None = None, *, include: Sequence[str] | None = None
 ) -> list[Memory]:
-    """The standard set: spatial (when ``memory.spatial`` is importable), temporal,
+    """The standard set: spatial (when ``engram.memory.spatial`` is importable), temporal,
     episodic, semantic, working. ``include`` picks names."""
-    from memory.episodic import EpisodicMemory
-    from memory.semantic import SemanticMemory
-    from memory.temporal import TemporalMemory
-    from memory.working import WorkingMemory
+    from engram.memory.episodic import EpisodicMemory
+    from engram.memory.semantic import SemanticMemory
+    from engram.memory.temporal import TemporalMemory
+    from engram.memory.working import WorkingMemory
 
     out: list[Memory] = []
     try:
-        from memory.spatial import SpatialMemory
+        from engram.memory.spatial import SpatialMemory
 
         out.append(SpatialMemory())
     except ImportError as exc:  # the spatial package is optional here
@@ -352,7 +352,7 @@ class MemorySystem:
             raise ValueError(f"MemorySystem: memory names must be unique, got {names}")
         for m in mems:
             if not isinstance(m, Memory):
-                raise TypeError(f"MemorySystem: {m!r} is not a memory.base.Memory")
+                raise TypeError(f"MemorySystem: {m!r} is not a engram.memory.base.Memory")
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="memory")
         self._lanes = [_Lane(m, self._pool, cfg.lane_depth, cfg.latency_window) for m in mems]
         self._by_name = {lane.name: lane for lane in self._lanes}
@@ -854,7 +854,7 @@ def _tune_process(cfg: MemorySystemConfig) -> None:
 
 
 def _clone_store(src: Path, dst: Path) -> None:
-    """Start checkpoint ``dst`` as a copy of checkpoint ``src`` (a ``memory.store.Store``):
+    """Start checkpoint ``dst`` as a copy of checkpoint ``src`` (a ``engram.memory.store.Store``):
     the SQLite database is copied (backup API), the append-only array files are
     hard-linked, so a copy costs O(metadata), and the following save appends only what
     changed. Safe: ``src`` reads its arrays only up to its own committed lengths, and if

@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from memory.base import Hit, Memory, Provenance
-from memory.index import (
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.index import (
     Embedders,
     IndexConfig,
     VectorIndex,
@@ -57,8 +57,8 @@ from memory.index import (
     query_vectors,
     tokens,
 )
-from memory.store import Record, Store
-from runtime.messages import MemoryQuery, Message, Percept, SoundEvent, Transcript
+from engram.memory.store import Record, Store
+from engram.runtime.messages import MemoryQuery, Message, Percept, SoundEvent, Transcript
 
 __all__ = ["Segment", "TemporalConfig", "TemporalMemory", "parse_time_intent"]
 

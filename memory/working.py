@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from memory.base import Hit, Memory, Provenance
-from memory.index import Embedders, l2n, query_vectors
-from memory.store import Record, Store
-from runtime.messages import Instruction, MemoryQuery, Message, Percept
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.index import Embedders, l2n, query_vectors
+from engram.memory.store import Record, Store
+from engram.runtime.messages import Instruction, MemoryQuery, Message, Percept
 
 __all__ = [  # noqa: F822 - PerceptualCognitiveBank comes from the module __getattr__
     "PerceptualCognitiveBank",
@@ -98,7 +98,7 @@ def timestep_encoding(t: Any, dim: int, *, period: float = 10_000.0) -> Any:
 
 
 def _module_classes() -> tuple[type, type]:
-    """Build the torch classes on first use (keeps ``import memory.working`` light)."""
+    """Build the torch classes on first use (keeps ``import engram.memory.working`` light)."""
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES

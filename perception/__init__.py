@@ -2,20 +2,20 @@
 
 Public surface (imported lazily, so ``import perception`` loads no torch):
 
-- ``perception.encoders``: ``Encoder`` (ABC), ``TorchEncoder`` (the shared lazy load,
+- ``engram.perception.encoders``: ``Encoder`` (ABC), ``TorchEncoder`` (the shared lazy load,
   device and batched no-grad inference of torch models), ``embed_in_batches``,
-  ``ENCODERS`` registry, ``make_encoder``, ``l2_normalize``. Implementations: ``perception.clip.ClipEncoder`` (open_clip image +
-  text), ``perception.text.MiniLMEncoder`` (sentences, 384-d).
-- ``perception.keyframes``: ``KeyframeSelector``, ``KeyframeConfig``, ``thumbnail``.
-- ``perception.geometry``: ``backproject``, ``voxel_downsample``, ``object_boxes_3d``,
+  ``ENCODERS`` registry, ``make_encoder``, ``l2_normalize``. Implementations: ``engram.perception.clip.ClipEncoder`` (open_clip image +
+  text), ``engram.perception.text.MiniLMEncoder`` (sentences, 384-d).
+- ``engram.perception.keyframes``: ``KeyframeSelector``, ``KeyframeConfig``, ``thumbnail``.
+- ``engram.perception.geometry``: ``backproject``, ``voxel_downsample``, ``object_boxes_3d``,
   ``check_pose``, ``GeometryError``.
-- ``perception.objects``: ``ObjectExtractor``, ``ObjectsConfig``, ``Objects``,
+- ``engram.perception.objects``: ``ObjectExtractor``, ``ObjectsConfig``, ``Objects``,
   ``propose_regions``.
-- ``perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
+- ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
   proposals across frames), ``TrackerConfig``, ``box_iou``.
-- ``perception.audio``: ``AudioSegmenter`` (VAD + sound events), ``SpeechRecognizer``
+- ``engram.perception.audio``: ``AudioSegmenter`` (VAD + sound events), ``SpeechRecognizer``
   (whisper), ``detect_segments``, ``to_mono_16k``.
-- ``perception.node``: ``PerceptionNode`` (node type ``perception``), ``PerceptionConfig``.
+- ``engram.perception.node``: ``PerceptionNode`` (node type ``perception``), ``PerceptionConfig``.
 """
 
 from __future__ import annotations
@@ -42,21 +42,21 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ENCODERS": "perception.encoders",
-    "Encoder": "perception.encoders",
-    "make_encoder": "perception.encoders",
-    "ClipEncoder": "perception.clip",
-    "MiniLMEncoder": "perception.text",
-    "KeyframeSelector": "perception.keyframes",
-    "backproject": "perception.geometry",
-    "voxel_downsample": "perception.geometry",
-    "ObjectExtractor": "perception.objects",
-    "ObjectTracker": "perception.tracking",
-    "TrackerConfig": "perception.tracking",
-    "AudioSegmenter": "perception.audio",
-    "SpeechRecognizer": "perception.audio",
-    "PerceptionConfig": "perception.node",
-    "PerceptionNode": "perception.node",
+    "ENCODERS": "engram.perception.encoders",
+    "Encoder": "engram.perception.encoders",
+    "make_encoder": "engram.perception.encoders",
+    "ClipEncoder": "engram.perception.clip",
+    "MiniLMEncoder": "engram.perception.text",
+    "KeyframeSelector": "engram.perception.keyframes",
+    "backproject": "engram.perception.geometry",
+    "voxel_downsample": "engram.perception.geometry",
+    "ObjectExtractor": "engram.perception.objects",
+    "ObjectTracker": "engram.perception.tracking",
+    "TrackerConfig": "engram.perception.tracking",
+    "AudioSegmenter": "engram.perception.audio",
+    "SpeechRecognizer": "engram.perception.audio",
+    "PerceptionConfig": "engram.perception.node",
+    "PerceptionNode": "engram.perception.node",
 }
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.encoders import l2_normalize, resolve_device
+from engram.perception.encoders import l2_normalize, resolve_device
 
 __all__ = [
     "RANDOM_DIMS",

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perception.encoders import (
+from engram.perception.encoders import (
     EncoderError,
     TorchEncoder,
     check_images,

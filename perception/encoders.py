@@ -211,8 +211,8 @@ def embed_in_batches(
 
 # name -> "module:Class"; strings so that the registry imports nothing heavy.
 ENCODERS: dict[str, str] = {
-    "clip": "perception.clip:ClipEncoder",
-    "minilm": "perception.text:MiniLMEncoder",
+    "clip": "engram.perception.clip:ClipEncoder",
+    "minilm": "engram.perception.text:MiniLMEncoder",
 }
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.messages import pose_problem
+from engram.runtime.messages import pose_problem
 
 __all__ = [
     "Cloud",

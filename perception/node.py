@@ -26,7 +26,7 @@ Frames, in stages (each timed; p50/p95 in the heartbeat's ``latency_ms``):
    receipt to publish, ``queue_wait`` receipt to batch start.
 
 Object ids: the simulator's segmentation ids are stable and pass through. Real-camera
-proposals (no segmentation) go through an ``ObjectTracker`` (``perception.tracking``,
+proposals (no segmentation) go through an ``ObjectTracker`` (``engram.perception.tracking``,
 settings in ``tracker``), one per ``Frame.camera`` (at most ``MAX_TRACKED_CAMERAS``,
 the least recently used forgotten), all drawing ids from one counter, so a
 Percept's ``object_ids`` and ``point_object_ids`` name the same physical object
@@ -64,7 +64,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perception.audio import (
+from engram.perception.audio import (
     AudioSegment,
     AudioSegmenter,
     SegmenterConfig,
@@ -72,13 +72,13 @@ from perception.audio import (
     WhisperConfig,
     to_mono_16k,
 )
-from perception.encoders import Encoder, make_encoder
-from perception.geometry import backproject, voxel_downsample
-from perception.keyframes import CheapDecision, KeyframeConfig, KeyframeSelector, thumbnail
-from perception.objects import ObjectExtractor, Objects, ObjectsConfig
-from perception.tracking import ObjectTracker, TrackerConfig, track_id_source
-from runtime.messages import AudioChunk, Frame, Percept, SoundEvent, Transcript
-from runtime.node import Input, Node, NodeConfig, Output
+from engram.perception.encoders import Encoder, make_encoder
+from engram.perception.geometry import backproject, voxel_downsample
+from engram.perception.keyframes import CheapDecision, KeyframeConfig, KeyframeSelector, thumbnail
+from engram.perception.objects import ObjectExtractor, Objects, ObjectsConfig
+from engram.perception.tracking import ObjectTracker, TrackerConfig, track_id_source
+from engram.runtime.messages import AudioChunk, Frame, Percept, SoundEvent, Transcript
+from engram.runtime.node import Input, Node, NodeConfig, Output
 
 __all__ = [
     "DROP_POLICY",
@@ -100,7 +100,7 @@ MAX_TRACKED_CAMERAS = 16
 class PerceptionConfig(NodeConfig):
     """Settings of ``PerceptionNode``. Nested configs accept dicts (launch YAML)."""
 
-    # image encoder registered in perception.encoders.ENCODERS (needs image + text for labels)
+    # image encoder registered in engram.perception.encoders.ENCODERS (needs image + text for labels)
     encoder: str = "clip"
     # open_clip architecture (ViT-B-32, engram-vit-small, engram-vit-tiny, ...)
     model_name: str = "engram-vit-small"

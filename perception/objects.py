@@ -15,7 +15,7 @@
   region embedding is compared with the CLIP text embeddings of
   ``prompt_template.format(word)`` for every word of ``vocabulary``; the softmax
   probability of the best word (``label_logit_scale`` as in CLIP) is its confidence.
-  Proposal ids from ``extract`` are frame-local (0..K-1); ``perception.tracking``'s
+  Proposal ids from ``extract`` are frame-local (0..K-1); ``engram.perception.tracking``'s
   ``ObjectTracker`` turns them into persistent track ids across frames (the
   ``PerceptionNode`` does so per camera, unless ``tracker.enabled`` is False).
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perception.encoders import Encoder
-from perception.geometry import Cloud, object_boxes_3d
+from engram.perception.encoders import Encoder
+from engram.perception.geometry import Cloud, object_boxes_3d
 
 __all__ = [
     "DEFAULT_VOCABULARY",
@@ -114,7 +114,7 @@ class ObjectsConfig:
 
 @dataclass
 class Objects:
-    """K objects of one frame (arrays as in ``runtime.messages.Percept``)."""
+    """K objects of one frame (arrays as in ``engram.runtime.messages.Percept``)."""
 
     ids: np.ndarray  # (K,) int32
     labels: list[str]  # K strings

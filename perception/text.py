@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perception.encoders import TorchEncoder, check_texts, resolve_device
+from engram.perception.encoders import TorchEncoder, check_texts, resolve_device
 
 __all__ = ["MiniLMConfig", "MiniLMEncoder", "minilm_model_path"]
 

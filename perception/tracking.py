@@ -1,6 +1,6 @@
 """Multi-object tracking: persistent ids for object proposals across frames.
 
-Real-camera proposals (``perception.objects``) are numbered 0..K-1 in each frame; an
+Real-camera proposals (``engram.perception.objects``) are numbered 0..K-1 in each frame; an
 ``ObjectTracker`` gives each one the id of the *track* (the physical object seen over
 many frames) it belongs to, so downstream memory can tell one object seen a hundred
 times from a hundred objects. The simulator's segmentation ids are already stable
@@ -78,7 +78,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perception.objects import Objects
+from engram.perception.objects import Objects
 
 __all__ = ["ObjectTracker", "TrackerConfig", "box_iou", "track_id_source"]
 

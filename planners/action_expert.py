@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from planners.diffusion import NoiseSchedule, NoiseScheduleConfig
+from engram.planners.diffusion import NoiseSchedule, NoiseScheduleConfig
 
 __all__ = ["ActionExpert", "ActionExpertConfig", "prepare_images", "resolve_device"]
 
@@ -271,7 +271,7 @@ def _make_bank(cfg: ActionExpertConfig):  # noqa: ANN202 - nn.Module
     It stores the *current* (unfused) tokens of each step (``write_fused=False``): that is
     what a training sample's memory holds too (its past steps, encoded independently).
     """
-    from memory.working import PerceptualCognitiveBank, WorkingConfig
+    from engram.memory.working import PerceptualCognitiveBank, WorkingConfig
 
     return PerceptualCognitiveBank(
         WorkingConfig(

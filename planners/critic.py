@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from planners.skills import Skill, Verdict, WorldView
+from engram.planners.skills import Skill, Verdict, WorldView
 
 __all__ = [
     "Critic",

@@ -134,12 +134,12 @@ class Pipeline:
     before_question: Any = None  # callback(pipeline, env) at each step (memory QA)
 
     def __post_init__(self) -> None:
-        from perception.node import PerceptionConfig, PerceptionNode
-        from planners.node import PlannerNode, PlannerNodeConfig
-        from planners.skills import ROBOT_LABELS
-        from runtime.bus import InProcBus
-        from sim.node import SimNode, SimNodeConfig
-        from sim.tasks import TASKS
+        from engram.perception.node import PerceptionConfig, PerceptionNode
+        from engram.planners.node import PlannerNode, PlannerNodeConfig
+        from engram.planners.skills import ROBOT_LABELS
+        from engram.runtime.bus import InProcBus
+        from engram.sim.node import SimNode, SimNodeConfig
+        from engram.sim.tasks import TASKS
 
         cfg = self.config
         if self.task not in TASKS:
@@ -274,7 +274,7 @@ class Pipeline:
     def _publish_hold(self) -> None:
         import numpy as np
 
-        from runtime.messages import ActionChunk
+        from engram.runtime.messages import ActionChunk
 
         env = self.sim.env
         space = env.controller.space
@@ -288,7 +288,7 @@ class Pipeline:
         )
 
     def _after_episode(self, report: dict[str, Any], env: Any) -> None:
-        from runtime.messages import PlanStep
+        from engram.runtime.messages import PlanStep
 
         report["ground_truth_log"] = env.ground_truth()
         self.settle()
@@ -351,7 +351,7 @@ class Pipeline:
 def make_memory_node(config: EvalConfig, *, bus: Any, root: str = "") -> Any:
     """The memory node the evaluation (and ``engram demo``) uses: no periodic
     consolidation (lockstep); ``root``: persist to this directory ("" = in memory)."""
-    from memory.node import MemoryNode, MemoryNodeConfig
+    from engram.memory.node import MemoryNode, MemoryNodeConfig
 
     return MemoryNode(
         MemoryNodeConfig(
@@ -371,7 +371,7 @@ def make_memory_node(config: EvalConfig, *, bus: Any, root: str = "") -> Any:
 
 
 def _chance(task: str) -> float:
-    from sim.envs import make
+    from engram.sim.envs import make
 
     env = make(task)
     try:
@@ -437,7 +437,7 @@ def evaluate_lifelong(
     for task in tasks:
         by_attempt = [0] * cfg.attempts
         details = []
-        from runtime.bus import InProcBus
+        from engram.runtime.bus import InProcBus
 
         for layout in range(layouts):
             bus = InProcBus(f"lifelong-{task}-{seed + layout}")
@@ -603,7 +603,7 @@ def run(args: argparse.Namespace) -> int:
         print("engram eval: --episodes must be >= 1", file=sys.stderr)
         return 2
     if args.what == "memory-qa":
-        from planners.memory_qa import run_memory_qa
+        from engram.planners.memory_qa import run_memory_qa
 
         return run_memory_qa(
             episodes=args.episodes, seed=args.seed, json_path=args.json, config=cfg

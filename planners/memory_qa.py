@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from planners.planner import Grounding, MemoryClient
+from engram.planners.planner import Grounding, MemoryClient
 
 __all__ = [
     "QUESTION_TYPES",
@@ -407,8 +407,8 @@ def evaluate_memory_qa(
     list of scores and their summary (median error or accuracy)."""
     import time
 
-    from memory.index import load_text_embedder
-    from planners.evaluate import EvalConfig, Pipeline
+    from engram.memory.index import load_text_embedder
+    from engram.planners.evaluate import EvalConfig, Pipeline
 
     cfg = config or EvalConfig()
     embed = load_text_embedder("minilm")

@@ -15,7 +15,7 @@ Each ``step()`` builds a ``WorldView`` from the latest percepts (within
 from now on: the rest of the current chunk, or, when it is used up, the next
 chunk from the ``ClosedLoop`` (plan -> act -> critic -> replan). Publishing the
 remaining actions at every step is a receding horizon: a robot that executes
-only the newest chunk (``sim.node.SimNode``) does the same thing whether it
+only the newest chunk (``engram.sim.node.SimNode``) does the same thing whether it
 waits for a chunk every step or not.
 
 ``autotick`` (default) calls ``step()`` for every ``RobotState`` as soon as a
@@ -25,13 +25,13 @@ evaluation harness turns it off and calls ``step()`` itself once the whole
 pipeline has settled, so that runs are reproducible.
 
 While a task runs, lamp-like objects that light up in the percepts (see
-``planners.skills.SceneMonitor``) are reported as ``observe`` plan steps (skill
+``engram.planners.skills.SceneMonitor``) are reported as ``observe`` plan steps (skill
 ``observe``, args ``{"event": "light_on", "object": label}``), so the order of
 the lights is in episodic memory when the planner asks for it.
 
 ``use_memory: false`` is the ablation: no recall (the planner sees the current
 view only) and no lifelong learning; plan steps are still published.
-``planner: llm`` with ``reasoner_url`` uses ``planners.reasoner.LLMPlanner``
+``planner: llm`` with ``reasoner_url`` uses ``engram.planners.reasoner.LLMPlanner``
 (an OpenAI-compatible endpoint) and falls back to the rule-based planner.
 """
 
@@ -46,11 +46,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from planners.critic import Critic, LoopConfig, LoopDetector
-from planners.planner import ClosedLoop, Grounding, MemoryClient, Planner, RuleBasedPlanner
-from planners.skills import SceneMonitor, SkillConfig, WorldView
-from runtime.messages import ActionChunk, Instruction, MemoryQuery, Percept, PlanStep, RobotState
-from runtime.node import Input, Node, NodeConfig, Output
+from engram.planners.critic import Critic, LoopConfig, LoopDetector
+from engram.planners.planner import ClosedLoop, Grounding, MemoryClient, Planner, RuleBasedPlanner
+from engram.planners.skills import SceneMonitor, SkillConfig, WorldView
+from engram.runtime.messages import (
+    ActionChunk,
+    Instruction,
+    MemoryQuery,
+    Percept,
+    PlanStep,
+    RobotState,
+)
+from engram.runtime.node import Input, Node, NodeConfig, Output
 
 __all__ = ["PLANNERS", "PlannerNode", "PlannerNodeConfig", "make_planner"]
 
@@ -91,7 +98,7 @@ PLANNERS: dict[str, Any] = {
 
 
 def _llm_planner(cfg: PlannerNodeConfig) -> Planner:
-    from planners.reasoner import LLMPlanner, OpenAIReasoner
+    from engram.planners.reasoner import LLMPlanner, OpenAIReasoner
 
     if not cfg.reasoner_url:
         raise ValueError("planner 'llm' needs reasoner_url (an OpenAI-compatible server)")

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from planners.critic import Critic, LoopDetector, subgoal_key, world_signature
-from planners.skills import (
+from engram.planners.critic import Critic, LoopDetector, subgoal_key, world_signature
+from engram.planners.skills import (
     ARM_SPACE,
     SkillConfig,
     SkillError,
@@ -60,7 +60,7 @@ from planners.skills import (
     make_skill,
     resolve_label,
 )
-from runtime.messages import Instruction, MemoryQuery, PlanStep, Recall
+from engram.runtime.messages import Instruction, MemoryQuery, PlanStep, Recall
 
 __all__ = [
     "SOUND_BANDS_HZ",

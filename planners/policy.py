@@ -1,6 +1,6 @@
 """``Policy``: observation -> chunk of future actions; ``ActionExpertPolicy`` wraps the
 learned diffusion action expert (the scripted one of the simulator is
-``sim.policies.ExpertPolicy``).
+``engram.sim.policies.ExpertPolicy``).
 
 Lifecycle::
 
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from runtime.messages import ActionChunk
+from engram.runtime.messages import ActionChunk
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class ActionExpertPolicy(Policy):
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: str | Path) -> Path:
-        from planners.train import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
+        from engram.planners.train import CHECKPOINT_FORMAT, CHECKPOINT_NAME, save_checkpoint
 
         path = Path(path).expanduser()
         if path.suffix != ".pt":
@@ -235,8 +235,8 @@ class ActionExpertPolicy(Policy):
     ) -> ActionExpertPolicy:
         """``weights``: ``ema`` (the moving average, when the checkpoint has one) or
         ``raw`` (the optimiser's current weights)."""
-        from planners.action_expert import ActionExpert, ActionExpertConfig, resolve_device
-        from planners.train import load_checkpoint
+        from engram.planners.action_expert import ActionExpert, ActionExpertConfig, resolve_device
+        from engram.planners.train import load_checkpoint
 
         device = resolve_device(device)
         payload = load_checkpoint(path, device=device)
@@ -276,7 +276,7 @@ def _state(observation: Mapping[str, Any], cfg: Any) -> np.ndarray:
 
 
 def _image(observation: Mapping[str, Any], size_px: int) -> np.ndarray:
-    from planners.action_expert import prepare_images
+    from engram.planners.action_expert import prepare_images
 
     value = observation.get("image", observation.get("rgb"))
     if value is None:

@@ -1,6 +1,6 @@
 """An optional LLM reasoner behind an interface, over an OpenAI-compatible HTTP endpoint.
 
-The default planner (``planners.planner.RuleBasedPlanner``) needs no language model.
+The default planner (``engram.planners.planner.RuleBasedPlanner``) needs no language model.
 With a local server on the user's machine (llama.cpp ``server``, vLLM, Ollama, LM
 Studio: anything that answers ``POST <url>/v1/chat/completions``) the ``LLMPlanner``
 asks it for the plan and, after a failure, for the rest of the plan:
@@ -30,8 +30,15 @@ import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
 
-from planners.planner import Plan, PlanContext, Planner, RuleBasedPlanner, Subgoal, detect_task
-from planners.skills import SKILLS, Verdict
+from engram.planners.planner import (
+    Plan,
+    PlanContext,
+    Planner,
+    RuleBasedPlanner,
+    Subgoal,
+    detect_task,
+)
+from engram.planners.skills import SKILLS, Verdict
 
 __all__ = ["LLMPlanner", "OpenAIReasoner", "Reasoner", "ReasonerError", "parse_steps"]
 

@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from runtime.messages import Percept, RobotState
+from engram.runtime.messages import Percept, RobotState
 
 __all__ = [
     "ARM_SPACE",

@@ -190,7 +190,7 @@ def _read_sim_episode(
             raise ValueError(f"{path}: training with images needs obs.rgb (collect with --images)")
         rgb = np.asarray(data["obs.rgb"])
         _check_images(path, rgb, steps, "obs.rgb")
-        from planners.action_expert import prepare_images
+        from engram.planners.action_expert import prepare_images
 
         images = prepare_images(rgb, image_size_px)
     phase = np.asarray(data["phase"]) if "phase" in data.files else np.ones(steps, np.uint8)
@@ -233,7 +233,7 @@ def _read_plain_episode(path: Path, data: Any, image_size_px: int) -> Episode:
             raise ValueError(f"{path}: training with images needs an 'images' field")
         raw = np.asarray(data["images"])
         _check_images(path, raw, steps, "images")
-        from planners.action_expert import prepare_images
+        from engram.planners.action_expert import prepare_images
 
         images = prepare_images(raw, image_size_px)
     emb = None
@@ -349,7 +349,7 @@ TextEmbedder = Callable[[Sequence[str]], np.ndarray]  # B strings -> (B, E) floa
 
 
 def _minilm_embedder() -> TextEmbedder:
-    from perception.encoders import make_encoder
+    from engram.perception.encoders import make_encoder
 
     return make_encoder("minilm").encode_texts
 
@@ -548,14 +548,14 @@ def train(
     True stops the run early, after writing a checkpoint (Ctrl-C does the same).
     Returns the checkpoint path.
     """
-    from sim import preload_triton
+    from engram.sim import preload_triton
 
     # The optimiser imports torch._dynamo, hence triton: load it before any GL context
     # maps Mesa's libLLVM (or disable it when one already has; sim/_gl.py explains).
     preload_triton()
     import torch
 
-    from planners.action_expert import resolve_device
+    from engram.planners.action_expert import resolve_device
 
     tcfg = train_config or TrainConfig()
     if steps is not None:
@@ -590,7 +590,7 @@ class _Run:
     def setup(self, expert_config: Any, *, resume: bool, text_embedder: Any) -> None:
         import torch
 
-        from planners.action_expert import ActionExpert, ActionExpertConfig
+        from engram.planners.action_expert import ActionExpert, ActionExpertConfig
 
         tcfg = self.tcfg
         payload = None
@@ -801,7 +801,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planners.action_expert import ActionExpertConfig
+    from engram.planners.action_expert import ActionExpertConfig
 
     ecfg = ActionExpertConfig(use_memory=not args.no_memory, image_size_px=max(0, args.images))
     if args.horizon:

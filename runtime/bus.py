@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime.messages import Message
+from engram.runtime.messages import Message
 
 __all__ = [
     "Bus",
@@ -326,7 +326,7 @@ def make_bus(url: str = "inproc://default", **options: object) -> Bus:
                 bus = _INPROC_BUSES[name] = InProcBus(name)
             return bus
     if url.startswith(("ipc://", "tcp://")):
-        from runtime.zmq_bus import ZmqBus  # pyzmq only when asked for
+        from engram.runtime.zmq_bus import ZmqBus  # pyzmq only when asked for
 
         return ZmqBus(url, **options)  # type: ignore[arg-type]
     raise ValueError(f"unknown bus URL {url!r}: use inproc://NAME, ipc://PATH or tcp://HOST:PORT")

@@ -17,16 +17,16 @@ import sys
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("runtime.demo", "run the main job: a MuJoCo episode through the full pipeline"),
-    "launch": ("runtime.launcher", "start (or --check) a declarative launch graph (YAML)"),
-    "record": ("runtime.recorder", "record bus topics to an MCAP file"),
-    "replay": ("runtime.replay", "replay an MCAP recording or a ROS 2 bag onto the bus"),
-    "keys": ("runtime.keys", "make a ZeroMQ CURVE key pair for a node"),
-    "sim": ("sim.cli", "simulation tools: list tasks, run or collect demonstrations"),
-    "train": ("planners.train", "train the memory-conditioned action expert"),
-    "eval": ("planners.evaluate", "evaluate task success or memory QA (JSON as BENCH.md)"),
-    "live": ("runtime.live", "live webcam/mic demo with a web page"),
-    "memory": ("memory.cli", "look into a memory store on disk: info, ask, export, import"),
+    "demo": ("engram.runtime.demo", "run the main job: a MuJoCo episode through the full pipeline"),
+    "launch": ("engram.runtime.launcher", "start (or --check) a declarative launch graph (YAML)"),
+    "record": ("engram.runtime.recorder", "record bus topics to an MCAP file"),
+    "replay": ("engram.runtime.replay", "replay an MCAP recording or a ROS 2 bag onto the bus"),
+    "keys": ("engram.runtime.keys", "make a ZeroMQ CURVE key pair for a node"),
+    "sim": ("engram.sim.cli", "simulation tools: list tasks, run or collect demonstrations"),
+    "train": ("engram.planners.train", "train the memory-conditioned action expert"),
+    "eval": ("engram.planners.evaluate", "evaluate task success or memory QA (JSON as BENCH.md)"),
+    "live": ("engram.runtime.live", "live webcam/mic demo with a web page"),
+    "memory": ("engram.memory.cli", "look into a memory store on disk: info, ask, export, import"),
 }
 
 _EPILOG = """\

@@ -12,7 +12,7 @@ A message is one **header frame** followed by **one raw buffer per array field**
 
 The header map (msgpack, str keys) holds:
 
-    "t": str               message type name, a key of ``runtime.messages.MESSAGE_TYPES``
+    "t": str               message type name, a key of ``engram.runtime.messages.MESSAGE_TYPES``
     "v": int               schema version of that type (``cls.SCHEMA``); must match
     "s": int               stamp_ns
     "q": int               seq
@@ -61,7 +61,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from runtime.messages import MESSAGE_TYPES, Message
+from engram.runtime.messages import MESSAGE_TYPES, Message
 
 __all__ = [
     "HEADER_MAGIC",

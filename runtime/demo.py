@@ -59,7 +59,7 @@ def add_arguments(parser: Any) -> None:
         "--graph", default=None, help="another graph with a 'camera' and a 'stats' node"
     )
     parser.add_argument("--duration-s", type=float, default=5.0, help="how long to stream")
-    from runtime.live import add_rerun_argument
+    from engram.runtime.live import add_rerun_argument
 
     add_rerun_argument(parser)
 
@@ -95,8 +95,8 @@ def run_sim(
 
     from tqdm import tqdm
 
-    from planners.evaluate import EvalConfig, Pipeline, make_memory_node
-    from runtime.bus import InProcBus
+    from engram.planners.evaluate import EvalConfig, Pipeline, make_memory_node
+    from engram.runtime.bus import InProcBus
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +115,8 @@ def run_sim(
         pipeline.sim.config.ground_truth_dir = str(out / "ground_truth")
         extra = []
         if rerun is not None:
-            from runtime.live import rerun_config
-            from runtime.viz import RerunNode
+            from engram.runtime.live import rerun_config
+            from engram.runtime.viz import RerunNode
 
             extra.append(RerunNode(rerun_config(rerun, name="engram-demo"), bus=bus, name="rerun"))
         memory.start()
@@ -204,8 +204,8 @@ def run_synthetic(
     import yaml
     from tqdm import tqdm
 
-    from runtime.demo_nodes import SyntheticCameraConfig
-    from runtime.launcher import GraphError, Launch
+    from engram.runtime.demo_nodes import SyntheticCameraConfig
+    from engram.runtime.launcher import GraphError, Launch
 
     try:
         data = yaml.safe_load(Path(graph).read_text(encoding="utf-8"))
@@ -269,7 +269,7 @@ class _Heartbeats:
     """The latest heartbeat per node: asked directly of in-process nodes, else from the bus."""
 
     def __init__(self, launch: Any) -> None:
-        from runtime.node import HEARTBEAT_TOPIC
+        from engram.runtime.node import HEARTBEAT_TOPIC
 
         self._launch = launch
         self._last: dict[str, Any] = {}
@@ -278,7 +278,7 @@ class _Heartbeats:
         self._thread.start()
 
     def _run(self) -> None:
-        from runtime.bus import BusClosed
+        from engram.runtime.bus import BusClosed
 
         while True:
             try:
@@ -301,7 +301,7 @@ class _Heartbeats:
 
 def _rerun_spec(flag: str, cam_spec: dict[str, Any]) -> dict[str, Any]:
     """A launch-graph node logging the camera's frames to Rerun (``--rerun``)."""
-    from runtime.live import rerun_config
+    from engram.runtime.live import rerun_config
 
     cfg = rerun_config(flag, name="engram-demo", ports=["frames"])
     frames = (cam_spec.get("topics") or {}).get("frames", "/frames")

@@ -9,7 +9,7 @@
   and reports through its heartbeat (counters ``frames``, ``seq_gaps``,
   ``seq_resets``; latency_ms ``p50``, ``p95``, ``max``).
 
-Both are registered in ``runtime.node.NODE_TYPES`` as ``synthetic_camera`` and
+Both are registered (``engram.runtime.registry``, kind ``node``) as ``synthetic_camera`` and
 ``frame_stats``.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import Frame
-from runtime.node import Input, Node, NodeConfig, Output
+from engram.runtime.messages import Frame
+from engram.runtime.node import Input, Node, NodeConfig, Output
 
 __all__ = ["FrameStats", "FrameStatsConfig", "SyntheticCamera", "SyntheticCameraConfig"]
 

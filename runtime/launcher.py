@@ -14,7 +14,7 @@ A launch graph is YAML data (never code)::
       allowed_keys_dir: keys/peers        # optional; other machines' public keys let in
     nodes:
       - name: camera                # unique within the graph
-        type: synthetic_camera      # a key of runtime.node.NODE_TYPES
+        type: synthetic_camera      # a registered node type (engram.runtime.registry, kind 'node')
         params: {rate_hz: 15}       # fields of the node class's Config dataclass
         topics: {frames: /frames}   # port -> topic remaps (default topic: /<port>)
         process: sensors            # optional: nodes of one group share an OS process
@@ -32,7 +32,7 @@ launcher serves the ZeroMQ broker, starts one child process per group (see
 ``runtime/supervisor.py``), and runs group-less nodes as its own threads.
 
 curve: the broker, the launcher and every process group use the graph's key pair
-(``runtime.zmq_bus.CurveConfig``), so a peer without an allowed key (the pair itself,
+(``engram.runtime.zmq_bus.CurveConfig``), so a peer without an allowed key (the pair itself,
 or one in ``allowed_keys_dir``) can neither read the bus nor join it. Relative paths
 are relative to the graph file. Needs an ``ipc://`` or ``tcp://`` bus.
 
@@ -68,17 +68,17 @@ import sys
 import tempfile
 import threading
 import time
-import types
-import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.bus import Bus, InProcBus, make_bus
-from runtime.messages import MESSAGE_TYPES
-from runtime.node import HEARTBEAT_TOPIC, NODE_TYPES, Node, load_node_class
-from runtime.supervisor import ManagedProcess, RestartPolicy, Supervisor
+from engram.runtime import registry
+from engram.runtime.bus import Bus, InProcBus, make_bus
+from engram.runtime.config import config_problems, make_config
+from engram.runtime.messages import MESSAGE_TYPES
+from engram.runtime.node import HEARTBEAT_TOPIC, Node, load_node_class
+from engram.runtime.supervisor import ManagedProcess, RestartPolicy, Supervisor
 
 __all__ = [
     "GraphError",
@@ -86,7 +86,9 @@ __all__ = [
     "NodeSpec",
     "add_arguments",
     "build_node",
-    "make_config",
+    "build_nodes",
+    "graph_path",
+    "load_graph",
     "run",
     "start_order",
 ]
@@ -127,25 +129,81 @@ class NodeSpec:
 # building nodes (shared by the launcher and its child processes)
 
 
-def make_config(cls: type[Node], params: dict[str, Any], *, node: str = "") -> Any:
-    """``cls.Config(**params)`` after checking names and simple types.
-
-    Raises ``GraphError``-style ``ValueError`` listing unknown params and params of
-    the wrong type (ints are accepted for floats, lists for tuples).
-    """
-    config, problems = _make_config(cls, params, node=node)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return config
-
-
 def build_node(spec: dict[str, Any] | NodeSpec, bus: Bus) -> Node:
     """Import, configure and construct one node on ``bus`` (not started)."""
     if isinstance(spec, NodeSpec):
         spec = spec.child_spec()
     cls = load_node_class(spec["type"])
-    config = make_config(cls, spec.get("params") or {}, node=spec["name"])
+    where = f"node {spec['name']!r} ({cls.__name__})"
+    config = make_config(cls.Config, spec.get("params") or {}, where=where)
     return cls(config, name=spec["name"], bus=bus, topics=spec.get("topics") or {})
+
+
+def graph_path(name: str | os.PathLike[str]) -> Path:
+    """A graph file: a path as given, or a name of the project's ``launch/`` folder
+    (``"sim_full"`` -> ``launch/sim_full.yaml``; ``ENGRAM_LAUNCH_DIR`` overrides the folder)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    folder = os.environ.get("ENGRAM_LAUNCH_DIR") or Path(__file__).resolve().parents[1] / "launch"
+    return Path(folder) / f"{path.name}.yaml"
+
+
+def load_graph(
+    name: str | os.PathLike[str],
+    *,
+    params: dict[str, dict[str, Any]] | None = None,
+    drop: Iterable[str] = (),
+) -> dict[str, Any]:
+    """A launch graph's data with overrides: ``params`` merges into each named node's
+    params (nested dicts merged key by key), ``drop`` removes nodes by name. Unknown node
+    names in either are an error (``GraphError``): a typo must not silently do nothing."""
+    import copy
+
+    import yaml
+
+    path = graph_path(name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GraphError(str(path), [f"cannot read the graph file: {exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise GraphError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise GraphError(str(path), ["a launch graph must be a mapping with a 'nodes' list"])
+    data = copy.deepcopy(data)
+    names = [n.get("name") for n in data["nodes"] if isinstance(n, dict)]
+    unknown = sorted((set(params or {}) | set(drop)) - set(names))
+    if unknown:
+        raise GraphError(str(path), [f"overrides name unknown node(s) {unknown}; nodes: {names}"])
+    data["nodes"] = [n for n in data["nodes"] if n.get("name") not in set(drop)]
+    for node in data["nodes"]:
+        extra = (params or {}).get(node.get("name"))
+        if extra:
+            node["params"] = _merge(node.get("params") or {}, extra)
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_nodes(graph: dict[str, Any], bus: Bus, *, source: str = "<graph>") -> dict[str, Node]:
+    """Validate ``graph`` and construct its nodes on ``bus`` (not started), by name, in the
+    graph's order. For callers that drive the nodes themselves (the lockstep evaluation);
+    ``Launch`` is the way to run a graph. ``GraphError`` lists every problem."""
+    launch = Launch(graph, source=source, status=None)
+    problems = launch.validate()
+    if problems:
+        raise GraphError(source, problems)
+    return {spec.name: build_node(spec, bus) for spec in launch.specs}
 
 
 def start_order(nodes: Sequence[Node]) -> list[Node]:
@@ -176,90 +234,6 @@ def start_order(nodes: Sequence[Node]) -> list[Node]:
             placed.add(i)
         remaining = [i for i in remaining if i not in placed]
     return [nodes[i] for i in order]
-
-
-def _type_name(hint: Any) -> str:
-    if hint is type(None):
-        return "None"
-    if isinstance(hint, type):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
-
-
-def _check_value(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Whether ``value`` fits a simple type hint, and the value converted to it."""
-    origin = typing.get_origin(hint)
-    if hint is Any or hint is object:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            ok, converted = _check_value(value, arg)
-            if ok:
-                return True, converted
-        return False, value
-    if origin is typing.Literal:
-        return value in typing.get_args(hint), value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if hint is str:
-        return isinstance(value, str), value
-    container = origin or hint
-    if container in (list, Sequence):
-        return isinstance(value, list), value
-    if container is tuple:
-        if isinstance(value, (list, tuple)):
-            return True, tuple(value)
-        return False, value
-    if container is dict:
-        return isinstance(value, dict), value
-    return True, value  # a type this check does not know: let the Config decide
-
-
-def _make_config(cls: type[Node], params: Any, *, node: str) -> tuple[Any, list[str]]:
-    where = f"node {node!r} ({getattr(cls, '__name__', cls)})"
-    config_cls = cls.Config
-    if not isinstance(params, dict):
-        return None, [f"{where}: params must be a mapping, got {type(params).__name__}"]
-    if not dataclasses.is_dataclass(config_cls):
-        return None, [f"{where}: its Config {config_cls!r} is not a dataclass"]
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    problems = []
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        problems.append(
-            f"{where}: unknown param(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(sorted(fields))}"
-        )
-    try:
-        hints = typing.get_type_hints(config_cls)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
-        hints = {}
-    values = {}
-    for key, value in params.items():
-        if key not in fields:
-            continue
-        hint = hints.get(key, Any)
-        ok, converted = _check_value(value, hint)
-        if not ok:
-            problems.append(
-                f"{where}: param {key!r} must be {_type_name(hint)}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-        values[key] = converted
-    if problems:
-        return None, problems
-    try:
-        return config_cls(**values), []
-    except Exception as exc:  # noqa: BLE001 - reported with the node's name
-        return None, [f"{where}: bad params: {exc}"]
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +276,7 @@ def curve_from_settings(curve: dict[str, str] | None) -> Any:
     """A graph's parsed ``curve`` section -> ``CurveConfig`` (None -> None)."""
     if not curve:
         return None
-    from runtime.zmq_bus import CurveConfig
+    from engram.runtime.zmq_bus import CurveConfig
 
     return CurveConfig.from_files(
         curve["secret_key"],
@@ -392,11 +366,11 @@ def _parse_node(raw: Any, index: int) -> tuple[NodeSpec | None, list[str]]:
         )
     type_name = raw.get("type")
     if not isinstance(type_name, str):
-        problems.append(f"{where}: 'type' is required (one of {', '.join(sorted(NODE_TYPES))})")
+        problems.append(f"{where}: 'type' is required (one of {', '.join(registry.known('node'))})")
         type_name = ""
-    elif type_name not in NODE_TYPES:
+    elif type_name not in registry.known("node"):
         problems.append(
-            f"{where}: unknown node type {type_name!r}; known: {', '.join(sorted(NODE_TYPES))}"
+            f"{where}: unknown node type {type_name!r}; known: {', '.join(registry.known('node'))}"
         )
     params = raw.get("params") or {}
     if not isinstance(params, dict):
@@ -464,15 +438,17 @@ def _validate(settings: dict[str, Any], specs: list[NodeSpec]) -> list[str]:
     services: dict[str, list[_Port]] = {}
     for spec in specs:
         where = f"node {spec.name!r}"
-        if spec.type not in NODE_TYPES:
+        if spec.type not in registry.known("node"):
             continue  # reported while parsing
         try:
             cls = load_node_class(spec.type)
         except Exception as exc:  # noqa: BLE001 - any import failure is a graph problem
             problems.append(f"{where}: cannot load node type {spec.type!r}: {exc}")
             continue
-        config, config_problems = _make_config(cls, spec.params, node=spec.name)
-        problems += config_problems
+        config, problems_here = config_problems(
+            cls.Config, spec.params, where=f"node {spec.name!r} ({cls.__name__})"
+        )
+        problems += problems_here
         if config is None:
             # Still check ports and wiring, with the default config.
             try:
@@ -669,7 +645,7 @@ class Launch:
         self.url = url
         curve = curve_from_settings(self._settings.get("curve"))
         if groups:
-            from runtime.zmq_bus import serve_broker
+            from engram.runtime.zmq_bus import serve_broker
 
             self._broker = serve_broker(url, curve=curve)
         self._status(f"{self.source}: bus {url}")
@@ -713,7 +689,7 @@ class Launch:
             argv = [
                 sys.executable,
                 "-m",
-                "runtime.supervisor",
+                "engram.runtime.supervisor",
                 "--spec",
                 str(spec_path),
                 "--group",

@@ -31,7 +31,7 @@ Python API::
         demo.hub.ask("where did I leave the mug?")
 
 ``rerun_config(flag, name=...)`` turns a ``--rerun [FILE.rrd]`` value into a
-``runtime.viz.RerunConfig`` and ``start_rerun_node(flag, bus)`` starts a
+``engram.runtime.viz.RerunConfig`` and ``start_rerun_node(flag, bus)`` starts a
 ``RerunNode`` with it; ``engram demo`` and ``engram replay`` use them too.
 """
 
@@ -47,9 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.bus import InProcBus
-from runtime.node import Node
-from runtime.sources import (
+from engram.runtime.bus import InProcBus
+from engram.runtime.node import Node
+from engram.runtime.sources import (
     CameraSource,
     CameraSourceConfig,
     MicrophoneSource,
@@ -107,7 +107,7 @@ def rerun_config(flag: str | None, *, name: str = "engram", ports: list[str] | N
     """
     if flag is None:
         return None
-    from runtime.viz import RerunConfig
+    from engram.runtime.viz import RerunConfig
 
     kwargs: dict[str, Any] = {"heartbeat_hz": 1.0}
     if ports is not None:
@@ -138,7 +138,7 @@ def start_rerun_node(flag: str | None, bus: Any, *, name: str = "engram") -> Nod
     )
     if cfg is None:
         return None
-    from runtime.viz import RerunNode
+    from engram.runtime.viz import RerunNode
 
     node = RerunNode(cfg, bus=bus, name="rerun")
     node.start()
@@ -175,7 +175,7 @@ class LiveDemo:
 
     # ---- building ---------------------------------------------------------------------
     def _perception_config(self) -> Any:
-        from perception.node import PerceptionConfig
+        from engram.perception.node import PerceptionConfig
 
         cfg = self.config
         random = cfg.random_weights
@@ -196,7 +196,7 @@ class LiveDemo:
 
     def _embedders(self, perception: Any) -> Any:
         """The memory's embedding spaces, reusing perception's loaded encoders."""
-        from memory.index import Embedders, load_text_embedder
+        from engram.memory.index import Embedders, load_text_embedder
 
         fns: dict[str, Any] = {}
         text_enc = perception.text_encoder
@@ -239,7 +239,7 @@ class LiveDemo:
             )
             self.microphone.configure()
         # 2. the page, served at once (and a taken port reported before the models load)
-        from runtime.web import LiveHub, LiveHubConfig, WebServer, make_app
+        from engram.runtime.web import LiveHub, LiveHubConfig, WebServer, make_app
 
         self.hub = LiveHub(LiveHubConfig(heartbeat_hz=1.0), bus=self.bus, name="web")
         self.server = WebServer(make_app(self.hub), host=cfg.host, port=cfg.port)
@@ -249,8 +249,8 @@ class LiveDemo:
         if self.on_serving is not None:
             self.on_serving(self.server.url)
         # 3. models
-        from memory.node import MemoryNode, MemoryNodeConfig
-        from perception.node import PerceptionNode
+        from engram.memory.node import MemoryNode, MemoryNodeConfig
+        from engram.perception.node import PerceptionNode
 
         perception = PerceptionNode(self._perception_config(), bus=self.bus, name="perception")
         perception.configure()
@@ -268,7 +268,7 @@ class LiveDemo:
             ports=["frames", "percepts", "recall", "transcripts", "heartbeat"],
         )
         if rerun_cfg is not None:
-            from runtime.viz import RerunNode
+            from engram.runtime.viz import RerunNode
 
             rerun = RerunNode(rerun_cfg, bus=self.bus, name="rerun")
             rerun.configure()

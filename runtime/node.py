@@ -34,10 +34,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from runtime.bus import Bus, BusClosed, Policy, Subscription, make_bus
-from runtime.messages import Heartbeat, Message, message_type
+from engram.runtime.bus import Bus, BusClosed, Policy, Subscription, make_bus
+from engram.runtime.config import make_config
+from engram.runtime.messages import Heartbeat, Message, message_type
 
 __all__ = ["HEARTBEAT_TOPIC", "Input", "Node", "NodeConfig", "Output", "Service"]
 
@@ -87,8 +88,17 @@ class NodeConfig:
     poll_timeout_s: float = 0.1  # how long an input thread waits before re-checking stop
 
 
-class Node:
-    """Base class of every node. See the module docstring."""
+ConfigT = TypeVar("ConfigT")
+
+
+class Node(Generic[ConfigT]):
+    """Base class of every node. See the module docstring.
+
+    Generic in its config type: ``class SimNode(Node[SimNodeConfig])`` with
+    ``Config = SimNodeConfig``. The constructor takes a ``Config``, a plain dict of its
+    fields (checked and converted once, here: launch graphs and CLIs pass dicts), or
+    None for the defaults.
+    """
 
     INPUTS: ClassVar[dict[str, Input]] = {}
     OUTPUTS: ClassVar[dict[str, Output]] = {}
@@ -97,13 +107,15 @@ class Node:
 
     def __init__(
         self,
-        config: Any = None,
+        config: ConfigT | dict[str, Any] | None = None,
         *,
         name: str | None = None,
         bus: Bus | None = None,
         topics: dict[str, str] | None = None,
     ) -> None:
-        self.config = config if config is not None else self.Config()
+        self.config: ConfigT = make_config(
+            self.Config, config, where=f"node {name or type(self).__name__!r}"
+        )
         self.name = name or type(self).__name__
         self.bus = bus if bus is not None else make_bus("inproc://default")
         self._topics = dict(topics or {})
@@ -343,36 +355,13 @@ class Node:
             pass
 
 
-# Node types that launch graphs name (``type: sim``) -> "module:Class".
-# Strings, so that reading the registry imports nothing heavy. Each package adds
-# its nodes here; the launcher imports a class only when a graph uses it.
-NODE_TYPES: dict[str, str] = {
-    "synthetic_camera": "runtime.demo_nodes:SyntheticCamera",
-    "frame_stats": "runtime.demo_nodes:FrameStats",
-    "sim": "sim.node:SimNode",
-    "perception": "perception.node:PerceptionNode",
-    "memory": "memory.node:MemoryNode",
-    "planner": "planners.node:PlannerNode",
-    "rerun": "runtime.viz:RerunNode",
-    "ros2_bridge": "runtime.ros2.nodes:RosBridgeNode",
-    "camera": "runtime.sources:CameraSource",
-    "microphone": "runtime.sources:MicrophoneSource",
-}
-
-
 def load_node_class(type_name: str) -> type[Node]:
-    """Import the class registered for ``type_name``; clear errors for unknown names."""
-    import importlib
+    """The class registered as node type ``type_name`` (``engram.runtime.registry``,
+    kind ``node``), imported now; clear errors for unknown names."""
+    from engram.runtime import registry
 
-    try:
-        target = NODE_TYPES[type_name]
-    except KeyError:
-        raise KeyError(
-            f"unknown node type {type_name!r}; known: {', '.join(sorted(NODE_TYPES))}"
-        ) from None
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
+    cls = registry.get("node", type_name)
     if not (isinstance(cls, type) and issubclass(cls, Node)):
+        target = registry.REGISTRY.target("node", type_name)
         raise TypeError(f"node type {type_name!r} -> {target} is not a Node subclass")
     return cls

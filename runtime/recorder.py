@@ -7,7 +7,7 @@ recording holds, per (topic, message type):
   data a JSON description ``{"type", "schema_version", "wire_version", "fields"}``;
 - a channel on that topic with message_encoding ``"engram"`` and metadata
   ``{"engram_type": "Frame"}``;
-- messages whose data is ``runtime.codec.pack(msg)`` (the codec's blob form),
+- messages whose data is ``engram.runtime.codec.pack(msg)`` (the codec's blob form),
   ``log_time`` the receive time (ns, ``time.time_ns()``), ``publish_time`` the
   message's ``stamp_ns`` and ``sequence`` its ``seq`` (mod 2**32).
 
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.bus import Bus, BusClosed, Subscription
-from runtime.messages import MESSAGE_TYPES, Message
+from engram.runtime.bus import Bus, BusClosed, Subscription
+from engram.runtime.messages import MESSAGE_TYPES, Message
 
 __all__ = [
     "MESSAGE_ENCODING",
@@ -59,7 +59,7 @@ _COMPRESSIONS = ("none", "lz4", "zstd")
 
 def schema_description(type_name: str) -> bytes:
     """The schema data stored for a message type: JSON with its fields and versions."""
-    from runtime.codec import WIRE_VERSION
+    from engram.runtime.codec import WIRE_VERSION
 
     cls = MESSAGE_TYPES[type_name]
     fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
@@ -168,7 +168,7 @@ class Recorder:
 
     def write(self, topic: str, msg: Message, *, log_time_ns: int | None = None) -> None:
         """Append one message (also usable without subscribing, e.g. to convert data)."""
-        from runtime.codec import pack
+        from engram.runtime.codec import pack
 
         try:
             data = pack(msg)
@@ -241,7 +241,7 @@ def bus_url_from(args_bus: str | None, command: str) -> str:
 
 
 def run(args: Any) -> int:
-    from runtime.bus import make_bus
+    from engram.runtime.bus import make_bus
 
     url = bus_url_from(args.bus, "record")
     output = args.output or time.strftime("recording-%Y%m%d-%H%M%S.mcap")

@@ -1,14 +1,14 @@
 """Replay a recording onto the bus (``engram replay``).
 
 Engram recordings are MCAP files written by ``runtime/recorder.py`` (channels
-with message_encoding ``"engram"``, data = ``runtime.codec.pack(msg)``). They are
+with message_encoding ``"engram"``, data = ``engram.runtime.codec.pack(msg)``). They are
 published back with their original payloads, stamps and sequence numbers, at
 the recorded pace scaled by ``rate`` (2.0 = twice as fast) or as fast as
 possible (``rate=None``). Pacing follows the recorded ``log_time``.
 
 ROS 2 bags (a directory with ``metadata.yaml``, a ``.db3`` file, or an MCAP whose
 channels use message_encoding ``"cdr"``) are handed to
-``runtime.ros2.bag.replay_bag``, which converts ROS messages to Engram ones.
+``engram.runtime.ros2.bag.replay_bag``, which converts ROS messages to Engram ones.
 
 Python API::
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.bus import Bus
-from runtime.messages import Message
+from engram.runtime.bus import Bus
+from engram.runtime.messages import Message
 
 __all__ = [
     "RecordedMessage",
@@ -108,7 +108,7 @@ def iter_recording(
     """
     from mcap.reader import make_reader
 
-    from runtime.codec import DecodeError, unpack
+    from engram.runtime.codec import DecodeError, unpack
 
     path = Path(path)
     if not path.is_file():
@@ -118,7 +118,7 @@ def iter_recording(
     if foreign:
         raise RecordingError(
             f"{path}: channels use message encoding(s) {sorted(foreign)}; Engram recordings "
-            f"use {_ENGRAM_ENCODING!r} (ROS 2 bags with 'cdr' replay through runtime.ros2.bag)"
+            f"use {_ENGRAM_ENCODING!r} (ROS 2 bags with 'cdr' replay through engram.runtime.ros2.bag)"
         )
     with open(path, "rb") as f:
         try:
@@ -158,7 +158,7 @@ def replay(
     rate: speed factor on the recorded pace (1.0 = real time); None = as fast as
     possible. topic_map: ``{recorded topic: topic to publish on}``. loop: start
     over at the end until ``stop`` is set. A ROS 2 bag goes to
-    ``runtime.ros2.bag.replay_bag``.
+    ``engram.runtime.ros2.bag.replay_bag``.
     """
     if rate is not None and not rate > 0:
         raise ValueError(f"rate must be > 0 (or None for as fast as possible), got {rate}")
@@ -185,10 +185,10 @@ def replay(
 
 def _ros2_replay_bag(path: Path) -> Any:
     try:
-        from runtime.ros2.bag import replay_bag
+        from engram.runtime.ros2.bag import replay_bag
     except ImportError as exc:
         raise RecordingError(
-            f"{path} is a ROS 2 bag, but ROS 2 bag replay (runtime.ros2.bag) is not available "
+            f"{path} is a ROS 2 bag, but ROS 2 bag replay (engram.runtime.ros2.bag) is not available "
             f"in this build: {exc}"
         ) from None
     return replay_bag
@@ -243,7 +243,7 @@ def add_arguments(parser: Any) -> None:
         default=0.5,
         help="wait this long after joining the bus before publishing (subscribers connect)",
     )
-    from runtime.live import add_rerun_argument
+    from engram.runtime.live import add_rerun_argument
 
     add_rerun_argument(parser)  # --rerun [FILE.rrd]; without --bus / $ENGRAM_BUS: in-process
 
@@ -259,8 +259,8 @@ def _parse_topic_map(items: list[str]) -> dict[str, str]:
 
 
 def run(args: Any) -> int:
-    from runtime.bus import make_bus
-    from runtime.recorder import bus_url_from
+    from engram.runtime.bus import make_bus
+    from engram.runtime.recorder import bus_url_from
 
     rerun_flag = getattr(args, "rerun", None)
     if rerun_flag is not None and not (args.bus or os.environ.get("ENGRAM_BUS")):
@@ -279,7 +279,7 @@ def run(args: Any) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with make_bus(url) as bus:
-            from runtime.live import start_rerun_node
+            from engram.runtime.live import start_rerun_node
 
             rerun = start_rerun_node(rerun_flag, bus, name="engram-replay")
             try:

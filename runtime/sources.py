@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import AudioChunk, Frame
-from runtime.node import Node, NodeConfig, Output
+from engram.runtime.messages import AudioChunk, Frame
+from engram.runtime.node import Node, NodeConfig, Output
 
 __all__ = [
     "AUDIO_RATE_HZ",

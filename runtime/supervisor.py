@@ -3,7 +3,7 @@
 The launcher (``runtime/launcher.py``) runs each ``process:`` group of a graph as
 one OS process and hands them to a ``Supervisor``:
 
-- each child runs ``python -m runtime.supervisor --spec GROUP.json --group NAME
+- each child runs ``python -m engram.runtime.supervisor --spec GROUP.json --group NAME
   --parent-pid PID`` (see ``child_main``): it joins the bus, starts its nodes,
   and stops them cleanly on SIGTERM/SIGINT, or when its parent dies (it polls
   ``os.getppid()``, so no orphan outlives a SIGKILLed launcher);
@@ -300,7 +300,7 @@ class Supervisor:
 
 
 # ---------------------------------------------------------------------------
-# the child side: python -m runtime.supervisor --spec FILE --group NAME
+# the child side: python -m engram.runtime.supervisor --spec FILE --group NAME
 
 
 def child_main(argv: Sequence[str] | None = None) -> int:
@@ -310,7 +310,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     ``{"graph": source, "bus": url, "group": name, "nodes": [{"name", "type",
     "params", "topics"}, ...]}``.
     """
-    parser = argparse.ArgumentParser(prog="python -m runtime.supervisor")
+    parser = argparse.ArgumentParser(prog="python -m engram.runtime.supervisor")
     parser.add_argument("--spec", required=True, help="group spec JSON written by the launcher")
     parser.add_argument("--group", required=True, help="process group name")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this pid goes away")
@@ -328,8 +328,8 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    from runtime.bus import make_bus
-    from runtime.launcher import build_node, curve_from_settings, start_order
+    from engram.runtime.bus import make_bus
+    from engram.runtime.launcher import build_node, curve_from_settings, start_order
 
     with open(args.spec, encoding="utf-8") as f:
         spec = json.load(f)

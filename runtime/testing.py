@@ -23,9 +23,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.bus import BusClosed, InProcBus, Policy, Subscription
-from runtime.messages import MESSAGE_TYPES, Message
-from runtime.node import Input, Node, Output, Service
+from engram.runtime.bus import BusClosed, InProcBus, Policy, Subscription
+from engram.runtime.messages import MESSAGE_TYPES, Message
+from engram.runtime.node import Input, Node, Output, Service
 
 __all__ = ["ContractError", "check_node", "node_problems", "run_node"]
 

@@ -34,8 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import Frame, Heartbeat, Message, Percept, Recall, RobotState, Transcript
-from runtime.node import Input, Node, NodeConfig
+from engram.runtime.messages import (
+    Frame,
+    Heartbeat,
+    Message,
+    Percept,
+    Recall,
+    RobotState,
+    Transcript,
+)
+from engram.runtime.node import Input, Node, NodeConfig
 
 __all__ = ["RerunConfig", "RerunLogger", "RerunNode"]
 

@@ -58,7 +58,7 @@ there, ``sweep_stale_ipc``); for
 ``tcp://host:port`` the broker binds ``host:port`` and each bus two ephemeral ports on
 ``bind_host``, announced with ``advertise_host``.
 
-Run a standalone broker with ``python -m runtime.zmq_bus URL``.
+Run a standalone broker with ``python -m engram.runtime.zmq_bus URL``.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ from typing import Any
 import msgpack
 import zmq
 
-from runtime.bus import Bus, BusClosed, Policy, Subscription
-from runtime.codec import DecodeError, decode, encode
-from runtime.messages import Message
+from engram.runtime.bus import Bus, BusClosed, Policy, Subscription
+from engram.runtime.codec import DecodeError, decode, encode
+from engram.runtime.messages import Message
 
 __all__ = [
     "Broker",
@@ -1043,7 +1043,7 @@ def _main(argv: list[str] | None = None) -> int:
     import signal
 
     parser = argparse.ArgumentParser(
-        prog="python -m runtime.zmq_bus", description="Run a standalone Engram bus broker."
+        prog="python -m engram.runtime.zmq_bus", description="Run a standalone Engram bus broker."
     )
     parser.add_argument("url", help="bus URL, e.g. ipc:///tmp/engram or tcp://127.0.0.1:5550")
     args = parser.parse_args(argv)

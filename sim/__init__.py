@@ -6,12 +6,12 @@ Public surface (resolved lazily: ``import sim`` does not import MuJoCo):
   memory tasks) and ``ENVS`` (plus ``model``: any MJCF file) map names to classes.
 - ``load_model(path) -> mujoco.MjModel``: any MJCF/MJB file (e.g. MuJoCo Menagerie).
 - ``RgbdRenderer``, ``RenderConfig``: offscreen RGB + depth + segmentation.
-- ``ACTION_SPACES``: the documented action vectors (``sim.robots``).
-- ``ExpertPolicy``, ``ReactivePolicy``, ``run_episode`` (``sim.policies``).
-- ``SimNode``, ``SimNodeConfig``: the bus node (``sim.node``, registered as ``sim``).
-- ``collect``, ``load_episode``: demonstrations on disk (``sim.collect``).
-- ``run_demo``: one episode through the bus (``sim.demo``).
-- ``preload_triton``: call before torch training in a process that may render (``sim._gl``
+- ``ACTION_SPACES``: the documented action vectors (``engram.sim.robots``).
+- ``ExpertPolicy``, ``ReactivePolicy``, ``run_episode`` (``engram.sim.policies``).
+- ``SimNode``, ``SimNodeConfig``: the bus node (``engram.sim.node``, registered as ``sim``).
+- ``collect``, ``load_episode``: demonstrations on disk (``engram.sim.collect``).
+- ``run_demo``: one episode through the bus (``engram.sim.demo``).
+- ``preload_triton``: call before torch training in a process that may render (``engram.sim._gl``
   explains the triton / Mesa LLVM clash).
 """
 
@@ -40,29 +40,29 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
-    "preload_triton": "sim._gl",
-    "ACTION_SPACES": "sim.robots",
-    "ENVS": "sim.envs",
-    "TASKS": "sim.tasks",
-    "ExpertPolicy": "sim.policies",
-    "ReactivePolicy": "sim.policies",
-    "RenderConfig": "sim.render",
-    "RgbdRenderer": "sim.render",
-    "SimNode": "sim.node",
-    "SimNodeConfig": "sim.node",
-    "collect": "sim.collect",
-    "load_episode": "sim.collect",
-    "load_model": "sim.scene",
-    "make": "sim.envs",
-    "run_demo": "sim.demo",
-    "run_episode": "sim.policies",
+    "preload_triton": "engram.sim._gl",
+    "ACTION_SPACES": "engram.sim.robots",
+    "ENVS": "engram.sim.envs",
+    "TASKS": "engram.sim.tasks",
+    "ExpertPolicy": "engram.sim.policies",
+    "ReactivePolicy": "engram.sim.policies",
+    "RenderConfig": "engram.sim.render",
+    "RgbdRenderer": "engram.sim.render",
+    "SimNode": "engram.sim.node",
+    "SimNodeConfig": "engram.sim.node",
+    "collect": "engram.sim.collect",
+    "load_episode": "engram.sim.collect",
+    "load_model": "engram.sim.scene",
+    "make": "engram.sim.envs",
+    "run_demo": "engram.sim.demo",
+    "run_episode": "engram.sim.policies",
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'sim' has no attribute {name!r}")
+        raise AttributeError(f"module 'engram.sim' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 
 

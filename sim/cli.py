@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> int:
-    from sim.envs import make
-    from sim.tasks import TASKS
+    from engram.sim.envs import make
+    from engram.sim.tasks import TASKS
 
     for name in TASKS:
         env = make(name)
@@ -66,9 +66,9 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sim._io import write_png
-    from sim.envs import make
-    from sim.policies import POLICIES
+    from engram.sim._io import write_png
+    from engram.sim.envs import make
+    from engram.sim.policies import POLICIES
 
     kwargs = {"width_px": args.width_px, "height_px": args.height_px}
     env = make(args.task, **kwargs)
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from sim.collect import collect
+    from engram.sim.collect import collect
 
     meta = collect(
         args.task,

@@ -58,8 +58,8 @@ def collect(
     on_episode: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes (seeds seed, seed+1, ...) and write them; returns meta."""
-    from sim.envs import make
-    from sim.policies import POLICIES
+    from engram.sim.envs import make
+    from engram.sim.policies import POLICIES
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bus import Bus, BusClosed, InProcBus
-from runtime.node import Node
-from sim._io import write_png, write_wav
-from sim.node import SimNode, SimNodeConfig
+from engram.runtime.bus import Bus, BusClosed, InProcBus
+from engram.runtime.node import Node
+from engram.sim._io import write_png, write_wav
+from engram.sim.node import SimNode, SimNodeConfig
 
 __all__ = ["run_demo"]
 

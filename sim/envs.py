@@ -4,7 +4,7 @@ Every task is a ``SimEnv`` subclass (a ``gymnasium.Env``):
 ``reset(*, seed, options) -> (obs, info)``, ``step(action) -> (obs, reward,
 terminated, truncated, info)``, ``render()``, ``close()``, with
 ``observation_space`` (a ``Dict`` of ``Box``) and ``action_space`` (a ``Box``
-laid out as one of ``sim.robots.ACTION_SPACES``). Same seed, same episode.
+laid out as one of ``engram.sim.robots.ACTION_SPACES``). Same seed, same episode.
 
 An episode has two phases, reported in ``info["phase"]``:
 
@@ -34,7 +34,7 @@ e.g. the question after a tour). ``env.ground_truth()`` is the per-episode log
 presses and sounds, the answer and success) as a JSON-able dict.
 
 ``ENVS`` / ``make(name, **kwargs)`` (kwargs are ``EnvConfig`` fields or task
-config fields) build environments; ``sim.tasks.TASKS`` lists the six memory tasks.
+config fields) build environments; ``engram.sim.tasks.TASKS`` lists the six memory tasks.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from sim._gl import import_mujoco
-from sim.render import RenderConfig, RgbdRenderer, camera_id
-from sim.robots import ArmController, BaseController, CtrlController, yaw_of
-from sim.scene import load_model, load_scene
+from engram.sim._gl import import_mujoco
+from engram.sim.render import RenderConfig, RgbdRenderer, camera_id
+from engram.sim.robots import ArmController, BaseController, CtrlController, yaw_of
+from engram.sim.scene import load_model, load_scene
 
 mujoco = import_mujoco()
 
@@ -177,7 +177,7 @@ class SimEnv(gymnasium.Env):
 
     Subclasses set the class attributes and implement the ``_``-hooks; memory
     tasks also implement ``expert_answer``, ``guess_answer`` and ``solve`` (used by
-    ``sim.policies``).
+    ``engram.sim.policies``).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "rgbd"], "render_fps": 10}
@@ -356,7 +356,7 @@ class SimEnv(gymnasium.Env):
         return self.controller.stop_action()
 
     def robot_state(self) -> dict[str, Any]:
-        """Fields of a ``runtime.messages.RobotState`` for the current state."""
+        """Fields of a ``engram.runtime.messages.RobotState`` for the current state."""
         return {
             "robot": self.task_name or "model",
             "joint_positions": self.data.qpos.copy(),
@@ -715,7 +715,7 @@ class ModelEnv(SimEnv):
     default_max_steps = 1000
 
     def _load_model(self):
-        from sim.scene import ASSETS_DIR
+        from engram.sim.scene import ASSETS_DIR
 
         path = self.config.model_path or str(ASSETS_DIR / "arm.xml")
         return load_model(path)
@@ -746,7 +746,7 @@ ENVS: dict[str, type[SimEnv]] = {"model": ModelEnv}
 
 def make(name: str, **kwargs: Any) -> SimEnv:
     """Build the environment registered as ``name`` (a task or ``model``)."""
-    from sim.tasks import TASKS
+    from engram.sim.tasks import TASKS
 
     registry = {**ENVS, **TASKS}
     try:

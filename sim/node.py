@@ -14,7 +14,7 @@ Outputs (default topics):
   each control step (for recording demonstrations from the bus).
 
 Input ``/actions`` ``ActionChunk``: ``action_space`` must be the task's (see
-``sim.robots.ACTION_SPACES``) and ``actions`` (H, A) with the matching A; other
+``engram.sim.robots.ACTION_SPACES``) and ``actions`` (H, A) with the matching A; other
 chunks are rejected and counted, never fatal. A chunk's action i is executed
 at ``t_received + i * dt_s`` (sampled at each control step); a newer chunk
 replaces the current one. The first accepted chunk of an episode hands control
@@ -60,8 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
-from runtime.node import Input, Node, NodeConfig, Output
+from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
+from engram.runtime.node import Input, Node, NodeConfig, Output
 
 __all__ = ["SimNode", "SimNodeConfig"]
 
@@ -75,7 +75,7 @@ DRIVERS = ("expert", "reactive", "stop", "actions")
 class SimNodeConfig(NodeConfig):
     """Settings of ``SimNode``."""
 
-    task: str = "cups"  # task name (sim.tasks.TASKS) or "model"
+    task: str = "cups"  # task name (engram.sim.tasks.TASKS) or "model"
     seed: int = 0  # seed of the first episode; episode i uses seed + i
     episodes: int = 1  # episodes to run; 0 = run new episodes until stopped
     model_path: str = ""  # for task "model": the MJCF file to simulate
@@ -197,7 +197,7 @@ class SimNode(Node):
 
     # ---- simulation thread ---------------------------------------------------------------------
     def _make_env(self):
-        from sim.envs import make
+        from engram.sim.envs import make
 
         cfg = self.config
         kwargs: dict[str, Any] = {
@@ -252,7 +252,7 @@ class SimNode(Node):
         return time.monotonic() - self._wall_start
 
     def _driver(self):
-        from sim.policies import POLICIES
+        from engram.sim.policies import POLICIES
 
         name = "stop" if self.config.driver == "actions" else self.config.driver
         return POLICIES[name](seed=self.config.seed)

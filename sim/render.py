@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim._gl import RenderingUnavailable, import_mujoco, require_rendering
-from sim.scene import body_labels, object_ids
+from engram.sim._gl import RenderingUnavailable, import_mujoco, require_rendering
+from engram.sim.scene import body_labels, object_ids
 
 mujoco = import_mujoco()
 

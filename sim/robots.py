@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim._gl import import_mujoco
+from engram.sim._gl import import_mujoco
 
 mujoco = import_mujoco()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim._gl import import_mujoco
+from engram.sim._gl import import_mujoco
 
 mujoco = import_mujoco()
 

@@ -15,8 +15,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Tests render with mujoco.Renderer directly too: load triton before Mesa's libLLVM
-# (see sim._gl.preload_triton; the other order segfaults when torch imports triton).
-from sim._gl import preload_triton  # noqa: E402
+# (see engram.sim._gl.preload_triton; the other order segfaults when torch imports triton).
+from engram.sim._gl import preload_triton  # noqa: E402
 
 preload_triton()
 

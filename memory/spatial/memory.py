@@ -39,19 +39,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from memory.base import Hit, Memory, Provenance
-from memory.spatial import morton
-from memory.spatial.dynamics import (
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.spatial import morton
+from engram.memory.spatial.dynamics import (
     DynamicsConfig,
     TransientDynamicsMemory,
     classify_motion,
 )
-from memory.spatial.objects import ObjectRecord, ObjectTable
-from memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree
-from memory.spatial.places import Path as PlacePath
-from memory.spatial.places import PlaceGraph, PlaceGraphConfig
-from memory.spatial.short_term import ShortTermConfig, ShortTermMemory
-from runtime.messages import MemoryQuery, Message, Percept, RobotState, pose_problem
+from engram.memory.spatial.objects import ObjectRecord, ObjectTable
+from engram.memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree
+from engram.memory.spatial.places import Path as PlacePath
+from engram.memory.spatial.places import PlaceGraph, PlaceGraphConfig
+from engram.memory.spatial.short_term import ShortTermConfig, ShortTermMemory
+from engram.runtime.messages import MemoryQuery, Message, Percept, RobotState, pose_problem
 
 __all__ = ["SpatialConfig", "SpatialMemory"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memory.base import Provenance
+from engram.memory.base import Provenance
 
 __all__ = ["ObjectArrays", "ObjectRecord", "ObjectTable", "label_match"]
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memory.spatial import morton
+from engram.memory.spatial import morton
 
 __all__ = ["FLAG_DYNAMIC", "InsertStats", "OctreeConfig", "SparseOctree", "VoxelSet"]
 

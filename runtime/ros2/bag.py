@@ -29,7 +29,7 @@ topic; any Odometry topic (preferring ``odom`` names); every TFMessage topic;
 audio_common types, or a multi-array topic with ``audio`` in its name; a String
 topic with ``instruction`` in its name. A colour image is paired with the depth
 image nearest in stamp (within ``max_pair_dt_s``) and gets the latest camera
-info and pose (see ``runtime.ros2.convert.FrameAssembler``). A message that fails
+info and pose (see ``engram.runtime.ros2.convert.FrameAssembler``). A message that fails
 to convert is logged and counted, never fatal.
 
 ``topic_map`` may be a ``BagTopicMap``, a dict, or a string of comma-separated
@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.bus import Bus
-from runtime.messages import Message
-from runtime.ros2 import convert as cv
+from engram.runtime.bus import Bus
+from engram.runtime.messages import Message
+from engram.runtime.ros2 import convert as cv
 
 __all__ = [
     "BagError",
@@ -102,7 +102,7 @@ class BagTopicMap:
     camera_info: str | None = None  # CameraInfo of the colour camera
     odom: str | None = None  # nav_msgs/Odometry: robot pose
     tf: str | None = None  # TFMessage topics, comma-separated (None = every TFMessage topic)
-    audio: str | None = None  # an audio topic (see runtime.ros2.convert)
+    audio: str | None = None  # an audio topic (see engram.runtime.ros2.convert)
     instruction: str | None = None  # std_msgs/String task instructions
 
     @classmethod

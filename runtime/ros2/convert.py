@@ -10,7 +10,7 @@ No ROS installation is needed: the functions read messages by attribute
 - the Cyclone DDS ``IdlStruct`` types of ``runtime/ros2/dds.py``.
 
 Building a ROS message goes through a small ``RosTypes`` provider
-(``RosbagsTypes``, ``RclpyTypes`` or ``runtime.ros2.dds.DdsTypes``) that knows how
+(``RosbagsTypes``, ``RclpyTypes`` or ``engram.runtime.ros2.dds.DdsTypes``) that knows how
 that library spells a message class and a numeric array. Every builder here
 passes every field, so providers whose classes have no defaults (rosbags) work.
 
@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import (
+from engram.runtime.messages import (
     ActionChunk,
     AudioChunk,
     Frame,

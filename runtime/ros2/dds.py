@@ -33,8 +33,8 @@ Importing this module imports ``cyclonedds`` (this module has no ``from __future
 import annotations``: cyclonedds resolves the field annotations at run time).
 Command line (a ``ros2 topic`` stand-in for tests and debugging)::
 
-    python -m runtime.ros2.dds --domain 7 echo /chatter:std_msgs/msg/String --count 3
-    python -m runtime.ros2.dds --domain 7 pub /chatter "hello"
+    python -m engram.runtime.ros2.dds --domain 7 echo /chatter:std_msgs/msg/String --count 3
+    python -m engram.runtime.ros2.dds --domain 7 pub /chatter "hello"
 """
 
 import argparse
@@ -66,8 +66,8 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from runtime.ros2 import convert as cv
-from runtime.ros2.nodes import RosTransport
+from engram.runtime.ros2 import convert as cv
+from engram.runtime.ros2.nodes import RosTransport
 
 __all__ = [
     "TYPES",
@@ -533,7 +533,7 @@ def _summary(topic: str, msgtype: str, msg: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m runtime.ros2.dds", description=__doc__.split("\n")[0]
+        prog="python -m engram.runtime.ros2.dds", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--domain", type=int, default=None, help="DDS domain (default $ROS_DOMAIN_ID or 0)"

@@ -5,7 +5,7 @@
 
 - ``rclpy`` (``RclpyTransport``): a real ROS 2 node, for robots with ROS 2
   installed (``ros2 launch engram engram.launch.py`` runs ``main`` below);
-- ``dds`` (``runtime.ros2.dds.DdsTransport``): Cyclone DDS directly, speaking
+- ``dds`` (``engram.runtime.ros2.dds.DdsTransport``): Cyclone DDS directly, speaking
   ROS 2's topic and type names, for machines without ROS (see that module for
   which ROS 2 set-ups it reaches).
 
@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import ActionChunk, MemoryQuery, Recall
-from runtime.node import Input, Node, NodeConfig, Output
-from runtime.ros2 import convert as cv
+from engram.runtime.messages import ActionChunk, MemoryQuery, Recall
+from engram.runtime.node import Input, Node, NodeConfig, Output
+from engram.runtime.ros2 import convert as cv
 
 __all__ = [
     "BridgeConfig",
@@ -118,7 +118,7 @@ class BridgeConfig(NodeConfig):
     tf_enabled: bool = True  # read /tf and /tf_static for camera poses
     world_frame: str = ""  # TF frame used as Engram's world ("" = root of the camera's tree)
     odom_topic: str = "/odom"  # nav_msgs/Odometry in -> RobotState, and pose fallback
-    audio_topic: str = ""  # audio in (see runtime.ros2.convert)
+    audio_topic: str = ""  # audio in (see engram.runtime.ros2.convert)
     audio_type: str = "std_msgs/msg/Float32MultiArray"  # message type of audio_topic
     audio_sample_rate_hz: int = 16000  # rate of layouts that do not carry it
     audio_channels: int = 1  # channels of the S16LE byte layouts
@@ -487,7 +487,7 @@ def _make_transport(config: BridgeConfig) -> RosTransport:
                 "without ROS use transport: dds"
             ) from exc
     if config.transport == "dds":
-        from runtime.ros2.dds import DdsTransport
+        from engram.runtime.ros2.dds import DdsTransport
 
         return DdsTransport(domain_id=None if config.domain_id < 0 else config.domain_id)
     raise ValueError(f"BridgeConfig.transport must be 'rclpy' or 'dds', got {config.transport!r}")
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.node import Node as RclpyNode
 
-    from runtime.bus import make_bus
+    from engram.runtime.bus import make_bus
 
     rclpy.init(args=argv)
     ros_node = RclpyNode("engram_bridge")

@@ -3,16 +3,16 @@
 Public surface (FastAPI, uvicorn and cv2 are imported only when an app is made or
 an image encoded):
 
-- ``LiveHub``, ``LiveHubConfig`` (``runtime.web.hub``): subscribes to frames,
+- ``LiveHub``, ``LiveHubConfig`` (``engram.runtime.web.hub``): subscribes to frames,
   percepts, transcripts, sound events and heartbeats; asks the memory over the bus.
-- ``make_app(hub)``, ``WebServer`` (``runtime.web.app``): the routes (``/``, ``/ws``,
+- ``make_app(hub)``, ``WebServer`` (``engram.runtime.web.app``): the routes (``/``, ``/ws``,
   ``/api/*``) and uvicorn in a thread.
 - ``STATIC_DIR``: the page's own files (HTML, JS, CSS; no external assets).
 """
 
 from __future__ import annotations
 
-from runtime.web.app import STATIC_DIR, WebServer, make_app
-from runtime.web.hub import LiveHub, LiveHubConfig
+from engram.runtime.web.app import STATIC_DIR, WebServer, make_app
+from engram.runtime.web.hub import LiveHub, LiveHubConfig
 
 __all__ = ["STATIC_DIR", "LiveHub", "LiveHubConfig", "WebServer", "make_app"]

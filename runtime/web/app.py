@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.web.hub import LiveHub
+from engram.runtime.web.hub import LiveHub
 
 __all__ = ["STATIC_DIR", "WebServer", "make_app"]
 

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bus import BusClosed
-from runtime.messages import (
+from engram.runtime.bus import BusClosed
+from engram.runtime.messages import (
     Frame,
     Heartbeat,
     MemoryQuery,
@@ -47,7 +47,7 @@ from runtime.messages import (
     SoundEvent,
     Transcript,
 )
-from runtime.node import Input, Node, NodeConfig, Output
+from engram.runtime.node import Input, Node, NodeConfig, Output
 
 __all__ = ["LiveHub", "LiveHubConfig"]
 

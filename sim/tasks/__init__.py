@@ -8,12 +8,12 @@ criterion and chance rate.
 
 from __future__ import annotations
 
-from sim.tasks.button_sequence import ButtonSequenceEnv
-from sim.tasks.count import CountEnv
-from sim.tasks.cups import CupsEnv
-from sim.tasks.fetch_seen import FetchSeenEnv
-from sim.tasks.put_back import PutBackEnv
-from sim.tasks.where_heard import WhereHeardEnv
+from engram.sim.tasks.button_sequence import ButtonSequenceEnv
+from engram.sim.tasks.count import CountEnv
+from engram.sim.tasks.cups import CupsEnv
+from engram.sim.tasks.fetch_seen import FetchSeenEnv
+from engram.sim.tasks.put_back import PutBackEnv
+from engram.sim.tasks.where_heard import WhereHeardEnv
 
 __all__ = ["TASKS"]
 

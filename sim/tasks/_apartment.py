@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sim._gl import import_mujoco
-from sim.audio import SceneAudio
-from sim.envs import ApartmentEnv
-from sim.tasks._skills import base_drive_to, base_hold, base_spin
+from engram.sim._gl import import_mujoco
+from engram.sim.audio import SceneAudio
+from engram.sim.envs import ApartmentEnv
+from engram.sim.tasks._skills import base_drive_to, base_hold, base_spin
 
 mujoco = import_mujoco()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim._gl import import_mujoco
+from engram.sim._gl import import_mujoco
 
 mujoco = import_mujoco()
 

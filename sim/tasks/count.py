@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from sim.envs import EnvConfig, TabletopEnv
-from sim.scene import load_scene
-from sim.tasks._skills import arm_hold, arm_press
-from sim.tasks._tabletop import ButtonPanel, sample_positions
+from engram.sim.envs import EnvConfig, TabletopEnv
+from engram.sim.scene import load_scene
+from engram.sim.tasks._skills import arm_hold, arm_press
+from engram.sim.tasks._tabletop import ButtonPanel, sample_positions
 
 __all__ = ["CountConfig", "CountEnv"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.envs import EnvConfig, TabletopEnv
-from sim.tasks._skills import arm_hold, arm_move, nearest_yaw
-from sim.tasks._tabletop import sample_positions
+from engram.sim.envs import EnvConfig, TabletopEnv
+from engram.sim.tasks._skills import arm_hold, arm_move, nearest_yaw
+from engram.sim.tasks._tabletop import sample_positions
 
 __all__ = ["CupsConfig", "CupsEnv"]
 
@@ -46,7 +46,7 @@ class CupsEnv(TabletopEnv):
     def _load_model(self):
         if not 2 <= self.config.n_cups <= 4:
             raise ValueError(f"n_cups must be 2..4, got {self.config.n_cups}")
-        from sim.scene import load_scene
+        from engram.sim.scene import load_scene
 
         cups = tuple(f"cup_{i}" for i in range(self.config.n_cups))
         return load_scene("tabletop", keep=("prize", *cups))

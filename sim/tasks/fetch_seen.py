@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.tasks._apartment import OBJECT_LABELS, ApartmentTask
-from sim.tasks._skills import base_drive_to, base_hold
+from engram.sim.tasks._apartment import OBJECT_LABELS, ApartmentTask
+from engram.sim.tasks._skills import base_drive_to, base_hold
 
 __all__ = ["FetchSeenEnv"]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from sim._gl import import_mujoco
-from sim.envs import TabletopEnv
-from sim.tasks._skills import arm_hold, arm_move, arm_pick, arm_place, arm_press
-from sim.tasks._tabletop import ButtonPanel, sample_positions
+from engram.sim._gl import import_mujoco
+from engram.sim.envs import TabletopEnv
+from engram.sim.tasks._skills import arm_hold, arm_move, arm_pick, arm_place, arm_press
+from engram.sim.tasks._tabletop import ButtonPanel, sample_positions
 
 __all__ = ["PutBackEnv"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.audio import SOUNDS, SoundSource
-from sim.tasks._apartment import ApartmentTask
-from sim.tasks._skills import base_hold
+from engram.sim.audio import SOUNDS, SoundSource
+from engram.sim.tasks._apartment import ApartmentTask
+from engram.sim.tasks._skills import base_hold
 
 __all__ = ["WhereHeardEnv"]
 

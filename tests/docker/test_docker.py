@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.cli import COMMANDS
-from runtime.launcher import Launch
+from engram.runtime.cli import COMMANDS
+from engram.runtime.launcher import Launch
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -198,7 +198,7 @@ def _as_local(argv: list[str]) -> list[str]:
     import sys
 
     if argv[0] == "engram":
-        return [sys.executable, "-m", "runtime.cli", *argv[1:]]
+        return [sys.executable, "-m", "engram.runtime.cli", *argv[1:]]
     if argv[0] == "python":
         return [sys.executable, *argv[1:]]
     raise AssertionError(f"unexpected program {argv[0]!r}")
@@ -210,7 +210,7 @@ def test_compose_broker_and_sim_services_talk_zeromq_over_tcp():
     import os
     import subprocess
 
-    from runtime.bus import make_bus
+    from engram.runtime.bus import make_bus
 
     services = _compose()["services"]
     compose_url = services["broker"]["command"][0]

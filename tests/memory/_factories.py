@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from runtime.messages import Percept, SoundEvent, Transcript
+from engram.runtime.messages import Percept, SoundEvent, Transcript
 
 S = 1_000_000_000  # ns per second
 
@@ -106,6 +106,6 @@ def sound(t_s: float, label: str, embedding: np.ndarray | None = None) -> SoundE
 @functools.lru_cache(maxsize=1)
 def minilm() -> Callable[[str], np.ndarray]:
     """The real all-MiniLM-L6-v2 (perception's encoder), loaded once per test session."""
-    from memory.index import load_text_embedder
+    from engram.memory.index import load_text_embedder
 
     return load_text_embedder("minilm")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.system import MemorySystem, MemorySystemConfig, default_memories
-from runtime.cli import main as engram
+from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
+from engram.runtime.cli import main as engram
 from tests.memory._factories import percept, transcript, unit
 
 NAMES = ["spatial", "temporal", "episodic", "semantic"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.episodic import EpisodicConfig, EpisodicMemory
-from runtime.messages import Instruction, MemoryQuery, PlanStep
+from engram.memory.episodic import EpisodicConfig, EpisodicMemory
+from engram.runtime.messages import Instruction, MemoryQuery, PlanStep
 from tests.memory._factories import S, _track_ids, noisy, percept, sound, transcript, unit
 
 D = 32

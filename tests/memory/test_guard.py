@@ -5,10 +5,10 @@ every decision is in the audit log."""
 
 from __future__ import annotations
 
-from memory.base import Provenance
-from memory.guard import GuardConfig
-from memory.semantic import SemanticConfig, SemanticMemory
-from runtime.messages import MemoryQuery
+from engram.memory.base import Provenance
+from engram.memory.guard import GuardConfig
+from engram.memory.semantic import SemanticConfig, SemanticMemory
+from engram.runtime.messages import MemoryQuery
 from tests.memory._factories import S, percept, transcript
 
 MUG = (0.08, 0.08, 0.10)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memory.index import (
+from engram.memory.index import (
     Embedders,
     IndexConfig,
     VectorIndex,

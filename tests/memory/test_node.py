@@ -13,15 +13,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from memory.episodic import EpisodicMemory
-from memory.index import Embedders
-from memory.node import MemoryNode, MemoryNodeConfig
-from memory.semantic import SemanticMemory
-from memory.system import MemorySystem
-from memory.temporal import TemporalMemory
-from runtime.bus import InProcBus, make_bus
-from runtime.messages import Instruction, MemoryQuery, Recall
-from runtime.node import load_node_class
+from engram.memory.episodic import EpisodicMemory
+from engram.memory.index import Embedders
+from engram.memory.node import MemoryNode, MemoryNodeConfig
+from engram.memory.semantic import SemanticMemory
+from engram.memory.system import MemorySystem
+from engram.memory.temporal import TemporalMemory
+from engram.runtime.bus import InProcBus, make_bus
+from engram.runtime.messages import Instruction, MemoryQuery, Recall
+from engram.runtime.node import load_node_class
 from tests.memory._factories import minilm, percept, transcript
 
 MUG = (0.08, 0.08, 0.1)
@@ -121,7 +121,7 @@ def _ask(url: str, out: mp.Queue) -> None:
 
 def test_memory_node_serves_another_process_over_zeromq(ipc_url: str) -> None:
     pytest.importorskip("zmq")
-    from runtime.zmq_bus import serve_broker
+    from engram.runtime.zmq_bus import serve_broker
 
     broker = serve_broker(ipc_url)
     bus = make_bus(ipc_url, poll_s=0.02)

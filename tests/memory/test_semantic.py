@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memory.index import Embedders
-from memory.semantic import SemanticConfig, SemanticMemory, normalise_name
-from runtime.messages import MemoryQuery
+from engram.memory.index import Embedders
+from engram.memory.semantic import SemanticConfig, SemanticMemory, normalise_name
+from engram.runtime.messages import MemoryQuery
 from tests.memory._factories import S, minilm, percept, transcript
 
 MUG = (0.08, 0.08, 0.10)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.episodic import EpisodicConfig, EpisodicMemory
-from memory.semantic import SemanticConfig, SemanticMemory
-from memory.spatial import SpatialConfig, SpatialMemory
-from memory.store import Store, StoreConfig
-from memory.system import MemorySystem, MemorySystemConfig
-from memory.temporal import TemporalConfig, TemporalMemory
-from memory.working import WorkingConfig, WorkingMemory
+from engram.memory.episodic import EpisodicConfig, EpisodicMemory
+from engram.memory.semantic import SemanticConfig, SemanticMemory
+from engram.memory.spatial import SpatialConfig, SpatialMemory
+from engram.memory.store import Store, StoreConfig
+from engram.memory.system import MemorySystem, MemorySystemConfig
+from engram.memory.temporal import TemporalConfig, TemporalMemory
+from engram.memory.working import WorkingConfig, WorkingMemory
 from tests.memory._factories import noisy, percept, transcript, unit
 
 D = 32

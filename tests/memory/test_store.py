@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.base import Provenance
-from memory.store import (
+from engram.memory.base import Provenance
+from engram.memory.store import (
     SCHEMA_VERSION,
     Record,
     Store,
@@ -215,7 +215,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from memory.store import Record, Store, StoreConfig
+    from engram.memory.store import Record, Store, StoreConfig
     s = Store(sys.argv[1], config=StoreConfig(batch_records=int(sys.argv[2]), batch_interval_s=1e9))
     i = 0
     while True:

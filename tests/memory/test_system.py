@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.base import Hit, Memory, Provenance
-from memory.episodic import EpisodicMemory
-from memory.semantic import SemanticMemory
-from memory.store import Store, StoreConfig
-from memory.system import MemorySystem, MemorySystemConfig, default_memories, merge_hits
-from memory.temporal import TemporalMemory
-from memory.working import WorkingConfig, WorkingMemory
-from runtime.messages import Instruction, MemoryQuery, Message, PlanStep
+from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.episodic import EpisodicMemory
+from engram.memory.semantic import SemanticMemory
+from engram.memory.store import Store, StoreConfig
+from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories, merge_hits
+from engram.memory.temporal import TemporalMemory
+from engram.memory.working import WorkingConfig, WorkingMemory
+from engram.runtime.messages import Instruction, MemoryQuery, Message, PlanStep
 from tests.memory._factories import S, noisy, percept, sound, transcript, unit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -375,10 +375,10 @@ _SYSTEM_WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from memory.system import MemorySystem, MemorySystemConfig
-    from memory.temporal import TemporalMemory
-    from memory.episodic import EpisodicMemory
-    from memory.semantic import SemanticMemory
+    from engram.memory.system import MemorySystem, MemorySystemConfig
+    from engram.memory.temporal import TemporalMemory
+    from engram.memory.episodic import EpisodicMemory
+    from engram.memory.semantic import SemanticMemory
     from tests.memory._factories import percept
     cfg = MemorySystemConfig(root=sys.argv[1], journal_batch=int(sys.argv[2]),
                              journal_interval_s=1e9, checkpoint_every=150)

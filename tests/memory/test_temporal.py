@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.index import Embedders
-from memory.temporal import TemporalConfig, TemporalMemory, parse_time_intent
-from runtime.messages import MemoryQuery
+from engram.memory.index import Embedders
+from engram.memory.temporal import TemporalConfig, TemporalMemory, parse_time_intent
+from engram.runtime.messages import MemoryQuery
 from tests.memory._factories import S, minilm, noisy, percept, sound, transcript, unit
 
 D = 48

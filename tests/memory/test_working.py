@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from memory.working import PerceptualCognitiveBank, WorkingConfig, WorkingMemory, timestep_encoding
-from runtime.messages import Instruction, MemoryQuery
+from engram.memory.working import (
+    PerceptualCognitiveBank,
+    WorkingConfig,
+    WorkingMemory,
+    timestep_encoding,
+)
+from engram.runtime.messages import Instruction, MemoryQuery
 from tests.memory._factories import S, noisy, percept, unit
 
 D, NP = 32, 4

@@ -21,7 +21,7 @@ UTTERANCES = (
 @pytest.fixture(scope="session")
 def tiny_clip():
     """A loaded open_clip encoder: engram-vit-tiny (64-d, 64 px), random weights, CPU."""
-    from perception.encoders import make_encoder
+    from engram.perception.encoders import make_encoder
 
     enc = make_encoder("clip", model_name="engram-vit-tiny", device="cpu")
     enc.load()
@@ -40,7 +40,7 @@ class Speech:
 def _espeak(text: str, path: Path) -> np.ndarray:
     import soundfile as sf
 
-    from perception.audio import to_mono_16k
+    from engram.perception.audio import to_mono_16k
 
     exe = shutil.which("espeak-ng")
     if exe is None:

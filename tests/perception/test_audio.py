@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from perception.audio import (
+from engram.perception.audio import (
     AudioSegmenter,
     SegmenterConfig,
     SpeechRecognizer,

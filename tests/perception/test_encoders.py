@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from perception.encoders import (
+from engram.perception.encoders import (
     ENCODERS,
     EncoderError,
     TorchEncoder,
@@ -172,7 +172,7 @@ def test_cpu_and_gpu_preprocessing_paths_agree(tiny_clip, rgbd_sample_dir):
     import cv2
     import torch
 
-    from perception.clip import _square_boxes
+    from engram.perception.clip import _square_boxes
 
     def read(i: int) -> np.ndarray:
         bgr = cv2.imread(str(rgbd_sample_dir / "color" / f"{i:05d}.jpg"))
@@ -272,7 +272,7 @@ class _LinearEncoder(TorchEncoder):
     def _load(self) -> None:
         import torch
 
-        from perception.encoders import resolve_device
+        from engram.perception.encoders import resolve_device
 
         self.loads += 1
         torch.manual_seed(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.geometry import (
+from engram.perception.geometry import (
     GeometryError,
     backproject,
     check_pose,
@@ -16,7 +16,7 @@ from perception.geometry import (
     project,
     voxel_downsample,
 )
-from perception.objects import ObjectExtractor, ObjectsConfig
+from engram.perception.objects import ObjectExtractor, ObjectsConfig
 
 K_PRIMESENSE = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 

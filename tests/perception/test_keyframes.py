@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perception.keyframes import KeyframeConfig, KeyframeSelector, thumbnail
+from engram.perception.keyframes import KeyframeConfig, KeyframeSelector, thumbnail
 
 
 def _pose(x: float = 0.0, yaw: float = 0.0) -> np.ndarray:

@@ -8,11 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from perception.keyframes import CheapDecision
-from perception.node import DROP_POLICY, PerceptionConfig, PerceptionNode, WorkQueue, _Work
-from runtime.bus import InProcBus
-from runtime.messages import AudioChunk, Frame, Heartbeat
-from runtime.node import NODE_TYPES, load_node_class
+from engram.perception.keyframes import CheapDecision
+from engram.perception.node import DROP_POLICY, PerceptionConfig, PerceptionNode, WorkQueue, _Work
+from engram.runtime import registry
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import AudioChunk, Frame, Heartbeat
+from engram.runtime.node import load_node_class
 
 K = np.array([[160.0, 0, 159.5], [0, 160.0, 119.5], [0, 0, 1]])
 
@@ -54,7 +55,7 @@ class _Stream:
 
 
 def test_registered_as_perception_node():
-    assert NODE_TYPES["perception"] == "perception.node:PerceptionNode"
+    assert registry.REGISTRY.target("node", "perception") == "engram.perception.node:PerceptionNode"
     assert load_node_class("perception") is PerceptionNode
     assert set(PerceptionNode.INPUTS) == {"frames", "audio"}
     assert {p: o.type for p, o in PerceptionNode.OUTPUTS.items()} == {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from perception.geometry import backproject
-from perception.objects import ObjectExtractor, ObjectsConfig, propose_regions
+from engram.perception.geometry import backproject
+from engram.perception.objects import ObjectExtractor, ObjectsConfig, propose_regions
 
 K = np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]])
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.objects import Objects
-from perception.tracking import ObjectTracker, TrackerConfig, box_iou
+from engram.perception.objects import Objects
+from engram.perception.tracking import ObjectTracker, TrackerConfig, box_iou
 
 FRAME_NS = 100_000_000  # 10 Hz
 
@@ -222,7 +222,7 @@ def test_random_stream_ids_are_never_reused_and_tracks_stay_bounded():
 def test_default_ids_of_two_runs_do_not_collide():
     import time
 
-    from perception.tracking import track_id_source
+    from engram.perception.tracking import track_id_source
 
     first = next(track_id_source(TrackerConfig()))
     time.sleep(0.005)
@@ -307,7 +307,7 @@ K_PRIMESENSE = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
 def _real_frames(sample: Path) -> list:
     import cv2
 
-    from runtime.messages import Frame
+    from engram.runtime.messages import Frame
 
     lines = [ln for ln in (sample / "trajectory.log").read_text().splitlines() if ln.strip()]
     poses = [
@@ -333,8 +333,8 @@ def _real_frames(sample: Path) -> list:
 
 
 def _percepts(frames: list, *, tracking: bool) -> tuple[list, object]:
-    from perception.node import PerceptionConfig, PerceptionNode
-    from runtime.bus import InProcBus
+    from engram.perception.node import PerceptionConfig, PerceptionNode
+    from engram.runtime.bus import InProcBus
 
     bus = InProcBus(f"tracking-{tracking}")
     cfg = PerceptionConfig(
@@ -398,7 +398,7 @@ def _kept_share(percepts: list) -> tuple[float, int, float]:
 
 
 def test_real_rgbd_proposals_keep_their_ids_through_the_node(rgbd_sample_dir):
-    from runtime.messages import Frame
+    from engram.runtime.messages import Frame
 
     frames = _real_frames(rgbd_sample_dir)
     tracked, (node, bus, sub) = _percepts(frames, tracking=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.messages import ActionChunk, Percept, RobotState
+from engram.runtime.messages import ActionChunk, Percept, RobotState
 
 TABLE_Z = 0.40
 FINGER_M = 0.036

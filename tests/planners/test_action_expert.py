@@ -10,11 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from planners.action_expert import ActionExpert, ActionExpertConfig  # noqa: E402
-from planners.diffusion import NoiseSchedule, NoiseScheduleConfig, cosine_alpha_bar  # noqa: E402
-from planners.policy import ActionExpertPolicy  # noqa: E402
-from planners.train import TrainConfig, load_episodes, train  # noqa: E402
-from runtime.messages import ActionChunk  # noqa: E402
+from engram.planners.action_expert import ActionExpert, ActionExpertConfig  # noqa: E402
+from engram.planners.diffusion import NoiseSchedule, NoiseScheduleConfig, cosine_alpha_bar  # noqa: E402
+from engram.planners.policy import ActionExpertPolicy  # noqa: E402
+from engram.planners.train import TrainConfig, load_episodes, train  # noqa: E402
+from engram.runtime.messages import ActionChunk  # noqa: E402
 
 from ._synthetic import (  # noqa: E402
     INSTRUCTION_DIM,
@@ -190,7 +190,7 @@ def test_memory_switch_removes_the_memory_path():
 
 
 def test_external_bank_is_read_and_written():
-    from memory.working import PerceptualCognitiveBank
+    from engram.memory.working import PerceptualCognitiveBank
 
     pol = _policy(tiny_config())
     bank = PerceptualCognitiveBank(pol.expert.module.memory.config)

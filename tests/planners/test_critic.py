@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from planners.critic import Critic, LoopConfig, LoopDetector, subgoal_key, world_signature
-from planners.planner import Subgoal
-from planners.skills import ObjectView, SceneMonitor, Verdict, WorldView, make_skill
-from runtime.messages import Percept, RobotState
+from engram.planners.critic import Critic, LoopConfig, LoopDetector, subgoal_key, world_signature
+from engram.planners.planner import Subgoal
+from engram.planners.skills import ObjectView, SceneMonitor, Verdict, WorldView, make_skill
+from engram.runtime.messages import Percept, RobotState
 
 from ._world import make_percept
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from planners.evaluate import (
+from engram.planners.evaluate import (
     ALL_TASKS,
     EvalConfig,
     Pipeline,

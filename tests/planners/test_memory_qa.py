@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from planners.evaluate import EvalConfig
-from planners.memory_qa import FlatKeyframeStore, evaluate_memory_qa, qa_bench_json
+from engram.planners.evaluate import EvalConfig
+from engram.planners.memory_qa import FlatKeyframeStore, evaluate_memory_qa, qa_bench_json
 
 from ._world import make_percept
 

@@ -13,12 +13,12 @@ import threading
 import numpy as np
 import pytest
 
-from planners.node import PlannerNode, PlannerNodeConfig
-from planners.planner import Grounding, MemoryClient, detect_task, layout_key
-from planners.reasoner import LLMPlanner, OpenAIReasoner, ReasonerError, parse_steps
-from planners.skills import WorldView, estimate_yaw, resolve_label
-from runtime.bus import InProcBus
-from runtime.messages import Instruction, MemoryQuery, Recall
+from engram.planners.node import PlannerNode, PlannerNodeConfig
+from engram.planners.planner import Grounding, MemoryClient, detect_task, layout_key
+from engram.planners.reasoner import LLMPlanner, OpenAIReasoner, ReasonerError, parse_steps
+from engram.planners.skills import WorldView, estimate_yaw, resolve_label
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import Instruction, MemoryQuery, Recall
 from tests.planners._world import KinematicTable
 
 CUPS = {
@@ -236,7 +236,7 @@ def test_lifelong_avoids_the_choice_that_failed_at_this_layout():
     StubMemory(bus, answer)
     grounding = Grounding(MemoryClient(lambda q: bus.request("/memory/query", q)))
     assert grounding.past_decisions("which_cup", key, CUPS_TEXT) == [("cup_2", "failed")]
-    from planners.planner import PlanContext, RuleBasedPlanner, Subgoal
+    from engram.planners.planner import PlanContext, RuleBasedPlanner, Subgoal
 
     planner = RuleBasedPlanner()
     ins = Instruction(text=CUPS_TEXT, task="cups", episode_id="cups-5")
@@ -329,7 +329,7 @@ def test_llm_planner_over_an_openai_compatible_server(llm_server):
         {"cube_red": ([0.1, 0.0, 0.42], [0.04] * 3), "tray": ([-0.1, 0, 0.41], [0.16, 0.12, 0.02])}
     )
     view = WorldView.from_percepts([world.percept()], world.robot_state())
-    from planners.planner import PlanContext
+    from engram.planners.planner import PlanContext
 
     grounding = Grounding(MemoryClient(None))
     ins = Instruction(text="Tidy up: the cube goes onto the tray.")

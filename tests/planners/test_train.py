@@ -9,15 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from planners.action_expert import ActionExpertConfig  # noqa: E402
-from planners.policy import ActionExpertPolicy  # noqa: E402
-from planners.train import (  # noqa: E402
+from engram.planners.action_expert import ActionExpertConfig  # noqa: E402
+from engram.planners.policy import ActionExpertPolicy  # noqa: E402
+from engram.planners.train import (  # noqa: E402
     TrainConfig,
     load_checkpoint,
     load_episodes,
     train,
 )
-from runtime.cli import main as engram  # noqa: E402
+from engram.runtime.cli import main as engram  # noqa: E402
 
 from ._synthetic import (  # noqa: E402
     cue_reach_episode,
@@ -72,7 +72,7 @@ def test_loader_reads_episodes_and_names_bad_files(tmp_path: Path, demos: Path):
 
 
 def test_batches_hold_chunks_and_only_past_memory(demos: Path):
-    from planners.train import Demonstrations
+    from engram.planners.train import Demonstrations
 
     data = Demonstrations(load_episodes(demos), horizon=4, memory_context=8)
     batch = data.batch(np.random.default_rng(0), 64)
@@ -164,8 +164,8 @@ def test_cli_trains_with_minilm_instructions_and_resumes(tmp_path: Path, capsys)
 def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Path):
     """The real pipeline: `engram sim collect` demos (state and camera images) -> train ->
     act on the environment's own observation dict."""
-    from sim.collect import collect
-    from sim.envs import make
+    from engram.sim.collect import collect
+    from engram.sim.envs import make
 
     collect("cups", 3, tmp_path / "cups", progress=False, images=True, width_px=64, height_px=48)
     eps = load_episodes(tmp_path, "cups", image_size_px=16)

@@ -18,7 +18,7 @@ from typing import Any
 
 from rosbags.typesys import Stores, get_typestore
 
-from runtime.ros2.convert import register_audio_types
+from engram.runtime.ros2.convert import register_audio_types
 
 _PACKAGES = (
     "builtin_interfaces",

@@ -10,10 +10,10 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from runtime.bus import InProcBus
-from runtime.messages import AudioChunk, Frame, Instruction, RobotState
-from runtime.ros2 import convert as cv
-from runtime.ros2.bag import (
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import AudioChunk, Frame, Instruction, RobotState
+from engram.runtime.ros2 import convert as cv
+from engram.runtime.ros2.bag import (
     BagError,
     BagTopicMap,
     bag_topics,

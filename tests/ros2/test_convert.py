@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
-from runtime.ros2 import convert as cv
-from runtime.ros2.convert import ConversionError, RosbagsTypes
+from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
+from engram.runtime.ros2 import convert as cv
+from engram.runtime.ros2.convert import ConversionError, RosbagsTypes
 
 
 @pytest.fixture(scope="module")

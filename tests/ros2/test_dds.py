@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from runtime.bus import InProcBus
-from runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
-from runtime.ros2 import convert as cv
-from runtime.ros2 import dds
-from runtime.ros2.nodes import BridgeConfig, RosBridgeNode
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
+from engram.runtime.ros2 import convert as cv
+from engram.runtime.ros2 import dds
+from engram.runtime.ros2.nodes import BridgeConfig, RosBridgeNode
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -106,12 +106,12 @@ def _python(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def test_image_and_string_between_two_processes():
-    """This process publishes; a second process (python -m runtime.ros2.dds echo) subscribes."""
+    """This process publishes; a second process (python -m engram.runtime.ros2.dds echo) subscribes."""
     domain, ns = isolated_domain(), unique_ns()
     image_topic, text_topic = f"{ns}/camera/image", f"{ns}/chatter"
     sub = _python(
         "-m",
-        "runtime.ros2.dds",
+        "engram.runtime.ros2.dds",
         "--domain",
         str(domain),
         "echo",
@@ -157,9 +157,9 @@ _ROBOT_SIDE = textwrap.dedent(
     # instruction, prints the Twist commands it receives.
     import json, sys, time
     import numpy as np
-    from runtime.messages import Frame
-    from runtime.ros2 import convert as cv
-    from runtime.ros2.dds import DdsTransport
+    from engram.runtime.messages import Frame
+    from engram.runtime.ros2 import convert as cv
+    from engram.runtime.ros2.dds import DdsTransport
 
     domain, ns = int(sys.argv[1]), sys.argv[2]
     tr = DdsTransport(domain_id=domain)

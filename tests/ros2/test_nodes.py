@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
-from runtime.ros2 import convert as cv
-from runtime.ros2.nodes import BridgeConfig, ChunkPlayer, RclpyTransport, RosBridgeNode, main
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, Recall, RobotState
+from engram.runtime.ros2 import convert as cv
+from engram.runtime.ros2.nodes import BridgeConfig, ChunkPlayer, RclpyTransport, RosBridgeNode, main
 
 from . import fake_rclpy
 
@@ -242,7 +242,7 @@ def test_importing_the_bridge_bag_and_viz_loads_no_heavy_package():
     import sys
 
     code = (
-        "import sys, runtime.ros2.nodes, runtime.ros2.bag, runtime.ros2.convert, runtime.viz;"
+        "import sys, engram.runtime.ros2.nodes, engram.runtime.ros2.bag, engram.runtime.ros2.convert, engram.runtime.viz;"
         "print(sorted(m for m in ('rclpy', 'cyclonedds', 'cv2', 'rosbags', 'rerun', 'torch')"
         " if m in sys.modules))"
     )

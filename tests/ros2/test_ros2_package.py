@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.cli import COMMANDS
-from runtime.ros2.nodes import BridgeConfig
+from engram.runtime.cli import COMMANDS
+from engram.runtime.ros2.nodes import BridgeConfig
 
 PKG = Path(__file__).resolve().parents[2] / "ros2" / "engram"
 
@@ -165,7 +165,7 @@ def test_bridge_parameters_are_bridge_config_fields():
 def test_engram_graph_run_by_the_launch_file_validates():
     """config/graph.yaml: process groups (so it serves the broker the bridge joins), the
     bridge's topics declared external, and every node, param and wire valid."""
-    from runtime.launcher import Launch
+    from engram.runtime.launcher import Launch
 
     launch = Launch.from_yaml(PKG / "config" / "graph.yaml")
     assert launch.validate() == []
@@ -174,7 +174,7 @@ def test_engram_graph_run_by_the_launch_file_validates():
     assert doc["bus"] == "tcp://127.0.0.1:5550"
     bridge_outputs = {"/frames": "Frame", "/audio": "AudioChunk", "/robot_state": "RobotState"}
     assert bridge_outputs.items() <= doc["external_topics"].items()
-    from runtime.node import load_node_class
+    from engram.runtime.node import load_node_class
 
     memory = load_node_class("memory")
     assert memory.SERVICES["query"].topic == BridgeConfig().memory_service  # questions reach it

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import cli
-from runtime.bus import make_bus
-from runtime.messages import Frame, Instruction
-from runtime.replay import read_recording
+from engram.runtime import cli
+from engram.runtime.bus import make_bus
+from engram.runtime.messages import Frame, Instruction
+from engram.runtime.replay import read_recording
 
 REPO = Path(__file__).resolve().parents[2]
 GRAPHS = Path(__file__).parent / "graphs"
-ENGRAM = [sys.executable, "-m", "runtime.cli"]
+ENGRAM = [sys.executable, "-m", "engram.runtime.cli"]
 
 
 def engram(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
@@ -32,7 +32,7 @@ def test_help_and_launch_help():
     top = subprocess.run(
         [
             str(script) if script.exists() else sys.executable,
-            *([] if script.exists() else ["-m", "runtime.cli"]),
+            *([] if script.exists() else ["-m", "engram.runtime.cli"]),
             "--help",
         ],
         cwd=REPO,
@@ -50,9 +50,9 @@ def test_help_and_launch_help():
 
 def test_cli_and_runtime_import_no_heavy_modules():
     code = (
-        "import runtime.cli, runtime.launcher, runtime.node, runtime.bus; "
-        "import runtime.supervisor, runtime.recorder, runtime.replay, runtime.testing; "
-        "import runtime.demo, runtime.demo_nodes, runtime.zmq_bus, runtime.codec; import sys; "
+        "import engram.runtime.cli, engram.runtime.launcher, engram.runtime.node, engram.runtime.bus; "
+        "import engram.runtime.supervisor, engram.runtime.recorder, engram.runtime.replay, engram.runtime.testing; "
+        "import engram.runtime.demo, engram.runtime.demo_nodes, engram.runtime.zmq_bus, engram.runtime.codec; import sys; "
         "assert not {'torch','open_clip','whisper','open3d','mujoco'} & set(sys.modules), "
         "sorted({'torch','open_clip','whisper','open3d','mujoco'} & set(sys.modules))"
     )
@@ -84,7 +84,7 @@ def test_launch_runs_for_a_duration_and_exits_cleanly():
 
 
 def test_record_and_replay_commands_across_processes(tmp_path):
-    from runtime.zmq_bus import serve_broker
+    from engram.runtime.zmq_bus import serve_broker
 
     url = f"ipc://{tmp_path}/bus"
     out = tmp_path / "run.mcap"
@@ -175,7 +175,7 @@ def test_demo_synthetic_multiprocess_reports_frames():
 
 
 def test_demo_synthetic_in_process_loses_nothing(capsys):
-    from runtime.demo import SYNTHETIC_GRAPH, run_synthetic
+    from engram.runtime.demo import SYNTHETIC_GRAPH, run_synthetic
 
     assert run_synthetic(SYNTHETIC_GRAPH, duration_s=0.5) == 0
     out = capsys.readouterr().out

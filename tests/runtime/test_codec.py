@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from runtime import codec
-from runtime.codec import DecodeError, EncodeError, decode, encode, pack, unpack
-from runtime.messages import (
+from engram.runtime import codec
+from engram.runtime.codec import DecodeError, EncodeError, decode, encode, pack, unpack
+from engram.runtime.messages import (
     MESSAGE_TYPES,
     ActionChunk,
     AudioChunk,

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from runtime.bus import make_bus
-from runtime.cli import main as engram_main
-from runtime.keys import make_keys
-from runtime.messages import Instruction
-from runtime.zmq_bus import CurveConfig, serve_broker
+from engram.runtime.bus import make_bus
+from engram.runtime.cli import main as engram_main
+from engram.runtime.keys import make_keys
+from engram.runtime.messages import Instruction
+from engram.runtime.zmq_bus import CurveConfig, serve_broker
 
 FAST = {"poll_s": 0.02}
 
@@ -144,7 +144,7 @@ def _curve_graph(tmp_path: Path, curve: dict, bus: str | None = None) -> Path:
 
 
 def test_launch_graph_with_curve_keys_runs_and_shuts_out_other_keys(tmp_path: Path) -> None:
-    from runtime.launcher import Launch
+    from engram.runtime.launcher import Launch
 
     make_keys(tmp_path / "keys", "robot")
     make_keys(tmp_path / "keys", "intruder")
@@ -182,7 +182,7 @@ def test_launch_graph_with_curve_keys_runs_and_shuts_out_other_keys(tmp_path: Pa
 
 
 def test_launch_graph_curve_problems_are_named(tmp_path: Path) -> None:
-    from runtime.launcher import Launch
+    from engram.runtime.launcher import Launch
 
     make_keys(tmp_path / "keys", "robot")
     missing = Launch.from_yaml(

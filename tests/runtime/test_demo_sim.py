@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from runtime.demo import run_sim
+from engram.runtime.demo import run_sim
 
 
 def test_demo_runs_a_mujoco_episode_through_the_pipeline(tmp_path):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from runtime.bus import BusClosed, InProcBus, Policy, make_bus
-from runtime.messages import Instruction, MemoryQuery, Recall
+from engram.runtime.bus import BusClosed, InProcBus, Policy, make_bus
+from engram.runtime.messages import Instruction, MemoryQuery, Recall
 
 
 def msg(i: int) -> Instruction:

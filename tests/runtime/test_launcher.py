@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.launcher import GraphError, Launch, start_order
-from runtime.messages import Frame
-from runtime.node import NODE_TYPES, Input, Node
-from runtime.supervisor import (
+from engram.runtime import registry
+from engram.runtime.launcher import GraphError, Launch, start_order
+from engram.runtime.messages import Frame
+from engram.runtime.node import Input, Node
+from engram.runtime.supervisor import (
     ManagedProcess,
     RestartPolicy,
     Supervisor,
@@ -37,8 +38,10 @@ class PerceptSink(Node):
 
 
 @pytest.fixture
-def percept_sink(monkeypatch):
-    monkeypatch.setitem(NODE_TYPES, "percept_sink", f"{__name__}:PerceptSink")
+def percept_sink():
+    registry.register("node", "percept_sink", f"{__name__}:PerceptSink")
+    yield
+    registry.REGISTRY.unregister("node", "percept_sink")
 
 
 def problems_of(graph: dict) -> list[str]:
@@ -193,8 +196,8 @@ def test_external_topics_satisfy_inputs_and_unreadable_files_are_errors(tmp_path
 def test_start_order_puts_consumers_first():
     graph = {"nodes": [cam(), stats()]}
     launch = Launch(graph, status=None)
-    from runtime.bus import InProcBus
-    from runtime.launcher import build_node
+    from engram.runtime.bus import InProcBus
+    from engram.runtime.launcher import build_node
 
     bus = InProcBus("order")
     nodes = [build_node(spec, bus) for spec in launch.specs]
@@ -273,7 +276,7 @@ def test_multiprocess_graph_restarts_a_killed_process_and_traffic_resumes():
 def _start_cli_launch(graph: Path) -> tuple[subprocess.Popen, dict[str, int], str]:
     """Start `engram launch graph`; read the child pids and the bus URL from its status lines."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "launch", str(graph)],
+        [sys.executable, "-m", "engram.runtime.cli", "launch", str(graph)],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.cli import main
-from runtime.messages import Frame, Heartbeat, Percept, SoundEvent, Transcript
-from runtime.sources import list_cameras, list_microphones
+from engram.runtime.bus import InProcBus
+from engram.runtime.cli import main
+from engram.runtime.messages import Frame, Heartbeat, Percept, SoundEvent, Transcript
+from engram.runtime.sources import list_cameras, list_microphones
 from tests.runtime._media import write_video
 from tests.runtime.test_viz import rrd_entities
 
@@ -57,9 +57,9 @@ def _get(url: str) -> tuple[int, bytes, Any]:
 @pytest.fixture
 def hub_on_memory():
     """A real MemoryNode (spatial, temporal, episodic; no text encoder) + LiveHub + server."""
-    from memory.index import Embedders
-    from memory.node import MemoryNode, MemoryNodeConfig
-    from runtime.web import LiveHub, LiveHubConfig, WebServer, make_app
+    from engram.memory.index import Embedders
+    from engram.memory.node import MemoryNode, MemoryNodeConfig
+    from engram.runtime.web import LiveHub, LiveHubConfig, WebServer, make_app
 
     bus = InProcBus("live-hub")
     memory = MemoryNode(
@@ -203,7 +203,7 @@ def test_websocket_pushes_updates(hub_on_memory):
 
 
 def test_ask_without_a_memory_node_reports_it():
-    from runtime.web import LiveHub, LiveHubConfig
+    from engram.runtime.web import LiveHub, LiveHubConfig
 
     bus = InProcBus("live-no-memory")
     hub = LiveHub(LiveHubConfig(query_timeout_s=0.2, heartbeat_hz=0.0), bus=bus)
@@ -272,7 +272,7 @@ def test_rerun_flag_on_demo(tmp_path):
 
 
 def test_rerun_flag_on_replay(tmp_path, capsys):
-    from runtime.recorder import Recorder
+    from engram.runtime.recorder import Recorder
 
     bus = InProcBus("live-record")
     rec = tmp_path / "run.mcap"
@@ -303,7 +303,7 @@ def test_rerun_flag_on_replay(tmp_path, capsys):
 def test_bare_rerun_flag_writes_a_file_when_headless(tmp_path, monkeypatch, capsys):
     import sys
 
-    from runtime.live import rerun_config
+    from engram.runtime.live import rerun_config
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.messages import ActionChunk, Heartbeat, Instruction, MemoryQuery, Recall
-from runtime.node import HEARTBEAT_TOPIC, Input, Node, NodeConfig, Output, Service
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import ActionChunk, Heartbeat, Instruction, MemoryQuery, Recall
+from engram.runtime.node import HEARTBEAT_TOPIC, Input, Node, NodeConfig, Output, Service
 
 
 def wait_for(predicate, timeout_s: float = 5.0) -> bool:

@@ -12,11 +12,11 @@ import pytest
 from mcap.reader import make_reader
 from mcap.writer import Writer
 
-from runtime.bus import InProcBus
-from runtime.codec import pack
-from runtime.messages import ActionChunk, Frame, Heartbeat, Instruction, Recall
-from runtime.recorder import Recorder
-from runtime.replay import (
+from engram.runtime.bus import InProcBus
+from engram.runtime.codec import pack
+from engram.runtime.messages import ActionChunk, Frame, Heartbeat, Instruction, Recall
+from engram.runtime.recorder import Recorder
+from engram.runtime.replay import (
     RecordingError,
     is_ros2_bag,
     iter_recording,
@@ -214,16 +214,16 @@ def test_ros2_bags_are_detected_and_delegated(tmp_path, monkeypatch):
     assert not is_ros2_bag(engram_file) and not is_ros2_bag(plain_dir)
 
     calls = []
-    fake = types.ModuleType("runtime.ros2.bag")
+    fake = types.ModuleType("engram.runtime.ros2.bag")
     fake.replay_bag = lambda path, bus, *, topic_map, rate: (
         calls.append((path, topic_map, rate)) or 7
     )
-    monkeypatch.setitem(sys.modules, "runtime.ros2.bag", fake)
+    monkeypatch.setitem(sys.modules, "engram.runtime.ros2.bag", fake)
     bus = InProcBus("bag")
     assert replay(cdr, bus, rate=2.0, topic_map={"/chatter": "/instructions"}) == 7
     assert calls == [(cdr, {"/chatter": "/instructions"}, 2.0)]
 
-    monkeypatch.setitem(sys.modules, "runtime.ros2.bag", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "engram.runtime.ros2.bag", None)  # as if not installed
     with pytest.raises(RecordingError, match=r"ROS 2 bag.*runtime\.ros2\.bag"):
         replay(bag_dir, bus)
     bus.close()

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.node import load_node_class
-from runtime.sources import (
+from engram.runtime.bus import InProcBus
+from engram.runtime.node import load_node_class
+from engram.runtime.sources import (
     AUDIO_RATE_HZ,
     CameraSource,
     CameraSourceConfig,
@@ -188,7 +188,7 @@ def test_source_kinds_and_registry():
 
 def test_sources_in_a_launch_graph(tmp_path):
     """Node types ``camera`` and ``microphone`` in a declarative graph, validated and run."""
-    from runtime.launcher import Launch
+    from engram.runtime.launcher import Launch
 
     video = write_video(tmp_path / "g.avi", frames=10, fps=20.0, size=(64, 48))
     wav = espeak("hello", tmp_path / "hello.wav")

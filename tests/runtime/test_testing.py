@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from runtime.demo_nodes import FrameStats, SyntheticCamera
-from runtime.messages import Frame, Instruction, MemoryQuery, Recall
-from runtime.node import NODE_TYPES, Input, Node, NodeConfig, Output, Service, load_node_class
-from runtime.testing import ContractError, check_node, node_problems, run_node
+from engram.runtime import registry
+from engram.runtime.demo_nodes import FrameStats, SyntheticCamera
+from engram.runtime.messages import Frame, Instruction, MemoryQuery, Recall
+from engram.runtime.node import Input, Node, NodeConfig, Output, Service, load_node_class
+from engram.runtime.testing import ContractError, check_node, node_problems, run_node
 
 
 @dataclass
@@ -115,7 +116,7 @@ def test_run_node_on_the_demo_nodes():
 # contract checks
 
 
-@pytest.mark.parametrize("type_name", sorted(NODE_TYPES))
+@pytest.mark.parametrize("type_name", registry.known("node"))
 def test_every_registered_node_type_keeps_the_contract(type_name):
     check_node(load_node_class(type_name))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.messages import Frame, Heartbeat, Percept, Recall, RobotState, Transcript
-from runtime.node import load_node_class
-from runtime.viz import RerunConfig, RerunLogger, RerunNode
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import Frame, Heartbeat, Percept, Recall, RobotState, Transcript
+from engram.runtime.node import load_node_class
+from engram.runtime.viz import RerunConfig, RerunLogger, RerunNode
 
 STAMP = 1_700_000_000 * 10**9
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.live import LiveConfig, LiveDemo
+from engram.runtime.live import LiveConfig, LiveDemo
 from tests.runtime._media import write_speech, write_video
 from tests.runtime.test_viz import rrd_entities
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import zmq
 
-from runtime.bus import BusClosed, make_bus
-from runtime.codec import encode
-from runtime.messages import Frame, Heartbeat, Instruction, MemoryQuery, Percept, Recall
-from runtime.zmq_bus import ZmqBus, serve_broker
+from engram.runtime.bus import BusClosed, make_bus
+from engram.runtime.codec import encode
+from engram.runtime.messages import Frame, Heartbeat, Instruction, MemoryQuery, Percept, Recall
+from engram.runtime.zmq_bus import ZmqBus, serve_broker
 
 SPAWN = mp.get_context("spawn")
 FAST = {"poll_s": 0.02}  # quick shutdown in tests
@@ -377,7 +377,7 @@ def test_socket_files_of_a_sigkilled_process_are_swept_by_the_next_bus(broker: s
 
     prefix = Path(broker[len("ipc://") :])
     code = (
-        "import sys, time; from runtime.bus import make_bus; "
+        "import sys, time; from engram.runtime.bus import make_bus; "
         f"b = make_bus({broker!r}, poll_s=0.02); print('up', flush=True); time.sleep(60)"
     )
     child = subprocess.Popen(

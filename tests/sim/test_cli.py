@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
-from runtime.cli import main
-from sim.collect import load_episode, read_meta
+from engram.runtime.cli import main
+from engram.sim.collect import load_episode, read_meta
 
 
 def test_collect_writes_readable_episodes(tmp_path, capsys):
@@ -68,15 +68,15 @@ def test_list_and_run(capsys):
 
 def test_importing_sim_does_not_import_mujoco():
     code = (
-        "import sys, sim, sim.node, sim.cli, sim.demo\n"
-        "from runtime.node import load_node_class; load_node_class('sim')\n"
+        "import sys, engram.sim, engram.sim.node, engram.sim.cli, engram.sim.demo\n"
+        "from engram.runtime.node import load_node_class; load_node_class('sim')\n"
         "assert 'mujoco' not in sys.modules, 'mujoco imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_run_demo_through_the_bus(tmp_path):
-    from sim.demo import run_demo
+    from engram.sim.demo import run_demo
 
     report = run_demo("cups", 1, out_dir=tmp_path, progress=False, width_px=64, height_px=48)
     assert report["success"] and report["completed"] and not report["error"]

@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from sim.envs import ENVS, make
-from sim.tasks import TASKS
+from engram.sim.envs import ENVS, make
+from engram.sim.tasks import TASKS
 
 ALL = sorted({**ENVS, **TASKS})
 
@@ -111,7 +111,7 @@ def test_image_observations_and_render_modes():
 
 
 def test_any_mjcf_model_by_path(tmp_path):
-    from sim.scene import load_model
+    from engram.sim.scene import load_model
 
     xml = tmp_path / "pendulum.xml"
     xml.write_text(

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from runtime.bus import InProcBus
-from runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
-from runtime.node import load_node_class
-from sim.node import SimNode, SimNodeConfig
+from engram.runtime.bus import InProcBus
+from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
+from engram.runtime.node import load_node_class
+from engram.sim.node import SimNode, SimNodeConfig
 
 
 def _drain(sub) -> list:

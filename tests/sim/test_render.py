@@ -11,8 +11,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim.envs import make
-from sim.render import RenderConfig, RgbdRenderer
+from engram.sim.envs import make
+from engram.sim.render import RenderConfig, RgbdRenderer
 
 
 def _rays(env, frame, step: int = 5):
@@ -175,8 +175,8 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_clear_error_without_a_gl_backend():
     code = (
         "import numpy as np\n"
-        "from sim.scene import load_scene\n"
-        "from sim.render import RgbdRenderer\n"
+        "from engram.sim.scene import load_scene\n"
+        "from engram.sim.render import RgbdRenderer\n"
         "import mujoco\n"
         "m = load_scene('arm'); d = mujoco.MjData(m); mujoco.mj_forward(m, d)\n"
         "mujoco.mj_step(m, d)  # physics works without GL\n"
@@ -191,7 +191,7 @@ def test_clear_error_without_a_gl_backend():
 def test_gl_backend_is_chosen_automatically():
     code = (
         "import os\n"
-        "from sim.envs import make\n"
+        "from engram.sim.envs import make\n"
         "env = make('count', width_px=32, height_px=24); env.reset(seed=0)\n"
         "f = env.render_frame(); assert f.rgb.shape == (24, 32, 3) and f.depth.max() > 0\n"
         "print('backend', os.environ['MUJOCO_GL'])\n"
@@ -209,7 +209,7 @@ def test_torch_training_after_a_gl_context_does_not_crash():
     code = (
         "import sys, mujoco\n"
         "ctx = mujoco.GLContext(16, 16); ctx.make_current()\n"
-        "from sim._gl import _mesa_llvm_loaded, preload_triton\n"
+        "from engram.sim._gl import _mesa_llvm_loaded, preload_triton\n"
         "mesa = _mesa_llvm_loaded(); preload_triton()\n"
         "import torch\n"
         "m = torch.nn.Linear(2, 2); opt = torch.optim.AdamW(m.parameters())\n"

@@ -8,9 +8,9 @@ import functools
 import numpy as np
 import pytest
 
-from sim.envs import make
-from sim.policies import ExpertPolicy, ReactivePolicy, run_episode
-from sim.tasks import TASKS
+from engram.sim.envs import make
+from engram.sim.policies import ExpertPolicy, ReactivePolicy, run_episode
+from engram.sim.tasks import TASKS
 
 SEEDS = range(20)
 #: a memoryless policy may beat chance by at most this much over 20 seeds (about 2.4

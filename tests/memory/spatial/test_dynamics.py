@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from memory.spatial import DynamicsConfig, SpatialConfig, SpatialMemory, classify_motion
-from memory.spatial.dynamics import TransientDynamicsMemory
-from runtime.messages import MemoryQuery
+from engram.memory.spatial import DynamicsConfig, SpatialConfig, SpatialMemory, classify_motion
+from engram.memory.spatial.dynamics import TransientDynamicsMemory
+from engram.runtime.messages import MemoryQuery
 from tests.memory.spatial._helpers import (
     depth_to_points,
     intrinsics,

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.base import Memory
-from memory.spatial import ShortTermConfig, SpatialConfig, SpatialMemory
-from runtime.messages import MemoryQuery, RobotState, Transcript
+from engram.memory.base import Memory
+from engram.memory.spatial import ShortTermConfig, SpatialConfig, SpatialMemory
+from engram.runtime.messages import MemoryQuery, RobotState, Transcript
 from tests.memory.spatial._helpers import (
     depth_to_points,
     intrinsics,
@@ -263,7 +263,7 @@ def test_import_stays_light():
     import sys
 
     code = (
-        "import sys, memory.spatial; "
+        "import sys, engram.memory.spatial; "
         "heavy = [m for m in ('torch', 'open3d', 'mujoco', 'cv2', 'scipy', 'networkx') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

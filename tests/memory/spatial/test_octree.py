@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory.spatial import morton
-from memory.spatial.octree import FLAG_DYNAMIC, OctreeConfig, SparseOctree
+from engram.memory.spatial import morton
+from engram.memory.spatial.octree import FLAG_DYNAMIC, OctreeConfig, SparseOctree
 from tests.memory.spatial._helpers import depth_to_points, intrinsics, look_at, render_depth
 
 VS = 0.05

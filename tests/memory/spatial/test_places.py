@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from memory.spatial import PlaceGraph, PlaceGraphConfig, SpatialConfig, SpatialMemory
-from runtime.messages import MemoryQuery, RobotState
+from engram.memory.spatial import PlaceGraph, PlaceGraphConfig, SpatialConfig, SpatialMemory
+from engram.runtime.messages import MemoryQuery, RobotState
 from tests.memory.spatial._helpers import make_percept, unit
 
 # Four 4 x 4 m rooms: A (SW), B (SE), C (NE), D (NW). Doors: A-B, B-C, C-D (no A-D door).

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from memory.spatial.octree import OctreeConfig, SparseOctree
+from engram.memory.spatial.octree import OctreeConfig, SparseOctree
 from tests.memory.spatial._helpers import K_SAMPLE, depth_to_points
 
 VS = 0.05

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from memory.spatial import ShortTermConfig, ShortTermMemory
+from engram.memory.spatial import ShortTermConfig, ShortTermMemory
 
 S = 1_000_000_000
 

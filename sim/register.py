@@ -1,0 +1,6 @@
+"""What the simulation registers (``engram.runtime.registry``; loaded through the
+``engram.register`` entry points)."""
+
+from engram.runtime.registry import register
+
+register("node", "sim", "engram.sim.node:SimNode")
