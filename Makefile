@@ -50,9 +50,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[full,dev]'
 	@touch $@
 
-lint: setup  ## ruff check + format check
+lint: setup  ## ruff check + format check + import-linter contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format .

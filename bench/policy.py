@@ -36,8 +36,8 @@ STATE_DIM, ACTION_DIM = 33, 5
 def _policy(use_memory: bool, device: str):
     import torch
 
-    from engram.planners.action_expert import ActionExpert, ActionExpertConfig
-    from engram.planners.policy import ActionExpertPolicy
+    from engram.planners.policies.diffusion.action_expert import ActionExpert, ActionExpertConfig
+    from engram.planners.policies.diffusion.policy import ActionExpertPolicy
 
     torch.manual_seed(0)
     cfg = ActionExpertConfig(state_dim=STATE_DIM, action_dim=ACTION_DIM, use_memory=use_memory)
@@ -73,7 +73,7 @@ def _time_acts(policy, n: int) -> list[float]:
 def _train_steps_per_s(device: str, n: int) -> float:
     import torch
 
-    from engram.planners.action_expert import ActionExpert, ActionExpertConfig
+    from engram.planners.policies.diffusion.action_expert import ActionExpert, ActionExpertConfig
 
     cfg = ActionExpertConfig(state_dim=STATE_DIM, action_dim=ACTION_DIM)
     ex = ActionExpert(cfg, device=device)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from engram.planners.action_expert import resolve_device
+    from engram.planners.policies.diffusion.action_expert import resolve_device
 
     default_threads = torch.get_num_threads()
     if args.threads > 0:

@@ -96,8 +96,8 @@ def bench_physics(task: str, *, min_time_s: float) -> list[dict]:
 
 
 def bench_episode(task: str, *, episodes: int) -> list[dict]:
+    from engram.planners.policies.scripted import ExpertPolicy, run_episode
     from engram.sim.envs import make
-    from engram.sim.policies import ExpertPolicy, run_episode
 
     env = make(task)
     run_episode(env, ExpertPolicy(), seed=0)  # warm-up (IK home pose, caches)

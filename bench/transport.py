@@ -118,7 +118,8 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
 def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> dict[str, float]:
     import zmq
 
-    from engram.runtime.zmq_bus import ZmqBus, serve_broker
+    from engram.runtime.zmq_broker import serve_broker
+    from engram.runtime.zmq_bus import ZmqBus
 
     shape = SIZES[size]
     if transport == "ipc":

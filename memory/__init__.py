@@ -4,7 +4,9 @@ Public surface (imported lazily on first access, so ``import memory`` stays ligh
 
 - ``Memory``, ``Hit``, ``Provenance`` (``engram.memory.base``): the interface every memory implements.
 - ``MemorySystem``, ``MemorySystemConfig``, ``default_memories``, ``merge_hits``
-  (``engram.memory.system``): the parallel facade with journal + checkpoints.
+  (``engram.memory.system``): the parallel facade (lanes: ``engram.memory.lanes``;
+  journal + checkpoints: ``engram.memory.recovery``). ``default_memories`` builds the
+  memories registered under kind "memory" (``engram.memory.register``).
 - ``MemoryNode``, ``MemoryNodeConfig`` (``engram.memory.node``): the system on the bus.
 - ``TemporalMemory``, ``TemporalConfig``, ``Segment`` (``engram.memory.temporal``): timeline,
   HCAM recall, TWM segment selection, time questions.
@@ -16,8 +18,11 @@ Public surface (imported lazily on first access, so ``import memory`` stays ligh
   MemoryVLA's bank (torch, imported when used).
 - ``SpatialMemory``, ``SpatialConfig`` (``engram.memory.spatial``).
 - ``Store``, ``StoreConfig``, ``Record`` (``engram.memory.store``): the on-disk store.
-- ``VectorIndex``, ``IndexConfig``, ``Embedders``, ``load_text_embedder``
-  (``engram.memory.index``): vector search and embedding spaces.
+- ``VectorIndex``, ``IndexConfig`` (``engram.memory.index``): vector search.
+- ``Embedders``, ``TextEncoder``, ``load_text_embedder``, ``load_text_encoder``
+  (``engram.memory.embedding``): embedding spaces and the injected text encoders
+  (encoders are found by name in the registry: memory does not depend on perception).
+- ``check_memory`` (``engram.memory.testing``): the memory contract checker.
 """
 
 from __future__ import annotations
@@ -56,8 +61,11 @@ _PUBLIC = {
     "Record": "engram.memory.store",
     "VectorIndex": "engram.memory.index",
     "IndexConfig": "engram.memory.index",
-    "Embedders": "engram.memory.index",
-    "load_text_embedder": "engram.memory.index",
+    "Embedders": "engram.memory.embedding",
+    "TextEncoder": "engram.memory.embedding",
+    "load_text_embedder": "engram.memory.embedding",
+    "load_text_encoder": "engram.memory.embedding",
+    "check_memory": "engram.memory.testing",
 }
 
 __all__ = sorted(_PUBLIC)  # noqa: PLE0605

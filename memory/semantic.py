@@ -43,13 +43,12 @@ from typing import Any
 import numpy as np
 
 from engram.memory.base import Hit, Memory, Provenance
+from engram.memory.embedding import Embedders, query_vectors
 from engram.memory.guard import Candidate, Decision, GuardConfig, MemoryGuard, add_support
 from engram.memory.index import (
-    Embedders,
     IndexConfig,
     VectorIndex,
     lexical_score,
-    query_vectors,
     tokens,
 )
 from engram.memory.store import Record, Store

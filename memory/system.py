@@ -64,48 +64,16 @@ recall took 12 ms with 2 BLAS threads on a busy 2-core machine, 1.9 ms with 1).
 (default 5 ms), which bounds how long a Python-bound memory can delay another
 memory's return from a GIL-free numpy call.
 
-Persistence (``root`` set). Crash safety is a journal plus checkpoints:
-
-- every accepted message is appended to a journal (``root/journal``, a
-  ``engram.memory.store.Store``) under a sequence number (jseq) before it is
-  dispatched; journal batches commit every ``journal_batch`` messages or
-  ``journal_interval_s`` seconds (also when idle);
-- ``checkpoint()`` (automatic every ``checkpoint_every`` messages, and on
-  ``close``) has each memory ``save`` into ``root/memories/<name>/ckpt-<jseq>``
-  inside its lane (so exactly the messages up to jseq are in it), then
-  atomically points ``root/memories/<name>/CURRENT`` at it (``os.replace``) and
-  deletes the checkpoints before the previous one; the journal is pruned up to
-  the oldest previous checkpoint (see Damage);
-- on open, each memory loads its CURRENT checkpoint and the journal entries
-  after its jseq are replayed into it.
-
-Damage (a disk error, a file cut short). Each memory keeps its previous
-checkpoint beside the current one, and the journal is pruned only up to the
-oldest of those previous ones (so it holds up to two checkpoint intervals). A
-checkpoint that fails to load is renamed ``ckpt-<jseq>.corrupt-<time>`` (kept,
-never deleted) and its memory is restored from the previous checkpoint plus the
-journal, or, with none, rebuilt from the journal, which then still reaches
-back to the start: nothing is lost. The other memories load as usual. A
-damaged journal is set aside the same way and a new one started (what it held
-after the checkpoints is lost). Each case is logged and listed in
-``stats()["load_errors"]``, and the system runs on.
-
-Loss bound: a process killed with SIGKILL loses at most the messages whose
-journal batch was not committed: fewer than ``journal_batch`` messages, none
-accepted more than ``journal_interval_s`` (plus one idle tick, 0.1 s) before the
-kill. Not journaled: recall-time side effects (episodic reinforcement) since
-the last checkpoint.
+Persistence (``root`` set): a journal plus checkpoints, and recovery from damaged
+ones: ``engram.memory.recovery`` (``MemorySystem`` composes its ``Persistence``).
+Execution lanes and latency windows: ``engram.memory.lanes``.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import queue
-import re
-import shutil
-import sqlite3
 import sys
 import threading
 import time
@@ -117,22 +85,23 @@ from pathlib import Path
 from typing import Any
 
 from engram.memory.base import Hit, Memory
-from engram.memory.index import Embedders
-from engram.memory.store import (
-    Store,
-    StoreConfig,
-    StoreCorrupt,
-    StoreError,
-    message_to_record,
-    record_to_message,
-)
+from engram.memory.embedding import Embedders
+from engram.memory.lanes import Lane
+from engram.memory.recovery import JOURNAL, Persistence
+from engram.memory.store import Store, message_to_record
+from engram.runtime import registry
 from engram.runtime.messages import MemoryQuery, Message
+from engram.runtime.registry import RegistryError
 
-__all__ = ["MemorySystem", "MemorySystemConfig", "default_memories", "merge_hits"]
+__all__ = [
+    "DEFAULT_MEMORIES",
+    "MemorySystem",
+    "MemorySystemConfig",
+    "default_memories",
+    "merge_hits",
+]
 
 log = logging.getLogger(__name__)
-
-_JOURNAL = "journal"
 
 
 @dataclass
@@ -162,110 +131,6 @@ class MemorySystemConfig:
             )
 
 
-class _Latency:
-    """A window of durations (seconds) -> count and percentiles (ms)."""
-
-    def __init__(self, window: int) -> None:
-        self.samples: collections.deque[float] = collections.deque(maxlen=window)
-        self.count = 0
-
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-        self.count += 1
-
-    def summary(self) -> dict[str, float]:
-        if not self.samples:
-            return {"count": self.count}
-        s = sorted(self.samples)
-        pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] * 1e3  # noqa: E731
-        return {
-            "count": self.count,
-            "p50_ms": pick(0.5),
-            "p95_ms": pick(0.95),
-            "p99_ms": pick(0.99),
-        }
-
-
-class _Lane:
-    """Serial execution of one memory's tasks on a shared pool (bounded FIFO)."""
-
-    def __init__(self, memory: Memory, pool: ThreadPoolExecutor, depth: int, window: int) -> None:
-        self.memory = memory
-        self.name = memory.name
-        self._pool = pool
-        self._depth = depth
-        self._tasks: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
-        self._cond = threading.Condition()
-        self._running = False
-        self.applied_jseq = 0  # journal sequence number of the last message applied
-        self.fallback_jseq = 0  # jseq of the previous checkpoint kept as a fallback (0: none)
-        self.errors = 0
-        self.latency = {op: _Latency(window) for op in ("write", "recall", "save")}
-        self.recall_ewma_ms = 0.0  # smoothed recall duration: decides inline vs lane
-        self.last_stats: dict[str, Any] = {}  # the memory's stats when last read
-
-    _BUSY = object()
-
-    def run_inline(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` in the calling thread if the lane is idle (nothing queued or
-        running), keeping the lane's one-at-a-time rule; else return ``_Lane._BUSY``."""
-        with self._cond:
-            if self._tasks or self._running:
-                return _Lane._BUSY
-            self._running = True
-        try:
-            return fn()
-        finally:
-            with self._cond:
-                self._running = False
-                if self._tasks:  # queued meanwhile: hand them to the pool
-                    self._running = True
-                    self._pool.submit(self._drain)
-                self._cond.notify_all()
-
-    def submit(self, fn: Callable[[], Any]) -> Future:
-        fut: Future = Future()
-        with self._cond:
-            while len(self._tasks) >= self._depth:
-                self._cond.wait()
-            self._tasks.append((fn, fut))
-            if not self._running:
-                self._running = True
-                self._pool.submit(self._drain)
-        return fut
-
-    def _drain(self) -> None:
-        while True:
-            with self._cond:
-                if not self._tasks:
-                    self._running = False
-                    self._cond.notify_all()
-                    return
-                fn, fut = self._tasks.popleft()
-                self._cond.notify_all()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-                fut.set_exception(exc)
-
-    def idle(self, timeout_s: float | None = None) -> bool:
-        """Wait until no task is queued or running."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._tasks or self._running:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    @property
-    def queued(self) -> int:
-        return len(self._tasks)
-
-
 def merge_hits(results: Sequence[tuple[str, list[Hit]]], top_k: int) -> list[Hit]:
     """Merge per-memory hit lists (in the system's memory order) into one ranking.
 
@@ -288,41 +153,42 @@ def merge_hits(results: Sequence[tuple[str, list[Hit]]], top_k: int) -> list[Hit
     return [h for *_, h in merged[:top_k]]
 
 
+#: the standard memories (registry names, kind "memory"), in the system's order: the
+#: order breaks ties when hits are merged
+DEFAULT_MEMORIES = ("spatial", "temporal", "episodic", "semantic", "working")
+
+
 def default_memories(
     embedders: Embedders | None = None, *, include: Sequence[str] | None = None
 ) -> list[Memory]:
-    """The standard set: spatial (when ``engram.memory.spatial`` is importable), temporal,
-    episodic, semantic, working. ``include`` picks names."""
-    from engram.memory.episodic import EpisodicMemory
-    from engram.memory.semantic import SemanticMemory
-    from engram.memory.temporal import TemporalMemory
-    from engram.memory.working import WorkingMemory
+    """The memories registered under kind "memory", built as ``cls(embedders=...)``.
 
-    out: list[Memory] = []
-    try:
-        from engram.memory.spatial import SpatialMemory
-
-        out.append(SpatialMemory())
-    except ImportError as exc:  # the spatial package is optional here
-        log.warning("spatial memory not available: %s", exc)
-    out += [
-        TemporalMemory(embedders=embedders),
-        EpisodicMemory(embedders=embedders),
-        SemanticMemory(embedders=embedders),
-        WorkingMemory(embedders=embedders),
-    ]
-    if include is not None:
-        unknown = set(include) - {m.name for m in out}
+    Without ``include``: the standard set ``DEFAULT_MEMORIES`` (one that cannot be
+    imported is left out with a warning). ``include`` picks registered names: the
+    standard ones in the standard order, then the others as given."""
+    known = registry.known("memory")
+    if include is None:
+        names = [n for n in DEFAULT_MEMORIES if n in known]
+    else:
+        unknown = sorted(set(include) - set(known))
         if unknown:
-            raise ValueError(
-                f"default_memories: unknown memory name(s) {sorted(unknown)}; "
-                f"known: {[m.name for m in out]}"
-            )
-        out = [m for m in out if m.name in include]
+            raise ValueError(f"default_memories: unknown memory name(s) {unknown}; known: {known}")
+        names = [n for n in DEFAULT_MEMORIES if n in include]
+        names += [n for n in dict.fromkeys(include) if n not in DEFAULT_MEMORIES]
+    out: list[Memory] = []
+    for name in names:
+        try:
+            cls = registry.get("memory", name)
+        except RegistryError as exc:
+            if include is not None:
+                raise
+            log.warning("memory %s not available: %s", name, exc)
+            continue
+        out.append(cls(embedders=embedders))
     return out
 
 
-class MemorySystem:
+class MemorySystem(Persistence):
     """Parallel facade over memories. See the module docstring.
 
     ``MemorySystem(memories, workers=2, root="runs/mem")``; use as a context manager
@@ -354,7 +220,7 @@ class MemorySystem:
             if not isinstance(m, Memory):
                 raise TypeError(f"MemorySystem: {m!r} is not a engram.memory.base.Memory")
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="memory")
-        self._lanes = [_Lane(m, self._pool, cfg.lane_depth, cfg.latency_window) for m in mems]
+        self._lanes = [Lane(m, self._pool, cfg.lane_depth, cfg.latency_window) for m in mems]
         self._by_name = {lane.name: lane for lane in self._lanes}
         # Bounded by _slots (a slot is taken before the put, so put never blocks in the lock).
         self._inq: queue.Queue[tuple[int, Message, str]] = queue.Queue()
@@ -392,7 +258,7 @@ class MemorySystem:
         except KeyError:
             raise KeyError(f"no memory {name!r}; memories: {self.names}") from None
 
-    def _lanes_for(self, names: Sequence[str]) -> list[_Lane]:
+    def _lanes_for(self, names: Sequence[str]) -> list[Lane]:
         if not names:
             return list(self._lanes)
         unknown = [n for n in names if n not in self._by_name]
@@ -441,7 +307,7 @@ class MemorySystem:
         if self._journal is None:
             return
         self._journal.put(
-            message_to_record(msg, collection=_JOURNAL, record_id=f"{jseq:016d}", topic=topic)
+            message_to_record(msg, collection=JOURNAL, record_id=f"{jseq:016d}", topic=topic)
         )
         if self._journal.pending == 0:
             self._journal_committed = jseq
@@ -459,7 +325,7 @@ class MemorySystem:
             self._since_checkpoint += 1
         return futures
 
-    def _apply_task(self, lane: _Lane, jseq: int, msg: Message, topic: str) -> Callable[[], str]:
+    def _apply_task(self, lane: Lane, jseq: int, msg: Message, topic: str) -> Callable[[], str]:
         def task() -> str:
             t0 = time.perf_counter()
             err = ""
@@ -543,15 +409,16 @@ class MemorySystem:
                     lane.errors += 1
                     log.warning("memory %s recall failed:\n%s", lane.name, traceback.format_exc())
                     out = None
-                if out is _Lane._BUSY:  # writes pending: queue behind them
+                if out is Lane._BUSY:  # writes pending: queue behind them
                     futs[lane.name] = lane.submit(self._recall_task(lane, query))
                 else:
                     inline[lane.name] = out
             done, _ = wait(list(futs.values()), timeout=self.config.recall_timeout_s)
             for lane in lanes:
                 if lane.name in inline:
-                    if inline[lane.name] is not None:
-                        results.append((lane.name, inline[lane.name]))
+                    hits = inline[lane.name]
+                    if hits is not None:
+                        results.append((lane.name, hits))
                     continue
                 fut = futs[lane.name]
                 if fut in done and fut.exception() is None:
@@ -570,7 +437,7 @@ class MemorySystem:
                     log.warning("memory %s recall failed:\n%s", lane.name, traceback.format_exc())
         return merge_hits(results, query.top_k)
 
-    def _recall_plan(self, lanes: list[_Lane]) -> list[_Lane]:
+    def _recall_plan(self, lanes: list[Lane]) -> list[Lane]:
         """The lanes whose recall goes to the pool; the rest run in the calling thread.
 
         Cheap recalls (smoothed time under ``inline_below_ms``) always run here: a thread
@@ -595,7 +462,7 @@ class MemorySystem:
                 here += lane.recall_ewma_ms
         return out
 
-    def _recall_task(self, lane: _Lane, query: MemoryQuery) -> Callable[[], list[Hit]]:
+    def _recall_task(self, lane: Lane, query: MemoryQuery) -> Callable[[], list[Hit]]:
         def task() -> list[Hit]:
             t0 = time.perf_counter()
             try:
@@ -615,174 +482,6 @@ class MemorySystem:
         for f in futs:
             f.result()
 
-    # ---- persistence --------------------------------------------------------------------
-    def _open_persistence(self, root: Path) -> None:
-        cfg = self.config
-        (root / "memories").mkdir(parents=True, exist_ok=True)
-        journal_cfg = StoreConfig(
-            batch_records=cfg.journal_batch,
-            batch_interval_s=cfg.journal_interval_s,
-            durable=cfg.durable,
-        )
-        try:
-            self._journal = Store(root / "journal", config=journal_cfg)
-        except StoreCorrupt as exc:
-            moved = _set_aside(root / "journal")
-            self._load_error("journal", f"{exc}; set aside as {moved}, a new journal started")
-            self._journal = Store(root / "journal", config=journal_cfg)
-        for lane in self._lanes:
-            self._load_lane(lane)
-        floor = min((lane.applied_jseq for lane in self._lanes), default=0)
-        last = max((lane.applied_jseq for lane in self._lanes), default=0)
-        replayed = 0
-        try:
-            for rec in self._journal.scan(_JOURNAL):
-                jseq = int(rec.record_id)
-                last = max(last, jseq)
-                if jseq <= floor:
-                    continue
-                msg, topic = record_to_message(rec)
-                for lane in self._lanes:
-                    if jseq > lane.applied_jseq:
-                        self._apply_task(lane, jseq, msg, topic)()
-                replayed += 1
-        except (sqlite3.DatabaseError, StoreError, ValueError, KeyError) as exc:
-            # damage found part-way: keep what was replayed, set the journal aside
-            self._journal.close()
-            moved = _set_aside(root / "journal")
-            self._load_error(
-                "journal",
-                f"replay stopped after {replayed} message(s): {exc!r}; set aside as {moved}, "
-                "a new journal started",
-            )
-            self._journal = Store(root / "journal", config=journal_cfg)
-        self._jseq = self._journal_committed = self._dispatched_jseq = last
-        self.counters["replayed"] = replayed
-
-    def _load_lane(self, lane: _Lane) -> None:
-        """Load a memory's CURRENT checkpoint; when it is damaged, set it aside and fall
-        back to the previous one (the journal reaches back to it), or to an empty memory."""
-        mem_dir = self._mem_dir(lane.name)
-        pointer = mem_dir / "CURRENT"
-        ckpt = None
-        try:
-            ckpt = self._current_checkpoint(lane.name)
-            if ckpt is not None:
-                lane.memory.load(ckpt)
-                lane.applied_jseq = _jseq_of(ckpt)
-                older = [c for c in _checkpoints(mem_dir) if _jseq_of(c) < lane.applied_jseq]
-                lane.fallback_jseq = _jseq_of(older[-1]) if older else 0
-            return
-        except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the rest
-            problem = f"checkpoint {ckpt or pointer} could not be loaded ({exc})"
-            if ckpt is not None:
-                problem += f"; set aside as {_set_aside(ckpt)}"
-        # only checkpoints older than the damaged one: a newer directory is the leftover
-        # of an interrupted save (CURRENT never pointed at it)
-        named = pointer.read_text().strip() if pointer.exists() else ""
-        below = _jseq_of(Path(named)) if re.fullmatch(r"ckpt-\d{16}", named) else 0
-        pointer.unlink(missing_ok=True)
-        older = [c for c in _checkpoints(mem_dir) if _jseq_of(c) < below]
-        for prev in reversed(older):
-            try:
-                lane.memory.reset()
-                _unshare(prev)  # its array files may be hard links of the damaged one's
-                lane.memory.load(prev)
-            except Exception as exc:  # noqa: BLE001 - try the next older one
-                problem += f"; the older {prev.name} failed too ({exc}), set aside as "
-                problem += str(_set_aside(prev))
-                continue
-            (mem_dir / "CURRENT.tmp").write_text(prev.name)
-            os.replace(mem_dir / "CURRENT.tmp", pointer)
-            lane.applied_jseq, lane.fallback_jseq = _jseq_of(prev), 0
-            self._load_error(lane.name, f"{problem}; restored {prev.name} + the journal")
-            return
-        lane.memory.reset()
-        lane.applied_jseq = lane.fallback_jseq = 0
-        self._load_error(lane.name, f"{problem}; rebuilt from the journal")
-
-    def _load_error(self, what: str, text: str) -> None:
-        self.load_errors[what] = text
-        log.error("memory system at %s: %s: %s", self.config.root, what, text)
-
-    def _mem_dir(self, name: str) -> Path:
-        return Path(self.config.root) / "memories" / name
-
-    def _current_checkpoint(self, name: str) -> Path | None:
-        pointer = self._mem_dir(name) / "CURRENT"
-        if not pointer.exists():
-            return None
-        target = self._mem_dir(name) / pointer.read_text().strip()
-        if not target.is_dir():
-            raise RuntimeError(f"{pointer} points at a missing checkpoint {target}")
-        return target
-
-    def checkpoint(self, *, _from_dispatcher: bool = False) -> dict[str, int]:
-        """Save every memory at a consistent journal position; prune the journal.
-        Returns {memory: jseq saved}."""
-        if not self.config.root:
-            raise RuntimeError("MemorySystem.checkpoint: no root directory configured")
-        if not _from_dispatcher:
-            self.flush()
-        with self._submit_lock:
-            self._journal.commit()  # type: ignore[union-attr]
-            self._journal_committed = self._jseq
-        with self._dispatch_lock:
-            # Every message up to this jseq is queued before the save in each lane, so
-            # each save holds exactly the messages <= jseq (those its memory accepts).
-            jseq = self._dispatched_jseq
-            futs = [(lane, lane.submit(self._save_task(lane, jseq))) for lane in self._lanes]
-        saved = {lane.name: fut.result() for lane, fut in futs}
-        # Keep the journal back to the *previous* checkpoints: a damaged current one is
-        # then replaced by its predecessor plus the journal, and nothing is lost.
-        floor = min((lane.fallback_jseq for lane in self._lanes), default=0)
-        if floor:
-            self._journal.delete_where(_JOURNAL, max_record_id=f"{floor:016d}")  # type: ignore[union-attr]
-            if self._journal.count(_JOURNAL) == 0:  # type: ignore[union-attr]
-                self._journal.compact()  # type: ignore[union-attr]
-        self._since_checkpoint = 0
-        return saved
-
-    def _save_task(self, lane: _Lane, jseq: int) -> Callable[[], int]:
-        def task() -> int:
-            t0 = time.perf_counter()
-            lane.applied_jseq = max(lane.applied_jseq, jseq)
-            mem_dir = self._mem_dir(lane.name)
-            current = self._current_checkpoint(lane.name)
-            name = f"ckpt-{jseq:016d}"
-            if current is not None and current.name == name:
-                return jseq  # nothing new since the last checkpoint
-            target = mem_dir / name
-            if target.exists():
-                shutil.rmtree(target)  # a leftover of an interrupted checkpoint
-            target.mkdir(parents=True)
-            if current is not None and getattr(lane.memory, "incremental_save", False):
-                _clone_store(current, target)  # then save() writes only the changes
-            lane.memory.save(target)
-            _fsync_dir(target) if self.config.durable else None
-            tmp = mem_dir / "CURRENT.tmp"
-            tmp.write_text(name)
-            os.replace(tmp, mem_dir / "CURRENT")  # atomic switch
-            keep = {name, current.name if current is not None else name}
-            for old in _checkpoints(mem_dir):
-                if old.name not in keep:
-                    shutil.rmtree(old, ignore_errors=True)
-            lane.fallback_jseq = _jseq_of(current) if current is not None else 0
-            lane.latency["save"].add(time.perf_counter() - t0)
-            return jseq
-
-        return task
-
-    @property
-    def journal_committed(self) -> int:
-        """The last journal sequence number known to be committed (survives a kill)."""
-        return self._journal_committed
-
-    def disk_bytes(self) -> int:
-        if not self.config.root:
-            return 0
-        return sum(p.stat().st_size for p in Path(self.config.root).rglob("*") if p.is_file())
-
     # ---- health -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         per = {}
@@ -793,7 +492,7 @@ class MemorySystem:
                 mstats = lane.run_inline(lane.memory.stats)
             except Exception as exc:  # noqa: BLE001 - stats must not fail the heartbeat
                 mstats = {"error": repr(exc)}
-            if mstats is _Lane._BUSY:
+            if mstats is Lane._BUSY:
                 mstats = dict(lane.last_stats, stale=True)
             else:
                 lane.last_stats = mstats
@@ -851,65 +550,3 @@ def _tune_process(cfg: MemorySystemConfig) -> None:
             threadpool_limits(cfg.blas_threads, user_api="blas")
     if cfg.gil_switch_interval_s > 0:
         sys.setswitchinterval(cfg.gil_switch_interval_s)
-
-
-def _clone_store(src: Path, dst: Path) -> None:
-    """Start checkpoint ``dst`` as a copy of checkpoint ``src`` (a ``engram.memory.store.Store``):
-    the SQLite database is copied (backup API), the append-only array files are
-    hard-linked, so a copy costs O(metadata), and the following save appends only what
-    changed. Safe: ``src`` reads its arrays only up to its own committed lengths, and if
-    the checkpoint never completes, reopening ``src`` truncates what ``dst`` appended."""
-    if not (src / "store.sqlite").exists():
-        return
-    import sqlite3
-
-    for f in (src / "arrays").rglob("*.bin"):
-        link = dst / f.relative_to(src)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(f, link)
-        except OSError:  # no hard links on this filesystem: copy
-            shutil.copy2(f, link)
-    with sqlite3.connect(src / "store.sqlite") as a, sqlite3.connect(dst / "store.sqlite") as b:
-        a.backup(b)
-    b.close()
-    a.close()
-
-
-def _checkpoints(mem_dir: Path) -> list[Path]:
-    """A memory's checkpoint directories (not set-aside ones), oldest first."""
-    found = [p for p in mem_dir.glob("ckpt-*") if re.fullmatch(r"ckpt-\d{16}", p.name)]
-    return sorted((p for p in found if p.is_dir()), key=_jseq_of)
-
-
-def _jseq_of(ckpt: Path) -> int:
-    return int(ckpt.name.split("-")[1])
-
-
-def _unshare(ckpt: Path) -> None:
-    """Give a checkpoint its own copy of hard-linked array files (``_clone_store`` links
-    them into the next checkpoint, which appends to them) before it is opened for writing."""
-    for f in (ckpt / "arrays").rglob("*.bin"):
-        if f.stat().st_nlink > 1:
-            tmp = f.with_name(f.name + ".unshare")
-            shutil.copy2(f, tmp)
-            os.replace(tmp, f)
-
-
-def _set_aside(path: Path) -> Path:
-    """Rename a damaged store directory to ``<name>.corrupt-<unix time>`` (kept for
-    inspection, never deleted) and return the new path."""
-    target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{n}")
-        n += 1
-    os.replace(path, target)
-    return target
-
-
-def _fsync_dir(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())

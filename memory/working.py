@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 
 from engram.memory.base import Hit, Memory, Provenance
-from engram.memory.index import Embedders, l2n, query_vectors
+from engram.memory.embedding import Embedders, query_vectors
+from engram.memory.index import l2n
 from engram.memory.store import Record, Store
 from engram.runtime.messages import Instruction, MemoryQuery, Message, Percept
 
@@ -139,6 +140,15 @@ def _module_classes() -> tuple[type, type]:
         -> fused (B, Np, D), (B, Nc, D). Also ``retrieve``, ``fuse``, ``write``,
         ``consolidate``, ``reset(batch_size=None, *, mask=None)``.
         """
+
+        # buffers (registered by ``reset``) and submodules, for the type checker
+        bank_p: Any  # (B, L, Np, D) perceptual tokens per entry
+        bank_c: Any  # (B, L, Nc, D) cognitive tokens per entry
+        bank_pm: Any  # (B, L, Np) bool: perceptual token present
+        bank_t: Any  # (B, L) entry timesteps
+        count: Any  # (B,) long: entries used
+        p_attn: Any
+        c_attn: Any
 
         def __init__(self, config: WorkingConfig | None = None) -> None:
             super().__init__()
@@ -327,7 +337,8 @@ class WorkingMemory(Memory):
         self._weights_version = 1  # bumped when the weights change (train, load)
         self.counters = {"written": 0, "episodes": 0, "merges": 0}
 
-    def _build(self, dim: int) -> None:
+    def _build(self, dim: int) -> Any:
+        """Build the bank for embeddings of size ``dim``; returns it."""
         import torch
 
         if dim % self.config.heads:
@@ -338,6 +349,7 @@ class WorkingMemory(Memory):
         self.config = cfg
         torch.manual_seed(self.seed)
         self.bank = _module_classes()[1](cfg).to(cfg.device).eval()
+        return self.bank
 
     def write(self, msg: Message, *, topic: str = "") -> None:
         if isinstance(msg, Instruction):
@@ -357,8 +369,7 @@ class WorkingMemory(Memory):
             )
         import torch
 
-        if self.bank is None:
-            self._build(d)
+        bank = self._build(d) if self.bank is None else self.bank
         cfg = self.config
         np_tok = cfg.perceptual_tokens
         p = np.zeros((np_tok, d), np.float32)
@@ -373,7 +384,7 @@ class WorkingMemory(Memory):
         c = np.repeat(l2n(msg.embedding)[None], cfg.cognitive_tokens, axis=0)
         dev = cfg.device
         with torch.inference_mode():
-            merged = self.bank.write(
+            merged = bank.write(
                 torch.from_numpy(p)[None].to(dev),
                 torch.from_numpy(c)[None].to(dev),
                 torch.tensor([float(self._step)], device=dev),

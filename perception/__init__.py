@@ -4,8 +4,9 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
 
 - ``engram.perception.encoders``: ``Encoder`` (ABC), ``TorchEncoder`` (the shared lazy load,
   device and batched no-grad inference of torch models), ``embed_in_batches``,
-  ``ENCODERS`` registry, ``make_encoder``, ``l2_normalize``. Implementations: ``engram.perception.clip.ClipEncoder`` (open_clip image +
-  text), ``engram.perception.text.MiniLMEncoder`` (sentences, 384-d).
+  ``make_encoder`` (by registry name, kind "encoder"), ``l2_normalize``. Implementations:
+  ``engram.perception.clip.ClipEncoder`` (open_clip image + text),
+  ``engram.perception.text.MiniLMEncoder`` (sentences, 384-d).
 - ``engram.perception.keyframes``: ``KeyframeSelector``, ``KeyframeConfig``, ``thumbnail``.
 - ``engram.perception.geometry``: ``backproject``, ``voxel_downsample``, ``object_boxes_3d``,
   ``check_pose``, ``GeometryError``.
@@ -24,7 +25,6 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "ENCODERS",
     "AudioSegmenter",
     "ClipEncoder",
     "Encoder",
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ENCODERS": "engram.perception.encoders",
     "Encoder": "engram.perception.encoders",
     "make_encoder": "engram.perception.encoders",
     "ClipEncoder": "engram.perception.clip",

@@ -28,13 +28,13 @@ holds the thread-safe load/close lifecycle and the device, checks ``batch_size``
 runs the forward passes in chunks (``embed_in_batches``: inference mode, L2-normalised
 float32 rows, ``(0, D)`` for no input). A subclass implements ``_load`` and ``dim``.
 
-``ENCODERS`` maps a name to ``"module:Class"``; ``make_encoder(name, config)`` imports
-the class only then, so importing this module never loads torch.
+Encoders are registered by name (kind ``"encoder"`` of ``engram.runtime.registry``, in
+``engram.perception.register``) as ``"module:Class"``; ``make_encoder(name, config)``
+imports the class only then, so importing this module never loads torch.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -43,12 +43,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engram.runtime import registry
+
 __all__ = [
-    "ENCODERS",
     "Encoder",
     "EncoderError",
     "TorchEncoder",
     "embed_in_batches",
+    "encoder_class",
     "l2_normalize",
     "make_encoder",
     "resolve_device",
@@ -209,22 +211,12 @@ def embed_in_batches(
     return np.concatenate(out, axis=0).astype(np.float32, copy=False)
 
 
-# name -> "module:Class"; strings so that the registry imports nothing heavy.
-ENCODERS: dict[str, str] = {
-    "clip": "engram.perception.clip:ClipEncoder",
-    "minilm": "engram.perception.text:MiniLMEncoder",
-}
-
-
 def encoder_class(name: str) -> type[Encoder]:
-    """The class registered as ``name``; ``KeyError`` lists the known names."""
-    try:
-        target = ENCODERS[name]
-    except KeyError:
-        raise KeyError(f"unknown encoder {name!r}; known: {', '.join(sorted(ENCODERS))}") from None
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    """The class registered as ``name`` (kind "encoder" of ``engram.runtime.registry``);
+    ``KeyError`` (``RegistryError``) lists the known names."""
+    cls = registry.get("encoder", name)
     if not (isinstance(cls, type) and issubclass(cls, Encoder)):
+        target = registry.REGISTRY.target("encoder", name)
         raise TypeError(f"encoder {name!r} -> {target} is not an Encoder subclass")
     return cls
 

@@ -100,7 +100,7 @@ MAX_TRACKED_CAMERAS = 16
 class PerceptionConfig(NodeConfig):
     """Settings of ``PerceptionNode``. Nested configs accept dicts (launch YAML)."""
 
-    # image encoder registered in engram.perception.encoders.ENCODERS (needs image + text for labels)
+    # image encoder: a registry name (kind "encoder"; needs image + text for labels)
     encoder: str = "clip"
     # open_clip architecture (ViT-B-32, engram-vit-small, engram-vit-tiny, ...)
     model_name: str = "engram-vit-small"
@@ -279,7 +279,7 @@ class WorkQueue:
         return len(self._items)
 
 
-class PerceptionNode(Node):
+class PerceptionNode(Node[PerceptionConfig]):
     """Frames and audio in; percepts, transcripts and sound events out. See module doc."""
 
     INPUTS: ClassVar[dict[str, Input]] = {
@@ -294,10 +294,8 @@ class PerceptionNode(Node):
     Config: ClassVar[type] = PerceptionConfig
 
     def __init__(self, config: PerceptionConfig | dict | None = None, **kwargs: Any) -> None:
-        if isinstance(config, dict):
-            config = PerceptionConfig(**config)
         super().__init__(config, **kwargs)
-        cfg: PerceptionConfig = self.config
+        cfg = self.config
         self.timer = StageTimer(cfg.latency_window)
         self.selector = KeyframeSelector(cfg.keyframes)
         self.work = WorkQueue(cfg.max_queue)
@@ -535,6 +533,7 @@ class PerceptionNode(Node):
             segmentation=frame.segmentation,
             labels=frame.labels,
             depth=frame.depth,
+            robot_labels=frame.robot_labels,
         )
         if frame.segmentation is None and cfg.tracker.enabled:
             objs = self._track(frame, objs)
@@ -571,6 +570,8 @@ class PerceptionNode(Node):
             points=points,
             point_object_ids=point_ids,
             thumbnail=thumbnail(frame.rgb, cfg.thumbnail_width_px),
+            image_width_px=int(frame.rgb.shape[1]),
+            image_height_px=int(frame.rgb.shape[0]),
         )
 
     def _track(self, frame: Frame, objs: Objects) -> Objects:

@@ -88,6 +88,8 @@ class ObjectsConfig:
     trim_percentile: float = 1.0
     # segmentation labels never reported as objects (e.g. "floor")
     ignore_labels: tuple[str, ...] = ()
+    # also skip the segments the frame lists as the robot's own parts (Frame.robot_labels)
+    skip_robot_labels: bool = True
     # compute region embeddings with the image encoder
     embed_regions: bool = True
     # fill pixels outside an object's mask with the mean colour before embedding it
@@ -260,19 +262,23 @@ class ObjectExtractor:
         segmentation: np.ndarray | None = None,
         labels: dict[str, str] | None = None,
         depth: np.ndarray | None = None,
+        robot_labels: list[str] | tuple[str, ...] = (),
     ) -> Objects:
         """Objects of one frame. rgb (H, W, 3) uint8; cloud: back-projected depth (or
-        None); segmentation (H, W) int32 (-1 = none) with ``labels`` id -> name."""
+        None); segmentation (H, W) int32 (-1 = none) with ``labels`` id -> name;
+        ``robot_labels``: names of the robot's own parts (skipped unless
+        ``skip_robot_labels`` is off)."""
         cfg = self.config
         h, w = rgb.shape[:2]
         if segmentation is not None:
             label_image = np.asarray(segmentation, dtype=np.int32)
             ids, counts = np.unique(label_image[label_image >= 0], return_counts=True)
             names = {str(k): v for k, v in (labels or {}).items()}
+            skip = set(cfg.ignore_labels) | (set(robot_labels) if cfg.skip_robot_labels else set())
             keep = [
                 i
                 for i, (oid, c) in enumerate(zip(ids, counts))
-                if c >= cfg.min_object_pixels and names.get(str(oid), "") not in cfg.ignore_labels
+                if c >= cfg.min_object_pixels and names.get(str(oid), "") not in skip
             ]
             ids = ids[keep].astype(np.int32)
             obj_labels = [names.get(str(oid), f"object_{oid}") for oid in ids]

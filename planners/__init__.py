@@ -2,21 +2,15 @@
 
 Public surface (import from the submodules; nothing heavy is imported here):
 
-- ``engram.planners.planner``: ``Planner`` (ABC), ``RuleBasedPlanner`` (default, no LLM),
-  ``Subgoal``, ``Plan``, ``Decision``, ``ClosedLoop`` (plan -> act -> critic ->
-  replan), ``MemoryClient`` and ``Grounding`` (questions answered from memory),
-  ``layout_key``, ``detect_task``.
-- ``engram.planners.skills``: the skill library (``SKILLS``, ``make_skill``, ``Skill``,
-  ``SkillConfig``), ``WorldView`` / ``ObjectView`` (what a skill may read),
-  ``SceneMonitor``, ``Verdict``, ``resolve_label``, ``estimate_yaw``.
-- ``engram.planners.critic``: ``Critic``, ``LoopDetector``, ``LoopConfig``.
-- ``engram.planners.reasoner``: optional LLM planning over an OpenAI-compatible endpoint
-  (``OpenAIReasoner``, ``LLMPlanner``).
-- ``engram.planners.node``: ``PlannerNode`` (node type ``planner``), ``PlannerNodeConfig``.
-- ``engram.planners.evaluate``: ``engram eval`` (task success with / without memory,
-  lifelong attempts), ``Pipeline`` (the lockstep graph); ``engram.planners.memory_qa``:
-  ``engram eval memory-qa``.
-- ``engram.planners.action_expert``, ``engram.planners.diffusion``, ``engram.planners.train``,
-  ``engram.planners.policy``: the memory-conditioned diffusion action expert and
-  ``engram train``.
+- ``engram.planners.planning``: the closed-loop planner grounded in memory: ``plans``
+  (``Subgoal``, ``Plan``, ``PlanDecision``), ``memory_client``, ``grounding``, ``recipes``,
+  ``planner`` (``Planner``, ``RuleBasedPlanner``, ``detect_task``), ``reasoner`` (optional
+  ``LLMPlanner``), ``loop`` (``ClosedLoop``), ``critic``, ``skills`` (the skill library),
+  ``node`` (``PlannerNode``, node type ``planner``).
+- ``engram.planners.policies``: the one ``Policy`` base (``base``), the scripted
+  ``expert`` / ``reactive`` / ``stop`` policies the sim runs (``scripted``), and the
+  memory-conditioned diffusion action expert with ``engram train`` (``diffusion``).
+- ``engram.planners.evaluation``: ``engram eval``: ``pipeline`` (``Pipeline``, the
+  ``launch/sim_full.yaml`` graph in lockstep), ``tasks`` (task success with / without
+  memory, lifelong attempts), ``memory_qa`` (``engram eval memory-qa``), ``cli``.
 """

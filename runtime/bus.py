@@ -7,7 +7,7 @@ A ``Bus`` moves ``Message`` values between nodes. Implementations:
 - ``ZmqBus`` (``runtime/zmq_bus.py``): ZeroMQ across processes or hosts,
   ``ipc://`` or ``tcp://``; messages go through ``runtime/codec.py``.
 
-Freshness is a named ``Policy`` per subscription; no queue is unbounded:
+Freshness is a named ``QueuePolicy`` per subscription; no queue is unbounded:
 
 - ``latest``: keep the newest message only (older ones are dropped and counted).
 - ``queue(n)``: bounded FIFO of n; when full the oldest is dropped and counted.
@@ -18,7 +18,8 @@ Request/reply (``serve`` / ``request``) is for queries such as memory recall:
 ``request`` raises ``TimeoutError`` when no reply arrives in time.
 
 ``make_bus(url)`` picks an implementation from a URL: ``inproc://NAME``,
-``ipc:///path/prefix`` or ``tcp://host:port`` (see ``runtime/zmq_bus.py``).
+``ipc:///path/prefix`` or ``tcp://host:port`` (``ZmqBus``, registered as kind ``"bus"``
+for those schemes by ``engram.runtime.register``, so this module imports no transport).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engram.runtime import registry
 from engram.runtime.messages import Message
 
 __all__ = [
@@ -39,7 +41,7 @@ __all__ = [
     "BusClosed",
     "InProcBus",
     "Mailbox",
-    "Policy",
+    "QueuePolicy",
     "Subscription",
     "make_bus",
 ]
@@ -54,8 +56,8 @@ class BusClosed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Policy:
-    """Freshness policy of a subscription. Parse with ``Policy.parse("queue(8)")``."""
+class QueuePolicy:
+    """Freshness policy of a subscription. Parse with ``QueuePolicy.parse("queue(8)")``."""
 
     kind: str = "queue"  # "latest" | "queue" | "all"
     depth: int = 8  # max messages held (1 for latest)
@@ -69,9 +71,9 @@ class Policy:
             object.__setattr__(self, "depth", 1)
 
     @classmethod
-    def parse(cls, text: str | Policy) -> Policy:
+    def parse(cls, text: str | QueuePolicy) -> QueuePolicy:
         """``"latest"``, ``"queue(n)"``, ``"all"`` or ``"all(n)"``."""
-        if isinstance(text, Policy):
+        if isinstance(text, QueuePolicy):
             return text
         m = _POLICY_RE.match(str(text))
         if not m:
@@ -88,13 +90,13 @@ class Policy:
 
 
 class Mailbox:
-    """A bounded, thread-safe buffer that applies a ``Policy``.
+    """A bounded, thread-safe buffer that applies a ``QueuePolicy``.
 
     ``put`` never grows past ``policy.depth``: ``latest``/``queue`` drop the oldest
     (counted in ``dropped``), ``all`` blocks the caller until there is room.
     """
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: QueuePolicy) -> None:
         self.policy = policy
         self._items: collections.deque[Message] = collections.deque()
         self._cond = threading.Condition()
@@ -162,7 +164,7 @@ class Mailbox:
 class Subscription:
     """A subscriber's handle: pull messages with ``get``; counters for health."""
 
-    def __init__(self, topic: str, policy: Policy, on_close: Callable[[], None] | None = None):
+    def __init__(self, topic: str, policy: QueuePolicy, on_close: Callable[[], None] | None = None):
         self.topic = topic
         self.policy = policy
         self.mailbox = Mailbox(policy)
@@ -205,7 +207,7 @@ class Bus(ABC):
         subscriber uses the ``all`` policy and is full)."""
 
     @abstractmethod
-    def subscribe(self, topic: str, policy: Policy | str = "queue(8)") -> Subscription:
+    def subscribe(self, topic: str, policy: QueuePolicy | str = "queue(8)") -> Subscription:
         """Start receiving ``topic`` into a bounded ``Subscription``."""
 
     @abstractmethod
@@ -254,9 +256,9 @@ class InProcBus(Bus):
         for sub in subs:
             sub.mailbox.put(msg)
 
-    def subscribe(self, topic: str, policy: Policy | str = "queue(8)") -> Subscription:
+    def subscribe(self, topic: str, policy: QueuePolicy | str = "queue(8)") -> Subscription:
         self._check_open()
-        pol = Policy.parse(policy)
+        pol = QueuePolicy.parse(policy)
 
         def remove() -> None:
             with self._lock:
@@ -325,8 +327,8 @@ def make_bus(url: str = "inproc://default", **options: object) -> Bus:
             if bus is None or bus._closed:
                 bus = _INPROC_BUSES[name] = InProcBus(name)
             return bus
-    if url.startswith(("ipc://", "tcp://")):
-        from engram.runtime.zmq_bus import ZmqBus  # pyzmq only when asked for
-
-        return ZmqBus(url, **options)  # type: ignore[arg-type]
+    scheme = url.partition("://")[0]
+    if "://" in url and scheme in registry.known("bus"):
+        # registered transports: ipc/tcp -> engram.runtime.zmq_bus.ZmqBus (pyzmq only now)
+        return registry.get("bus", scheme)(url, **options)
     raise ValueError(f"unknown bus URL {url!r}: use inproc://NAME, ipc://PATH or tcp://HOST:PORT")

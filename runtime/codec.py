@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -122,7 +122,12 @@ def encode(msg: Message) -> list[bytes | memoryview]:
         if isinstance(value, np.ndarray):
             arr = _wire_array(cls.TYPE, f.name, value)
             descriptors.append([f.name, arr.dtype.str, list(arr.shape)])
-            buffers.append(memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else b"")
+            if arr.size:
+                flat = arr.reshape(-1).view(np.uint8)
+                # numpy's stubs declare ndarray.__buffer__ only on Python >= 3.12
+                buffers.append(memoryview(flat))  # pyright: ignore[reportArgumentType]
+            else:
+                buffers.append(b"")
         else:
             plain[f.name] = value
     header = {
@@ -134,7 +139,8 @@ def encode(msg: Message) -> list[bytes | memoryview]:
         "a": descriptors,
     }
     try:
-        body = msgpack.packb(header, use_bin_type=True, default=_to_plain)
+        # msgpack ships no stubs; packb always returns bytes (inferred as ``... | None``)
+        body = cast(bytes, msgpack.packb(header, use_bin_type=True, default=_to_plain))
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"cannot encode {cls.TYPE}: {exc}") from None
     return [_PREFIX + body, *buffers]
@@ -269,8 +275,7 @@ def _decode_views(views: list[memoryview]) -> Message:
     if not isinstance(header, dict):
         raise DecodeError(f"header must be a map, got {type(header).__name__}")
     type_name = header.get("t")
-    cls = MESSAGE_TYPES.get(type_name) if isinstance(type_name, str) else None
-    if cls is None:
+    if not isinstance(type_name, str) or (cls := MESSAGE_TYPES.get(type_name)) is None:
         raise DecodeError(
             f"unknown message type {type_name!r}; known: {', '.join(sorted(MESSAGE_TYPES))}"
         )

@@ -47,13 +47,13 @@ class SyntheticCameraConfig(NodeConfig):
     # subscriber to connect (ZeroMQ buses; a PUB/SUB late joiner would miss the first frames)
 
 
-class SyntheticCamera(Node):
+class SyntheticCamera(Node[SyntheticCameraConfig]):
     """A camera without hardware: moving pattern, depth and an orbiting pose."""
 
     OUTPUTS = {"frames": Output("Frame")}
     Config = SyntheticCameraConfig
 
-    def __init__(self, config: SyntheticCameraConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: SyntheticCameraConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         cfg = self.config
         if cfg.rate_hz <= 0:
@@ -144,13 +144,13 @@ class FrameStatsConfig(NodeConfig):
     latency_window: int = 1000  # latency percentiles over the last N frames
 
 
-class FrameStats(Node):
+class FrameStats(Node[FrameStatsConfig]):
     """Counts received frames, sequence gaps and arrival latency; publishes nothing."""
 
     INPUTS = {"frames": Input("Frame", policy="queue(16)")}
     Config = FrameStatsConfig
 
-    def __init__(self, config: FrameStatsConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: FrameStatsConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         if self.config.latency_window < 1:
             raise ValueError(f"latency_window must be >= 1, got {self.config.latency_window}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class MessageError(ValueError):
 # validation helpers
 
 
-def _fail(msg: Message, field_name: str, problem: str) -> None:
+def _fail(msg: Message, field_name: str, problem: str) -> NoReturn:
     raise MessageError(f"{type(msg).__name__}.{field_name}: {problem}")
 
 
@@ -251,6 +251,8 @@ class Frame(Message):
     world_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     #: segmentation id -> label (body name in simulation); JSON keys are strings.
     labels: dict[str, str] = field(default_factory=dict)
+    #: labels (values of ``labels``) of the robot's own parts: not objects (perception skips them)
+    robot_labels: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         _array(self, "rgb", "uint8", (None, None, 3))
@@ -338,6 +340,7 @@ class Percept(Message):
     points: (N, 3) float32 world points (voxel-downsampled) seen in this frame,
     point_object_ids: (N,) int32 (-1 = none). The camera origin for ray carving is
     ``world_from_camera[:3, 3]``. thumbnail: (h, w, 3) uint8, small.
+    image_width_px / image_height_px: size of the frame the boxes are in (0 = unknown).
     """
 
     TYPE: ClassVar[str] = "Percept"
@@ -357,9 +360,13 @@ class Percept(Message):
     points: np.ndarray | None = None
     point_object_ids: np.ndarray | None = None
     thumbnail: np.ndarray | None = None
+    image_width_px: int = 0
+    image_height_px: int = 0
 
     def validate(self) -> None:
         _nonneg(self, "frame_seq")
+        _nonneg(self, "image_width_px")
+        _nonneg(self, "image_height_px")
         _pose(self, "world_from_camera")
         _array(self, "embedding", "float32", (None,), optional=True, finite=True)
         _array(self, "object_ids", "int32", (None,))

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from engram.runtime.bus import Bus, BusClosed, Policy, Subscription, make_bus
+from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription, make_bus
 from engram.runtime.config import make_config
 from engram.runtime.messages import Heartbeat, Message, message_type
 
@@ -57,7 +57,7 @@ class Input:
 
     def __post_init__(self) -> None:
         message_type(self.type)  # KeyError naming the known types
-        Policy.parse(self.policy)
+        QueuePolicy.parse(self.policy)
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,14 @@ class NodeConfig:
     poll_timeout_s: float = 0.1  # how long an input thread waits before re-checking stop
 
 
-ConfigT = TypeVar("ConfigT")
+ConfigT = TypeVar("ConfigT", bound=NodeConfig)
 
 
 class Node(Generic[ConfigT]):
     """Base class of every node. See the module docstring.
 
-    Generic in its config type: ``class SimNode(Node[SimNodeConfig])`` with
-    ``Config = SimNodeConfig``. The constructor takes a ``Config``, a plain dict of its
+    Generic in its config type: ``class MyNode(Node[MyNodeConfig])`` with
+    ``Config = MyNodeConfig``. The constructor takes a ``Config``, a plain dict of its
     fields (checked and converted once, here: launch graphs and CLIs pass dicts), or
     None for the defaults.
     """

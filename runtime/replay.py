@@ -7,8 +7,9 @@ the recorded pace scaled by ``rate`` (2.0 = twice as fast) or as fast as
 possible (``rate=None``). Pacing follows the recorded ``log_time``.
 
 ROS 2 bags (a directory with ``metadata.yaml``, a ``.db3`` file, or an MCAP whose
-channels use message_encoding ``"cdr"``) are handed to
-``engram.runtime.ros2.bag.replay_bag``, which converts ROS messages to Engram ones.
+channels use message_encoding ``"cdr"``) are handed to the registered ``replayer``
+``ros2`` (``engram.runtime.bridges.ros2.bag.replay_bag``, which converts ROS messages to
+Engram ones); the core names no bridge.
 
 Python API::
 
@@ -17,18 +18,13 @@ Python API::
 
 A message that fails to decode is skipped, counted and logged; replay goes on.
 
-CLI: ``engram replay FILE [--rate R | --as-fast-as-possible] [--bus URL]
-[--topic-map OLD=NEW ...] [--loop] [--rerun [FILE.rrd]]``; the bus defaults to
-``$ENGRAM_BUS``. ``--rerun`` also logs what is published (and what the graph makes of
-it) to Rerun; with no bus given it replays onto an in-process bus just for that.
+The ``engram replay`` command is ``engram.runtime.apps.replay``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,18 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engram.runtime import registry
 from engram.runtime.bus import Bus
 from engram.runtime.messages import Message
 
 __all__ = [
     "RecordedMessage",
     "RecordingError",
-    "add_arguments",
     "is_ros2_bag",
     "iter_recording",
     "read_recording",
     "replay",
-    "run",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,7 +113,7 @@ def iter_recording(
     if foreign:
         raise RecordingError(
             f"{path}: channels use message encoding(s) {sorted(foreign)}; Engram recordings "
-            f"use {_ENGRAM_ENCODING!r} (ROS 2 bags with 'cdr' replay through engram.runtime.ros2.bag)"
+            f"use {_ENGRAM_ENCODING!r} (ROS 2 bags with 'cdr' replay through engram.runtime.bridges.ros2.bag)"
         )
     with open(path, "rb") as f:
         try:
@@ -157,8 +152,8 @@ def replay(
 
     rate: speed factor on the recorded pace (1.0 = real time); None = as fast as
     possible. topic_map: ``{recorded topic: topic to publish on}``. loop: start
-    over at the end until ``stop`` is set. A ROS 2 bag goes to
-    ``engram.runtime.ros2.bag.replay_bag``.
+    over at the end until ``stop`` is set. A ROS 2 bag goes to the registered
+    ``replayer`` ``ros2`` (``engram.runtime.bridges.ros2.bag.replay_bag``).
     """
     if rate is not None and not rate > 0:
         raise ValueError(f"rate must be > 0 (or None for as fast as possible), got {rate}")
@@ -184,14 +179,14 @@ def replay(
 
 
 def _ros2_replay_bag(path: Path) -> Any:
+    """The registered ROS 2 bag replayer (kind ``"replayer"``, name ``"ros2"``: by
+    default ``engram.runtime.bridges.ros2.bag.replay_bag``)."""
     try:
-        from engram.runtime.ros2.bag import replay_bag
-    except ImportError as exc:
+        return registry.get("replayer", "ros2")
+    except registry.RegistryError as exc:
         raise RecordingError(
-            f"{path} is a ROS 2 bag, but ROS 2 bag replay (engram.runtime.ros2.bag) is not available "
-            f"in this build: {exc}"
+            f"{path} is a ROS 2 bag, but ROS 2 bag replay is not available in this build: {exc}"
         ) from None
-    return replay_bag
 
 
 def _replay_once(
@@ -213,91 +208,3 @@ def _replay_once(
         bus.publish(topic_map.get(record.topic, record.topic), record.msg)
         count += 1
     return count
-
-
-# ---------------------------------------------------------------------------
-# CLI: engram replay
-
-
-def add_arguments(parser: Any) -> None:
-    parser.add_argument("file", help="an Engram MCAP recording or a ROS 2 bag")
-    speed = parser.add_mutually_exclusive_group()
-    speed.add_argument(
-        "--rate", type=float, default=1.0, help="speed factor on the recorded pace (default 1.0)"
-    )
-    speed.add_argument("--as-fast-as-possible", action="store_true", help="publish without pacing")
-    parser.add_argument(
-        "--bus", default=None, help="bus URL (default: $ENGRAM_BUS, printed by engram launch)"
-    )
-    parser.add_argument(
-        "--topic-map",
-        nargs="+",
-        default=[],
-        metavar="OLD=NEW",
-        help="publish recorded topic OLD on NEW",
-    )
-    parser.add_argument("--loop", action="store_true", help="start over at the end (Ctrl-C stops)")
-    parser.add_argument(
-        "--start-delay-s",
-        type=float,
-        default=0.5,
-        help="wait this long after joining the bus before publishing (subscribers connect)",
-    )
-    from engram.runtime.live import add_rerun_argument
-
-    add_rerun_argument(parser)  # --rerun [FILE.rrd]; without --bus / $ENGRAM_BUS: in-process
-
-
-def _parse_topic_map(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise SystemExit(f"engram replay: --topic-map wants OLD=NEW, got {item!r}")
-        out[old] = new
-    return out
-
-
-def run(args: Any) -> int:
-    from engram.runtime.bus import make_bus
-    from engram.runtime.recorder import bus_url_from
-
-    rerun_flag = getattr(args, "rerun", None)
-    if rerun_flag is not None and not (args.bus or os.environ.get("ENGRAM_BUS")):
-        url = "inproc://replay"  # only the Rerun node listens
-    else:
-        url = bus_url_from(args.bus, "replay")
-    topic_map = _parse_topic_map(args.topic_map)
-    if args.rate is not None and not args.rate > 0:
-        raise SystemExit(f"engram replay: --rate must be > 0, got {args.rate}")
-    rate = None if args.as_fast_as_possible else args.rate
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with make_bus(url) as bus:
-            from engram.runtime.live import start_rerun_node
-
-            rerun = start_rerun_node(rerun_flag, bus, name="engram-replay")
-            try:
-                if args.start_delay_s > 0:
-                    stop.wait(args.start_delay_s)
-                pace = "as fast as possible" if rate is None else f"at {rate:g}x"
-                print(f"engram replay: {args.file} -> {url} {pace}", file=sys.stderr, flush=True)
-                n = replay(
-                    args.file, bus, rate=rate, topic_map=topic_map, loop=args.loop, stop=stop
-                )
-            finally:
-                if rerun is not None:
-                    rerun.stop()  # completes the .rrd file
-    except RecordingError as exc:
-        print(f"engram replay: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    print(f"engram replay: published {n} message(s) from {args.file}")
-    return 0

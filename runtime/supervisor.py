@@ -3,8 +3,8 @@
 The launcher (``runtime/launcher.py``) runs each ``process:`` group of a graph as
 one OS process and hands them to a ``Supervisor``:
 
-- each child runs ``python -m engram.runtime.supervisor --spec GROUP.json --group NAME
-  --parent-pid PID`` (see ``child_main``): it joins the bus, starts its nodes,
+- each child runs ``python -m engram.runtime.child --spec GROUP.json --group NAME
+  --parent-pid PID`` (``engram.runtime.child``): it joins the bus, starts its nodes,
   and stops them cleanly on SIGTERM/SIGINT, or when its parent dies (it polls
   ``os.getppid()``, so no orphan outlives a SIGKILLed launcher);
 - a monitor thread polls the children; when one exits while the launch is
@@ -24,8 +24,6 @@ A child exits 0 when told to stop or when all its nodes stopped by themselves,
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import signal
@@ -42,7 +40,6 @@ __all__ = [
     "RestartPolicy",
     "Supervisor",
     "backoff_delay_s",
-    "child_main",
     "describe_exit",
 ]
 
@@ -297,79 +294,3 @@ class Supervisor:
             f"process {proc.name!r} {proc.last_exit}; restarting in {delay:.2g} s "
             f"(restart {proc.restarts}{limit})"
         )
-
-
-# ---------------------------------------------------------------------------
-# the child side: python -m engram.runtime.supervisor --spec FILE --group NAME
-
-
-def child_main(argv: Sequence[str] | None = None) -> int:
-    """Run one process group of a launch graph until SIGTERM/SIGINT or the parent dies.
-
-    The spec file (written by the launcher) is JSON:
-    ``{"graph": source, "bus": url, "group": name, "nodes": [{"name", "type",
-    "params", "topics"}, ...]}``.
-    """
-    parser = argparse.ArgumentParser(prog="python -m engram.runtime.supervisor")
-    parser.add_argument("--spec", required=True, help="group spec JSON written by the launcher")
-    parser.add_argument("--group", required=True, help="process group name")
-    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this pid goes away")
-    args = parser.parse_args(argv)
-    level = os.environ.get("ENGRAM_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING),
-        format=f"%(asctime)s %(levelname)s [{args.group}] %(name)s: %(message)s",
-    )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    from engram.runtime.bus import make_bus
-    from engram.runtime.launcher import build_node, curve_from_settings, start_order
-
-    with open(args.spec, encoding="utf-8") as f:
-        spec = json.load(f)
-    bus = None
-    nodes = []
-    try:
-        curve = curve_from_settings(spec.get("curve"))
-        bus = make_bus(spec["bus"], curve=curve) if curve is not None else make_bus(spec["bus"])
-        nodes = [build_node(n, bus) for n in spec["nodes"]]
-        for node in start_order(nodes):
-            node.start()
-    except Exception:
-        log.exception("process group %r: could not start its nodes", args.group)
-        for node in reversed(nodes):
-            _stop_quietly(node)
-        if bus is not None:
-            bus.close()
-        return 1
-    exit_code = 0
-    while not stop.wait(0.2):
-        if args.parent_pid and os.getppid() != args.parent_pid:
-            log.warning("process group %r: launcher went away; shutting down", args.group)
-            break
-        if all(node.state in ("stopped", "stopping") for node in nodes):
-            break  # every node finished by itself
-    for node in reversed(start_order(nodes)):
-        if not _stop_quietly(node):
-            exit_code = 1
-    bus.close()
-    return exit_code
-
-
-def _stop_quietly(node: object) -> bool:
-    try:
-        node.stop()  # type: ignore[attr-defined]
-        return True
-    except Exception:
-        log.exception("error stopping node %s", getattr(node, "name", node))
-        return False
-
-
-if __name__ == "__main__":
-    sys.exit(child_main())

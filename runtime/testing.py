@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from engram.runtime.bus import BusClosed, InProcBus, Policy, Subscription
+from engram.runtime.bus import BusClosed, InProcBus, QueuePolicy, Subscription
 from engram.runtime.messages import MESSAGE_TYPES, Message
 from engram.runtime.node import Input, Node, Output, Service
 
@@ -223,7 +223,7 @@ def node_problems(cls: type, *, config: Any = None) -> list[str]:
                     problems.append(f"{where}: unknown message type {t!r}")
             if isinstance(decl, Input):
                 try:
-                    Policy.parse(decl.policy)
+                    QueuePolicy.parse(decl.policy)
                 except ValueError as exc:
                     problems.append(f"{where}: {exc}")
             if decl.topic and any(c.isspace() for c in decl.topic):

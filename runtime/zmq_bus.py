@@ -33,7 +33,7 @@ Every process calls ``make_bus(url)`` with the same ``url`` (``ipc:///path/prefi
   routes the ``REP`` (or ``ERR``) back. With no server the broker answers ``NOSERVER`` and
   the client retries until its timeout, then raises ``TimeoutError``.
 
-Freshness (``Policy``, see ``runtime/bus.py``) is applied by the subscriber's bounded
+Freshness (``QueuePolicy``, see ``runtime/bus.py``) is applied by the subscriber's bounded
 ``Mailbox``: ``latest``/``queue(n)`` drop the oldest (counted in ``Subscription.dropped``);
 ``all`` blocks the subscription's receiver thread, which stops reading its socket, so the
 ZeroMQ queues (``recv_hwm``, ``all_send_hwm``) and kernel buffers fill and the publisher's
@@ -58,131 +58,58 @@ there, ``sweep_stale_ipc``); for
 ``tcp://host:port`` the broker binds ``host:port`` and each bus two ephemeral ports on
 ``bind_host``, announced with ``advertise_host``.
 
-Run a standalone broker with ``python -m engram.runtime.zmq_bus URL``.
+The broker is ``engram.runtime.zmq_broker`` (run a standalone one with
+``python -m engram.runtime.zmq_broker URL``), CURVE keys and sockets ``engram.runtime.zmq_curve``.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import itertools
 import logging
 import os
-import re
-import socket
-import stat
 import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
 
-from engram.runtime.bus import Bus, BusClosed, Policy, Subscription
+from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
+from engram.runtime.zmq_broker import (
+    BYE,
+    ERR,
+    HELLO,
+    NOSERVER,
+    PEERS,
+    REP,
+    REQ,
+    SERVE,
+    UNSERVE,
+    check_ipc_path,
+    parse_url,
+    sweep_stale_ipc,
+)
+from engram.runtime.zmq_curve import (
+    CurveConfig,
+    RateLimitedLog,
+    curve_client,
+    curve_server,
+    start_authenticator,
+)
 
-__all__ = [
-    "Broker",
-    "CurveConfig",
-    "ZmqBus",
-    "ZmqBusConfig",
-    "serve_broker",
-]
+__all__ = ["ZmqBus", "ZmqBusConfig"]
 
 log = logging.getLogger(__name__)
 
-# Broker protocol verbs (first frame after the routing id).
-_HELLO, _PEERS, _BYE = b"HELLO", b"PEERS", b"BYE"
-_SERVE, _UNSERVE = b"SERVE", b"UNSERVE"
-_REQ, _REP, _ERR, _NOSERVER = b"REQ", b"REP", b"ERR", b"NOSERVER"
-_ZAP_DOMAIN = "engram"
-_IPC_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _BUS_NUMBERS = itertools.count(1)  # distinguishes buses of one process in ipc paths
-
-
-# ---------------------------------------------------------------------------
-# configuration
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """CURVE keys of one node. Keys are Z85 text (40 chars), as ``engram keys`` writes them.
-
-    Load from files with ``CurveConfig.from_files``.
-    """
-
-    public_key: bytes  # this node's public key
-    secret_key: bytes  # this node's secret key (keep private)
-    server_public_key: bytes  # the broker's public key (what this node connects to)
-    allowed_client_keys: tuple[bytes, ...] = ()  # peers' public keys allowed to connect here
-
-    def __post_init__(self) -> None:
-        for name in ("public_key", "secret_key", "server_public_key"):
-            object.__setattr__(self, name, _z85_key(name, getattr(self, name)))
-        allowed = tuple(
-            _z85_key(f"allowed_client_keys[{i}]", k) for i, k in enumerate(self.allowed_client_keys)
-        )
-        if self.public_key not in allowed:
-            allowed += (self.public_key,)  # a node always talks to itself
-        object.__setattr__(self, "allowed_client_keys", allowed)
-
-    @classmethod
-    def from_files(
-        cls,
-        secret_key_file: str | os.PathLike[str],
-        *,
-        server_public_key_file: str | os.PathLike[str] | None,
-        allowed_keys_dir: str | os.PathLike[str] | None = None,
-    ) -> CurveConfig:
-        """Keys from ``engram keys`` files: this node's ``NAME.key_secret``, the broker's
-        ``*.key`` (None: this node's own public key, for a process that serves the broker
-        with its own key pair), and a directory of allowed peers' ``*.key`` files."""
-        import zmq.auth
-
-        public, secret = _load_cert(secret_key_file)
-        if secret is None:
-            raise ValueError(f"{secret_key_file}: no secret key in this file (use .key_secret)")
-        server_public = public
-        if server_public_key_file is not None:
-            server_public, _ = _load_cert(server_public_key_file)
-        allowed: list[bytes] = []
-        if allowed_keys_dir is not None:
-            if not Path(allowed_keys_dir).is_dir():
-                raise ValueError(f"allowed_keys_dir {allowed_keys_dir}: not a directory")
-            allowed = sorted(zmq.auth.load_certificates(os.fspath(allowed_keys_dir)))
-        return cls(public, secret, server_public, tuple(allowed))
-
-    def allows(self, client_key: bytes) -> bool:
-        """Whether a Z85 client public key is on the allow-list."""
-        return client_key in self.allowed_client_keys
-
-
-def _z85_key(name: str, key: bytes | str) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("ascii", "replace")
-    if not isinstance(key, bytes) or len(key) != 40:
-        raise ValueError(f"CurveConfig.{name}: must be a 40-char Z85 key, got {key!r:.60}")
-    try:
-        zmq.utils.z85.decode(key)
-    except Exception:  # noqa: BLE001
-        raise ValueError(f"CurveConfig.{name}: not valid Z85 text: {key!r}") from None
-    return key
-
-
-def _load_cert(path: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
-    import zmq.auth
-
-    try:
-        public, secret = zmq.auth.load_certificate(os.fspath(path))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read CURVE key file {path}: {exc}") from None
-    return public, secret
 
 
 @dataclass
@@ -208,339 +135,10 @@ class ZmqBusConfig:
     log_interval_s: float = 5.0  # at most one decode-error log line per subscription per this
 
 
-# ---------------------------------------------------------------------------
-# URLs and endpoints
-
-_IPC_TAG = re.compile(r"\.(\d+)-\d+\.[pa]$")
-
-
-def sweep_stale_ipc(prefix: str) -> int:
-    """Delete the ``PREFIX.<pid>-<n>.p|a`` socket files of bus processes that no longer
-    run (killed with SIGKILL, they cannot remove their own); returns how many.
-
-    Called whenever a broker or bus binds under ``prefix``; a file whose pid is alive (or
-    not ours to check) is left alone.
-    """
-    base = Path(prefix)
-    removed = 0
-    try:
-        candidates = list(base.parent.glob(glob.escape(base.name) + ".*"))
-    except OSError:
-        return 0
-    for path in candidates:
-        m = _IPC_TAG.search(path.name[len(base.name) :])
-        if m is None or path.name[: len(base.name)] != base.name:
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError):
-            continue  # someone else's process (or a bogus pid): not ours to judge
-        try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                path.unlink()
-                removed += 1
-        except OSError:
-            pass
-    if removed:
-        log.info("removed %d stale ipc socket file(s) of dead processes under %s", removed, prefix)
-    return removed
-
-
-@dataclass(frozen=True)
-class _Url:
-    scheme: str  # "ipc" | "tcp"
-    path: str = ""  # ipc: socket path of the broker; other sockets add suffixes
-    host: str = ""  # tcp
-    port: int = 0  # tcp
-
-    @property
-    def broker_bind(self) -> str:
-        if self.scheme == "ipc":
-            return f"ipc://{self.path}"
-        host = "127.0.0.1" if self.host == "localhost" else self.host
-        return f"tcp://{host}:{self.port}"
-
-    @property
-    def broker_connect(self) -> str:
-        if self.scheme == "ipc":
-            return f"ipc://{self.path}"
-        host = "127.0.0.1" if self.host in ("localhost", "*", "0.0.0.0") else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def _parse_url(url: str) -> _Url:
-    if url.startswith("ipc://"):
-        path = url[len("ipc://") :]
-        if not path:
-            raise ValueError(f"bad bus URL {url!r}: ipc:// needs a path, e.g. ipc:///tmp/engram")
-        path = os.path.abspath(path)
-        _check_ipc_path(path, url)
-        return _Url("ipc", path=path)
-    if url.startswith("tcp://"):
-        rest = url[len("tcp://") :]
-        host, sep, port = rest.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad bus URL {url!r}: use tcp://HOST:PORT with a port 1..65535")
-        return _Url("tcp", host=host.strip("[]"), port=int(port))
-    raise ValueError(f"bad bus URL {url!r}: ZmqBus takes ipc://PATH or tcp://HOST:PORT")
-
-
-def _check_ipc_path(path: str, url: str, suffix_len: int = 0) -> None:
-    size = len(os.fsencode(path)) + suffix_len
-    if size > _IPC_PATH_MAX:
-        raise ValueError(
-            f"bus URL {url!r}: unix socket path {path!r} is too long ({size} bytes with the "
-            f"per-process suffix, max {_IPC_PATH_MAX}); use a shorter path such as /tmp/engram"
-        )
-
-
 def _topic_key(topic: str) -> bytes:
     if not isinstance(topic, str) or not topic or "\0" in topic:
         raise ValueError(f"bad topic {topic!r}: must be a non-empty str without NUL")
     return topic.encode() + b"\0"
-
-
-def _curve_server(sock: zmq.Socket, curve: CurveConfig | None) -> None:
-    if curve is not None:
-        sock.zap_domain = _ZAP_DOMAIN.encode()
-        sock.curve_secretkey = curve.secret_key
-        sock.curve_publickey = curve.public_key
-        sock.curve_server = True
-
-
-def _curve_client(sock: zmq.Socket, curve: CurveConfig | None, server_key: bytes | None) -> None:
-    if curve is not None:
-        sock.curve_secretkey = curve.secret_key
-        sock.curve_publickey = curve.public_key
-        sock.curve_serverkey = server_key or curve.server_public_key
-
-
-class _AllowList:
-    """ZAP credentials provider: a client key must be on the allow-list."""
-
-    def __init__(self, curve: CurveConfig) -> None:
-        self.curve = curve
-        self.log = _RateLimitedLog(10.0)  # a refused peer retries every ~100 ms
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        allowed = self.curve.allows(key)
-        if not allowed:
-            self.log.warning(
-                "CURVE: refused a peer with unknown key %s", key.decode("ascii", "replace")
-            )
-        return allowed
-
-
-def _start_authenticator(ctx: zmq.Context, curve: CurveConfig | None) -> Any:
-    if curve is None:
-        return None
-    from zmq.auth.thread import ThreadAuthenticator
-
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.auth"))
-    auth.start()
-    auth.configure_curve_callback(_ZAP_DOMAIN, credentials_provider=_AllowList(curve))
-    return auth
-
-
-class _RateLimitedLog:
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last = -float("inf")
-        self._suppressed = 0
-
-    def warning(self, fmt: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            self._suppressed += 1
-            return
-        more = f" (+{self._suppressed} more since last report)" if self._suppressed else ""
-        log.warning(fmt + more, *args)
-        self._last, self._suppressed = now, 0
-
-
-# ---------------------------------------------------------------------------
-# broker
-
-
-class Broker:
-    """Directory of publisher endpoints and router of requests; see the module docstring.
-
-    Started by ``serve_broker``; runs in a daemon thread until ``close()``.
-    """
-
-    def __init__(
-        self, url: str, *, curve: CurveConfig | None = None, expiry_s: float = 10.0
-    ) -> None:
-        self.url = url
-        self._parsed = _parse_url(url)
-        self.expiry_s = expiry_s
-        self._ctx = zmq.Context()
-        self._auth = _start_authenticator(self._ctx, curve)
-        self._sock = self._ctx.socket(zmq.ROUTER)
-        self._sock.router_mandatory = True
-        self._sock.sndhwm = self._sock.rcvhwm = 1000
-        self._sock.linger = 0
-        _curve_server(self._sock, curve)
-        try:
-            self._bind()
-        except Exception:
-            self._shutdown()
-            raise
-        # peer routing id -> (entry [lossy, lossless, key], last seen monotonic)
-        self._peers: dict[bytes, tuple[list[Any], float]] = {}
-        # topic -> {server routing id: last seen}
-        self._services: dict[bytes, dict[bytes, float]] = collections.defaultdict(dict)
-        self._rr = itertools.count()
-        self.bad_messages = 0
-        self._log = _RateLimitedLog(5.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"broker:{url}", daemon=True)
-        self._thread.start()
-
-    def _bind(self) -> None:
-        endpoint = self._parsed.broker_bind
-        if self._parsed.scheme == "ipc":
-            path = self._parsed.path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(path):  # zmq would silently steal a live socket's path
-                if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                    raise RuntimeError(f"broker {self.url}: {path} exists and is not a socket")
-                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    probe.connect(path)
-                except OSError:
-                    os.unlink(path)  # stale file of a dead broker
-                else:
-                    raise RuntimeError(f"a broker is already serving {self.url}")
-                finally:
-                    probe.close()
-            sweep_stale_ipc(path)
-        try:
-            self._sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise RuntimeError(f"broker cannot bind {endpoint}: {exc}") from None
-
-    def close(self) -> None:
-        """Stop the broker thread and release its socket (idempotent)."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-
-    def __enter__(self) -> Broker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _shutdown(self) -> None:
-        self._sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
-        self._ctx.term()
-
-    def _run(self) -> None:
-        next_expiry = time.monotonic() + 1.0
-        try:
-            while not self._stop.is_set():
-                if self._sock.poll(100):
-                    while True:
-                        try:
-                            parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        try:
-                            self._handle(parts)
-                        except Exception as exc:  # noqa: BLE001 - never die on bad input
-                            self.bad_messages += 1
-                            self._log.warning("broker: dropped a bad message (%s)", exc)
-                now = time.monotonic()
-                if now >= next_expiry:
-                    next_expiry = now + 1.0
-                    self._expire(now)
-        finally:
-            self._shutdown()
-
-    def _send(self, parts: list[Any]) -> bool:
-        try:
-            self._sock.send_multipart(parts, zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH) or full (EAGAIN)
-            log.debug("broker: cannot send to a peer (%s)", exc)
-            return False
-
-    def _handle(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 2:
-            raise ValueError("message without a verb")
-        sender, verb = frames[0].bytes, frames[1].bytes
-        now = time.monotonic()
-        if verb == _HELLO:
-            info = msgpack.unpackb(frames[2].bytes) if len(frames) > 2 else None
-            if not isinstance(info, dict) or not isinstance(info.get("pubs"), list):
-                raise ValueError("HELLO without a publisher list")
-            pubs = info["pubs"]
-            if len(pubs) != 2 or not all(isinstance(p, str) for p in pubs):
-                raise ValueError(f"HELLO with bad endpoints {pubs!r:.200}")
-            key = info.get("key")
-            entry = [pubs[0], pubs[1], key if isinstance(key, bytes) else None]
-            old = self._peers.get(sender)
-            self._peers[sender] = (entry, now)
-            if old is None or old[0] != entry:
-                self._push_peers()
-            else:
-                self._send([sender, _PEERS, self._peer_list()])
-        elif verb == _BYE:
-            if self._peers.pop(sender, None) is not None:
-                self._push_peers()
-        elif verb == _SERVE and len(frames) == 3:
-            self._services[frames[2].bytes][sender] = now
-        elif verb == _UNSERVE and len(frames) == 3:
-            self._services.get(frames[2].bytes, {}).pop(sender, None)
-        elif verb == _REQ and len(frames) >= 4:
-            topic, req_id = frames[2].bytes, frames[3].bytes
-            servers = self._services.get(topic, {})
-            while servers:
-                ids = list(servers)
-                server = ids[next(self._rr) % len(ids)]
-                if self._send([server, _REQ, sender, req_id, *frames[4:]]):
-                    return
-                servers.pop(server, None)  # dead or jammed: forget it, try another
-            self._send([sender, _NOSERVER, req_id])
-        elif verb in (_REP, _ERR) and len(frames) >= 4:
-            client, req_id = frames[2].bytes, frames[3].bytes
-            self._send([client, verb, req_id, *frames[4:]])
-        else:
-            raise ValueError(f"unknown verb {verb[:16]!r} or wrong frame count {len(frames)}")
-
-    def _peer_list(self) -> bytes:
-        return msgpack.packb([entry for entry, _ in self._peers.values()])
-
-    def _push_peers(self) -> None:
-        listing = self._peer_list()
-        for peer in list(self._peers):
-            self._send([peer, _PEERS, listing])
-
-    def _expire(self, now: float) -> None:
-        gone = [p for p, (_, seen) in self._peers.items() if now - seen > self.expiry_s]
-        for peer in gone:
-            del self._peers[peer]
-        for servers in self._services.values():
-            for server in [s for s, seen in servers.items() if now - seen > self.expiry_s]:
-                del servers[server]
-        if gone:
-            self._push_peers()
-
-
-def serve_broker(url: str, *, curve: CurveConfig | None = None, expiry_s: float = 10.0) -> Broker:
-    """Start the bus broker for ``url`` in a background thread; ``.close()`` stops it.
-
-    Call once per bus URL (e.g. in the launcher's parent process) before other processes use
-    ``make_bus(url)``. ``expiry_s``: a peer that stops announcing itself for this long is
-    forgotten. Raises ``RuntimeError`` when another broker already serves ``url``.
-    """
-    return Broker(url, curve=curve, expiry_s=expiry_s)
 
 
 # ---------------------------------------------------------------------------
@@ -563,7 +161,7 @@ class _Receiver:
         self.key = key
         self.lossless = sub.policy.kind == "all"
         self.stop = threading.Event()
-        self.log = _RateLimitedLog(bus.config.log_interval_s)
+        self.log = RateLimitedLog(bus.config.log_interval_s)
         self.thread = threading.Thread(target=self._run, name=f"zmq-sub:{sub.topic}", daemon=True)
 
     def _run(self) -> None:
@@ -572,7 +170,7 @@ class _Receiver:
         sock.rcvhwm = cfg.recv_hwm
         sock.linger = 0
         if bus.curve is not None:
-            _curve_client(sock, bus.curve, None)
+            curve_client(sock, bus.curve, None)
         sock.subscribe(self.key)
         connected: dict[str, _Peer] = {}
         seen_version = -1
@@ -642,7 +240,7 @@ class _Server:
         self.topic = topic
         self.handler = handler
         self.stop = threading.Event()
-        self.log = _RateLimitedLog(30.0)
+        self.log = RateLimitedLog(30.0)
         self.thread = threading.Thread(target=self._run, name=f"zmq-serve:{topic}", daemon=True)
 
     def _run(self) -> None:
@@ -650,7 +248,7 @@ class _Server:
         topic = self.topic.encode()
         sock = bus._ctx.socket(zmq.DEALER)
         sock.sndhwm = sock.rcvhwm = 64
-        _curve_client(sock, bus.curve, None)
+        curve_client(sock, bus.curve, None)
         sock.connect(bus._url.broker_connect)
         next_announce = 0.0
         poll_ms = max(1, int(cfg.poll_s * 1000))
@@ -659,12 +257,12 @@ class _Server:
                 now = time.monotonic()
                 if now >= next_announce:
                     next_announce = now + cfg.heartbeat_s
-                    self._send(sock, [_SERVE, topic])
+                    self._send(sock, [SERVE, topic])
                 if sock.poll(poll_ms):
                     parts = sock.recv_multipart(copy=False)
-                    if len(parts) >= 3 and parts[0].bytes == _REQ:
+                    if len(parts) >= 3 and parts[0].bytes == REQ:
                         self._send(sock, self._answer(parts))
-            self._send(sock, [_UNSERVE, topic])
+            self._send(sock, [UNSERVE, topic])
         except zmq.ZMQError as exc:
             if not self.stop.is_set():
                 log.error("service %s: socket error %s", self.topic, exc)
@@ -682,15 +280,15 @@ class _Server:
         try:
             request = decode(parts[3:])
         except DecodeError as exc:
-            return [_ERR, client, req_id, f"bad request: {exc}".encode()]
+            return [ERR, client, req_id, f"bad request: {exc}".encode()]
         try:
             reply = self.handler(request)
             if not isinstance(reply, Message):
                 raise TypeError(f"handler returned {type(reply).__name__}, not a Message")
-            return [_REP, client, req_id, *encode(reply)]
+            return [REP, client, req_id, *encode(reply)]
         except Exception as exc:  # noqa: BLE001 - reported to the client, server lives on
             log.warning("service %s: handler failed: %r", self.topic, exc)
-            return [_ERR, client, req_id, f"{type(exc).__name__}: {exc}".encode()]
+            return [ERR, client, req_id, f"{type(exc).__name__}: {exc}".encode()]
 
 
 class ZmqBus(Bus):
@@ -716,7 +314,7 @@ class ZmqBus(Bus):
         self.url = url
         self.config = dataclasses.replace(config or ZmqBusConfig(), **options)
         self.curve = curve
-        self._url = _parse_url(url)
+        self._url = parse_url(url)
         self._closed = False
         self._number = next(_BUS_NUMBERS)
         self._ctx = zmq.Context()
@@ -734,7 +332,7 @@ class ZmqBus(Bus):
         self._peers_version = 0
         self._peers_ready = threading.Event()
         try:
-            self._auth = _start_authenticator(self._ctx, curve)
+            self._auth = start_authenticator(self._ctx, curve)
             self._lossy = self._bind_pub("p", lossless=False)
             self._lossless = self._bind_pub("a", lossless=True)
         except Exception:
@@ -768,10 +366,10 @@ class ZmqBus(Bus):
         else:
             sock.sndhwm = cfg.send_hwm
         sock.linger = int(cfg.linger_s * 1000)
-        _curve_server(sock, self.curve)
+        curve_server(sock, self.curve)
         if self._url.scheme == "ipc":
             tag = f".{os.getpid()}-{self._number}.{suffix}"
-            _check_ipc_path(self._url.path, self.url, len(tag))
+            check_ipc_path(self._url.path, self.url, len(tag))
             Path(self._url.path).parent.mkdir(parents=True, exist_ok=True)
             sweep_stale_ipc(self._url.path)
             endpoint = f"ipc://{self._url.path}{tag}"
@@ -781,7 +379,8 @@ class ZmqBus(Bus):
                 sock.bind(f"tcp://{cfg.bind_host}:*")
             except zmq.ZMQError as exc:
                 raise ValueError(f"ZmqBus: cannot bind tcp on {cfg.bind_host!r}: {exc}") from None
-            port = sock.last_endpoint.decode().rsplit(":", 1)[1]
+            # pyzmq types sockopt attributes as int | bytes | str; LAST_ENDPOINT is bytes
+            port = cast(bytes, sock.last_endpoint).decode().rsplit(":", 1)[1]
             host = cfg.advertise_host or cfg.bind_host
             if host in ("*", "0.0.0.0"):
                 raise ValueError(
@@ -811,10 +410,10 @@ class ZmqBus(Bus):
         cfg = self.config
         sock = self._ctx.socket(zmq.DEALER)
         sock.sndhwm = sock.rcvhwm = 16
-        _curve_client(sock, self.curve, None)
+        curve_client(sock, self.curve, None)
         sock.connect(self._url.broker_connect)
         hello = [
-            _HELLO,
+            HELLO,
             msgpack.packb({"pubs": [self._me.lossy, self._me.lossless], "key": self._me.key}),
         ]
         next_hello = 0.0
@@ -830,10 +429,10 @@ class ZmqBus(Bus):
                         pass
                 if sock.poll(poll_ms):
                     parts = sock.recv_multipart()
-                    if len(parts) == 2 and parts[0] == _PEERS:
+                    if len(parts) == 2 and parts[0] == PEERS:
                         self._on_peers(parts[1])
             try:
-                sock.send(_BYE, zmq.NOBLOCK)
+                sock.send(BYE, zmq.NOBLOCK)
             except zmq.Again:
                 pass
         except zmq.ZMQError as exc:
@@ -891,7 +490,7 @@ class ZmqBus(Bus):
         """Count (un)subscriptions reported by the XPUB sockets (caller holds _pub_lock)."""
         for sock in (self._lossy, self._lossless):
             counts = self._counts[id(sock)]
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # EVENTS is an int
                 event = sock.recv()
                 if event[:1] == b"\x01":
                     counts[event[1:]] += 1
@@ -915,10 +514,10 @@ class ZmqBus(Bus):
             time.sleep(0.005)
         return True
 
-    def subscribe(self, topic: str, policy: Policy | str = "queue(8)") -> Subscription:
+    def subscribe(self, topic: str, policy: QueuePolicy | str = "queue(8)") -> Subscription:
         self._check_open()
         key = _topic_key(topic)
-        pol = Policy.parse(policy)
+        pol = QueuePolicy.parse(policy)
 
         def remove() -> None:
             receiver.stop.set()
@@ -950,7 +549,7 @@ class ZmqBus(Bus):
         if not isinstance(msg, Message):
             raise TypeError(f"request({topic!r}): expected a Message, got {type(msg).__name__}")
         _topic_key(topic)
-        request = [_REQ, topic.encode(), struct.pack("<Q", next(self._req_ids)), *encode(msg)]
+        request = [REQ, topic.encode(), struct.pack("<Q", next(self._req_ids)), *encode(msg)]
         try:
             return self._request(topic, request, timeout_s)
         except zmq.ZMQError as exc:
@@ -988,12 +587,12 @@ class ZmqBus(Bus):
             if len(parts) < 2 or parts[1].bytes != req_id:
                 continue  # a late answer to an earlier, timed-out request
             verb = parts[0].bytes
-            if verb == _REP:
+            if verb == REP:
                 return decode(parts[2:])
-            if verb == _ERR:
+            if verb == ERR:
                 text = parts[2].bytes.decode(errors="replace") if len(parts) > 2 else "?"
                 raise RuntimeError(f"service {topic!r} failed: {text}")
-            if verb == _NOSERVER:  # retry until the deadline: a server may register soon
+            if verb == NOSERVER:  # retry until the deadline: a server may register soon
                 no_server, sent = True, False
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
@@ -1003,7 +602,7 @@ class ZmqBus(Bus):
             sock = self._ctx.socket(zmq.DEALER)
             sock.sndhwm = sock.rcvhwm = 16
             sock.linger = 0
-            _curve_client(sock, self.curve, None)
+            curve_client(sock, self.curve, None)
             sock.connect(self._url.broker_connect)
             self._local.sock = sock
             with self._state_lock:
@@ -1036,29 +635,3 @@ class ZmqBus(Bus):
 
     def __repr__(self) -> str:
         return f"ZmqBus({self.url!r}, peers={len(self._peers)}, closed={self._closed})"
-
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-    import signal
-
-    parser = argparse.ArgumentParser(
-        prog="python -m engram.runtime.zmq_bus", description="Run a standalone Engram bus broker."
-    )
-    parser.add_argument("url", help="bus URL, e.g. ipc:///tmp/engram or tcp://127.0.0.1:5550")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    broker = serve_broker(args.url)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"broker serving {args.url} (Ctrl-C to stop)", flush=True)
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    broker.close()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -2,15 +2,15 @@
 
 Public surface (resolved lazily: ``import sim`` does not import MuJoCo):
 
-- ``make(task, **kwargs) -> SimEnv``: a Gymnasium environment; ``TASKS`` (the six
-  memory tasks) and ``ENVS`` (plus ``model``: any MJCF file) map names to classes.
+- ``make(task, **kwargs) -> SimEnv``: a Gymnasium environment of a task (``TaskSpec``
+  per task in ``engram.sim.tasks``, registered under kind ``task``; gymnasium ids
+  ``engram/<task>-v0`` once ``engram.sim.tasks`` is imported) or ``model`` (any MJCF file).
+- ``TaskSpec``, ``make_env`` (``engram.sim.tasks.spec``).
 - ``load_model(path) -> mujoco.MjModel``: any MJCF/MJB file (e.g. MuJoCo Menagerie).
 - ``RgbdRenderer``, ``RenderConfig``: offscreen RGB + depth + segmentation.
 - ``ACTION_SPACES``: the documented action vectors (``engram.sim.robots``).
-- ``ExpertPolicy``, ``ReactivePolicy``, ``run_episode`` (``engram.sim.policies``).
 - ``SimNode``, ``SimNodeConfig``: the bus node (``engram.sim.node``, registered as ``sim``).
 - ``collect``, ``load_episode``: demonstrations on disk (``engram.sim.collect``).
-- ``run_demo``: one episode through the bus (``engram.sim.demo``).
 - ``preload_triton``: call before torch training in a process that may render (``engram.sim._gl``
   explains the triton / Mesa LLVM clash).
 """
@@ -22,30 +22,22 @@ from typing import Any
 
 __all__ = [
     "ACTION_SPACES",
-    "ENVS",
-    "TASKS",
-    "ExpertPolicy",
-    "ReactivePolicy",
     "RenderConfig",
     "RgbdRenderer",
     "SimNode",
     "SimNodeConfig",
+    "TaskSpec",
     "collect",
     "load_episode",
     "load_model",
     "make",
+    "make_env",
     "preload_triton",
-    "run_demo",
-    "run_episode",
 ]
 
 _LAZY: dict[str, str] = {
     "preload_triton": "engram.sim._gl",
     "ACTION_SPACES": "engram.sim.robots",
-    "ENVS": "engram.sim.envs",
-    "TASKS": "engram.sim.tasks",
-    "ExpertPolicy": "engram.sim.policies",
-    "ReactivePolicy": "engram.sim.policies",
     "RenderConfig": "engram.sim.render",
     "RgbdRenderer": "engram.sim.render",
     "SimNode": "engram.sim.node",
@@ -54,8 +46,8 @@ _LAZY: dict[str, str] = {
     "load_episode": "engram.sim.collect",
     "load_model": "engram.sim.scene",
     "make": "engram.sim.envs",
-    "run_demo": "engram.sim.demo",
-    "run_episode": "engram.sim.policies",
+    "TaskSpec": "engram.sim.tasks.spec",
+    "make_env": "engram.sim.tasks.spec",
 }
 
 

@@ -49,10 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> int:
+    from engram.runtime import registry
     from engram.sim.envs import make
-    from engram.sim.tasks import TASKS
 
-    for name in TASKS:
+    for name in registry.known("task"):
         env = make(name)
         s = env.controller.space
         print(f"{name:16s} {env.description}")
@@ -66,9 +66,9 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from engram.runtime import registry
     from engram.sim._io import write_png
     from engram.sim.envs import make
-    from engram.sim.policies import POLICIES
 
     kwargs = {"width_px": args.width_px, "height_px": args.height_px}
     env = make(args.task, **kwargs)
@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     results = []
     for i in range(args.episodes):
         seed = args.seed + i
-        policy = POLICIES[args.policy](seed=seed)
+        policy = registry.get("policy", args.policy)(seed=seed)
         obs, info = env.reset(seed=seed)
         policy.reset(env)
         t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         while True:
             if out is not None and args.frames:
                 write_png(out / f"{args.task}_{seed}" / f"{step:05d}.png", env.render_frame().rgb)
-            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info).actions[0])
             step += 1
             if terminated or truncated:
                 break

@@ -58,13 +58,13 @@ def collect(
     on_episode: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes (seeds seed, seed+1, ...) and write them; returns meta."""
+    from engram.runtime import registry
     from engram.sim.envs import make
-    from engram.sim.policies import POLICIES
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    if policy not in (known := registry.known("policy")):
+        raise ValueError(f"unknown policy {policy!r}; known: {', '.join(known)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"obs_images": images, "width_px": width_px, "height_px": height_px}
@@ -103,7 +103,7 @@ def collect(
     try:
         for i in range(episodes):
             ep_seed = seed + i
-            pol = POLICIES[policy](seed=ep_seed)
+            pol = registry.get("policy", policy)(seed=ep_seed)
             obs, info = env.reset(seed=ep_seed)
             pol.reset(env)
             rec: dict[str, list] = {f"obs.{k}": [] for k in obs}
@@ -113,7 +113,7 @@ def collect(
                     rec[f"obs.{k}"].append(v)
                 phases.append(1 if info["phase"] == "act" else 0)
                 times.append(info["t_s"])
-                obs, reward, terminated, truncated, info = env.step(pol.act(obs, info))
+                obs, reward, terminated, truncated, info = env.step(pol.act(obs, info).actions[0])
                 actions.append(info["executed_action"])
                 rewards.append(reward)
                 if terminated or truncated:

@@ -33,8 +33,9 @@ e.g. the question after a tour). ``env.ground_truth()`` is the per-episode log
 (object positions over time, what was visible when, events such as lights,
 presses and sounds, the answer and success) as a JSON-able dict.
 
-``ENVS`` / ``make(name, **kwargs)`` (kwargs are ``EnvConfig`` fields or task
-config fields) build environments; ``engram.sim.tasks.TASKS`` lists the six memory tasks.
+``make(name, **kwargs)`` (kwargs are ``EnvConfig`` fields or task config fields)
+builds a task's environment (``registry.known("task")`` lists the tasks, each a
+``TaskSpec`` of ``engram.sim.tasks``) or ``model`` (any MJCF file).
 """
 
 from __future__ import annotations
@@ -51,18 +52,20 @@ import numpy as np
 from gymnasium import spaces
 
 from engram.sim._gl import import_mujoco
+from engram.sim.motion import yaw_of
 from engram.sim.render import RenderConfig, RgbdRenderer, camera_id
-from engram.sim.robots import ArmController, BaseController, CtrlController, yaw_of
+from engram.sim.robots import ArmController, BaseController, CtrlController
 from engram.sim.scene import load_model, load_scene
 
 mujoco = import_mujoco()
 
 __all__ = [
-    "ENVS",
+    "ApartmentEnv",
     "EnvConfig",
     "GroundTruthLog",
     "ModelEnv",
     "SimEnv",
+    "TabletopEnv",
     "make",
 ]
 
@@ -177,7 +180,7 @@ class SimEnv(gymnasium.Env):
 
     Subclasses set the class attributes and implement the ``_``-hooks; memory
     tasks also implement ``expert_answer``, ``guess_answer`` and ``solve`` (used by
-    ``engram.sim.policies``).
+    ``engram.planners.policies.scripted``).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "rgbd"], "render_fps": 10}
@@ -741,16 +744,11 @@ class ModelEnv(SimEnv):
         self.set_instruction(options.get("instruction", ""))
 
 
-ENVS: dict[str, type[SimEnv]] = {"model": ModelEnv}
-
-
 def make(name: str, **kwargs: Any) -> SimEnv:
-    """Build the environment registered as ``name`` (a task or ``model``)."""
-    from engram.sim.tasks import TASKS
+    """Build the environment of task ``name`` (registered under kind ``task``), or
+    ``model`` (``ModelEnv``: any MJCF file)."""
+    if name == "model":
+        return ModelEnv(**kwargs)
+    from engram.sim.tasks.spec import make_env
 
-    registry = {**ENVS, **TASKS}
-    try:
-        cls = registry[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(registry))}") from None
-    return cls(**kwargs)
+    return make_env(name, **kwargs)

@@ -32,13 +32,13 @@ simulation time (deterministic for a given seed when driven by the expert;
 ``realtime`` paces steps to the wall clock and stamps with ``time.time_ns()``.
 The watchdog measures time on the same clock.
 
-External pacing (``engram eval``'s lockstep harness, ``planners/evaluate.py``):
-``SimNode(config, pace=fn, on_episode_end=fn)``. The simulation thread calls
-``pace()`` at every control step, after that step's sensor messages are published
-and before its action is chosen, so a harness can let the rest of the graph catch
-up and have its controller publish the step's chunk (``wait_for_chunk`` waits for
-it); ``on_episode_end(report, env)`` runs when an episode ends, before the next one
-starts. An exception in either ends the run (``error``). ``request_stop()`` ends
+External pacing (``engram eval``'s lockstep harness, ``planners/evaluation/pipeline.py``):
+``SimNode(config, pace=fn, on_episode_end=fn)``, or ``set_hooks(pace=fn, on_episode_end=fn)``
+before ``start``. The simulation thread calls ``pace()`` at every control step, after
+that step's sensor messages are published and before its action is chosen, so a
+harness can let the rest of the graph catch up and have its controller publish the
+step's chunk (``wait_for_chunk`` waits for it); ``on_episode_end(report, env)`` runs
+when an episode ends, before the next one starts. An exception in either ends the run (``error``). ``request_stop()`` ends
 the run from any thread, these callbacks included; ``stamp_ns()`` is the node's
 clock as message stamps carry it. ``hide_show_frames`` keeps the show phase off the
 camera topic.
@@ -62,6 +62,7 @@ import numpy as np
 
 from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
 from engram.runtime.node import Input, Node, NodeConfig, Output
+from engram.sim.robots import ROBOT_PART_LABELS
 
 __all__ = ["SimNode", "SimNodeConfig"]
 
@@ -75,7 +76,7 @@ DRIVERS = ("expert", "reactive", "stop", "actions")
 class SimNodeConfig(NodeConfig):
     """Settings of ``SimNode``."""
 
-    task: str = "cups"  # task name (engram.sim.tasks.TASKS) or "model"
+    task: str = "cups"  # a registered task (registry.known("task")) or "model"
     seed: int = 0  # seed of the first episode; episode i uses seed + i
     episodes: int = 1  # episodes to run; 0 = run new episodes until stopped
     model_path: str = ""  # for task "model": the MJCF file to simulate
@@ -97,7 +98,7 @@ class SimNodeConfig(NodeConfig):
     hide_show_frames: bool = False  # publish no Frame during the task's show phase
 
 
-class SimNode(Node):
+class SimNode(Node[SimNodeConfig]):
     """Runs task episodes and publishes sensors; executes ``ActionChunk``s. See module doc."""
 
     Config = SimNodeConfig
@@ -143,6 +144,17 @@ class SimNode(Node):
         self.error: str = ""
         self.env = None
         self._status: dict[str, Any] = {"task": cfg.task, "episode": 0, "phase": "", "step": 0}
+
+    def set_hooks(
+        self,
+        *,
+        pace: Callable[[], None] | None = None,
+        on_episode_end: Callable[[dict[str, Any], Any], None] | None = None,
+    ) -> None:
+        """Set ``pace`` and ``on_episode_end`` (see the module doc) on a node built from a
+        launch graph, before ``start``."""
+        self._pace = pace
+        self._on_episode_end = on_episode_end
 
     # ---- bus input ------------------------------------------------------------------------
     def on_actions(self, msg: ActionChunk) -> None:
@@ -252,10 +264,10 @@ class SimNode(Node):
         return time.monotonic() - self._wall_start
 
     def _driver(self):
-        from engram.sim.policies import POLICIES
+        from engram.runtime import registry
 
         name = "stop" if self.config.driver == "actions" else self.config.driver
-        return POLICIES[name](seed=self.config.seed)
+        return registry.get("policy", name)(seed=self.config.seed)
 
     def _episode(self, env, seed: int, index: int) -> dict[str, Any] | None:
         cfg = self.config
@@ -331,7 +343,7 @@ class SimNode(Node):
                     watchdog_stops += 1
                     self.count("watchdog_stops")
             else:
-                action = policy.act(obs, info)
+                action = policy.act(obs, info).actions[0]
             # ---- step ----------------------------------------------------------------------
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
@@ -426,6 +438,7 @@ class SimNode(Node):
             intrinsics=f.intrinsics,
             world_from_camera=f.world_from_camera,
             labels=f.labels,
+            robot_labels=sorted(ROBOT_PART_LABELS & set(f.labels.values())),
         )
 
     def _audio(self, env, pcm: np.ndarray) -> AudioChunk:

@@ -30,16 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from engram.sim._gl import import_mujoco
-
-mujoco = import_mujoco()
+from engram.sim.motion import yaw_of
 
 __all__ = [
     "ACTION_SPACES",
+    "ROBOT_PART_LABELS",
     "ActionSpec",
+    "ArmConfig",
     "ArmController",
+    "BaseConfig",
     "BaseController",
     "CtrlController",
-    "yaw_of",
 ]
 
 
@@ -79,12 +80,6 @@ ACTION_SPACES: dict[str, ActionSpec] = {
 }
 
 
-def yaw_of(mat: np.ndarray) -> float:
-    """Yaw (rad) of a frame's x axis projected on the world xy plane. mat: (3, 3) or (9,)."""
-    m = np.asarray(mat).reshape(3, 3)
-    return float(np.arctan2(m[1, 0], m[0, 0]))
-
-
 def _rot_z(yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -96,6 +91,7 @@ _R_DOWN = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 
 def _rotation_error(r_des: np.ndarray, r_cur: np.ndarray) -> np.ndarray:
     """(3,) world-frame rotation vector taking r_cur to r_des."""
+    mujoco = import_mujoco()
     q_des = np.empty(4)
     q_cur = np.empty(4)
     mujoco.mju_mat2Quat(q_des, r_des.ravel())
@@ -124,6 +120,18 @@ class ArmConfig:
         "wrist_tilt",
     )  # arm joint names, base to tip
     fingers: tuple[str, ...] = ("finger_left", "finger_right")  # finger slide joints
+    #: the arm's bodies (sim/assets/arm.xml), as segmentation labels them
+    part_labels: tuple[str, ...] = (
+        "arm_base",
+        "link1",
+        "link2",
+        "link3",
+        "link4",
+        "link5",
+        "hand",
+        "finger_left",
+        "finger_right",
+    )
     ee_site: str = "ee"  # tool centre point site
     finger_open_m: float = 0.05  # finger joint position when fully open (per finger)
     max_lead_m: float = 0.04  # commanded EE position stays within this of the measured one
@@ -145,6 +153,7 @@ class ArmController:
     space = ACTION_SPACES["arm_ee_delta"]
 
     def __init__(self, model, data, config: ArmConfig | None = None) -> None:
+        mujoco = import_mujoco()
         self.model, self.data = model, data
         self.config = cfg = config or ArmConfig()
         jid = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in cfg.joints]
@@ -214,6 +223,7 @@ class ArmController:
         self, p_des: np.ndarray, yaw_des: float, q0: np.ndarray, *, iterations: int
     ) -> np.ndarray:
         """(6,) joint positions reaching the top-down pose (p_des, yaw_des) from q0."""
+        mujoco = import_mujoco()
         m, d = self.model, self._ik
         r_des = _rot_z(yaw_des) @ _R_DOWN
         q = q0.copy()
@@ -247,6 +257,7 @@ class ArmController:
     # ---- control ------------------------------------------------------------
     def reset(self, q: np.ndarray | None = None, *, gripper: float = 0.0) -> None:
         """Put the arm at ``q`` (default: home) at rest, with the gripper at ``gripper``."""
+        mujoco = import_mujoco()
         q = self.home_qpos() if q is None else np.asarray(q, float)
         self.data.qpos[self.qadr] = q
         self.data.qvel[self.dadr] = 0.0
@@ -292,6 +303,12 @@ class BaseConfig:
 
     joints: tuple[str, str, str] = ("base_x", "base_y", "base_yaw")  # slide x, slide y, hinge z
     actuators: tuple[str, str, str] = ("base_vx", "base_vy", "base_wz")  # velocity servos
+    part_labels: tuple[str, ...] = ("base",)  # the base's bodies (sim/assets/apartment.xml)
+
+
+#: the robots' own bodies as segmentation labels them (self-knowledge, not objects): the
+#: sim node lists them in each ``Frame.robot_labels``; perception and the planner skip them
+ROBOT_PART_LABELS: frozenset[str] = frozenset(ArmConfig.part_labels + BaseConfig.part_labels)
 
 
 class BaseController:
@@ -300,6 +317,7 @@ class BaseController:
     space = ACTION_SPACES["base_velocity"]
 
     def __init__(self, model, data, config: BaseConfig | None = None) -> None:
+        mujoco = import_mujoco()
         self.model, self.data = model, data
         self.config = cfg = config or BaseConfig()
         jid = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in cfg.joints]
@@ -352,6 +370,7 @@ class CtrlController:
     """Raw actuator controls for any model: action (nu,) clipped to each ``ctrlrange``."""
 
     def __init__(self, model, data) -> None:
+        mujoco = import_mujoco()
         self.model, self.data = model, data
         low = np.full(model.nu, -np.inf)
         high = np.full(model.nu, np.inf)

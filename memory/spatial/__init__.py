@@ -14,12 +14,14 @@ Public surface:
 Only numpy is imported here (no torch, open3d, mujoco).
 """
 
+from engram.memory.spatial.config import SpatialConfig
 from engram.memory.spatial.dynamics import DynamicsConfig, TransientDynamicsMemory, classify_motion
-from engram.memory.spatial.memory import SpatialConfig, SpatialMemory
+from engram.memory.spatial.memory import SpatialMemory
 from engram.memory.spatial.objects import ObjectRecord, ObjectTable
-from engram.memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree, VoxelSet
+from engram.memory.spatial.octree import SparseOctree
 from engram.memory.spatial.places import Path, Place, PlaceGraph, PlaceGraphConfig
 from engram.memory.spatial.short_term import ShortTermConfig, ShortTermMemory
+from engram.memory.spatial.voxels import InsertStats, OctreeConfig, VoxelSet
 
 __all__ = [
     "DynamicsConfig",

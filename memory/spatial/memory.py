@@ -17,103 +17,42 @@ Implements the ``Memory`` interface (``memory/base.py``). What one ``Percept`` d
 A ``RobotState`` updates the agent pose (for robot-relative STM positions, paths from
 the current pose, and places when the robot moves without a camera frame).
 
-``recall(MemoryQuery)`` ranks objects (cosine of ``query.embedding`` with their float16
-embeddings, plus a bonus for label words found in ``query.text``) and places (their
-descriptors), filtered by ``near``/``radius_m`` and ``t0_ns``/``t1_ns``; with neither
-embedding nor text it ranks by distance to ``near`` (and adds an occupancy summary).
-The short-term memory is searched first: when it alone answers well enough
-(``short_term.sufficient_score``) the long-term search is skipped (Mem4Nav).
-Each hit carries its evidence in ``Hit.data``: ``last_seen_ns``, ``observations``, ...
+``recall(MemoryQuery)`` ranks objects and places (``engram.memory.spatial.recall``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
+import engram.memory.spatial.morton as morton
 from engram.memory.base import Hit, Memory, Provenance
-from engram.memory.spatial import morton
+from engram.memory.embedding import Embedders
+from engram.memory.spatial.config import SpatialConfig
 from engram.memory.spatial.dynamics import (
-    DynamicsConfig,
     TransientDynamicsMemory,
     classify_motion,
 )
-from engram.memory.spatial.objects import ObjectRecord, ObjectTable
-from engram.memory.spatial.octree import InsertStats, OctreeConfig, SparseOctree
+from engram.memory.spatial.objects import ObjectTable
+from engram.memory.spatial.octree import SparseOctree
 from engram.memory.spatial.places import Path as PlacePath
-from engram.memory.spatial.places import PlaceGraph, PlaceGraphConfig
-from engram.memory.spatial.short_term import ShortTermConfig, ShortTermMemory
+from engram.memory.spatial.places import PlaceGraph
+from engram.memory.spatial.recall import SpatialRecall
+from engram.memory.spatial.short_term import ShortTermMemory
+from engram.memory.spatial.voxels import InsertStats
 from engram.runtime.messages import MemoryQuery, Message, Percept, RobotState, pose_problem
 
-__all__ = ["SpatialConfig", "SpatialMemory"]
+__all__ = ["SpatialMemory"]
 
 _FORMAT = 1  # version of the files ``save`` writes
 _JSON_NAME = "spatial.json"
 _NPZ_NAME = "spatial.npz"
-
-
-@dataclass
-class SpatialConfig:
-    """Everything the spatial memory can be tuned with."""
-
-    octree: OctreeConfig = field(default_factory=OctreeConfig)  # voxels, occupancy, carving
-    places: PlaceGraphConfig = field(default_factory=PlaceGraphConfig)  # topology graph
-    # static/dynamic decoupling, transient ring
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
-    short_term: ShortTermConfig = field(default_factory=ShortTermConfig)  # STM capacity, eviction
-    # added to a hit's score per fraction of its label's words found in the query text
-    label_match_weight: float = 0.5
-    place_score_weight: float = 0.9  # place similarity is scaled by this, so objects win ties
-    # score factor for objects whose voxels have all been carved away (gone from there)
-    missing_score_factor: float = 0.5
-    max_voxels: int = 5_000_000  # consolidate drops the least recently seen voxels beyond this
-    producer: str = "spatial"  # provenance producer name
-
-    def validate(self) -> None:
-        self.octree.validate()
-        self.places.validate()
-        self.dynamics.validate()
-        self.short_term.validate()
-        if self.max_voxels < 1:
-            raise ValueError("SpatialConfig.max_voxels must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SpatialConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        subs = {
-            "octree": OctreeConfig,
-            "places": PlaceGraphConfig,
-            "dynamics": DynamicsConfig,
-            "short_term": ShortTermConfig,
-        }
-        kwargs: dict[str, Any] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, value in data.items():
-            if key not in names:
-                raise ValueError(f"SpatialConfig: unknown field {key!r}")
-            if key in subs:
-                sub_names = {f.name for f in dataclasses.fields(subs[key])}
-                bad = set(value) - sub_names
-                if bad:
-                    raise ValueError(f"SpatialConfig.{key}: unknown fields {sorted(bad)}")
-                value = dict(value)
-                if key == "dynamics" and "dynamic_labels" in value:
-                    value["dynamic_labels"] = tuple(value["dynamic_labels"])
-                kwargs[key] = subs[key](**value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
 
 
 def _check_pose(pose: Any, name: str) -> np.ndarray:
@@ -158,7 +97,7 @@ class _PerceptPlan:
     frame_embedding: np.ndarray | None  # (D,)
 
 
-class SpatialMemory(Memory):
+class SpatialMemory(SpatialRecall, Memory):
     """Spatial memory of an embodied agent; see the module docstring.
 
     Thread-safe: one lock serialises writes, recalls, consolidation and persistence.
@@ -167,8 +106,11 @@ class SpatialMemory(Memory):
     name: ClassVar[str] = "spatial"
     accepts: ClassVar[tuple[str, ...]] = ("Percept", "RobotState")
 
-    def __init__(self, config: SpatialConfig | None = None) -> None:
+    def __init__(
+        self, config: SpatialConfig | None = None, *, embedders: Embedders | None = None
+    ) -> None:
         self.config = config or SpatialConfig()
+        self.embedders = embedders  # unused: spatial recall matches labels and positions
         self.config.validate()
         self._lock = threading.RLock()
         self._reset()
@@ -356,9 +298,7 @@ class SpatialMemory(Memory):
             self.counters["voxels_cleared"] += self.octree.remove_objects(purge)
         self.counters["objects_moved"] += sum(1 for m in motions.values() if m.kind == "moved")
         self.counters["objects_dynamic"] += sum(
-            1
-            for oid in dynamic_ids
-            if self.objects.get(oid) is None or not self.objects.get(oid).dynamic
+            1 for oid in dynamic_ids if (rec := self.objects.get(oid)) is None or not rec.dynamic
         )
         # 3. octree (persistent structure: static points only; every point carves)
         seen_ids: set[int] = set()
@@ -422,7 +362,7 @@ class SpatialMemory(Memory):
             )
         if not self._have_robot_state:
             self.world_from_robot = plan.pose
-        agent = self.world_from_robot[:3, 3]
+        agent = cast(np.ndarray, self.world_from_robot)[:3, 3]
         place = self.places.update(agent, embedding=plan.frame_embedding, stamp_ns=stamp)
         static_seen = [oid for oid in plan.ids if not motions[oid].dynamic]
         if static_seen:
@@ -470,247 +410,6 @@ class SpatialMemory(Memory):
             last_leg = float(np.linalg.norm(rec.position - self.places.positions[goal]))
             return PlacePath(path.place_ids, path.cost_m + last_leg, path.positions)
 
-    def _object_hit(
-        self, rec: ObjectRecord, score: float, *, tier: str, voxels: int, extra: dict[str, Any]
-    ) -> Hit:
-        p = rec.position
-        present = not (rec.had_voxels and voxels == 0 and not rec.dynamic)
-        data: dict[str, Any] = {
-            "kind": "object",
-            "tier": tier,
-            "object_id": rec.object_id,
-            "label": rec.label,
-            "last_seen_ns": int(rec.last_seen_ns),
-            "first_seen_ns": int(rec.first_seen_ns),
-            "since_ns": int(rec.since_ns),
-            "observations": int(rec.observations),
-            "voxels": int(voxels),
-            "present": bool(present),
-            "dynamic": bool(rec.dynamic),
-            "velocity_mps": [float(v) for v in rec.velocity],
-            "extent_m": [float(v) for v in rec.extent],
-            "moves": int(rec.moves),
-            "place_id": int(self.places.place_of_object(rec.object_id, p)),
-            **extra,
-        }
-        if self.world_from_robot is not None:
-            t = self.world_from_robot
-            data["position_in_robot"] = [float(v) for v in np.dot(p - t[:3, 3], t[:3, :3])]
-        where = f"({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f})"
-        text = f"{rec.label or 'object ' + str(rec.object_id)} at {where}"
-        if rec.dynamic:
-            text += " (moving)"
-        elif not present:
-            text += " (last seen there, no longer observed)"
-        return Hit(
-            memory=self.name,
-            score=float(score),
-            text=text,
-            stamp_ns=int(rec.last_seen_ns),
-            position=(float(p[0]), float(p[1]), float(p[2])),
-            record_id=f"object:{rec.object_id}",
-            provenance=rec.provenance,
-            data=data,
-        )
-
-    def _recall(self, q: MemoryQuery) -> list[Hit]:
-        cfg = self.config
-        k = int(q.top_k)
-        emb = None if q.embedding is None else np.asarray(q.embedding, np.float32)
-        text = q.text.strip() if isinstance(q.text, str) else ""
-        near = None if q.near is None else np.asarray(q.near, np.float64)
-        radius = float(q.radius_m)
-        spatial = near is not None and radius > 0
-        ranked = emb is not None or bool(text)
-
-        # --- objects, vectorised over the table
-        arr = self.objects.arrays()
-        n_obj = len(arr.ids)
-        valid = np.ones(n_obj, bool)
-        if q.t0_ns:
-            valid &= arr.last_seen_ns >= q.t0_ns
-        if q.t1_ns:
-            valid &= arr.first_seen_ns <= q.t1_ns
-        dist = None
-        if near is not None:
-            dist = np.linalg.norm(arr.positions - near, axis=1)
-            if spatial:
-                valid &= dist <= radius
-        sims = self.objects.similarities(emb) if emb is not None else np.full(n_obj, np.nan)
-        match = self.objects.label_matches(text) if text else np.zeros(n_obj)
-        if ranked:
-            valid &= ~np.isnan(sims) | (match > 0)
-            score = np.nan_to_num(sims, nan=0.0) + cfg.label_match_weight * match
-        elif dist is not None:
-            score = 1.0 / (1.0 + dist)
-        else:
-            score = arr.last_seen_ns / 1e18  # most recently seen first
-        count_ids, count_vals = self.octree.object_voxel_counts()
-        voxels = np.zeros(n_obj, np.int64)
-        if len(count_ids) and n_obj:
-            pos = np.minimum(np.searchsorted(count_ids, arr.ids), len(count_ids) - 1)
-            found = count_ids[pos] == arr.ids
-            voxels[found] = count_vals[pos[found]]
-        missing = arr.had_voxels & (voxels == 0) & ~arr.dynamic
-        score = np.where(missing, score * cfg.missing_score_factor, score)
-        in_stm = np.isin(arr.ids, np.fromiter(self.short_term.entries, np.int64))
-
-        def object_extra(i: int) -> dict[str, Any]:
-            extra: dict[str, Any] = {"label_match": float(match[i])}
-            if not np.isnan(sims[i]):
-                extra["similarity"] = float(sims[i])
-            if dist is not None:
-                extra["distance_m"] = float(dist[i])
-            return extra
-
-        def object_hits(idx: np.ndarray) -> list[Hit]:
-            return [
-                self._object_hit(
-                    self.objects.records[int(arr.ids[i])],
-                    float(score[i]),
-                    tier="short_term" if in_stm[i] else "long_term",
-                    voxels=int(voxels[i]),
-                    extra=object_extra(int(i)),
-                )
-                for i in idx
-            ]
-
-        # Short-term memory first (Mem4Nav): enough good recent hits answer alone.
-        stm_idx = _top(score, valid & in_stm, arr.ids, k)
-        if ranked and len(stm_idx) >= k and score[stm_idx[-1]] >= cfg.short_term.sufficient_score:
-            out = object_hits(stm_idx)
-        else:
-            candidates = [
-                (float(score[i]), f"object:{int(arr.ids[i])}", "object", int(i))
-                for i in _top(score, valid, arr.ids, k)
-            ]
-            candidates += self._place_candidates(emb, near, radius, spatial, ranked, q, k)
-            if near is not None and not ranked:
-                occ = self._occupancy_hit(near, radius)
-                if occ is not None:
-                    candidates.append((occ.score, occ.record_id, "occupancy", occ))
-            candidates.sort(key=lambda c: (-c[0], c[1]))
-            out = []
-            for sc, _, kind, ref in candidates[:k]:
-                if kind == "object":
-                    out.extend(object_hits(np.array([ref])))
-                elif kind == "place":
-                    out.append(self._place_hit(ref[0], sc, ref[1], ref[2]))
-                else:
-                    out.append(ref)
-        for h in out:
-            if h.data.get("tier") == "short_term":
-                self.short_term.touch(h.data["object_id"])
-        return out
-
-    def _place_candidates(
-        self,
-        emb: np.ndarray | None,
-        near: np.ndarray | None,
-        radius: float,
-        spatial: bool,
-        ranked: bool,
-        q: MemoryQuery,
-        k: int,
-    ) -> list[tuple[float, str, str, tuple]]:
-        """Top-k places as (score, record_id, "place", (place_id, similarity, distance))."""
-        places = self.places.places
-        if not places or not (emb is not None or (not ranked and near is not None)):
-            return []
-        pos = self.places.positions
-        n = len(places)
-        valid = np.ones(n, bool)
-        first = np.array([p.first_seen_ns for p in places], np.int64)
-        last = np.array([p.last_seen_ns for p in places], np.int64)
-        if q.t0_ns:
-            valid &= last >= q.t0_ns
-        if q.t1_ns:
-            valid &= first <= q.t1_ns
-        dist = None
-        if near is not None:
-            dist = np.linalg.norm(pos - near, axis=1)
-            if spatial:
-                valid &= dist <= radius
-        sims = np.full(n, np.nan)
-        if emb is not None:
-            dim = len(emb)
-            e = emb / max(float(np.linalg.norm(emb)), 1e-12)
-            for i, p in enumerate(places):
-                if valid[i] and p.descriptor is not None and len(p.descriptor) == dim:
-                    dv = p.descriptor.astype(np.float32)
-                    sims[i] = float(np.dot(dv, e)) / max(float(np.linalg.norm(dv)), 1e-12)
-            valid &= ~np.isnan(sims)
-            score = self.config.place_score_weight * np.nan_to_num(sims, nan=0.0)
-        else:
-            score = self.config.place_score_weight / (1.0 + dist)
-        out = []
-        for i in _top(score, valid, np.arange(n), k):
-            sim = None if np.isnan(sims[i]) else float(sims[i])
-            d = None if dist is None else float(dist[i])
-            out.append((float(score[i]), f"place:{int(i)}", "place", (int(i), sim, d)))
-        return out
-
-    def _place_hit(self, place_id: int, score: float, sim: float | None, dist: float | None) -> Hit:
-        pl = self.places.places[place_id]
-        p = pl.position
-        landmarks = sorted(pl.landmarks.items(), key=lambda kv: (-kv[1], kv[0]))
-        labels = [
-            self.objects.get(o).label for o, _ in landmarks if self.objects.get(o) is not None
-        ]
-        data: dict[str, Any] = {
-            "kind": "place",
-            "tier": "long_term",
-            "place_id": place_id,
-            "last_seen_ns": int(pl.last_seen_ns),
-            "first_seen_ns": int(pl.first_seen_ns),
-            "observations": int(pl.visits),
-            "views": int(pl.views),
-            "landmarks": [int(o) for o, _ in landmarks],
-            "landmark_labels": labels,
-            "neighbours": sorted(int(n) for n in self.places.edges.get(place_id, {})),
-        }
-        if sim is not None:
-            data["similarity"] = float(sim)
-        if dist is not None:
-            data["distance_m"] = float(dist)
-        seen = f", sees {', '.join(labels[:3])}" if labels else ""
-        return Hit(
-            memory=self.name,
-            score=float(score),
-            text=f"place {place_id} at ({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f}){seen}",
-            stamp_ns=int(pl.last_seen_ns),
-            position=(float(p[0]), float(p[1]), float(p[2])),
-            record_id=f"place:{place_id}",
-            data=data,
-        )
-
-    def _occupancy_hit(self, near: np.ndarray, radius: float) -> Hit | None:
-        if np.any(np.abs(near) >= (morton.OFFSET - 2) * self.octree.voxel_size_m):
-            return None
-        dist, idx = self.octree.nearest_occupied(near[None], k=1)
-        if not math.isfinite(dist[0, 0]):
-            return None
-        occ = self.octree.occupied()
-        c = occ.centers[idx[0, 0]]
-        n_within = len(self.octree.query_radius(near, radius)) if radius > 0 else 0
-        d = float(dist[0, 0])
-        return Hit(
-            memory=self.name,
-            score=0.5 / (1.0 + d),
-            text=f"nearest occupied voxel {d:.2f} m away at ({c[0]:.2f}, {c[1]:.2f}, {c[2]:.2f})",
-            stamp_ns=int(occ.last_seen_ns[idx[0, 0]]),
-            position=(float(c[0]), float(c[1]), float(c[2])),
-            record_id="occupancy",
-            data={
-                "kind": "occupancy",
-                "tier": "long_term",
-                "distance_m": d,
-                "occupied_within_radius": int(n_within),
-                "last_seen_ns": int(occ.last_seen_ns[idx[0, 0]]),
-                "observations": int(occ.hits[idx[0, 0]]),
-            },
-        )
-
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: str | Path) -> None:
@@ -745,7 +444,7 @@ class SpatialMemory(Memory):
             tmp_npz = d / (_NPZ_NAME + ".tmp")
             tmp_json = d / (_JSON_NAME + ".tmp")
             with open(tmp_npz, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **cast(dict[str, Any], arrays))
             tmp_json.write_text(json.dumps(meta))
             os.replace(tmp_npz, d / _NPZ_NAME)
             os.replace(tmp_json, d / _JSON_NAME)
@@ -788,13 +487,3 @@ class SpatialMemory(Memory):
             self.last_stamp_ns = int(meta["last_stamp_ns"])
             self.counters = {key: int(v) for key, v in meta["counters"].items()}
             self.last_insert = InsertStats()
-
-
-def _top(score: np.ndarray, valid: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best valid scores, best first (ties: smaller id first)."""
-    idx = np.flatnonzero(valid)
-    if len(idx) > 4 * k:
-        part = np.argpartition(-score[idx], 4 * k)[: 4 * k]
-        idx = idx[part]
-    order = np.lexsort((ids[idx], -score[idx]))
-    return idx[order[:k]]

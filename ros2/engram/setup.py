@@ -1,6 +1,6 @@
 """colcon (ament_python) build of the ``engram`` ROS 2 package.
 
-The node code lives in the Engram Python package (``engram.runtime.ros2``), installed with
+The node code lives in the Engram Python package (``engram.runtime.bridges.ros2``), installed with
 pip; this package adds the ROS 2 side: the ament index marker, package.xml, launch
 files, parameter files and the ``bridge`` executable (``ros2 run engram bridge``).
 The Python distribution is called ``engram_ros`` so that its metadata does not
@@ -31,7 +31,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "bridge = engram.runtime.ros2.nodes:main",
+            "bridge = engram.runtime.bridges.ros2.nodes:main",
         ],
     },
 )

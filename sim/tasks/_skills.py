@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from engram.sim.motion import (
+    FINGER_HALF_LENGTH_M,
+    base_velocity_towards,
+    nearest_yaw,
+    wrap_angle,
+)
+
 __all__ = [
-    "FINGER_HALF_LENGTH_M",
     "arm_hold",
     "arm_move",
     "arm_pick",
@@ -24,28 +30,7 @@ __all__ = [
     "base_hold",
     "base_spin",
     "base_turn_to",
-    "nearest_yaw",
-    "wrap",
 ]
-
-#: fingertips are this far below the tool centre point when the gripper points down
-FINGER_HALF_LENGTH_M = 0.036
-
-
-def wrap(angle: float) -> float:
-    """Angle wrapped to [-pi, pi)."""
-    return (angle + math.pi) % (2 * math.pi) - math.pi
-
-
-def nearest_yaw(obj_yaw: float, current_yaw: float, period_rad: float = math.pi / 2) -> float:
-    """The yaw equivalent to ``obj_yaw`` (modulo the object's symmetry) nearest the gripper's."""
-    k = round((current_yaw - obj_yaw) / period_rad)
-    yaw = obj_yaw + k * period_rad
-    while yaw > 2.5:
-        yaw -= period_rad
-    while yaw < -2.5:
-        yaw += period_rad
-    return yaw
 
 
 def _act(delta: np.ndarray, dyaw: float, gripper: float) -> np.ndarray:
@@ -69,7 +54,7 @@ def arm_move(
     target = np.asarray(target, float)
     for _ in range(max_steps):
         err = target - c.ee_pos()
-        yaw_err = 0.0 if yaw is None else wrap(yaw - c.ee_yaw())
+        yaw_err = 0.0 if yaw is None else wrap_angle(yaw - c.ee_yaw())
         if np.linalg.norm(err) < tol_m and abs(yaw_err) < yaw_tol_rad:
             return
         delta = 0.9 * err
@@ -148,7 +133,7 @@ def base_turn_to(
 ) -> Iterator[np.ndarray]:
     """Rotate in place to ``yaw``."""
     for _ in range(max_steps):
-        err = wrap(yaw - env.controller.pose()[2])
+        err = wrap_angle(yaw - env.controller.pose()[2])
         if abs(err) < tol_rad:
             return
         yield np.array([0.0, 0.0, np.clip(3.0 * err, -max_rate, max_rate)], np.float32)
@@ -163,7 +148,7 @@ def base_spin(env, *, turns: float = 1.0, rate: float = 1.6) -> Iterator[np.ndar
         left = goal - total
         yield np.array([0.0, 0.0, min(rate, 3.0 * left + 0.2)], np.float32)
         now = env.controller.pose()[2]
-        total += wrap(now - last)
+        total += wrap_angle(now - last)
         last = now
 
 
@@ -186,13 +171,8 @@ def base_drive_to(
         if dist < tol_m:
             return
         heading = math.atan2(d[1], d[0])
-        yaw_err = wrap(heading - yaw) if face else 0.0
+        yaw_err = wrap_angle(heading - yaw) if face else 0.0
         if face and abs(yaw_err) > 0.35 and dist > 0.3:
             yield np.array([0.0, 0.0, np.clip(3.0 * yaw_err, -1.8, 1.8)], np.float32)
             continue
-        v = min(speed, 1.2 * dist + 0.05)
-        vw = d / dist * v
-        c, s = math.cos(yaw), math.sin(yaw)
-        vb = (c * vw[0] + s * vw[1], -s * vw[0] + c * vw[1])
-        rate = np.clip(2.0 * yaw_err, -1.0, 1.0) if dist > 0.3 else 0.0
-        yield np.array([vb[0], vb[1], rate], np.float32)
+        yield np.array(base_velocity_towards(d, dist, yaw, speed_mps=speed, face=face), np.float32)

@@ -16,12 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.grounding import layout_key
+from engram.planners.planning.plans import Subgoal
+from engram.planners.planning.recipes import Recipe, choose
+from engram.planners.planning.skills.base import SkillError
 from engram.sim.envs import EnvConfig, TabletopEnv
 from engram.sim.scene import load_scene
 from engram.sim.tasks._skills import arm_hold, arm_press
 from engram.sim.tasks._tabletop import BUTTON_COLOURS, ButtonPanel, sample_positions
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["ButtonSequenceConfig", "ButtonSequenceEnv"]
+__all__ = ["SPEC", "ButtonSequenceConfig", "ButtonSequenceEnv", "ButtonSequenceRecipe"]
 
 _ON_STEPS = 5  # steps a light stays on
 _GAP_STEPS = 2  # dark steps between lights
@@ -110,3 +115,58 @@ class ButtonSequenceEnv(TabletopEnv):
         for colour in answer():
             yield from arm_press(self, colour)
         yield from arm_hold(self, gripper=1.0, steps=10)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class ButtonSequenceRecipe(Recipe):
+    """Watch the lights; press the buttons in the order memory says they lit."""
+
+    question = "button_order"
+
+    def initial(self, ctx):
+        return [
+            Subgoal("watch", {"until": "lights_off", "settle_s": 0.3, "max_s": 12.0}),
+            Subgoal("decide", {"question": self.question}),
+        ]
+
+    def decide(self, ctx, subgoal):
+        buttons = sorted(
+            label for label in ctx.world.objects if "button" in label and label.endswith("_cap")
+        )
+        if not buttons:
+            raise SkillError("no button in view")
+        lit = ctx.grounding.observations("light_on", since_ns=ctx.episode_start_ns)
+        order: list[str] = []
+        for _, label in lit:
+            if label in buttons and label not in order:
+                order.append(label)
+        remembered = ",".join(order) if len(order) == len(buttons) else None
+        layout = layout_key(ctx.world)
+        perms = [",".join(p) for p in _permutations(buttons)]
+        d = choose(ctx, self.question, perms, remembered, layout=layout)
+        d.facts["lit_order"] = order
+        return [Subgoal("press", {"object": b}) for b in d.answer.split(",")], d
+
+
+def _permutations(items: list[str]) -> list[list[str]]:
+    if len(items) <= 1:
+        return [list(items)]
+    out = []
+    for i, x in enumerate(items):
+        for rest in _permutations(items[:i] + items[i + 1 :]):
+            out.append([x, *rest])
+    return out
+
+
+SPEC = TaskSpec(
+    name="button_sequence",
+    env="engram.sim.tasks.button_sequence:ButtonSequenceEnv",
+    kind="tabletop",
+    chance=1.0 / 6.0,  # 1 / 3! orders of the three buttons
+    instruction_patterns=(r"order (they|the buttons) lit|in the order",),
+    recipe="engram.sim.tasks.button_sequence:ButtonSequenceRecipe",
+    lifelong=True,
+)

@@ -15,12 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.grounding import layout_key
+from engram.planners.planning.plans import Subgoal
+from engram.planners.planning.recipes import Recipe, choose, label_like
 from engram.sim.envs import EnvConfig, TabletopEnv
 from engram.sim.scene import load_scene
 from engram.sim.tasks._skills import arm_hold, arm_press
 from engram.sim.tasks._tabletop import ButtonPanel, sample_positions
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["CountConfig", "CountEnv"]
+__all__ = ["SPEC", "CountConfig", "CountEnv", "CountRecipe"]
 
 _SHOW_STEPS = 15  # steps the tokens are on display
 _ACT_STEP = 17  # first step of the act phase
@@ -113,3 +117,43 @@ class CountEnv(TabletopEnv):
             yield from arm_press(self, "blue")
         yield from arm_press(self, "green")
         yield from arm_hold(self, gripper=1.0, steps=10)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class CountRecipe(Recipe):
+    """Watch the tokens; press blue once per token memory saw, then green."""
+
+    question = "token_count"
+    max_count = 5  # prior: how many tokens there can be (for a guess)
+
+    def initial(self, ctx):
+        return [
+            Subgoal("watch", {"until": "gone:token", "settle_s": 0.2, "max_s": 8.0}),
+            Subgoal("decide", {"question": self.question}),
+        ]
+
+    def decide(self, ctx, subgoal):
+        seen = ctx.grounding.labels_seen("token", since_ns=ctx.episode_start_ns)
+        remembered = str(len(seen)) if seen else None
+        candidates = [str(n) for n in range(1, 5)]
+        layout = layout_key(ctx.world)
+        d = choose(ctx, self.question, candidates, remembered, layout=layout)
+        d.facts["tokens_seen"] = seen
+        blue = label_like(ctx.world, "button blue cap")
+        green = label_like(ctx.world, "button green cap")
+        steps = [Subgoal("press", {"object": blue}) for _ in range(int(d.answer))]
+        return [*steps, Subgoal("press", {"object": green})], d
+
+
+SPEC = TaskSpec(
+    name="count",
+    env="engram.sim.tasks.count:CountEnv",
+    kind="tabletop",
+    chance=0.25,  # 1 / max_count (default 4)
+    instruction_patterns=(r"count the|once for each",),
+    recipe="engram.sim.tasks.count:CountRecipe",
+    lifelong=True,
+)

@@ -17,11 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.grounding import layout_key
+from engram.planners.planning.plans import Subgoal
+from engram.planners.planning.recipes import Recipe, choose
+from engram.planners.planning.skills.base import SkillError
 from engram.sim.envs import EnvConfig, TabletopEnv
-from engram.sim.tasks._skills import arm_hold, arm_move, nearest_yaw
+from engram.sim.motion import nearest_yaw
+from engram.sim.tasks._skills import arm_hold, arm_move
 from engram.sim.tasks._tabletop import sample_positions
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["CupsConfig", "CupsEnv"]
+__all__ = ["SPEC", "CupsConfig", "CupsEnv", "CupsRecipe"]
 
 _HOVER_M = 0.15  # cup rim height above the table while showing
 _SHOW_STEPS = 8  # steps with the cube visible and the cups hovering
@@ -124,3 +130,54 @@ class CupsEnv(TabletopEnv):
         yield from arm_hold(self, gripper=1.0, steps=4)
         yield from arm_move(self, [pos[0], pos[1], z + 0.25], gripper=1.0)
         yield from arm_hold(self, gripper=1.0, steps=20)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class CupsRecipe(Recipe):
+    """Watch the cube being covered; lift the cup standing where memory last saw it."""
+
+    question = "which_cup"
+
+    def initial(self, ctx):
+        return [
+            Subgoal("watch", {"until": "hidden:prize", "settle_s": 0.2, "max_s": 8.0}),
+            Subgoal("decide", {"question": self.question}),
+        ]
+
+    def decide(self, ctx, subgoal):
+        cups = sorted(label for label in ctx.world.objects if label.startswith("cup"))
+        if not cups:
+            raise SkillError("no cup in view")
+        seen = ctx.grounding.object_position("prize")
+        remembered = None
+        if seen is not None:
+            p = seen[0]
+            near = min(
+                cups, key=lambda c: np.linalg.norm(ctx.world.objects[c].position[:2] - p[:2])
+            )
+            if np.linalg.norm(ctx.world.objects[near].position[:2] - p[:2]) < 0.08:
+                remembered = near
+        layout = layout_key(ctx.world)
+        d = choose(ctx, self.question, cups, remembered, layout=layout)
+        expect: dict[str, Any] = {"visible": "prize", "radius_m": 0.06}
+        if seen is not None:
+            expect["near"] = seen[0][:2].tolist()
+            d.facts["prize_last_seen"] = seen[0].tolist()
+        lift = Subgoal(
+            "lift", {"object": d.answer}, expect=expect, alternatives=[{"grasp_dz_m": -0.01}]
+        )
+        return [lift], d
+
+
+SPEC = TaskSpec(
+    name="cups",
+    env="engram.sim.tasks.cups:CupsEnv",
+    kind="tabletop",
+    chance=1.0 / 3.0,  # 1 / n_cups (default 3)
+    instruction_patterns=(r"cup that hides|which cup|under (the|which) cup",),
+    recipe="engram.sim.tasks.cups:CupsRecipe",
+    lifelong=True,
+)

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.recipes import GoToRecipe
 from engram.sim.tasks._apartment import OBJECT_LABELS, ApartmentTask
 from engram.sim.tasks._skills import base_drive_to, base_hold
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["FetchSeenEnv"]
+__all__ = ["SPEC", "FetchSeenEnv", "FetchSeenRecipe"]
 
 _SUCCESS_RADIUS_M = 0.5
 _MIN_SEEN_STEPS = 3  # an object counts as seen after this many visible steps
@@ -86,3 +88,24 @@ class FetchSeenEnv(ApartmentTask):
         yield from self.go_to_room(slot["room"])
         yield from base_drive_to(self, slot["approach_m"], tol_m=0.04)
         yield from base_hold(self, 40)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class FetchSeenRecipe(GoToRecipe):
+    """Go to the object memory last saw."""
+
+    kind = "object"
+
+
+SPEC = TaskSpec(
+    name="fetch_seen",
+    env="engram.sim.tasks.fetch_seen:FetchSeenEnv",
+    kind="apartment",
+    chance=FetchSeenEnv.chance_success,
+    instruction_patterns=(r"go to the .+ you saw",),
+    recipe="engram.sim.tasks.fetch_seen:FetchSeenRecipe",
+    lifelong=False,
+)

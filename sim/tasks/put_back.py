@@ -17,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.plans import PlanDecision, Subgoal
+from engram.planners.planning.recipes import Recipe, label_like, xy_token
+from engram.planners.planning.skills.base import resolve_label
 from engram.sim._gl import import_mujoco
 from engram.sim.envs import TabletopEnv
 from engram.sim.tasks._skills import arm_hold, arm_move, arm_pick, arm_place, arm_press
 from engram.sim.tasks._tabletop import ButtonPanel, sample_positions
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["PutBackEnv"]
+__all__ = ["SPEC", "PutBackEnv", "PutBackRecipe"]
 
 mujoco = import_mujoco()
 
@@ -166,3 +170,50 @@ class PutBackEnv(TabletopEnv):
         )
         yield from arm_move(self, [target[0], target[1], carry_z + 0.05], gripper=0.0)
         yield from arm_hold(self, gripper=0.0, steps=10)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class PutBackRecipe(Recipe):
+    """Cube to the tray, press blue, then back to where memory first saw it."""
+
+    question = "start_position"
+
+    def initial(self, ctx):
+        cube = label_like(ctx.world, "red cube") if ctx.world.objects else "cube_red"
+        tray = resolve_label("tray", ctx.world.objects) or "tray"
+        button = resolve_label("blue button cap", ctx.world.objects) or "button_blue_cap"
+        return [
+            Subgoal("wait", {"duration_s": 0.3}),
+            Subgoal("pick", {"object": cube}, alternatives=[{"grasp_dz_m": -0.006}]),
+            Subgoal("place", {"object": cube, "on": tray}),
+            Subgoal("press", {"object": button}),
+            Subgoal("pick", {"object": cube}, alternatives=[{"grasp_dz_m": -0.006}]),
+            Subgoal("decide", {"question": self.question, "object": cube}),
+        ]
+
+    def decide(self, ctx, subgoal):
+        cube = subgoal.args["object"]
+        start = ctx.grounding.first_position(cube, since_ns=ctx.episode_start_ns)
+        if start is not None:
+            xy = start[0][:2]
+            d = PlanDecision(
+                self.question, xy_token(xy), "memory", "", {"start": start[0].tolist()}
+            )
+        else:  # no memory: somewhere on the table in front of the robot
+            xy = ctx.rng.uniform((-0.3, -0.15), (0.3, 0.2))
+            d = PlanDecision(self.question, xy_token(xy), "guess")
+        return [Subgoal("place", {"object": cube, "target": [float(xy[0]), float(xy[1])]})], d
+
+
+SPEC = TaskSpec(
+    name="put_back",
+    env="engram.sim.tasks.put_back:PutBackEnv",
+    kind="tabletop",
+    chance=PutBackEnv.chance_success,
+    instruction_patterns=(r"back where it was|put .+ back",),
+    recipe="engram.sim.tasks.put_back:PutBackRecipe",
+    lifelong=False,
+)

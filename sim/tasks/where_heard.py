@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.planning.recipes import GoToRecipe
 from engram.sim.audio import SOUNDS, SoundSource
 from engram.sim.tasks._apartment import ApartmentTask
 from engram.sim.tasks._skills import base_hold
+from engram.sim.tasks.spec import TaskSpec
 
-__all__ = ["WhereHeardEnv"]
+__all__ = ["SPEC", "WhereHeardEnv", "WhereHeardRecipe"]
 
 _SOUND_DELAY_S = 1.0  # after the base starts looking around the room
 _SOUND_DURATION_S = 2.5
@@ -92,3 +94,25 @@ class WhereHeardEnv(ApartmentTask):
     def solve(self, answer):
         yield from self.go_to_room(answer())
         yield from base_hold(self, 40)
+
+
+# ---------------------------------------------------------------------------------------
+# the planner's recipe (memory-grounded decision) and the task's spec
+
+
+class WhereHeardRecipe(GoToRecipe):
+    """Go to where the robot was when it heard the sound."""
+
+    kind = "sound"
+
+
+SPEC = TaskSpec(
+    name="where_heard",
+    env="engram.sim.tasks.where_heard:WhereHeardEnv",
+    kind="apartment",
+    chance=WhereHeardEnv.chance_success,
+    instruction_patterns=(r"room where you heard",),
+    recipe="engram.sim.tasks.where_heard:WhereHeardRecipe",
+    sound_names=tuple(_SOUND_NAMES.values()),
+    lifelong=False,
+)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engram.runtime.cli import COMMANDS
+from engram.runtime import registry
 from engram.runtime.launcher import Launch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_apt_packages_and_full_install(dockerfile):
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
 def test_engram_images_run_a_real_subcommand(name):
     command = entry_command(DOCKER / name)
-    assert command[0] == "engram" and command[1] in COMMANDS
+    assert command[0] == "engram" and command[1] in registry.known("command")
     assert command == ["engram", "demo"]
 
 
@@ -157,7 +157,9 @@ def test_compose_services_use_existing_dockerfiles_and_real_commands():
             entry = [w for w in entry_command(dockerfile)[:1]]
         full = list(entry) + list(command)
         if full[0] == "engram":
-            assert full[1] in COMMANDS, f"{name}: engram {full[1]} is not a subcommand"
+            assert full[1] in registry.known("command"), (
+                f"{name}: engram {full[1]} is not a subcommand"
+            )
         else:
             assert full[:2] == ["python", "-m"], f"{name}: unexpected command {full}"
             spec = importlib.util.find_spec(full[2])
@@ -198,7 +200,7 @@ def _as_local(argv: list[str]) -> list[str]:
     import sys
 
     if argv[0] == "engram":
-        return [sys.executable, "-m", "engram.runtime.cli", *argv[1:]]
+        return [sys.executable, "-m", "engram.runtime.apps.cli", *argv[1:]]
     if argv[0] == "python":
         return [sys.executable, *argv[1:]]
     raise AssertionError(f"unexpected program {argv[0]!r}")

@@ -106,6 +106,6 @@ def sound(t_s: float, label: str, embedding: np.ndarray | None = None) -> SoundE
 @functools.lru_cache(maxsize=1)
 def minilm() -> Callable[[str], np.ndarray]:
     """The real all-MiniLM-L6-v2 (perception's encoder), loaded once per test session."""
-    from engram.memory.index import load_text_embedder
+    from engram.memory.embedding import load_text_embedder
 
     return load_text_embedder("minilm")

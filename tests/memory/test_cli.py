@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
-from engram.runtime.cli import main as engram
+from engram.runtime.apps.cli import main as engram
 from tests.memory._factories import percept, transcript, unit
 
 NAMES = ["spatial", "temporal", "episodic", "semantic"]

@@ -1,5 +1,5 @@
 """Vector search: exact BLAS search, FAISS above the threshold (recall@10 vs exact),
-upserts and removals, candidate subsets, embedding spaces, lexical scores."""
+upserts and removals, candidate subsets, lexical scores."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 
 from engram.memory.index import (
-    Embedders,
     IndexConfig,
     VectorIndex,
     lexical_score,
-    query_vectors,
     recall_at_k,
     tokens,
 )
@@ -83,24 +81,6 @@ def test_faiss_above_threshold_has_high_recall_at_10(kind: str) -> None:
     idx.remove(gone)
     _, approx = idx.search(q, 10)
     assert not set(gone.tolist()) & set(approx.ravel().tolist())
-
-
-def test_embedders_cache_and_route_by_space() -> None:
-    calls = []
-
-    def fake(text: str) -> np.ndarray:
-        calls.append(text)
-        return np.arange(1, 5, dtype=np.float32)
-
-    emb = Embedders({"text": fake})
-    a = emb.embed("text", "red mug")
-    b = emb.embed("text", "red mug")
-    assert np.allclose(np.linalg.norm(a), 1.0) and a is b and calls == ["red mug"]
-    assert emb.embed("image", "red mug") is None  # no encoder for that space
-    given = np.ones(8, np.float32)
-    qv = query_vectors("red mug", given, emb, {"image": 8, "text": 4})
-    assert set(qv) == {"image", "text"}  # given vector by dimension, text embedded
-    assert np.allclose(qv["image"], given / np.linalg.norm(given))
 
 
 def test_tokens_and_lexical_score() -> None:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from engram.memory.embedding import Embedders
 from engram.memory.episodic import EpisodicMemory
-from engram.memory.index import Embedders
 from engram.memory.node import MemoryNode, MemoryNodeConfig
 from engram.memory.semantic import SemanticMemory
 from engram.memory.system import MemorySystem
@@ -121,7 +121,7 @@ def _ask(url: str, out: mp.Queue) -> None:
 
 def test_memory_node_serves_another_process_over_zeromq(ipc_url: str) -> None:
     pytest.importorskip("zmq")
-    from engram.runtime.zmq_bus import serve_broker
+    from engram.runtime.zmq_broker import serve_broker
 
     broker = serve_broker(ipc_url)
     bus = make_bus(ipc_url, poll_s=0.02)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engram.memory.index import Embedders
+from engram.memory.embedding import Embedders
 from engram.memory.temporal import TemporalConfig, TemporalMemory, parse_time_intent
 from engram.runtime.messages import MemoryQuery
 from tests.memory._factories import S, minilm, noisy, percept, sound, transcript, unit
@@ -176,20 +176,16 @@ def test_capacity_compresses_old_chunks_into_summaries() -> None:
     assert recent[0].record_id.startswith("item:")
 
 
-def test_save_load_round_trip(tmp_path: Path) -> None:
+def test_a_loaded_timeline_answers_time_questions(tmp_path: Path) -> None:
+    # (the generic save -> load round trip, incremental saves included, is checked for
+    # every memory: test_testing.py)
     mem = TemporalMemory(TemporalConfig(chunk_max_s=60.0))
     _scripted(mem)
-    q = MemoryQuery(text="red mug", top_k=4)
-    want = [(h.record_id, round(h.score, 5)) for h in mem.recall(q)]
     mem.save(tmp_path)
     mem.write(percept(50, ["red_mug"]))  # incremental save writes only what changed
     mem.save(tmp_path)
     back = TemporalMemory()
     back.load(tmp_path)
-    assert len(back) == len(mem) and back.stats()["chunks"] == mem.stats()["chunks"]
-    got = [(h.record_id, round(h.score, 5)) for h in back.recall(q)]
-    assert got == [(h.record_id, round(h.score, 5)) for h in mem.recall(q)]
-    assert want  # and the timeline still answers time questions
     assert back.last_seen("red mug").stamp_ns == 50 * S
 
 

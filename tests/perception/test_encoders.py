@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from engram.perception.encoders import (
-    ENCODERS,
     EncoderError,
     TorchEncoder,
     embed_in_batches,
@@ -17,6 +16,7 @@ from engram.perception.encoders import (
     l2_normalize,
     make_encoder,
 )
+from engram.runtime import registry
 
 
 def _images(n: int, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -24,7 +24,7 @@ def _images(n: int, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
 
 
 def test_registry_names_and_unknown_encoder():
-    assert {"clip", "minilm"} <= set(ENCODERS)
+    assert {"clip", "minilm"} <= set(registry.known("encoder"))
     assert encoder_class("clip").modalities == {"image", "text"}
     with pytest.raises(KeyError, match="known: clip, minilm"):
         make_encoder("nope")

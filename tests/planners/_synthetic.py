@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from engram.planners.action_expert import ActionExpertConfig
+    from engram.planners.policies.diffusion.action_expert import ActionExpertConfig
 
 INSTRUCTION_DIM = 384
 
@@ -19,7 +19,8 @@ def tiny_config(**overrides: Any) -> ActionExpertConfig:
     """A small ``ActionExpertConfig`` (token_dim 32, one denoiser layer, 50 diffusion
     steps) sized for ``cue_reach_episode`` (S = 5, A = 3, H = 4); ``overrides`` replace
     fields. Training takes S and A from the data anyway."""
-    from engram.planners.action_expert import ActionExpertConfig  # torch: only where used
+    # torch: imported only where used
+    from engram.planners.policies.diffusion.action_expert import ActionExpertConfig
 
     base: dict[str, Any] = dict(
         action_dim=3,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engram.runtime.cli import COMMANDS
-from engram.runtime.ros2.nodes import BridgeConfig
+from engram.runtime import registry
+from engram.runtime.bridges.ros2.nodes import BridgeConfig
 
 PKG = Path(__file__).resolve().parents[2] / "ros2" / "engram"
 
@@ -132,7 +132,7 @@ def test_python_launch_file_starts_graph_and_declared_bridge(monkeypatch, setup_
     (graph,) = by_kind["ExecuteProcess"]
     cmd = graph.kwargs["cmd"]
     assert cmd[0].args == ("engram",)  # LaunchConfiguration("engram"), default "engram"
-    assert cmd[1] in COMMANDS and cmd[1] == "launch"
+    assert cmd[1] in registry.known("command") and cmd[1] == "launch"
     assert "--bus" in cmd
 
 
@@ -147,7 +147,7 @@ def test_yaml_launch_file_mirrors_the_python_one(setup_kwargs):
     (executable,) = [e["executable"] for e in entries if "executable" in e]
     program, _, rest = executable["cmd"].partition(") ")
     assert program == "$(var engram"  # the engram command, default "engram"
-    assert rest.split()[0] in COMMANDS and rest.split()[0] == "launch"
+    assert rest.split()[0] in registry.known("command") and rest.split()[0] == "launch"
 
 
 def test_bridge_parameters_are_bridge_config_fields():

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import zmq
 
+from engram.runtime.apps.cli import main as engram_main
 from engram.runtime.bus import make_bus
-from engram.runtime.cli import main as engram_main
 from engram.runtime.keys import make_keys
 from engram.runtime.messages import Instruction
-from engram.runtime.zmq_bus import CurveConfig, serve_broker
+from engram.runtime.zmq_broker import serve_broker
+from engram.runtime.zmq_curve import CurveConfig
 
 FAST = {"poll_s": 0.02}
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engram.runtime.bus import BusClosed, InProcBus, Policy, make_bus
+from engram.runtime.bus import BusClosed, InProcBus, QueuePolicy, make_bus
 from engram.runtime.messages import Instruction, MemoryQuery, Recall
 
 
@@ -23,14 +23,14 @@ def bus():
 
 
 def test_policy_parse():
-    assert Policy.parse("latest") == Policy("latest", 1)
-    assert Policy.parse("queue(8)") == Policy("queue", 8)
-    assert Policy.parse("all") == Policy("all", 64)
-    assert Policy.parse(" all(3) ") == Policy("all", 3)
-    assert str(Policy.parse("queue(5)")) == "queue(5)"
+    assert QueuePolicy.parse("latest") == QueuePolicy("latest", 1)
+    assert QueuePolicy.parse("queue(8)") == QueuePolicy("queue", 8)
+    assert QueuePolicy.parse("all") == QueuePolicy("all", 64)
+    assert QueuePolicy.parse(" all(3) ") == QueuePolicy("all", 3)
+    assert str(QueuePolicy.parse("queue(5)")) == "queue(5)"
     for bad in ["queue", "newest", "queue(0)", "all(-1)", ""]:
         with pytest.raises(ValueError, match="policy"):
-            Policy.parse(bad)
+            QueuePolicy.parse(bad)
 
 
 def test_latest_keeps_only_the_newest(bus):

@@ -276,7 +276,7 @@ def test_multiprocess_graph_restarts_a_killed_process_and_traffic_resumes():
 def _start_cli_launch(graph: Path) -> tuple[subprocess.Popen, dict[str, int], str]:
     """Start `engram launch graph`; read the child pids and the bus URL from its status lines."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engram.runtime.cli", "launch", str(graph)],
+        [sys.executable, "-m", "engram.runtime.apps.cli", "launch", str(graph)],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

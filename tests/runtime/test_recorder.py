@@ -214,17 +214,17 @@ def test_ros2_bags_are_detected_and_delegated(tmp_path, monkeypatch):
     assert not is_ros2_bag(engram_file) and not is_ros2_bag(plain_dir)
 
     calls = []
-    fake = types.ModuleType("engram.runtime.ros2.bag")
+    fake = types.ModuleType("engram.runtime.bridges.ros2.bag")
     fake.replay_bag = lambda path, bus, *, topic_map, rate: (
         calls.append((path, topic_map, rate)) or 7
     )
-    monkeypatch.setitem(sys.modules, "engram.runtime.ros2.bag", fake)
+    monkeypatch.setitem(sys.modules, "engram.runtime.bridges.ros2.bag", fake)
     bus = InProcBus("bag")
     assert replay(cdr, bus, rate=2.0, topic_map={"/chatter": "/instructions"}) == 7
     assert calls == [(cdr, {"/chatter": "/instructions"}, 2.0)]
 
-    monkeypatch.setitem(sys.modules, "engram.runtime.ros2.bag", None)  # as if not installed
-    with pytest.raises(RecordingError, match=r"ROS 2 bag.*runtime\.ros2\.bag"):
+    monkeypatch.setitem(sys.modules, "engram.runtime.bridges.ros2.bag", None)  # as if not installed
+    with pytest.raises(RecordingError, match=r"ROS 2 bag.*runtime\.bridges\.ros2\.bag"):
         replay(bag_dir, bus)
     bus.close()
 

@@ -21,7 +21,8 @@ import zmq
 from engram.runtime.bus import BusClosed, make_bus
 from engram.runtime.codec import encode
 from engram.runtime.messages import Frame, Heartbeat, Instruction, MemoryQuery, Percept, Recall
-from engram.runtime.zmq_bus import ZmqBus, serve_broker
+from engram.runtime.zmq_broker import serve_broker
+from engram.runtime.zmq_bus import ZmqBus
 
 SPAWN = mp.get_context("spawn")
 FAST = {"poll_s": 0.02}  # quick shutdown in tests

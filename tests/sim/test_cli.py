@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from engram.runtime.cli import main
+from engram.runtime.apps.cli import main
 from engram.sim.collect import load_episode, read_meta
 
 
@@ -68,23 +68,8 @@ def test_list_and_run(capsys):
 
 def test_importing_sim_does_not_import_mujoco():
     code = (
-        "import sys, engram.sim, engram.sim.node, engram.sim.cli, engram.sim.demo\n"
+        "import sys, engram.sim, engram.sim.node, engram.sim.cli, engram.sim.tasks\n"
         "from engram.runtime.node import load_node_class; load_node_class('sim')\n"
         "assert 'mujoco' not in sys.modules, 'mujoco imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
-def test_run_demo_through_the_bus(tmp_path):
-    from engram.sim.demo import run_demo
-
-    report = run_demo("cups", 1, out_dir=tmp_path, progress=False, width_px=64, height_px=48)
-    assert report["success"] and report["completed"] and not report["error"]
-    assert report["published"]["frames"] == report["steps"]
-    assert report["published"]["instruction"] == 1
-    assert json.loads((tmp_path / "report.json").read_text())["success"] is True
-    gt = json.loads(open(report["ground_truth"]).read())
-    assert gt["task"] == "cups" and gt["success"] is True
-    assert report["keyframes"] and all((tmp_path / "frames").glob("*.png"))
-    png = open(report["keyframes"][0], "rb").read(8)
-    assert png == b"\x89PNG\r\n\x1a\n"

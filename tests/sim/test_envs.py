@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-from engram.sim.envs import ENVS, make
-from engram.sim.tasks import TASKS
+from engram.runtime import registry
+from engram.sim.envs import make
 
-ALL = sorted({**ENVS, **TASKS})
+ALL = sorted([*registry.known("task"), "model"])
 
 
 def _rollout(env, seed: int, steps: int) -> list[dict[str, np.ndarray]]:

@@ -11,6 +11,7 @@ from engram.runtime.bus import InProcBus
 from engram.runtime.messages import ActionChunk, AudioChunk, Frame, Instruction, RobotState
 from engram.runtime.node import load_node_class
 from engram.sim.node import SimNode, SimNodeConfig
+from engram.sim.robots import ROBOT_PART_LABELS
 
 
 def _drain(sub) -> list:
@@ -48,6 +49,9 @@ def test_lockstep_episode_publishes_frames_state_and_instruction():
     f = got_frames[-1]
     assert f.rgb.shape == (48, 64, 3) and f.depth.shape == (48, 64)
     assert f.segmentation.dtype == np.int32 and "prize" in f.labels.values()
+    # the robot's own parts come from the robot description, listed in every frame
+    assert f.robot_labels and set(f.robot_labels) <= ROBOT_PART_LABELS
+    assert "prize" not in f.robot_labels
     stamps = [m.stamp_ns for m in got_frames]
     assert stamps == sorted(stamps) and stamps[1] - stamps[0] == 200_000_000  # sim time, 5 Hz
     assert isinstance(got_states[0], RobotState) and got_states[0].world_from_ee is not None

@@ -8,9 +8,11 @@ import functools
 import numpy as np
 import pytest
 
+from engram.planners.policies.scripted import ExpertPolicy, ReactivePolicy, run_episode
+from engram.runtime import registry
 from engram.sim.envs import make
-from engram.sim.policies import ExpertPolicy, ReactivePolicy, run_episode
-from engram.sim.tasks import TASKS
+
+TASKS = registry.known("task")
 
 SEEDS = range(20)
 #: a memoryless policy may beat chance by at most this much over 20 seeds (about 2.4
@@ -49,7 +51,7 @@ def _at_decision(task: str, seed: int, answer):
     policy = ExpertPolicy()
     policy.reset(env)
     while info["decision_time_s"] is None:
-        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info).actions[0])
         assert not (terminated or truncated)
     return env, obs
 
@@ -146,7 +148,7 @@ def test_wrong_answer_fails():
         policy.reset(env)
         policy._answer = lambda env=env, wrong=wrong: wrong(env)
         while True:
-            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info).actions[0])
             if terminated or truncated:
                 break
         assert not info["success"], task
@@ -163,7 +165,7 @@ def test_gripper_holds_by_friction_only():
     policy.reset(env)
     z0 = env.table_z_m
     while env.body_pos("cube_red")[2] < z0 + 0.1:  # until the expert has lifted the cube
-        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info).actions[0])
         assert not (terminated or truncated)
     for _ in range(5):  # hold still: the cube stays up
         env.step(np.array([0, 0, 0, 0, 1.0], np.float32))
@@ -180,7 +182,7 @@ def test_where_heard_audio_is_loud_in_the_sound_room_only():
     policy.reset(env)
     rms, times = [], []
     while info["phase"] == "show":
-        obs, _, _, _, info = env.step(policy.act(obs, info))
+        obs, _, _, _, info = env.step(policy.act(obs, info).actions[0])
         rms.append(float(np.sqrt(np.mean(obs["audio"] ** 2))))
         times.append(env.t)
     rms, times = np.array(rms), np.array(times)

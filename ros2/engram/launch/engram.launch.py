@@ -4,7 +4,7 @@ Two processes:
 
 - ``engram launch <graph> --bus <bus>``: the Engram graph (perception, memories,
   planner; ``config/graph.yaml`` by default), which serves the ZeroMQ bus broker;
-- ``bridge`` (``engram.runtime.ros2.nodes:main``): the ROS 2 node joining ROS topics and that
+- ``bridge`` (``engram.runtime.bridges.ros2.nodes:main``): the ROS 2 node joining ROS topics and that
   bus; its parameters come from ``config/bridge.yaml`` plus ``bus_url``.
 
 Arguments: ``graph:=``, ``bus:=`` (default ``tcp://127.0.0.1:5550``), ``params:=``,

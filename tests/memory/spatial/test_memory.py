@@ -157,8 +157,8 @@ def _state(mem):
             mem.stats(), mem.world_from_robot.tobytes(), mem.config)  # fmt: skip
 
 
-def test_save_load_round_trip_is_exact(scene, tmp_path):
-    mem, embs, _ = scene
+def test_save_load_restores_the_exact_state_and_config(scene, tmp_path):
+    mem, _, _ = scene
     mem.save(tmp_path / "spatial")
     other = SpatialMemory(SpatialConfig(max_voxels=10))  # config comes back from the save
     other.load(tmp_path / "spatial")
@@ -170,11 +170,7 @@ def test_save_load_round_trip_is_exact(scene, tmp_path):
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
         assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
-    queries = [MemoryQuery(embedding=embs[2], top_k=4), MemoryQuery(text="red mug"),
-               MemoryQuery(near=np.array([0, 1, 0.5], np.float32), radius_m=1.0, top_k=6)]  # fmt: skip
-    for q in queries:
-        assert [h.to_dict() for h in other.recall(q)] == [h.to_dict() for h in mem.recall(q)]
-    assert _state(other) == _state(mem)  # recalls reinforced the same short-term entries
+    # (recalls after save -> load are compared for every memory: test_testing.py)
 
 
 def test_load_errors_leave_memory_unchanged(scene, tmp_path):

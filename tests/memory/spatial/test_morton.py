@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engram.memory.spatial import morton
+import engram.memory.spatial.morton as morton
 
 _idx = st.integers(min_value=0, max_value=(1 << 21) - 1)
 

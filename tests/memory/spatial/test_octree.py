@@ -3,8 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engram.memory.spatial import morton
-from engram.memory.spatial.octree import FLAG_DYNAMIC, OctreeConfig, SparseOctree
+import engram.memory.spatial.morton as morton
+from engram.memory.spatial.octree import SparseOctree
+from engram.memory.spatial.voxels import FLAG_DYNAMIC, OctreeConfig
 from tests.memory.spatial._helpers import depth_to_points, intrinsics, look_at, render_depth
 
 VS = 0.05

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from engram.memory.spatial.octree import OctreeConfig, SparseOctree
+from engram.memory.spatial.octree import SparseOctree
+from engram.memory.spatial.voxels import OctreeConfig
 from tests.memory.spatial._helpers import K_SAMPLE, depth_to_points
 
 VS = 0.05

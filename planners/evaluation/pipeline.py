@@ -1,0 +1,358 @@
+"""The lockstep pipeline: the ``launch/sim_full.yaml`` graph, driven step by step.
+
+``Pipeline`` loads the graph (``engram.runtime.launcher.load_graph``) with the
+evaluation's overrides (``EvalConfig`` sizes, the task, the seed; the memory and
+planner nodes dropped for the ablations or when a memory node is shared) and builds
+its nodes on one in-process bus (``build_nodes``): ``sim`` (MuJoCo task; frames with
+depth and segmentation, robot state, audio, instructions) -> ``perception``
+(open_clip encoder, segmentation objects with 3D centroids, VAD sound events) ->
+``memory`` (spatial, temporal, episodic, semantic, working; recall over
+``/memory/query``) -> ``planner`` (memory-grounded plan, skill controllers, critic,
+loop detector) -> ``/actions`` -> ``sim``. The graph file is the only wiring; this
+module only clocks it.
+
+Reproducibility. The harness clocks the graph in lockstep: the simulator waits for
+the planner's chunk at every control step (the sim's ``pace`` hook), and the planner
+is stepped only when perception, memory and the planner have handled everything
+published so far. So a seed gives the same episode, the same percepts and the same
+decisions. ``engram launch launch/sim_full.yaml`` runs the same nodes free-running.
+
+Used by ``engram eval`` (``engram.planners.evaluation.tasks``, ``.memory_qa``) and
+``engram demo``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engram.runtime import registry
+
+__all__ = ["GRAPH", "EvalConfig", "Pipeline", "graph_overrides", "make_memory_node"]
+
+#: the launch graph the evaluation runs (``launch/<GRAPH>.yaml``)
+GRAPH = "sim_full"
+
+
+@dataclass
+class EvalConfig:
+    """Sizes of the evaluation pipeline (defaults: the full run; ``quick()``: tests).
+
+    They override the graph's node params (``graph_overrides``)."""
+
+    width_px: int = 320  # camera frame width (tabletop: enough pixels for 4 cm objects)
+    height_px: int = 240  # camera frame height
+    apartment_width_px: int = 192  # camera frame width in the apartment
+    apartment_height_px: int = 144  # camera frame height in the apartment
+    camera_rate_hz: float = 10.0  # frames per simulated second (tabletop)
+    apartment_camera_rate_hz: float = 5.0  # frames per simulated second (apartment)
+    perception_model: str = "engram-vit-small"  # open_clip architecture (random weights)
+    voxel_size_m: float = 0.005  # perception point downsampling (fine: grasp yaw from points)
+    depth_stride_px: int = 1  # back-project every pixel
+    min_object_pixels: int = 8  # segments smaller than this are not objects (a far 3 cm cube)
+    step_timeout_s: float = 60.0  # one lockstep step may take this long (wall) before failing
+    episode_timeout_s: float = 900.0  # one episode may take this long (wall)
+    memories: tuple[str, ...] = ()  # memory names to run; () = all default memories
+    text_encoder: str = "minilm"  # memory node's query encoder ("" = none)
+    attempts: int = 3  # lifelong: attempts per layout
+
+    @classmethod
+    def quick(cls) -> EvalConfig:
+        """Small and fast: the tests and ``--quick``."""
+        return cls(
+            width_px=240,
+            height_px=180,
+            apartment_width_px=128,
+            apartment_height_px=96,
+            apartment_camera_rate_hz=2.5,
+            perception_model="engram-vit-tiny",
+            attempts=2,
+        )
+
+
+def _memory_params(config: EvalConfig, root: str = "") -> dict[str, Any]:
+    return {
+        "root": root,  # persist to this directory ("" = in memory)
+        "memories": list(config.memories),
+        "text_encoder": config.text_encoder,
+        "consolidate_every_s": 0.0,  # lockstep: no wall-clock consolidation
+        "heartbeat_hz": 0.0,
+    }
+
+
+def graph_overrides(
+    config: EvalConfig,
+    task: str,
+    *,
+    seed: int = 0,
+    episodes: int = 1,
+    use_memory: bool = True,
+    driver: str = "stop",
+    hide_show: bool = False,
+    memory_root: str = "",
+) -> dict[str, dict[str, Any]]:
+    """Per-node params for ``load_graph``: the sizes of ``config`` for ``task``'s kind
+    (tabletop or apartment), and the lockstep harness's settings (no heartbeats, no
+    periodic consolidation, the planner stepped by the harness, one frame at a time)."""
+    apartment = registry.get("task", task).kind == "apartment"
+    width = config.apartment_width_px if apartment else config.width_px
+    height = config.apartment_height_px if apartment else config.height_px
+    rate = config.apartment_camera_rate_hz if apartment else config.camera_rate_hz
+    return {
+        "sim": {
+            "task": task,
+            "seed": seed,
+            "episodes": episodes,
+            "camera_rate_hz": rate,
+            "width_px": width,
+            "height_px": height,
+            "clock": "lockstep",
+            "driver": driver,  # acts until the planner's first chunk (stop: holds still)
+            "wait_for_actions_s": 0.0,  # the harness waits for the chunk (pace)
+            "watchdog_timeout_s": 1.0,
+            "hide_show_frames": hide_show,
+            "heartbeat_hz": 0.0,
+        },
+        "perception": {
+            "model_name": config.perception_model,
+            "batch_size": 1,
+            "max_queue": 8,
+            "voxel_size_m": config.voxel_size_m,
+            "depth_stride_px": config.depth_stride_px,
+            "audio_enabled": apartment,
+            "objects": {"min_object_pixels": config.min_object_pixels},
+            "heartbeat_hz": 0.0,
+        },
+        "memory": _memory_params(config, memory_root),
+        "planner": {
+            "use_memory": use_memory,
+            "autotick": False,  # the harness steps the planner
+            "seed": seed,
+            "heartbeat_hz": 0.0,
+        },
+    }
+
+
+def _build(bus: Any, params: dict[str, dict[str, Any]], keep: set[str]) -> dict[str, Any]:
+    """The nodes ``keep`` of the graph with ``params``, constructed on ``bus``. What the
+    dropped nodes would publish is declared external: the harness (or a shared memory
+    node already on ``bus``) stands in for them."""
+    from engram.runtime.launcher import build_nodes, graph_path, load_graph
+    from engram.runtime.node import load_node_class
+
+    full = load_graph(GRAPH)
+    dropped = [n for n in full["nodes"] if n["name"] not in keep]
+    graph = load_graph(
+        GRAPH,
+        params={k: v for k, v in params.items() if k in keep},
+        drop=[n["name"] for n in dropped],
+    )
+    external = dict(graph.get("external_topics") or {})
+    for spec in dropped:
+        remap = spec.get("topics") or {}
+        for port, decl in load_node_class(spec["type"]).OUTPUTS.items():
+            external.setdefault(remap.get(port) or decl.topic or f"/{port}", decl.type)
+    graph["external_topics"] = external
+    return build_nodes(graph, bus, source=str(graph_path(GRAPH)))
+
+
+def make_memory_node(config: EvalConfig, *, bus: Any, root: str = "") -> Any:
+    """The graph's memory node as the evaluation (and ``engram demo``) runs it, alone:
+    for a memory kept across pipelines (lifelong attempts, the demo's store on disk);
+    ``root``: persist to this directory ("" = in memory)."""
+    return _build(bus, {"memory": _memory_params(config, root)}, {"memory"})["memory"]
+
+
+@dataclass
+class Pipeline:
+    """The ``sim_full`` graph on one in-process bus, in lockstep (see the module doc).
+
+    ``memory_node`` may be passed in to keep memory across pipelines (lifelong)."""
+
+    task: str
+    seed: int
+    episodes: int = 1
+    use_memory: bool = True
+    planner: bool = True  # False: the sim's driver acts (memory QA streams)
+    driver: str = "stop"  # who acts when no planner: expert | reactive | stop
+    hide_show: bool = False  # no camera frames of the show phase (the lifelong check)
+    config: EvalConfig = field(default_factory=EvalConfig)
+    memory_node: Any = None
+    bus: Any = None  # share a bus (and a running memory node) across pipelines
+    on_episode: Any = None  # callback(report, env) after each episode
+    before_question: Any = None  # callback(pipeline, env) at each step (memory QA)
+
+    def __post_init__(self) -> None:
+        from engram.runtime.bus import InProcBus
+
+        cfg = self.config
+        if self.task not in registry.known("task"):
+            known = ", ".join(sorted(registry.known("task")))
+            raise ValueError(f"unknown task {self.task!r}; known: {known}")
+        self.owns_bus = self.bus is None
+        if self.bus is None:
+            self.bus = InProcBus(f"eval-{self.task}-{self.seed}")
+        params = graph_overrides(
+            cfg,
+            self.task,
+            seed=self.seed,
+            episodes=self.episodes,
+            use_memory=self.use_memory,
+            driver=self.driver if not self.planner else "stop",
+            hide_show=self.hide_show,
+        )
+        keep = {"sim", "perception"}
+        if self.use_memory and self.memory_node is None:
+            keep.add("memory")
+        if self.planner:
+            keep.add("planner")
+        nodes = _build(self.bus, params, keep)
+        self.sim = nodes["sim"]
+        self.sim.set_hooks(pace=self._pace, on_episode_end=self._after_episode)
+        self.perception = nodes["perception"]
+        self.nodes: list[Any] = [self.perception]
+        self.owns_memory = False
+        if self.use_memory:
+            if self.memory_node is None:
+                self.memory_node = nodes["memory"]
+                self.owns_memory = True
+            elif self.memory_node.bus is not self.bus:
+                raise ValueError("a shared memory node must be on the pipeline's bus")
+            self.nodes.append(self.memory_node)
+        self.planner_node = nodes.get("planner")
+        if self.planner_node is not None:
+            self.nodes.append(self.planner_node)
+        self.reports: list[dict[str, Any]] = []
+        self.steps = 0
+        self._error: BaseException | None = None
+
+    # ---- lockstep ------------------------------------------------------------------------
+    def settle(self, timeout_s: float | None = None) -> None:
+        """Wait until every node has handled what was published (and perception and
+        memory finished their background work)."""
+        deadline = time.monotonic() + (timeout_s or self.config.step_timeout_s)
+        quiet = 0
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the pipeline did not settle in time")
+            busy = any(n.input_backlog() for n in self.nodes)
+            c = self.perception.counters
+            frames_done = (
+                c["frames_skipped"]
+                + c["frames_dropped"]
+                + c["frames_processed"]
+                + c["frame_errors"]
+            )
+            if frames_done < c["frames_received"] or len(self.perception.work):
+                busy = True
+            elif not self.perception.work.wait_empty(0.0):
+                busy = True
+            speech_done = c["transcripts"] + c["transcripts_empty"] + c["speech_dropped"]
+            if speech_done < c["speech_segments"] - c.get("audio_errors", 0):
+                busy = True
+            if self.memory_node is not None and self.use_memory:
+                if not self.memory_node.system.flush(timeout_s=0.0):
+                    busy = True
+            quiet = 0 if busy else quiet + 1
+            if busy:
+                time.sleep(0.0005)
+
+    def _pace(self) -> None:
+        """The sim's ``pace`` hook, before each step's action: settle the pipeline, step
+        the planner, then (with a planner) wait for the chunk that produced."""
+        self._before_action()
+        timeout_s = self.config.step_timeout_s
+        if self.planner and not self.sim.wait_for_chunk(timeout_s) and self.sim.running:
+            raise TimeoutError(f"no action chunk within {timeout_s} s")
+
+    def _before_action(self) -> None:
+        try:
+            self.settle()
+            if self.before_question is not None:
+                self.before_question(self, self.sim.env)
+            if self.planner_node is not None:
+                if self.planner_node.step() is None:
+                    # no instruction / state yet: hold still so the sim keeps pace
+                    self._publish_hold()
+            self.steps += 1
+        except Exception as exc:  # noqa: BLE001 - surfaced by run()
+            self._error = exc
+            self.sim.request_stop()
+            raise
+
+    def _publish_hold(self) -> None:
+        import numpy as np
+
+        from engram.runtime.messages import ActionChunk
+
+        env = self.sim.env
+        space = env.controller.space
+        self.bus.publish(
+            "/actions",
+            ActionChunk(
+                action_space=space.name,
+                actions=np.asarray(env.stop_action(), np.float32)[None],
+                dt_s=env.config.control_dt_s,
+            ),
+        )
+
+    def _after_episode(self, report: dict[str, Any], env: Any) -> None:
+        from engram.runtime.messages import PlanStep
+
+        report["ground_truth_log"] = env.ground_truth()
+        self.settle()
+        if self.planner_node is not None and self.use_memory:
+            # the environment's verdict on this attempt: closes the episode in memory
+            self.bus.publish(
+                "/plan",
+                PlanStep(
+                    stamp_ns=self.sim.stamp_ns(),  # the episode's end
+                    skill="episode",
+                    status="succeeded" if report["success"] else "failed",
+                    reason="outcome reported by the environment",
+                    episode_id=f"{env.task_name}-{report['seed']}",
+                ),
+            )
+            self.settle()
+        if self.planner_node is not None:
+            loop = self.planner_node.loop
+            report["planner"] = {
+                "status": loop.status,
+                "reason": loop.reason,
+                "decisions": [
+                    {"question": d.question, "answer": d.answer, "source": d.source}
+                    for d in loop.decisions
+                ],
+                "loop_interventions": list(loop.loop.fired),
+                "memory_queries": self.planner_node.memory.queries,
+            }
+        self.reports.append(report)
+        if self.on_episode is not None:
+            self.on_episode(report, env)
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        nodes = [*self.nodes, self.sim]
+        started = []
+        try:
+            for node in nodes:
+                if node is self.memory_node and node.state == "running":
+                    continue
+                node.start()
+                started.append(node)
+            limit = self.config.episode_timeout_s * max(1, self.episodes)
+            if not self.sim.wait(limit):
+                raise TimeoutError(f"{self.task}: episodes did not finish in {limit:.0f} s")
+            if self._error is not None:
+                raise self._error
+            if self.sim.error:
+                raise RuntimeError(self.sim.error)
+        finally:
+            for node in reversed(started):
+                if node is self.memory_node and not self.owns_memory:
+                    continue
+                node.stop()
+            if self.owns_bus:
+                self.bus.close()
+        return self.reports

@@ -1,0 +1,277 @@
+"""``Grounding``: the questions a plan needs, answered from memory recalls only.
+
+Where is X now, where was X at the start, which labels were seen (how many tokens),
+what was observed in what order (the buttons' lights), where a sound was heard, the
+route through the places the robot has been (A* over the spatial memory's places),
+and what earlier attempts at the same layout decided and how they ended (lifelong
+learning: ``layout_key`` names a layout, objects on a 3 cm grid).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import zlib
+from typing import Any
+
+import numpy as np
+
+from engram.planners.planning.memory_client import MemoryClient
+from engram.planners.planning.skills.base import WorldView
+
+__all__ = ["SOUND_BANDS_HZ", "Grounding", "jsonable", "layout_key"]
+
+#: what a named sound sounds like: its dominant frequency band (Hz), prior knowledge
+SOUND_BANDS_HZ: dict[str, tuple[float, float]] = {
+    "doorbell": (430.0, 820.0),
+    "bell": (430.0, 820.0),
+    "phone": (850.0, 1650.0),
+    "ringing": (850.0, 1650.0),
+    "kettle": (1700.0, 2800.0),
+    "whistling": (1700.0, 2800.0),
+}
+
+
+_FIRST_SAW = re.compile(r"^first saw (\S+) \((\w+)\)")
+_OBSERVE = re.compile(r"observe\((\w+), ([^)\s]+)\)")
+_HZ = re.compile(r"\((\d+(?:\.\d+)?) Hz")
+_REASON = re.compile(r"(\w+)=(\S*)")
+
+
+class Grounding:
+    """Answers the questions plans need from memory recalls (see module docstring).
+    Positions are (3,) float64 world metres; stamps are ``stamp_ns`` of the memory."""
+
+    def __init__(self, memory: MemoryClient) -> None:
+        self.memory = memory
+        self.log: list[dict[str, Any]] = []  # question -> answer, for the decide steps
+
+    @property
+    def enabled(self) -> bool:
+        return self.memory.enabled
+
+    def _note(self, question: str, answer: Any) -> Any:
+        self.log.append({"question": question, "answer": jsonable(answer)})
+        return answer
+
+    def object_position(self, label: str) -> tuple[np.ndarray, int] | None:
+        """Where is ``label`` now (its latest remembered position, and when seen)."""
+        hits = self.memory.recall(label, memories=("spatial", "episodic"), top_k=40)
+        best: tuple[np.ndarray, int] | None = None
+        for prefer in ("spatial", "episodic"):
+            for h in hits:
+                d = h.get("data", {})
+                if h.get("memory") != prefer or d.get("kind") != "object":
+                    continue
+                if d.get("label") != label or h.get("position") is None:
+                    continue
+                if d.get("present") is False:
+                    continue
+                stamp = int(d.get("last_seen_ns", h.get("stamp_ns", 0)))
+                if best is None or stamp > best[1]:
+                    best = (np.asarray(h["position"], np.float64), stamp)
+            if best is not None:
+                break
+        return self._note(f"where is {label}", best)
+
+    def first_position(self, label: str, *, since_ns: int = 0) -> tuple[np.ndarray, int] | None:
+        """Where was ``label`` when first seen (at or after ``since_ns``)."""
+        hits = self.memory.recall(f"first saw {label}", memories=("episodic",), top_k=40)
+        best: tuple[np.ndarray, int] | None = None
+        for h in hits:
+            m = _FIRST_SAW.match(h.get("text", ""))
+            if not m or m.group(1) != label or h.get("position") is None:
+                continue
+            stamp = int(h.get("stamp_ns", 0))
+            if stamp >= since_ns and (best is None or stamp < best[1]):
+                best = (np.asarray(h["position"], np.float64), stamp)
+        if best is None:
+            hits = self.memory.recall(
+                f"when was {label} first seen", memories=("temporal",), top_k=10, t0_ns=since_ns
+            )
+            for h in hits:
+                d = h.get("data", {})
+                if d.get("object") == label and h.get("position") is not None:
+                    best = (np.asarray(h["position"], np.float64), int(h.get("stamp_ns", 0)))
+                    break
+        return self._note(f"where was {label} at the start", best)
+
+    def labels_seen(self, prefix: str, *, since_ns: int = 0) -> list[str]:
+        """Distinct object labels starting with ``prefix`` seen since ``since_ns``."""
+        # Spatial memory keeps one record per segmented object and the timeline keeps
+        # each percept's labels; the episodic memory is not asked here because its
+        # entity resolution may merge identical-looking objects (two tokens -> one).
+        words = prefix.replace("_", " ").strip()
+        labels = set()
+        for mem in ("spatial", "temporal"):
+            for h in self.memory.recall(words, memories=(mem,), top_k=100, t0_ns=since_ns):
+                d = h.get("data", {})
+                if d.get("kind") == "object":
+                    names = [str(d.get("label", ""))]
+                    last = int(d.get("last_seen_ns", h.get("stamp_ns", 0)))
+                elif d.get("kind") == "percept":
+                    names = [str(x) for x in d.get("labels", [])]
+                    last = int(h.get("stamp_ns", 0))
+                else:
+                    continue
+                if last >= since_ns:
+                    labels.update(n for n in names if n.startswith(prefix))
+        return self._note(f"which {prefix} were seen", sorted(labels))
+
+    def observations(self, event: str, *, since_ns: int = 0) -> list[tuple[int, str]]:
+        """(stamp_ns, label) of ``observe(event, label)`` steps since ``since_ns``, in time
+        order (e.g. the buttons' lights coming on)."""
+        hits = self.memory.recall(
+            f"observe {event}", memories=("episodic",), top_k=60, t0_ns=since_ns
+        )
+        out = set()
+        for h in hits:
+            m = _OBSERVE.search(h.get("text", ""))
+            if m and m.group(1) == event and int(h.get("stamp_ns", 0)) >= since_ns:
+                out.add((int(h["stamp_ns"]), m.group(2)))
+        return self._note(f"when did {event} happen", sorted(out))
+
+    def sounds(self, *, since_ns: int = 0) -> list[dict[str, Any]]:
+        """Sounds heard since ``since_ns``: stamp_ns, peak_hz, position (where the robot
+        was), text; in time order."""
+        out: dict[int, dict[str, Any]] = {}
+        for text, mem, kind in (
+            ("heard sound tone noise", "episodic", "heard"),
+            ("heard sound tone noise", "temporal", "sound"),
+        ):
+            for h in self.memory.recall(text, memories=(mem,), top_k=60, t0_ns=since_ns):
+                if h.get("data", {}).get("kind") != kind or h.get("position") is None:
+                    continue
+                m = _HZ.search(h.get("text", ""))
+                stamp = int(h.get("stamp_ns", 0))
+                if m is None or stamp < since_ns or stamp in out:
+                    continue
+                out[stamp] = {
+                    "stamp_ns": stamp,
+                    "peak_hz": float(m.group(1)),
+                    "position": np.asarray(h["position"], np.float64),
+                    "text": h.get("text", ""),
+                }
+        return self._note("what was heard", [out[k] for k in sorted(out)])
+
+    def where_heard(self, sound: str, *, since_ns: int = 0) -> tuple[np.ndarray, int] | None:
+        """Where the robot was when it heard ``sound`` (a name in ``SOUND_BANDS_HZ``)."""
+        band = next((b for name, b in SOUND_BANDS_HZ.items() if name in sound.lower()), None)
+        heard = self.sounds(since_ns=since_ns)
+        if band is not None:
+            heard = [s for s in heard if band[0] <= s["peak_hz"] <= band[1]]
+        if not heard:
+            return self._note(f"where was the {sound} heard", None)
+        first = heard[0]
+        return self._note(f"where was the {sound} heard", (first["position"], first["stamp_ns"]))
+
+    def places(self, near: np.ndarray, *, radius_m: float = 60.0) -> list[dict[str, Any]]:
+        """Places of the spatial memory's topology graph within ``radius_m``: place_id,
+        position (3,), neighbours (ids)."""
+        hits = self.memory.recall(
+            "", memories=("spatial",), near=near, radius_m=radius_m, top_k=1000
+        )
+        out = []
+        for h in hits:
+            d = h.get("data", {})
+            if d.get("kind") == "place" and h.get("position") is not None:
+                out.append(
+                    {
+                        "place_id": int(d["place_id"]),
+                        "position": np.asarray(h["position"], np.float64),
+                        "neighbours": [int(n) for n in d.get("neighbours", [])],
+                    }
+                )
+        return out
+
+    def route(self, start_xy: np.ndarray, goal_xy: np.ndarray) -> list[np.ndarray]:
+        """Waypoints [x, y] through the places the robot has been, from the place nearest
+        ``start_xy`` to the place nearest ``goal_xy`` (A*); [] when none are known."""
+        start3 = np.array([start_xy[0], start_xy[1], 0.0])
+        places = self.places(start3)
+        if not places:
+            return self._note("route", [])
+        pos = {p["place_id"]: p["position"][:2] for p in places}
+        edges: dict[int, set[int]] = {p["place_id"]: set() for p in places}
+        for p in places:
+            for n in p["neighbours"]:
+                if n in edges:
+                    edges[p["place_id"]].add(n)
+                    edges[n].add(p["place_id"])
+        ids = list(pos)
+        arr = np.array([pos[i] for i in ids])
+        s = ids[int(np.argmin(np.linalg.norm(arr - start_xy[:2], axis=1)))]
+        g = ids[int(np.argmin(np.linalg.norm(arr - goal_xy[:2], axis=1)))]
+        path = _astar(s, g, pos, edges)
+        return self._note("route", [pos[i] for i in path])
+
+    def past_decisions(self, question: str, layout: str, hint: str) -> list[tuple[str, str]]:
+        """(answer, outcome) of earlier decisions on ``question`` at ``layout``, from the
+        episodes in episodic memory (``hint``: words of the instruction)."""
+        hits = self.memory.recall(f"episode {hint}", memories=("episodic",), top_k=60)
+        out = []
+        for h in hits:
+            d = h.get("data", {})
+            if d.get("kind") != "episode" or d.get("outcome") not in ("succeeded", "failed"):
+                continue
+            for step in d.get("steps", []):
+                if step.get("skill") != "decide":
+                    continue
+                fields = dict(_REASON.findall(step.get("reason", "")))
+                if fields.get("layout") == layout and fields.get("question", question) == question:
+                    out.append((fields.get("answer", ""), d["outcome"]))
+        return self._note(f"earlier attempts at {question} here", out)
+
+
+def _astar(
+    start: int, goal: int, pos: dict[int, np.ndarray], edges: dict[int, set[int]]
+) -> list[int]:
+    if start == goal:
+        return [start]
+    frontier = [(0.0, start)]
+    came: dict[int, int | None] = {start: None}
+    cost = {start: 0.0}
+    while frontier:
+        _, cur = heapq.heappop(frontier)
+        if cur == goal:
+            break
+        for nxt in sorted(edges.get(cur, ())):
+            c = cost[cur] + float(np.linalg.norm(pos[cur] - pos[nxt]))
+            if c < cost.get(nxt, math.inf):
+                cost[nxt] = c
+                came[nxt] = cur
+                heapq.heappush(frontier, (c + float(np.linalg.norm(pos[nxt] - pos[goal])), nxt))
+    if goal not in came:
+        return [start, goal]
+    path = [goal]
+    while came[path[-1]] is not None:
+        path.append(came[path[-1]])  # type: ignore[arg-type]
+    return path[::-1]
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [round(float(v), 3) for v in value.reshape(-1)]
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def layout_key(world: WorldView, *, grid_m: float = 0.03) -> str:
+    """A short key of the scene as perceived now: labels and positions on a ``grid_m``
+    grid (plus the base position for a mobile robot). Same layout, same key."""
+    parts = [
+        f"{label}:{','.join(str(int(v)) for v in np.round(obj.position[:2] / grid_m))}"
+        for label, obj in sorted(world.objects.items())
+    ]
+    if world.robot is not None and world.robot.world_from_ee is None:
+        x, y, _ = world.base_pose()
+        parts.append(f"base:{round(x / 0.25)},{round(y / 0.25)}")
+    return f"{zlib.crc32('|'.join(parts).encode()):08x}"

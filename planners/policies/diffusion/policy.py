@@ -1,0 +1,265 @@
+"""``ActionExpertPolicy``: the learned diffusion action expert as a ``Policy``
+(``engram.planners.policies.base``; registered as policy ``action_expert``; the scripted
+expert of the simulator is ``engram.planners.policies.scripted.ExpertPolicy``).
+
+Lifecycle::
+
+    policy = ActionExpertPolicy.load("~/.cache/engram/experts/T")  # folder or checkpoint.pt
+    policy.reset(seed=0)                                  # new episode: empty memory bank
+    policy.observe(obs, instruction_embedding=emb)        # a step that needs no chunk
+    chunk = policy.act(obs, instruction_embedding=emb)    # ActionChunk, actions (H, A)
+    policy.save("out/")                                   # checkpoint a later load reads
+
+Observation dict (what ``sim/`` and the runtime hand over each decision):
+
+    ``state``     (S,) float   low-dim observation, as in training; or, when the expert
+                  was trained on ``engram sim collect`` data, the environment's own keys
+                  (``config.state_keys``: ``robot``, ``objects``, ``task``), flattened and
+                  concatenated here exactly as the training loader did
+    ``image``     (h, w, 3) uint8 (or ``rgb``), when the expert was trained with images;
+                  centre-cropped and resized to the training size
+    ``step``      int, optional: control step within the episode (the memory entry's
+                  timestep); without it each ``act`` / ``observe`` call counts as the next
+                  step, so call ``observe`` on the steps that need no new chunk (the show
+                  phase, or while a chunk executes) and ``act`` when one is needed
+    ``stamp_ns``  int, optional: copied into the ``ActionChunk``
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engram.planners.policies.base import Policy
+from engram.runtime.messages import ActionChunk
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ActionExpertPolicy"]
+
+
+class ActionExpertPolicy(Policy):
+    """The memory-conditioned diffusion action expert as a ``Policy``.
+
+    ``act`` encodes the observation, retrieves from and then writes to the working-memory
+    bank (unless the expert was built with ``use_memory=False``) and samples one chunk
+    with DDIM (``sampler="ddpm"`` for full ancestral sampling).
+    """
+
+    name: ClassVar[str] = "action_expert"
+
+    def __init__(
+        self,
+        expert: Any,
+        *,
+        task: str = "",
+        sampler: str = "ddim",
+        num_steps: int | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        cpu_threads: int | None = 1,
+    ) -> None:
+        """``sampler``: ``ddim`` (``num_steps`` or the config's ddim_steps) or ``ddpm``.
+
+        ``cpu_threads``: on a CPU device, set torch's intra-op threads (process-wide) to
+        this many; None leaves them. The default 1 is deliberate: at batch 1 these small
+        networks gain nothing from more threads, and on a busy 2-core machine torch's
+        default of 2 made ``act`` 15x slower (OpenMP workers spinning, bench/policy.py).
+        """
+        if cpu_threads is not None and expert.device == "cpu" and cpu_threads > 0:
+            import torch
+
+            if torch.get_num_threads() != cpu_threads:
+                log.info("torch intra-op threads: %d (process-wide)", cpu_threads)
+                torch.set_num_threads(cpu_threads)
+        self.expert = expert
+        self.config = expert.config
+        self.task = task
+        self.sampler = sampler
+        self.num_steps = num_steps
+        self._checkpoint = checkpoint or {}
+        self._generator: Any = None
+        self._next_step = 0
+        self.reset()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def reset(self, env: Any = None, *, seed: int | None = None) -> None:
+        """New episode: empty memory bank, sampling reseeded (None: seed 0); ``env`` unused."""
+        import torch
+
+        self.expert.reset_memory()
+        self.expert.eval()
+        self._generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        self._next_step = 0
+
+    def act(
+        self,
+        observation: Mapping[str, Any],
+        info: Mapping[str, Any] | None = None,
+        *,
+        instruction_embedding: np.ndarray | None = None,
+        memory: Any = None,
+        **context: Any,
+    ) -> ActionChunk:
+        """``memory``: a working-memory bank to read and write instead of the expert's own
+        (``memory/working.py``); ignored when ``use_memory`` is False."""
+        import torch
+
+        cfg = self.config
+        state, image, instr, step = self._inputs(observation, instruction_embedding)
+        with torch.inference_mode():
+            cond = self.expert.online_condition(state, image, instr, step=step, bank=memory)
+            actions = self.expert.sample(
+                cond, sampler=self.sampler, num_steps=self.num_steps, generator=self._generator
+            )
+        stamp = observation.get("stamp_ns")
+        extra = {} if stamp is None else {"stamp_ns": int(stamp)}
+        return ActionChunk(
+            actions=actions[0].float().cpu().numpy(),
+            action_space=cfg.action_space,
+            dt_s=cfg.dt_s,
+            **extra,
+        )
+
+    def observe(
+        self,
+        observation: Mapping[str, Any],
+        info: Mapping[str, Any] | None = None,
+        *,
+        instruction_embedding: np.ndarray | None = None,
+        memory: Any = None,
+        **context: Any,
+    ) -> None:
+        """A control step that needs no new chunk (the show phase, or while a chunk is
+        executing): only write it into the memory bank. Nothing to do without memory."""
+        import torch
+
+        state, image, instr, step = self._inputs(observation, instruction_embedding)
+        if self.config.use_memory:
+            with torch.inference_mode():
+                self.expert.observe(state, image, instr, step=step, bank=memory)
+
+    def _inputs(
+        self, observation: Mapping[str, Any], instruction_embedding: Any
+    ) -> tuple[Any, Any, Any, int]:
+        """Observation dict -> state (1, S), image (1, px, px, 3) | None, instruction
+        (1, E) tensors and the control step (from ``step`` or counted)."""
+        import torch
+
+        cfg = self.config
+        if not isinstance(observation, Mapping):
+            raise TypeError(f"observation must be a dict, got {type(observation).__name__}")
+        if instruction_embedding is None:
+            instruction_embedding = observation.get("instruction_embedding")
+        if instruction_embedding is None:
+            raise ValueError("act needs instruction_embedding (E,) float32 (MiniLM of the subgoal)")
+        dev = self.expert.device
+        instr = torch.from_numpy(
+            _vector(instruction_embedding, cfg.instruction_dim, "instruction_embedding")
+        )[None].to(dev)
+        state = image = None
+        if cfg.state_dim:
+            state = torch.from_numpy(_state(observation, cfg))[None].to(dev)
+        if cfg.image_size_px:
+            image = torch.from_numpy(_image(observation, cfg.image_size_px))[None].to(dev)
+        step = observation.get("step")
+        step = self._next_step if step is None else int(step)
+        if step < 0:
+            raise ValueError(f"observation 'step' must be >= 0, got {step}")
+        self._next_step = step + 1
+        return state, image, instr, step
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write everything ``load`` needs (``<path>/checkpoint.pt`` or ``path`` itself when
+        it ends in .pt); returns the file written."""
+        from engram.planners.policies.diffusion.checkpoint import (
+            CHECKPOINT_FORMAT,
+            CHECKPOINT_NAME,
+            save_checkpoint,
+        )
+
+        path = Path(path).expanduser()
+        if path.suffix != ".pt":
+            path = path / CHECKPOINT_NAME
+        m = self.expert.module
+        payload = {
+            **self._checkpoint,
+            "format": CHECKPOINT_FORMAT,
+            "task": self.task,
+            "config": self.config.to_dict(),
+            "model": self.expert.state_dict(),
+            "normalization": {
+                k: getattr(m, k).detach().cpu().numpy()
+                for k in ("action_min", "action_max", "state_mean", "state_std")
+            },
+        }
+        return save_checkpoint(path, payload)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str = "auto", weights: str = "ema", **kwargs: Any
+    ) -> ActionExpertPolicy:
+        """``weights``: ``ema`` (the moving average, when the checkpoint has one) or
+        ``raw`` (the optimiser's current weights)."""
+        from engram.planners.policies.diffusion.action_expert import (
+            ActionExpert,
+            ActionExpertConfig,
+            resolve_device,
+        )
+        from engram.planners.policies.diffusion.checkpoint import load_checkpoint
+
+        device = resolve_device(device)
+        payload = load_checkpoint(path, device=device)
+        config = ActionExpertConfig.from_dict(payload["config"])
+        expert = ActionExpert(config, device=device)
+        if weights not in ("ema", "raw"):
+            raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        state = payload.get("ema") if weights == "ema" else None
+        expert.load_state_dict(state if state is not None else payload["model"])
+        keep = {k: v for k, v in payload.items() if k not in ("model", "ema", "optimizer")}
+        return cls(expert, task=str(payload.get("task", "")), checkpoint=keep, **kwargs)
+
+
+def _vector(value: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} must have {n} values, got shape {np.shape(value)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return arr
+
+
+def _state(observation: Mapping[str, Any], cfg: Any) -> np.ndarray:
+    if "state" in observation:
+        return _vector(observation["state"], cfg.state_dim, "state")
+    if not cfg.state_keys:
+        raise ValueError(f"observation needs 'state' ({cfg.state_dim},); has {sorted(observation)}")
+    missing = [k for k in cfg.state_keys if k not in observation]
+    if missing:
+        raise ValueError(
+            f"observation needs 'state' or the keys {list(cfg.state_keys)}; missing {missing}"
+        )
+    flat = np.concatenate(
+        [np.asarray(observation[k], np.float32).reshape(-1) for k in cfg.state_keys]
+    )
+    return _vector(flat, cfg.state_dim, "state (from " + "+".join(cfg.state_keys) + ")")
+
+
+def _image(observation: Mapping[str, Any], size_px: int) -> np.ndarray:
+    from engram.planners.policies.diffusion.action_expert import prepare_images
+
+    value = observation.get("image", observation.get("rgb"))
+    if value is None:
+        raise ValueError("observation needs 'image' (or 'rgb'): (h, w, 3) uint8")
+    arr = np.asarray(value)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(
+            f"observation 'image' must be (h, w, 3) uint8, got {arr.shape} {arr.dtype}"
+        )
+    return prepare_images(arr[None], size_px)[0]

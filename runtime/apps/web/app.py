@@ -1,0 +1,224 @@
+"""The live page's web app (FastAPI) and a small uvicorn server that runs it in a thread.
+
+Routes (all served locally; the page loads no external asset)::
+
+    GET  /                         the page (static/index.html, app.js, style.css)
+    GET  /static/...               its script and style sheet
+    WS   /ws                       live updates: JSON {"type": "update", ...} whenever
+                                   something changed (at most ``update_hz`` per second,
+                                   at least once a second): frame info, detections, new
+                                   transcript entries and timeline events since the
+                                   client's cursor, stats, health, map version
+    GET  /api/state                everything at once (JSON)
+    GET  /api/frame.jpg            the latest frame (JPEG; 404 before the first)
+    GET  /api/thumbnails/{id}.jpg  a keyframe thumbnail
+    GET  /api/detections           boxes + labels of the latest percept
+    GET  /api/transcript           the running transcript (``?after=<id>``)
+    GET  /api/timeline             memories as they were written (``?after=<id>``)
+    GET  /api/map                  top-down map: cells, trail, objects, places, edges
+    GET  /api/health               per-node heartbeats (fps, drops, latency per stage)
+    GET  /api/ask?q=...&k=5        a question -> MemoryQuery over the bus -> recall (JSON)
+
+``WebServer(app, host=..., port=0)`` binds first (port 0 = a free port, see
+``.port``), then serves from a daemon thread; ``stop()`` shuts it down.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route functions'
+# annotations at runtime, and their types (WebSocket, ...) are imported inside make_app.
+import asyncio
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engram.runtime.apps.web.hub import LiveHub
+
+__all__ = ["STATIC_DIR", "WebServer", "make_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def make_app(hub: LiveHub, *, update_hz: float = 10.0, title: str = "Engram live") -> Any:
+    """The FastAPI app serving ``hub`` (see the module docstring for the routes)."""
+    from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    if not update_hz > 0:
+        raise ValueError(f"update_hz must be > 0, got {update_hz}")
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    no_store = {"Cache-Control": "no-store"}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=no_store)
+
+    @app.get("/api/state")
+    def state() -> JSONResponse:
+        return JSONResponse(hub.snapshot(), headers=no_store)
+
+    @app.get("/api/frame.jpg")
+    def frame() -> Response:
+        out = hub.frame_jpeg()
+        if out is None:
+            raise HTTPException(404, "no frame yet")
+        seq, data = out
+        return Response(
+            data, media_type="image/jpeg", headers={**no_store, "X-Frame-Seq": str(seq)}
+        )
+
+    @app.get("/api/thumbnails/{thumb_id}.jpg")
+    def thumbnail(thumb_id: int) -> Response:
+        data = hub.thumbnail_jpeg(thumb_id)
+        if data is None:
+            raise HTTPException(404, f"no thumbnail {thumb_id} (only the newest are kept)")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/detections")
+    def detections() -> JSONResponse:
+        return JSONResponse({"frame": hub.frame_info(), "detections": hub.detections()})
+
+    @app.get("/api/transcript")
+    def transcript(after: int = 0) -> JSONResponse:
+        return JSONResponse({"entries": hub.transcript(after_id=after)}, headers=no_store)
+
+    @app.get("/api/timeline")
+    def timeline(after: int = 0) -> JSONResponse:
+        return JSONResponse({"events": hub.timeline(after_id=after)}, headers=no_store)
+
+    @app.get("/api/map")
+    def map_() -> JSONResponse:  # sync: the spatial query runs in the thread pool
+        return JSONResponse(hub.map(), headers=no_store)
+
+    @app.get("/api/health")
+    def health() -> JSONResponse:
+        return JSONResponse({"stats": hub.stats(), "nodes": hub.nodes()}, headers=no_store)
+
+    @app.get("/api/ask")
+    def ask(
+        q: str = Query("", max_length=1000, description="the question, in words"),
+        k: int = Query(0, ge=0, le=50, description="hits wanted (0 = the hub's default)"),
+    ) -> JSONResponse:  # sync: bus.request blocks, FastAPI runs it in its thread pool
+        return JSONResponse(hub.ask(q, top_k=k or None), headers=no_store)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        period = 1.0 / update_hz
+        loop = asyncio.get_running_loop()
+        transcript_after = timeline_after = 0
+        sent_version, last_sent = -1, 0.0
+        try:
+            while True:
+                version = hub.version
+                if version == sent_version and time.monotonic() - last_sent < 1.0:
+                    # nothing new: wait for a change off the event loop (bounded)
+                    await loop.run_in_executor(None, hub.wait_for_change, version, 0.5)
+                    continue
+                new_transcript = hub.transcript(after_id=transcript_after)
+                new_events = hub.timeline(after_id=timeline_after)
+                if new_transcript:
+                    transcript_after = new_transcript[-1]["id"]
+                if new_events:
+                    timeline_after = new_events[-1]["id"]
+                await websocket.send_json(
+                    {
+                        "type": "update",
+                        "version": version,
+                        "frame": hub.frame_info(),
+                        "detections": hub.detections(),
+                        "transcript": new_transcript,
+                        "events": new_events,
+                        "stats": hub.stats(),
+                        "health": hub.nodes(),
+                        "map_version": hub.map_version,
+                    }
+                )
+                sent_version, last_sent = version, time.monotonic()
+                await asyncio.sleep(period)
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+            return
+        except Exception as exc:  # noqa: BLE001 - one client's failure must not stop the server
+            log.debug("websocket closed: %s", exc)
+
+    return app
+
+
+class WebServer:
+    """uvicorn in a daemon thread. ``port=0`` picks a free port (read ``.port`` after
+    ``start()``). Use as a context manager or call ``start()`` / ``stop()``."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+        self.app = app
+        self.host = host
+        self.port = int(port)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+    def start(self, *, timeout_s: float = 10.0) -> None:
+        """Bind (``OSError`` naming the address when it is taken) and serve."""
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot serve the page on {self.host}:{self.port} ({exc.strerror or exc}); "
+                "choose another --port (0 = any free port)"
+            ) from None
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            ws_ping_interval=None,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="web-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the web server on {self.url} failed to start")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the web server on {self.url} did not start in {timeout_s} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> "WebServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,73 @@
+"""The lockstep pipeline is the ``launch/sim_full.yaml`` graph with overrides (no second
+wiring): nodes, params and the dropped nodes, checked without running an episode."""
+
+from __future__ import annotations
+
+import pytest
+
+from engram.planners.evaluation.pipeline import (
+    EvalConfig,
+    Pipeline,
+    graph_overrides,
+    make_memory_node,
+)
+from engram.runtime.bus import InProcBus
+from engram.runtime.launcher import load_graph
+
+QUICK = EvalConfig.quick()
+
+
+def test_overrides_name_only_nodes_and_params_of_the_graph():
+    graph = {n["name"]: n for n in load_graph("sim_full")["nodes"]}
+    for task in ("cups", "where_heard"):
+        params = graph_overrides(QUICK, task, seed=3)
+        assert set(params) <= set(graph)
+        load_graph("sim_full", params=params)  # names known nodes only
+
+
+def test_sizes_follow_the_task_kind():
+    table = graph_overrides(QUICK, "cups")
+    flat = graph_overrides(QUICK, "fetch_seen")
+    assert (table["sim"]["width_px"], table["sim"]["height_px"]) == (240, 180)
+    assert (flat["sim"]["width_px"], flat["sim"]["height_px"]) == (128, 96)
+    assert not table["perception"]["audio_enabled"] and flat["perception"]["audio_enabled"]
+
+
+@pytest.mark.parametrize(
+    ("use_memory", "planner", "names"),
+    [
+        (True, True, {"perception", "memory", "planner"}),
+        (False, True, {"perception", "planner"}),
+        (True, False, {"perception", "memory"}),
+    ],
+)
+def test_pipeline_builds_the_graph_nodes(use_memory, planner, names):
+    pipe = Pipeline("cups", 2, use_memory=use_memory, planner=planner, config=QUICK)
+    try:
+        assert {n.name for n in pipe.nodes} == names
+        assert pipe.sim.name == "sim" and pipe.sim.config.seed == 2
+        assert pipe.sim.config.clock == "lockstep" and pipe.sim.config.width_px == 240
+        assert pipe.perception.config.model_name == QUICK.perception_model
+        if planner:
+            assert not pipe.planner_node.config.autotick
+            assert pipe.planner_node.config.use_memory == use_memory
+        else:
+            assert pipe.planner_node is None
+    finally:
+        pipe.bus.close()
+
+
+def test_a_shared_memory_node_is_the_graphs_memory_node():
+    bus = InProcBus("shared")
+    try:
+        memory = make_memory_node(QUICK, bus=bus)
+        assert memory.name == "memory" and memory.config.consolidate_every_s == 0.0
+        pipe = Pipeline("count", 0, config=QUICK, bus=bus, memory_node=memory)
+        assert pipe.memory_node is memory and not pipe.owns_memory
+    finally:
+        bus.close()
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="unknown task"):
+        Pipeline("nope", 0, config=QUICK)

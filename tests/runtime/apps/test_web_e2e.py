@@ -1,0 +1,198 @@
+"""End to end in headless Chromium: ``engram live``'s graph with a video file as the camera
+and a WAV file as the microphone (tiny random models), the page in a real browser.
+
+Whisper with random weights writes meaningless text: the test checks that transcript
+entries appear, not their words. A screenshot of the page is saved in tmp_path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from engram.runtime.apps.live import LiveConfig, LiveDemo
+from tests.runtime._media import write_speech, write_video
+from tests.runtime.bridges.test_rerun import rrd_entities
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("live")
+    video = write_video(d / "room.avi", frames=30, fps=10.0, size=(160, 120))
+    speech = write_speech(
+        d / "speech.wav", ("Where did I leave my keys", "The red mug is on the kitchen table")
+    )
+    config = LiveConfig(
+        camera=str(video),
+        mic=str(speech),
+        port=0,
+        random_weights=True,
+        clip_model="engram-vit-tiny",
+        device="cpu",
+        loop=True,
+        rerun=str(d / "live.rrd"),
+    )
+    demo = LiveDemo(config)
+    demo.start()
+    try:
+        yield demo, d
+    finally:
+        demo.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for exe in (CHROMIUM, CHROMEDRIVER):
+        if not Path(exe).is_file():
+            pytest.fail(f"{exe} is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1500,1250",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver, predicate, timeout_s: float, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda d: predicate(d))
+    except Exception as exc:  # TimeoutException: say what did not happen
+        raise AssertionError(
+            f"the page did not show {what} within {timeout_s} s ({exc!r})"
+        ) from exc
+
+
+def test_live_page_end_to_end(live, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    demo, _ = live
+    browser.get(demo.url)
+    assert browser.title == "Engram live"
+    css = browser.find_element
+
+    # frames arrive over the WebSocket and are drawn on the canvas
+    _wait(browser, lambda d: int(css(By.ID, "video").get_attribute("data-seq")) >= 3, 30, "frames")
+    assert css(By.ID, "conn").text == "live"
+    assert not css(By.ID, "no-video").is_displayed()
+    size = browser.execute_script(
+        "const c = document.getElementById('video');"
+        "return [+c.dataset.frameWidth, +c.dataset.frameHeight, c.width, c.height];"
+    )
+    assert size[:2] == [160, 120] and size[2] >= 160
+    # the canvas really holds the video (not a blank): the red square is drawn, about
+    # 40 x 40 of 160 x 120 pixels (minus what the boxes cover)
+    red_fraction = browser.execute_script(
+        "const c = document.getElementById('video');"
+        "const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        "for (let i = 0; i < px.length; i += 4) if (px[i] > 170 && px[i+1] < 80 && px[i+2] < 80) n++;"
+        "return n / (c.width * c.height);"
+    )
+    assert red_fraction > 0.03
+
+    # the running transcript updates (whisper with random weights: any text)
+    _wait(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#transcript .entry")) >= 1,
+        60,
+        "a transcript entry",
+    )
+    entry = browser.find_elements(By.CSS_SELECTOR, "#transcript .entry")[0]
+    assert entry.find_element(By.CSS_SELECTOR, ".text").text.strip()
+    assert ":" in entry.find_element(By.CSS_SELECTOR, ".t").text  # a clock time
+
+    # memories: keyframes with thumbnails on the timeline
+    _wait(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline .event.keyframe img")) >= 1,
+        30,
+        "a keyframe on the timeline",
+    )
+
+    # a question in words -> MemoryQuery over the bus -> recalls with thumbnails and times
+    box = css(By.ID, "question")
+    box.send_keys("what did I say about the keys?")
+    css(By.ID, "ask-button").click()
+    _wait(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers .hit")) >= 1,
+        30,
+        "a recall",
+    )
+    status = css(By.ID, "answer-status")
+    assert "recall" in status.text and "error" not in (status.get_attribute("class") or "")
+    hits = browser.find_elements(By.CSS_SELECTOR, "#answers .hit")
+    assert any(h.find_elements(By.CSS_SELECTOR, "img") for h in hits)  # a thumbnail
+    first_meta = hits[0].find_element(By.CSS_SELECTOR, ".meta").text
+    assert "score" in first_meta and ":" in first_meta  # time of the memory
+
+    # health: every node reports; fps and latency appear
+    nodes_js = "return [...document.querySelectorAll('#health tbody tr')].map(r => r.dataset.node);"
+    _wait(
+        browser,
+        lambda d: (
+            set(d.execute_script(nodes_js))
+            >= {"camera", "microphone", "perception", "memory", "web", "rerun"}
+        ),
+        30,
+        "heartbeats of every node",
+    )
+    _wait(browser, lambda d: css(By.ID, "latency").text not in ("", "–"), 20, "a latency")
+    assert float(css(By.ID, "camera-fps").text) > 0
+    perception_row = browser.execute_script(  # the table is rebuilt on every update
+        "return document.querySelector('#health tr[data-node=\"perception\"]').textContent;"
+    )
+    assert "encode" in perception_row
+
+    # the top-down map of the spatial memory: its places graph and objects
+    _wait(
+        browser,
+        lambda d: int(css(By.ID, "map").get_attribute("data-places") or 0) >= 1,
+        20,
+        "a place on the map",
+    )
+    assert "places" in css(By.ID, "map-info").text
+
+    shot = tmp_path / "live-page.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+
+    # the same question through the JSON API gives a recall too
+    answer = demo.hub.ask("where did I leave the mug?")
+    assert answer["error"] == "" and answer["hits"]
+
+
+def test_live_rerun_recording(live):
+    """``--rerun FILE.rrd`` on live: after the page test ran, stop and read the file."""
+    demo, media_dir = live
+    time.sleep(0.5)
+    demo.stop()
+    entities = rrd_entities(media_dir / "live.rrd")
+    assert {"/world/camera/camera/image", "/transcript", "/recall", "/world/places"} <= entities
