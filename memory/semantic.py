@@ -156,13 +156,10 @@ class SemanticMemory(Memory):
     ) -> None:
         self.config = config or SemanticConfig()
         self.embedders = embedders
-        self._reset()
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything (an empty memory, same configuration)."""
-        self._reset()
-
-    def _reset(self) -> None:
         self.guard = MemoryGuard(self.config.guard)
         self._facts: dict[str, Fact] = {}
         self._current: dict[tuple[str, str], list[str]] = {}  # (subject, relation) -> fact ids
@@ -544,7 +541,7 @@ class SemanticMemory(Memory):
             guard = store.get(self.name, "guard")
             if meta is None or guard is None:
                 raise ValueError(f"{directory}: no semantic memory saved there")
-            self._reset()
+            self.reset()
             m = meta.payload
             self._next, self._clock_ns = m["next"], m["clock_ns"]
             self.counters.update(m["counters"])

@@ -1,4 +1,4 @@
-"""What the runtime registers: its ZeroMQ transports and the layers above the core
+"""What the runtime registers: the layers above the core
 (drivers, bridges, apps), so that the core names none of them.
 
 Imported by ``engram.runtime.registry`` through the ``engram.register`` entry points.
@@ -12,10 +12,6 @@ register("node", "microphone", "engram.runtime.drivers.microphone:MicrophoneSour
 register("node", "rerun", "engram.runtime.bridges.rerun:RerunNode")
 register("node", "ros2_bridge", "engram.runtime.bridges.ros2.nodes:RosBridgeNode")
 register("node", "web", "engram.runtime.apps.web.hub:LiveHub")
-
-# bus transports by URL scheme (engram.runtime.bus.make_bus)
-register("bus", "ipc", "engram.runtime.zmq_bus:ZmqBus")
-register("bus", "tcp", "engram.runtime.zmq_bus:ZmqBus")
 
 # what engram.runtime.replay hands a ROS 2 bag to
 register("replayer", "ros2", "engram.runtime.bridges.ros2.bag:replay_bag")

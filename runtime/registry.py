@@ -11,8 +11,10 @@ Everything a launch graph, a CLI flag or a config names by a string goes through
 Kinds in use: ``node`` (launch graph node types), ``encoder`` (image/text encoders),
 ``memory`` (memories of the memory system), ``task`` (``TaskSpec`` of each simulated
 task), ``skill`` (the planner's skill controllers), ``planner``, ``policy`` (what turns
-observations into ``ActionChunk``s), ``recipe`` (a task's planner recipe), ``command``
-(``engram`` subcommands). A kind is just a string: a package may add its own.
+observations into ``ActionChunk``s), ``recipe`` (a planner recipe that is not a task's),
+``command`` (``engram`` subcommands), ``bus`` (transports by URL scheme), ``replayer``
+(players of foreign recordings, e.g. ROS 2 bags). A kind is just a string: a package may
+add its own.
 
 Targets are ``"module:attribute"`` strings, so reading the registry imports nothing
 heavy; a non-string target (a class or a function) is stored as it is.
@@ -31,7 +33,7 @@ import logging
 import threading
 from typing import Any
 
-__all__ = ["ENTRY_POINT_GROUP", "Registry", "RegistryError", "get", "known", "register"]
+__all__ = ["ENTRY_POINT_GROUP", "Registry", "RegistryError", "get", "known", "load", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +113,10 @@ class Registry:
         target = self.target(kind, name)
         if not isinstance(target, str):
             return target
-        module_name, _, attr = target.partition(":")
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise RegistryError(
-                f"{kind} {name!r} -> {target}: cannot import {module_name} ({exc})"
-            ) from exc
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise RegistryError(
-                    f"{kind} {name!r} -> {target}: {module_name} has no {attr!r}"
-                ) from None
-        return obj
+            return load(target)
+        except RegistryError as exc:
+            raise RegistryError(f"{kind} {name!r} -> {exc}") from exc.__cause__
 
     # ---- plugins ----------------------------------------------------------------------
     def _load_plugins(self) -> None:
@@ -147,6 +137,25 @@ class Registry:
                     log.warning("registry: plugin %s failed to load", msg)
 
 
+def load(target: str) -> Any:
+    """The object a ``"module:attr"`` string names (``attr`` may be dotted), imported now.
+
+    The one place such strings are resolved: registry entries, and strings that registered
+    objects carry themselves (``TaskSpec.env``, ``TaskSpec.recipe``)."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"{target}: cannot import {module_name} ({exc})") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistryError(f"{target}: {module_name} has no {attr!r}") from None
+    return obj
+
+
 REGISTRY = Registry()
 
 register = REGISTRY.register
@@ -156,3 +165,6 @@ known = REGISTRY.known
 # ---- the core's own entries ----------------------------------------------------------
 register("node", "synthetic_camera", "engram.runtime.demo_nodes:SyntheticCamera")
 register("node", "frame_stats", "engram.runtime.demo_nodes:FrameStats")
+# bus transports by URL scheme (engram.runtime.bus.make_bus; inproc:// is built in)
+register("bus", "ipc", "engram.runtime.zmq_bus:ZmqBus")
+register("bus", "tcp", "engram.runtime.zmq_bus:ZmqBus")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -210,23 +209,40 @@ def test_wheel_installs_one_top_level_name(tmp_path):
         assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["engram"]
 
 
-_NODE_CLASS = re.compile(r"^class (\w+)\(Node\b", re.M)
+def _node_classes(tree: ast.AST) -> set[str]:
+    """Names of the classes a module defines on ``Node`` (``Node`` or ``Node[Config]``)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                base = base.value if isinstance(base, ast.Subscript) else base
+                if isinstance(base, ast.Name) and base.id == "Node":
+                    out.add(node.name)
+    return out
+
+
+def _called_names(tree: ast.AST) -> list[tuple[str, int]]:
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            calls.append((name, node.lineno))
+    return calls
 
 
 def test_graphs_are_wired_only_in_launch_yaml():
     """No source module constructs another module's node class: graphs are built by the
     launcher from launch/*.yaml (one wiring), not re-wired in Python."""
-    classes: dict[str, Path] = {}
-    for p in _source_files():
-        for name in _NODE_CLASS.findall(p.read_text()):
-            classes[name] = p
-    assert {"SimNode", "PerceptionNode", "MemoryNode", "PlannerNode"} <= set(classes)
-    offenders = []
-    for p in _source_files():
-        text = p.read_text()
-        for name, home in classes.items():
-            if home != p and re.search(rf"(?<![\w.]){name}\(", text):
-                offenders.append(f"{p.relative_to(ROOT)} constructs {name}")
+    trees = {p: ast.parse(p.read_text(), str(p)) for p in _source_files()}
+    home = {name: p for p, tree in trees.items() for name in _node_classes(tree)}
+    assert {"SimNode", "PerceptionNode", "MemoryNode", "PlannerNode"} <= set(home)
+    offenders = [
+        f"{p.relative_to(ROOT)}:{line} constructs {name}"
+        for p, tree in trees.items()
+        for name, line in _called_names(tree)
+        if name in home and home[name] != p
+    ]
     assert not offenders, offenders
 
 

@@ -18,7 +18,7 @@ __all__ = ["RecordLedger"]
 
 class RecordLedger:
     """Adds, indexes and removes records of an ``EpisodicMemory`` (which composes it);
-    the state it keeps is set up by ``EpisodicMemory._reset``."""
+    the state it keeps is set up by ``EpisodicMemory.reset``."""
 
     config: EpisodicConfig
     _recs: dict[str, Rec]

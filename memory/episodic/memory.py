@@ -46,13 +46,10 @@ class EpisodicMemory(Forgetting, EpisodicRecall, Memory):
     ) -> None:
         self.config = config or EpisodicConfig()
         self.embedders = embedders
-        self._reset()
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything (an empty memory, same configuration)."""
-        self._reset()
-
-    def _reset(self) -> None:
         self._recs: dict[str, Rec] = {}
         self._post: dict[str, set[str]] = {}
         self._toks: dict[str, frozenset[str]] = {}  # key -> its words (cache)
@@ -380,7 +377,7 @@ class EpisodicMemory(Forgetting, EpisodicRecall, Memory):
             meta = store.get(self.name, "meta")
             if meta is None:
                 raise ValueError(f"{directory}: no episodic memory saved there")
-            self._reset()
+            self.reset()
             m = meta.payload
             self._next, self._clock_ns = m["next"], m["clock_ns"]
             self._open_episode, self._next_log = m["open_episode"], m["next_log"]

@@ -113,13 +113,10 @@ class SpatialMemory(SpatialRecall, Memory):
         self.embedders = embedders  # unused: spatial recall matches labels and positions
         self.config.validate()
         self._lock = threading.RLock()
-        self._reset()
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything (an empty memory, same configuration)."""
-        self._reset()
-
-    def _reset(self) -> None:
         cfg = self.config
         self.octree = SparseOctree(cfg.octree)
         self.objects = ObjectTable()

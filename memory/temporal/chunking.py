@@ -35,7 +35,7 @@ __all__ = ["Chunking"]
 
 
 class TemporalState:
-    """The attributes ``TemporalMemory._reset`` sets up, declared once for the classes
+    """The attributes ``TemporalMemory.reset`` sets up, declared once for the classes
     that ``TemporalMemory`` composes (``Chunking``, ``TimeQuestions`` / ``TemporalRecall``)."""
 
     config: TemporalConfig
@@ -63,7 +63,7 @@ class TemporalState:
 
 class Chunking(TemporalState):
     """Appends items to chunks, closes, compresses and merges chunks (see the module
-    docstring); the state is set up by ``TemporalMemory._reset``."""
+    docstring); the state is set up by ``TemporalMemory.reset``."""
 
     def _check_dim(self, space: str, dim: int, what: str) -> None:
         have = self._dims.get(space)

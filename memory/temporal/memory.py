@@ -37,13 +37,10 @@ class TemporalMemory(Chunking, TemporalRecall, Memory):
     ) -> None:
         self.config = config or TemporalConfig()
         self.embedders = embedders
-        self._reset()
+        self.reset()
 
     def reset(self) -> None:
         """Forget everything (an empty memory, same configuration)."""
-        self._reset()
-
-    def _reset(self) -> None:
         self._items: dict[int, Item] = {}
         self._chunks: dict[int, Chunk] = {}
         self._chunk_order: list[int] = []  # chunk ids in time (creation) order
@@ -204,7 +201,7 @@ class TemporalMemory(Chunking, TemporalRecall, Memory):
             meta_rec = store.get(self.name, "meta")
             if meta_rec is None:
                 raise ValueError(f"{directory}: no temporal memory saved there")
-            self._reset()
+            self.reset()
             meta = meta_rec.payload
             self._dims = {k: int(v) for k, v in meta["dims"].items()}
             self._next_item, self._next_chunk = meta["next_item"], meta["next_chunk"]

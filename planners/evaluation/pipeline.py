@@ -141,13 +141,9 @@ def _build(bus: Any, params: dict[str, dict[str, Any]], keep: set[str]) -> dict[
     from engram.runtime.launcher import build_nodes, graph_path, load_graph
     from engram.runtime.node import load_node_class
 
-    full = load_graph(GRAPH)
-    dropped = [n for n in full["nodes"] if n["name"] not in keep]
-    graph = load_graph(
-        GRAPH,
-        params={k: v for k, v in params.items() if k in keep},
-        drop=[n["name"] for n in dropped],
-    )
+    graph = load_graph(GRAPH, params={k: v for k, v in params.items() if k in keep})
+    dropped = [n for n in graph["nodes"] if n["name"] not in keep]
+    graph["nodes"] = [n for n in graph["nodes"] if n["name"] in keep]
     external = dict(graph.get("external_topics") or {})
     for spec in dropped:
         remap = spec.get("topics") or {}

@@ -17,7 +17,6 @@ memory has nothing better (``recipes.choose``).
 
 from __future__ import annotations
 
-import importlib
 import re
 from abc import ABC, abstractmethod
 from typing import Any
@@ -35,9 +34,8 @@ _TOUR = re.compile(r"follow the tour", re.I)
 
 def _recipe_class(name: str) -> type[Recipe]:
     """A task's recipe class (``TaskSpec.recipe``, imported now) or a ``recipe`` entry."""
-    if name in registry.known("task"):
-        module, _, attr = registry.get("task", name).recipe.partition(":")
-        return getattr(importlib.import_module(module), attr)
+    if ("task", name) in registry.REGISTRY:
+        return registry.load(registry.get("task", name).recipe)
     return registry.get("recipe", name)
 
 
@@ -50,17 +48,17 @@ def recipe_for(name: str) -> Recipe:
 def detect_task(instruction: Instruction) -> str:
     """The recipe for an instruction: ``tour`` for the show phase of the apartment
     tasks, else its ``task`` when that names a recipe (a registered task, ``tour``,
-    ``generic``; and the text has the recipe's ``task_wording``), else the task whose ``instruction_patterns`` match the
-    wording, else ``generic``."""
+    ``generic``; and the text has the recipe's ``task_wording``), else the task whose
+    ``instruction_patterns`` match the wording, else ``generic``."""
     text = instruction.text or ""
     if _TOUR.search(text):
         return "tour"
-    tasks = registry.known("task")
-    if instruction.task in tasks or instruction.task in registry.known("recipe"):
-        wording = _recipe_class(instruction.task).task_wording
+    task = instruction.task
+    if ("task", task) in registry.REGISTRY or ("recipe", task) in registry.REGISTRY:
+        wording = _recipe_class(task).task_wording
         if not wording or re.search(wording, text, re.I):
-            return instruction.task
-    for name in tasks:
+            return task
+    for name in registry.known("task"):
         patterns = registry.get("task", name).instruction_patterns
         if any(re.search(p, text, re.I) for p in patterns):
             return name

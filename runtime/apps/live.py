@@ -167,18 +167,13 @@ class LiveDemo:
 
     def _embedders(self, perception: Any) -> Any:
         """The memory's embedding spaces, reusing perception's loaded encoders."""
-        from engram.memory.embedding import Embedders, load_text_embedder
+        from engram.memory.embedding import Embedders, load_text_encoder
 
-        fns: dict[str, Any] = {}
-        text_enc = perception.text_encoder
-        if text_enc is not None:
-            fns["text"] = lambda text: text_enc.encode_texts([text])[0]
-        else:
-            fns["text"] = load_text_embedder("minilm")
+        encoders: dict[str, Any] = {"text": perception.text_encoder or load_text_encoder("minilm")}
         image_enc = perception.encoder
         if image_enc is not None and "text" in image_enc.modalities:
-            fns["image"] = lambda text: image_enc.encode_texts([text])[0]
-        return Embedders(fns)
+            encoders["image"] = image_enc  # CLIP's text tower: questions in image space
+        return Embedders(encoders)
 
     def start(self) -> None:
         try:

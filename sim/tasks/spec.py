@@ -11,13 +11,12 @@ the environment, the rule planner imports ``spec.recipe``, the evaluation reads
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from engram.runtime import registry
 
-__all__ = ["TaskSpec", "load_target", "make_env", "task_spec"]
+__all__ = ["TaskSpec", "make_env", "task_spec"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +38,6 @@ class TaskSpec:
         return f"engram/{self.name}-v0"
 
 
-def load_target(target: str) -> Any:
-    """The object a ``"module:attr"`` string names."""
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def task_spec(name: str) -> TaskSpec:
     """The registered ``TaskSpec`` of task ``name`` (``RegistryError`` lists the known)."""
     return registry.get("task", name)
@@ -52,4 +45,4 @@ def task_spec(name: str) -> TaskSpec:
 
 def make_env(name: str, **config: Any) -> Any:
     """The environment of task ``name``; ``config``: ``EnvConfig`` or task config fields."""
-    return load_target(task_spec(name).env)(**config)
+    return registry.load(task_spec(name).env)(**config)

@@ -11,8 +11,9 @@ import warnings
 import pytest
 
 from engram.runtime import registry
+from engram.runtime.registry import load
 from engram.sim.tasks import register_gymnasium
-from engram.sim.tasks.spec import TaskSpec, load_target, make_env
+from engram.sim.tasks.spec import TaskSpec, make_env
 
 TASKS = registry.known("task")
 
@@ -42,7 +43,7 @@ def test_spec_is_complete(task):
     assert spec.kind in ("tabletop", "apartment")
     assert 0.0 < spec.chance < 1.0
     assert spec.instruction_patterns and all(re.compile(p) for p in spec.instruction_patterns)
-    assert issubclass(load_target(spec.recipe), Recipe)
+    assert issubclass(load(spec.recipe), Recipe)
     env = make_env(task, width_px=32, height_px=24)
     try:
         assert env.task_name == task
