@@ -21,7 +21,7 @@ from engram.sim._gl import preload_triton  # noqa: E402
 preload_triton()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+DATA_DIR = REPO_ROOT / "tests" / "data"  # small real samples shipped with the repository
 
 
 def _has_cuda() -> bool:
@@ -51,11 +51,14 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def rgbd_sample_dir() -> Path:
-    """Real RGB-D frames with camera poses (../shared/data/rgbd-sample): 640x480,
-    depth uint16 mm, fx=fy=525, cx=319.5, cy=239.5, trajectory.log = world_from_camera."""
-    path = SHARED_DIR / "data" / "rgbd-sample"
-    if not path.is_dir():
-        pytest.fail(
-            f"shared RGB-D sample not found at {path} (CI keeps ../shared beside the clone)"
-        )
-    return path
+    """Real RGB-D frames with camera poses (tests/data/rgbd-sample, Open3D's public test
+    data; see its README): 640x480, depth uint16 mm, fx=fy=525, cx=319.5, cy=239.5,
+    trajectory.log = world_from_camera."""
+    return DATA_DIR / "rgbd-sample"
+
+
+@pytest.fixture(scope="session")
+def speech_sample_dir() -> Path:
+    """Real recorded speech (tests/data/speech-sample; sources and licences in its README):
+    ldc93s1.wav (2.9 s, known transcript), lecture-60s.wav (60 s lecture, natural pauses)."""
+    return DATA_DIR / "speech-sample"
