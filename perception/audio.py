@@ -1,82 +1,61 @@
-"""Audio: voice activity, speech recognition (openai-whisper) and non-speech sound events.
+"""Audio basics and the energy detector: 16 kHz mono, voice activity by energy, and
+non-speech sound events.
 
-Pipeline (all at 16 kHz mono; ``to_mono_16k`` converts):
+``to_mono_16k`` converts any (N, C) / (N,) audio to (M,) float32 mono at 16 kHz.
 
-1. ``AudioSegmenter`` (streaming, numpy only): 20 ms frames, energy in dBFS against a
-   noise floor that tracks the quietest recent frames (fast down, slow up); a frame
-   is active when it is ``margin_db`` above the floor and above ``min_energy_db``.
-   Active frames open a region; ``hangover_ms`` of inactivity closes it at its last
-   active frame (so short pauses between words do not split an utterance).
-   Regions longer than ``max_segment_s`` are cut, and the next piece starts
-   ``overlap_s`` before the cut (pieces carry ``final=False``).
+``AudioSegmenter`` (streaming, numpy only) is the *energy* detector. Speech is found by
+Silero (``engram.perception.speech.vad``, the default); this detector remains for sound
+events (bells, kettles, phones), which Silero does not report, and as the measured peer
+in ``bench/audio.py``:
+
+1. 20 ms frames, energy in dBFS against a noise floor; a frame is active when it is
+   ``margin_db`` above the floor and above ``min_energy_db``. The floor is the lowest
+   100 ms mean energy over the last ``noise_window_s`` (minimum statistics: it follows a
+   background that gets louder or quieter within that window, active or not, and a
+   single very quiet frame cannot pin it; digital silence counts as -90 dBFS).
+   Active frames open a region;
+   ``hangover_ms`` of inactivity closes it at its last active frame. Regions longer than
+   ``max_segment_s`` are cut, and the next piece starts ``overlap_s`` before the cut
+   (pieces carry ``final=False``).
 2. Each closed region is classified from its spectrum: *tonal* (the strongest peak
    holds >= ``tonality_threshold`` of the energy, or its frequency stays within
    ``stable_pitch_semitones``) or *noisy* (spectral flatness >= ``flatness_threshold``)
-   regions are sound events; the rest is speech (>= ``min_speech_ms``).
-3. Speech goes to ``SpeechRecognizer`` (whisper; segments decoded in batches with
-   ``whisper.decode`` at temperature 0, no conditioning on previous text); sound
-   events carry onset/end, peak energy, peak frequency and a spectral embedding
-   (log mel band profile, L2-normalised, ``embedding_bands``-d).
+   regions are sound events; the rest is speech (>= ``min_speech_ms``). Sound events
+   carry onset/end, peak energy, peak frequency and a spectral embedding (log mel band
+   profile, L2-normalised, ``embedding_bands``-d).
 
 Times: ``start_ns``/``end_ns`` are the first/last active frame, from the stream clock
 (the first chunk's ``stamp_ns`` plus samples counted since; a jump of more than
 ``resync_ms`` in chunk stamps closes open regions and restarts the clock).
 
-Whisper weights: ``model_name`` is an official name (``tiny.en``, ``base``, ...)
-looked up as ``<cache_dir>/<name>.pt`` (the file ``whisper.load_model`` downloads,
-``~/.cache/whisper`` by default), or ``checkpoint_path`` points at a file; missing ->
-``FileNotFoundError`` naming the file and how to get it. ``model_name="random"``
-builds a tiny random model (``RANDOM_DIMS``) for tests: the text is meaningless, the
-timing and plumbing are real.
+Before this floor (issue 13) the floor followed the quietest single frame and rose only
+on frames already judged inactive, so a background above about -50 dBFS was "speech"
+for ever and pauses never split.
 """
 
 from __future__ import annotations
 
-import logging
+import collections
 import math
-import os
-import threading
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from engram.perception.encoders import l2_normalize, resolve_device
+from engram.perception.encoders import l2_normalize
 
 __all__ = [
-    "RANDOM_DIMS",
     "SAMPLE_RATE_HZ",
-    "AsrResult",
     "AudioSegment",
     "AudioSegmenter",
     "SegmenterConfig",
-    "SpeechRecognizer",
-    "WhisperConfig",
     "detect_segments",
-    "resolve_whisper_checkpoint",
     "to_mono_16k",
 ]
-
-log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16000
 _FRAME = 320  # samples per analysis frame (20 ms at 16 kHz)
 _NFFT = 512
-
-#: whisper.model.ModelDimensions of the random test model (``model_name="random"``).
-RANDOM_DIMS: dict[str, int] = {
-    "n_mels": 80,
-    "n_audio_ctx": 1500,  # fixed by whisper's 30 s window (3000 mel frames / 2)
-    "n_audio_state": 64,
-    "n_audio_head": 2,
-    "n_audio_layer": 2,
-    "n_vocab": 51865,  # multilingual tokenizer
-    "n_text_ctx": 64,
-    "n_text_state": 64,
-    "n_text_head": 2,
-    "n_text_layer": 2,
-}
+_DIGITAL_SILENCE_DB = -90.0  # quieter frames count as this in the noise floor, dBFS
 
 
 def to_mono_16k(pcm: np.ndarray, sample_rate_hz: int) -> np.ndarray:
@@ -108,10 +87,8 @@ class SegmenterConfig:
     min_energy_db: float = -50.0
     # a frame is active when this far above the noise floor, dB
     margin_db: float = 12.0
-    # starting noise floor before any audio is seen, dBFS
-    noise_floor_init_db: float = -60.0
-    # time constant of the noise floor rising towards louder backgrounds, seconds
-    noise_rise_s: float = 4.0
+    # the noise floor is the lowest 100 ms mean energy over this much recent audio, seconds
+    noise_window_s: float = 3.0
     # inactivity that closes a region, milliseconds
     hangover_ms: float = 300.0
     # speech regions shorter than this are dropped, milliseconds
@@ -151,6 +128,7 @@ class AudioSegment:
     flatness: float  # median spectral flatness
     label: str = ""  # sound events: "tone", "noise" or "impulse"
     final: bool = True  # False for a piece of a longer region cut at max_segment_s
+    heard_at_s: float = 0.0  # time.monotonic() when the region's last sample arrived (0: unknown)
 
     @property
     def duration_s(self) -> float:
@@ -223,8 +201,15 @@ class AudioSegmenter:
         self._pad = int(cfg.pad_ms * SAMPLE_RATE_HZ / 1000)
         self._max_frames = max(1, int(cfg.max_segment_s * 50))
         self._overlap_frames = int(cfg.overlap_s * 50)
-        self._rise = 0.02 / max(cfg.noise_rise_s, 1e-3)
-        self.noise_floor_db = cfg.noise_floor_init_db
+        if not cfg.noise_window_s > 0.1:
+            raise ValueError(
+                f"SegmenterConfig.noise_window_s must be > 0.1, got {cfg.noise_window_s}"
+            )
+        self.noise_floor_db = -120.0
+        self._recent_power: collections.deque[float] = collections.deque(maxlen=5)  # 100 ms
+        # (frame index, 100 ms mean power) with increasing power: the running minimum
+        self._floor_q: collections.deque[tuple[int, float]] = collections.deque()
+        self._window_frames = max(5, round(cfg.noise_window_s * 50))
         self._origin_ns: int | None = None  # stamp of absolute sample 0
         self._n_in = 0  # absolute samples received
         self._buf = np.zeros(0, np.float32)  # samples from absolute index _buf_start
@@ -263,6 +248,9 @@ class AudioSegmenter:
 
     # ---- internals -----------------------------------------------------------------
     def _restart(self, stamp_ns: int) -> None:
+        # the background is still the same: keep the floor, counted from the new frame 0
+        shift = self._next_frame
+        self._floor_q = collections.deque((f - shift, p) for f, p in self._floor_q)
         self._origin_ns = stamp_ns
         self._n_in = 0
         self._buf = np.zeros(0, np.float32)
@@ -288,16 +276,22 @@ class AudioSegmenter:
         feats = _frame_features(frames)
         # Noise floor and activity, frame by frame (cheap scalar recurrence).
         active = np.zeros(n_frames, bool)
-        floor = self.noise_floor_db
-        for i, e in enumerate(feats.energy_db):
-            threshold = max(cfg.min_energy_db, floor + cfg.margin_db)
-            active[i] = e > threshold
-            if e < floor:
-                floor = float(e)
-            elif not active[i]:
-                floor += (float(e) - floor) * self._rise
-        self.noise_floor_db = max(floor, -120.0)
         base = self._next_frame
+        q, recent = self._floor_q, self._recent_power
+        for i, e in enumerate(feats.energy_db):
+            # a frame is judged against the floor of the frames before it
+            floor = 10.0 * math.log10(q[0][1] + 1e-12) if q else self.noise_floor_db
+            active[i] = e > max(cfg.min_energy_db, floor + cfg.margin_db)
+            # zeros (padding, a muted input) count as a -90 dBFS background, not -120
+            recent.append(10.0 ** (max(float(e), _DIGITAL_SILENCE_DB) / 10.0))
+            p = sum(recent) / len(recent)
+            while q and q[-1][1] >= p:
+                q.pop()
+            q.append((base + i, p))
+            while q[0][0] <= base + i - self._window_frames:
+                q.popleft()
+        if q:
+            self.noise_floor_db = max(10.0 * math.log10(q[0][1] + 1e-12), -120.0)
         lo = 0  # first frame of this push that belongs to the open region
         for i in range(n_frames):
             f = base + i
@@ -462,168 +456,3 @@ def detect_segments(
         out.extend(seg.push(x[i : i + step], stamp_ns + round(i * 1e9 / SAMPLE_RATE_HZ)))
     out.extend(seg.flush())
     return out
-
-
-# ---------------------------------------------------------------------------
-# speech recognition
-
-
-@dataclass
-class WhisperConfig:
-    """Settings of ``SpeechRecognizer``."""
-
-    # official whisper name (tiny.en, base, small, ...) or "random" (tiny random test model)
-    model_name: str = "tiny.en"
-    # where downloaded checkpoints live (<cache_dir>/<name>.pt)
-    cache_dir: str = "~/.cache/whisper"
-    # explicit checkpoint file (.pt with dims + model_state_dict); wins over model_name
-    checkpoint_path: str | None = None
-    # "auto" (cuda when present, else cpu), "cpu", "cuda"
-    device: str = "auto"
-    # spoken language code; "" = let whisper detect it
-    language: str = "en"
-    # most tokens decoded per segment
-    max_tokens: int = 96
-    # segments decoded together in one batch
-    batch_size: int = 4
-    # seed of the random model's weights
-    seed: int = 0
-    # ModelDimensions overrides for model_name="random"
-    random_dims: dict[str, int] = field(default_factory=dict)
-
-
-def resolve_whisper_checkpoint(config: WhisperConfig) -> Path | None:
-    """The checkpoint file to load (None for the random model); clear error if missing."""
-    if config.checkpoint_path:
-        path = Path(config.checkpoint_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"whisper checkpoint_path {str(path)!r} does not exist; point "
-                "WhisperConfig.checkpoint_path at a downloaded .pt file"
-            )
-        return path
-    if config.model_name == "random":
-        return None
-    import whisper
-
-    urls = whisper._MODELS  # name -> download URL; the file is saved as basename(URL)
-    if config.model_name not in urls:
-        raise ValueError(
-            f"WhisperConfig.model_name {config.model_name!r} is not a whisper model; use one of "
-            f"{', '.join(urls)} or 'random', or set checkpoint_path"
-        )
-    path = Path(config.cache_dir).expanduser() / os.path.basename(urls[config.model_name])
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"whisper model {config.model_name!r} not found at {path}. Download it once on a "
-            f'machine with internet: python -c "import whisper; whisper.load_model('
-            f"'{config.model_name}', download_root='{config.cache_dir}')\" and copy {path.name} "
-            "there, or set WhisperConfig.checkpoint_path; model_name='random' gives a tiny "
-            "random model"
-        )
-    return path
-
-
-@dataclass
-class AsrResult:
-    """Whisper's output for one segment."""
-
-    text: str
-    language: str
-    avg_logprob: float
-    no_speech_prob: float
-
-    @property
-    def confidence(self) -> float:
-        """exp(mean token log-prob) x P(speech), in [0, 1]."""
-        p = math.exp(min(0.0, self.avg_logprob)) if math.isfinite(self.avg_logprob) else 0.0
-        q = 1.0 - self.no_speech_prob if math.isfinite(self.no_speech_prob) else 1.0
-        return float(max(0.0, min(1.0, p * q)))
-
-
-class SpeechRecognizer:
-    """openai-whisper on closed speech segments, batched.
-
-    ``transcribe([audio, ...])``: list of (M,) float32 16 kHz arrays (each <= 30 s) ->
-    one ``AsrResult`` per segment.
-    """
-
-    def __init__(self, config: WhisperConfig | None = None) -> None:
-        self.config = config or WhisperConfig()
-        self.model: Any = None
-        self.device = "cpu"
-        self.checkpoint: Path | None = None
-        self._lock = threading.Lock()
-
-    def load(self) -> None:
-        with self._lock:
-            if self.model is not None:
-                return
-            import torch
-            import whisper
-            from whisper.model import ModelDimensions, Whisper
-
-            device = resolve_device(self.config.device)
-            path = resolve_whisper_checkpoint(self.config)
-            if path is None:
-                dims = ModelDimensions(**{**RANDOM_DIMS, **self.config.random_dims})
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.config.seed)
-                    model = Whisper(dims)
-                    # torch.empty in whisper: give it real values; a small token embedding
-                    # (tied to the output layer) keeps the random logits unpeaked
-                    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
-                    torch.nn.init.normal_(model.decoder.token_embedding.weight, std=0.02)
-                model = model.to(device)
-                log.info("whisper: random weights %s", asdict(dims))
-            else:
-                try:
-                    model = whisper.load_model(str(path), device=device)
-                except Exception as exc:  # a damaged or partial download, or not a whisper .pt
-                    raise RuntimeError(
-                        f"whisper: cannot load the checkpoint {path}: {type(exc).__name__}: "
-                        f"{exc} (a damaged or partial download? download it again)"
-                    ) from exc
-                log.info("whisper: weights from %s", path)
-            self.model = model.eval()
-            self.device = device
-            self.checkpoint = path
-
-    def transcribe(self, segments: list[np.ndarray]) -> list[AsrResult]:
-        """Decode each (M,) float32 16 kHz segment (temperature 0, no previous text)."""
-        self.load()
-        if not segments:
-            return []
-        import torch
-        import whisper
-
-        cfg = self.config
-        model = self.model
-        n_ctx = model.dims.n_text_ctx
-        options = whisper.DecodingOptions(
-            task="transcribe",
-            language=cfg.language or None,
-            temperature=0.0,
-            sample_len=max(1, min(cfg.max_tokens, n_ctx // 2)),
-            without_timestamps=True,
-            fp16=self.device.startswith("cuda"),
-        )
-        results: list[AsrResult] = []
-        with torch.inference_mode():
-            for i in range(0, len(segments), max(1, cfg.batch_size)):
-                mels = []
-                for audio in segments[i : i + cfg.batch_size]:
-                    a = np.asarray(audio, dtype=np.float32).reshape(-1)
-                    a = whisper.pad_or_trim(a)
-                    mels.append(whisper.log_mel_spectrogram(a, n_mels=model.dims.n_mels))
-                mel = torch.stack(mels).to(self.device)
-                for r in whisper.decode(model, mel, options):
-                    results.append(
-                        AsrResult(
-                            text=r.text.strip(),
-                            language=r.language or cfg.language,
-                            avg_logprob=float(r.avg_logprob),
-                            no_speech_prob=float(r.no_speech_prob),
-                        )
-                    )
-        return results

@@ -7,16 +7,24 @@ each active source's waveform scaled by ``level / max(1, distance)`` and by
 ``wall_gain`` when a wall or furniture blocks the straight path (the caller
 passes ``occluded(source_pos, mic_pos) -> bool``), plus a little seeded noise.
 Output: (n,) float32 in [-1, 1] at ``sample_rate_hz`` (16 kHz mono).
+
+Speech: a ``SoundSource`` with label ``"speech"`` plays its ``waveform`` (16 kHz samples,
+e.g. ``speak("The keys are ...")``: espeak-ng, peak-normalised) instead of a synthesised
+sound; ``SceneAudio(noise_level=...)`` is the noise floor it is mixed over.
 """
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SOUNDS", "SceneAudio", "SoundSource", "synthesise"]
+__all__ = ["SOUNDS", "SceneAudio", "SoundSource", "speak", "synthesise"]
 
 
 def _doorbell(t: np.ndarray) -> np.ndarray:
@@ -60,6 +68,37 @@ def synthesise(label: str, t_s: np.ndarray) -> np.ndarray:
     return fn(np.asarray(t_s, np.float64)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _speak_cached(text: str, voice: str, wpm: int, gap_10ms: int) -> np.ndarray:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError(
+            "spoken sounds need espeak-ng, which is not installed (apt-get install espeak-ng)"
+        )
+    with tempfile.NamedTemporaryFile(suffix=".wav") as fh:
+        cmd = [exe, "-v", voice, "-s", str(wpm), "-g", str(gap_10ms), "-w", fh.name, text]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+        x, sr = sf.read(fh.name, dtype="float32")
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    g = int(np.gcd(int(sr), 16000))
+    x = resample_poly(x, 16000 // g, int(sr) // g).astype(np.float32)
+    loud = np.nonzero(np.abs(x) > 1e-3 * np.abs(x).max())[0]
+    x = x[loud[0] : loud[-1] + 1]
+    out = (x / np.abs(x).max()).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def speak(text: str, voice: str = "en-us", wpm: int = 150, gap_10ms: int = 0) -> np.ndarray:
+    """``text`` spoken by espeak-ng (``voice``, ``wpm`` words per minute, ``gap_10ms`` x 10 ms
+    between words): (n,) float32 at 16 kHz, peak 1 (cached)."""
+    return _speak_cached(str(text), str(voice), int(wpm), int(gap_10ms))
+
+
 @dataclass
 class SoundSource:
     """A sound playing at a place."""
@@ -70,6 +109,8 @@ class SoundSource:
     duration_s: float  # how long it plays
     room: str = ""  # room it is in (ground truth)
     level: float = 0.5  # amplitude at 1 m
+    waveform: np.ndarray | None = None  # label "speech": the 16 kHz samples it plays
+    text: str = ""  # label "speech": what is said (ground truth)
 
 
 class SceneAudio:
@@ -90,6 +131,11 @@ class SceneAudio:
         self._rng = np.random.default_rng(seed)
 
     def add(self, source: SoundSource) -> None:
+        if source.label == "speech":
+            if source.waveform is None:
+                raise ValueError("a speech SoundSource needs its waveform (see speak())")
+            self.sources.append(source)
+            return
         if source.label not in SOUNDS:
             raise KeyError(f"unknown sound {source.label!r}; known: {', '.join(SOUNDS)}")
         self.sources.append(source)
@@ -116,5 +162,10 @@ class SceneAudio:
             gain = s.level / max(1.0, dist)
             if occluded is not None and occluded(np.asarray(s.position_m), mic_pos):
                 gain *= self.wall_gain
-            out[live] += gain * synthesise(s.label, t[live] - s.start_s)
+            if s.waveform is not None:
+                idx = np.round((t[live] - s.start_s) * self.sample_rate_hz).astype(int)
+                idx = idx[idx < len(s.waveform)]
+                out[np.nonzero(live)[0][: len(idx)]] += gain * s.waveform[idx]
+            else:
+                out[live] += gain * synthesise(s.label, t[live] - s.start_s)
         return np.clip(out, -1.0, 1.0).astype(np.float32)

@@ -11,7 +11,9 @@
   at its own rate and resampled;
 - a WAV (or FLAC / OGG) file: read with soundfile (``read_audio_file``), mixed to mono,
   resampled to 16 kHz, published in ``chunk_ms`` chunks in real time; chunk k is
-  stamped ``t0 + k * chunk samples / 16 kHz`` (no gaps, no overlaps).
+  stamped ``t0 + k * chunk samples / 16 kHz`` (no gaps, no overlaps). Without ``loop``
+  the last chunk carries ``end_of_stream=True``, so listeners close what is open (the
+  perception node transcribes the last utterance then, not when the program stops).
 
 A microphone that cannot be opened raises ``SourceError`` from ``configure()`` with a
 message that lists what is available (``list_microphones()``); on machines without
@@ -354,7 +356,7 @@ class MicrophoneSource(Node[MicrophoneSourceConfig]):
         }
 
     # ---- publishing ---------------------------------------------------------------------
-    def _publish(self, pcm: np.ndarray, stamp_ns: int) -> None:
+    def _publish(self, pcm: np.ndarray, stamp_ns: int, *, end_of_stream: bool = False) -> None:
         self.publish(
             "audio",
             AudioChunk(
@@ -362,6 +364,7 @@ class MicrophoneSource(Node[MicrophoneSourceConfig]):
                 source=self.config.source,
                 pcm=pcm.reshape(-1, 1),
                 sample_rate_hz=AUDIO_RATE_HZ,
+                end_of_stream=end_of_stream,
             ),
         )
         self.samples_sent += len(pcm)
@@ -385,7 +388,9 @@ class MicrophoneSource(Node[MicrophoneSourceConfig]):
                     if not self.running:
                         return
                     pcm = audio[start : start + n]
-                    self._publish(pcm, t0_ns + round(played * 1e9 / AUDIO_RATE_HZ))
+                    last = not self.config.loop and start + n >= len(audio)
+                    stamp = t0_ns + round(played * 1e9 / AUDIO_RATE_HZ)
+                    self._publish(pcm, stamp, end_of_stream=last)
                     played += len(pcm)
                 if not self.config.loop:
                     return

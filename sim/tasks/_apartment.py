@@ -232,3 +232,21 @@ class ApartmentTask(ApartmentEnv):
         yield from base_drive_to(self, centre, tol_m=0.08)
         for point in self.layout.waypoints(here, room):
             yield from base_drive_to(self, point, tol_m=0.08)
+
+
+class GoToObjectTask(ApartmentTask):
+    """An apartment task that ends when the robot stops: success within
+    ``success_radius_m`` of the target object (``self.placement[self.target]``)."""
+
+    success_radius_m: float = 0.5  # metres from the object's slot that count as there
+
+    def _outcome(self) -> tuple[bool, bool]:
+        if not self.stopped():
+            return False, False
+        obj = self.placement[self.target]["position_m"][:2]
+        dist = float(np.linalg.norm(self.controller.pose()[:2] - obj))
+        self.event("stopped", distance_m=dist, room=self.layout.room_of(self.controller.pose()[:2]))
+        return True, dist <= self.success_radius_m
+
+    def expert_answer(self) -> dict[str, Any]:
+        return self.placement[self.target]

@@ -16,17 +16,16 @@ from typing import Any
 import numpy as np
 
 from engram.planners.planning.recipes import GoToRecipe
-from engram.sim.tasks._apartment import OBJECT_LABELS, ApartmentTask
+from engram.sim.tasks._apartment import OBJECT_LABELS, GoToObjectTask
 from engram.sim.tasks._skills import base_drive_to, base_hold
 from engram.sim.tasks.spec import TaskSpec
 
 __all__ = ["SPEC", "FetchSeenEnv", "FetchSeenRecipe"]
 
-_SUCCESS_RADIUS_M = 0.5
 _MIN_SEEN_STEPS = 3  # an object counts as seen after this many visible steps
 
 
-class FetchSeenEnv(ApartmentTask):
+class FetchSeenEnv(GoToObjectTask):
     task_name = "fetch_seen"
     description = "after a tour, go to an object seen earlier that is now out of view"
     chance_success = 1.0 / 9.0
@@ -62,18 +61,7 @@ class FetchSeenEnv(ApartmentTask):
         }
         self.set_instruction(f"Go to the {OBJECT_LABELS[self.target]} you saw earlier.")
 
-    def _outcome(self) -> tuple[bool, bool]:
-        if not self.stopped():
-            return False, False
-        obj = self.placement[self.target]["position_m"][:2]
-        dist = float(np.linalg.norm(self.controller.pose()[:2] - obj))
-        self.event("stopped", distance_m=dist, room=self.layout.room_of(self.controller.pose()[:2]))
-        return True, dist <= _SUCCESS_RADIUS_M
-
     # ---- policies ------------------------------------------------------------------------
-    def expert_answer(self) -> dict[str, Any]:
-        return self.placement[self.target]
-
     def guess_answer(self, obs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
         row = obs["objects"][self.tracked.index(self.target)]
         if row[0] > 0:  # in view: go there
