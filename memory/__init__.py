@@ -23,6 +23,8 @@ Public surface (imported lazily on first access, so ``import memory`` stays ligh
   (``engram.memory.embedding``): embedding spaces and the injected text encoders
   (encoders are found by name in the registry: memory does not depend on perception).
 - ``check_memory`` (``engram.memory.testing``): the memory contract checker.
+- ``Answerer``, ``Answer``, ``parse_intent``, ``NameTable`` (``engram.memory.answer``): a
+  question in plain words -> an answer with its evidence, or "I have not seen that".
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ _PUBLIC = {
     "load_text_embedder": "engram.memory.embedding",
     "load_text_encoder": "engram.memory.embedding",
     "check_memory": "engram.memory.testing",
+    "Answerer": "engram.memory.answer",
+    "Answer": "engram.memory.answer",
+    "parse_intent": "engram.memory.answer",
+    "NameTable": "engram.memory.answer",
 }
 
 __all__ = sorted(_PUBLIC)  # noqa: PLE0605

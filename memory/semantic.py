@@ -132,10 +132,14 @@ def normalise_name(text: str) -> str:
 
 _NAME = r"(?:the\s+|a\s+|an\s+|my\s+|your\s+)?([a-z][a-z0-9_]*(?:\s+[a-z0-9_]+){0,2}?)"
 _REL = r"(in|on|at|inside|under|near|next to|on top of)"
+# the place is the rest of the clause (up to three words: "the bedroom drawer"), not
+# its shortest prefix; trailing fillers ("now", "again") are dropped by _place
+_PLACE = r"(?:the\s+|a\s+|an\s+|my\s+|your\s+)?([a-z][a-z0-9_]*(?:\s+[a-z0-9_]+){0,2})"
 _SAY_PATTERNS = [
-    re.compile(rf"\b{_NAME}\s+(?:is|are|was|were)\s+(?:now\s+|still\s+)?{_REL}\s+{_NAME}\b"),
-    re.compile(rf"\b(?:put|placed|left|moved|dropped)\s+{_NAME}\s+{_REL}\s+{_NAME}\b"),
+    re.compile(rf"\b{_NAME}\s+(?:is|are|was|were)\s+(?:now\s+|still\s+)?{_REL}\s+{_PLACE}"),
+    re.compile(rf"\b(?:put|placed|left|moved|dropped)\s+{_NAME}\s+{_REL}\s+{_PLACE}"),
 ]
+_FILLER = re.compile(r"(?:\s+(?:now|again|please|today|there|here|too|for you|for me))+$")
 _STATE = re.compile(
     rf"\b{_NAME}\s+(?:is|are)\s+(?:now\s+)?(open|closed|empty|full|broken|on|off|clean|dirty)\s*[.!?]?$"
 )
@@ -240,7 +244,8 @@ class SemanticMemory(Memory):
                 m = pat.search(sentence)
                 if m:
                     rel = _REL_NORMAL.get(m.group(2), m.group(2))
-                    s, o = normalise_name(m.group(1)), normalise_name(m.group(3))
+                    place = _FILLER.sub("", m.group(3).strip())
+                    s, o = normalise_name(m.group(1)), normalise_name(place)
                     if s and o and s not in ("it", "there", "that", "this"):
                         out.append((s, rel, o))
                     break
@@ -493,6 +498,11 @@ class SemanticMemory(Memory):
             if fid in self._facts
         ]
         data["previous_objects"] = prior
+        # when it was last confirmed (seen or said again): "what was on the table
+        # before the cup was moved?" needs the last moment the cup was seen there
+        data["last_support_ns"] = int(
+            max((sup[2] for sup in f.supporters.values()), default=f.valid_from_ns)
+        )
         return Hit(
             memory=self.name,
             score=score,

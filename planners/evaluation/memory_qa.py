@@ -48,7 +48,6 @@ with the no-memory baseline as the peer.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,6 +416,7 @@ def evaluate_memory_qa(
     import time
 
     from engram.memory.embedding import load_text_embedder
+    from engram.runtime.command import progress as progress_bar  # a total; none when piped
 
     cfg = config or EvalConfig()
     embed = load_text_embedder("minilm")
@@ -425,7 +425,8 @@ def evaluate_memory_qa(
         if stream not in _STREAMS:
             raise ValueError(f"unknown stream {stream!r}; known: {', '.join(_STREAMS)}")
         task, driver, trigger, ask = _STREAMS[stream]
-        for i in range(episodes):
+        bar = progress_bar(range(episodes), desc=f"memory-qa {stream}", unit="stream")
+        for i in bar if progress else range(episodes):
             t0 = time.monotonic()
             qa = _QA(stream, np.random.default_rng(seed + i), FlatKeyframeStore(embed))
             pipe = Pipeline(task, seed + i, planner=False, driver=driver, config=cfg)
@@ -537,6 +538,10 @@ def run_memory_qa(*, episodes: int, seed: int, json_path: str = "", config: Any 
     if json_path:
         doc = qa_bench_json(result)
         doc["details"] = result
-        Path(json_path).write_text(json.dumps(doc, indent=2, default=str))
-        print(f"wrote {json_path}", file=sys.stderr)
+        from engram.planners.evaluation.report import write_report  # CIs, plot, provenance
+
+        doc = write_report(
+            doc, json_path, config={"eval": config, "episodes": episodes, "seed": seed}
+        )
+        print(f"wrote {json_path} (plot: {doc['plot']})", file=sys.stderr)
     return 0

@@ -2,15 +2,13 @@
 
 Where is X now, where was X at the start, which labels were seen (how many tokens),
 what was observed in what order (the buttons' lights), where a sound was heard, the
-route through the places the robot has been (A* over the spatial memory's places),
+route through the places the robot has been (shortest path over the spatial memory's places),
 and what earlier attempts at the same layout decided and how they ended (lifelong
 learning: ``layout_key`` names a layout, objects on a 3 cm grid).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import re
 import zlib
 from typing import Any
@@ -54,6 +52,12 @@ class Grounding:
     def _note(self, question: str, answer: Any) -> Any:
         self.log.append({"question": question, "answer": jsonable(answer)})
         return answer
+
+    def answer(self, question: str) -> dict[str, Any]:
+        """A question in plain words answered by the memory's answerer (the one behind
+        ``/memory/query``, ``engram memory ask`` and the live page): the answer object
+        (answer, kind, value, confidence, abstained, evidence); {} without memory."""
+        return self._note(question, self.memory.answer(question))
 
     def object_position(self, label: str) -> tuple[np.ndarray, int] | None:
         """Where is ``label`` now (its latest remembered position, and when seen)."""
@@ -187,7 +191,7 @@ class Grounding:
 
     def route(self, start_xy: np.ndarray, goal_xy: np.ndarray) -> list[np.ndarray]:
         """Waypoints [x, y] through the places the robot has been, from the place nearest
-        ``start_xy`` to the place nearest ``goal_xy`` (A*); [] when none are known."""
+        ``start_xy`` to the place nearest ``goal_xy`` (shortest path); [] when none are known."""
         start3 = np.array([start_xy[0], start_xy[1], 0.0])
         places = self.places(start3)
         if not places:
@@ -203,7 +207,7 @@ class Grounding:
         arr = np.array([pos[i] for i in ids])
         s = ids[int(np.argmin(np.linalg.norm(arr - start_xy[:2], axis=1)))]
         g = ids[int(np.argmin(np.linalg.norm(arr - goal_xy[:2], axis=1)))]
-        path = _astar(s, g, pos, edges)
+        path = _shortest_route(s, g, pos, edges)
         return self._note("route", [pos[i] for i in path])
 
     def past_decisions(self, question: str, layout: str, hint: str) -> list[tuple[str, str]]:
@@ -224,30 +228,26 @@ class Grounding:
         return self._note(f"earlier attempts at {question} here", out)
 
 
-def _astar(
+def _shortest_route(
     start: int, goal: int, pos: dict[int, np.ndarray], edges: dict[int, set[int]]
 ) -> list[int]:
-    if start == goal:
-        return [start]
-    frontier = [(0.0, start)]
-    came: dict[int, int | None] = {start: None}
-    cost = {start: 0.0}
-    while frontier:
-        _, cur = heapq.heappop(frontier)
-        if cur == goal:
-            break
-        for nxt in sorted(edges.get(cur, ())):
-            c = cost[cur] + float(np.linalg.norm(pos[cur] - pos[nxt]))
-            if c < cost.get(nxt, math.inf):
-                cost[nxt] = c
-                came[nxt] = cur
-                heapq.heappush(frontier, (c + float(np.linalg.norm(pos[nxt] - pos[goal])), nxt))
-    if goal not in came:
+    """Place ids from ``start`` to ``goal``, straight-line edge costs; [start, goal] when
+    the graph does not join them. The search is ``graph_shortest_path`` of the places
+    graph (one shortest-path implementation for memory and planner)."""
+    from engram.memory.spatial.places import graph_shortest_path
+
+    ids = sorted(pos)
+    index = {pid: i for i, pid in enumerate(ids)}
+    weighted = [
+        (index[a], index[b], float(np.linalg.norm(pos[a] - pos[b])))
+        for a, nbs in edges.items()
+        for b in nbs
+        if a in index and b in index
+    ]
+    found = graph_shortest_path(len(ids), weighted, index[start], index[goal])
+    if found is None:
         return [start, goal]
-    path = [goal]
-    while came[path[-1]] is not None:
-        path.append(came[path[-1]])  # type: ignore[arg-type]
-    return path[::-1]
+    return [ids[i] for i in found[0]]
 
 
 def jsonable(value: Any) -> Any:

@@ -1,5 +1,7 @@
 """``MemoryClient``: recall over the bus (``MemoryQuery`` -> ``Recall`` on
-``/memory/query``); disabled, it answers nothing (the ``--no-memory`` ablation)."""
+``/memory/query``), and ``answer``: a question answered by the memory node's answerer
+(``engram.memory.answer``: the answer object with its evidence, or an abstention);
+disabled, it answers nothing (the ``--no-memory`` ablation)."""
 
 from __future__ import annotations
 
@@ -73,3 +75,22 @@ class MemoryClient:
                 )
             return []
         return list(reply.hits)
+
+    def answer(self, question: str) -> dict[str, Any]:
+        """The memory node's answer object for ``question`` (``Recall.answer``: answer,
+        kind, value, confidence, abstained, evidence); {} when disabled or on error."""
+        if not self.enabled or not question.strip():
+            return {}
+        self.queries += 1
+        try:
+            reply = self.ask(MemoryQuery(text=question, top_k=1, answer=True))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - no answer is an empty answer
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("memory question %r failed: %s", question, self.last_error)
+            return {}
+        if not isinstance(reply, Recall) or reply.error:
+            self.errors += 1
+            self.last_error = reply.error if isinstance(reply, Recall) else "not a Recall"
+            return {}
+        return dict(reply.answer)

@@ -51,8 +51,10 @@ def store(tmp_path: Path) -> Path:
 
 
 def ask_json(root: Path, question: str, capsys: pytest.CaptureFixture, *extra: str) -> list:
+    """The ranked recalls (--hits --json)."""
     capsys.readouterr()
-    argv = ["memory", "ask", str(root), question, "--json", "--text-encoder", "none", *extra]
+    argv = ["memory", "ask", str(root), question, "--hits", "--json", "--text-encoder", "none"]
+    argv += list(extra)
     assert engram(argv) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -61,7 +63,7 @@ def test_info_and_ask_read_the_store_without_changing_it(
     store: Path, capsys: pytest.CaptureFixture
 ) -> None:
     before = sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("ckpt-*/*"))
-    assert engram(["memory", "info", str(store), "--text-encoder", "none"]) == 0
+    assert engram(["memory", "info", str(store)]) == 0
     out = capsys.readouterr().out
     for name in NAMES:
         assert name in out
@@ -71,8 +73,13 @@ def test_info_and_ask_read_the_store_without_changing_it(
     spatial = ask_json(store, "blue key", capsys, "--memories", "spatial")
     assert spatial and {h["memory"] for h in spatial} == {"spatial"}
     assert spatial[0]["position"] == pytest.approx([2, 1, 0.8], abs=0.05)
-    assert engram(["memory", "ask", str(store), "red mug", "--text-encoder", "none"]) == 0
+    argv = ["memory", "ask", str(store), "red mug", "--hits", "--text-encoder", "none"]
+    assert engram(argv) == 0
     assert "red_mug" in capsys.readouterr().out
+    # an answer in words, with its evidence
+    assert engram(["memory", "ask", str(store), "where is the red mug?"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The red mug is at (1.00, 0.00, 0.80)") and "evidence:" in out
     after = sorted((p.relative_to(store), p.stat().st_size) for p in store.rglob("ckpt-*/*"))
     assert after == before  # no checkpoint written by looking
 
@@ -102,7 +109,7 @@ def test_a_store_in_use_or_not_a_store_is_named(
         assert "open in a running process" in capsys.readouterr().err
     finally:
         running.close(checkpoint=False)
-    assert engram(["memory", "info", str(tmp_path), "--text-encoder", "none"]) == 2
+    assert engram(["memory", "info", str(tmp_path)]) == 2
     assert "not a memory store" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
@@ -110,3 +117,28 @@ def test_a_store_in_use_or_not_a_store_is_named(
     assert "not empty" in capsys.readouterr().err
     assert engram(["memory", "import", str(tmp_path / "full"), str(tmp_path / "new")]) == 2
     assert "not an Engram memory export" in capsys.readouterr().err
+
+
+def test_ask_json_prints_the_answer_object_or_an_abstention(
+    store: Path, capsys: pytest.CaptureFixture
+) -> None:
+    def answer(question: str) -> dict:
+        capsys.readouterr()
+        assert engram(["memory", "ask", str(store), question, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    mug = answer("where is the red mug?")
+    assert {"answer", "kind", "value", "confidence", "abstained", "evidence"} <= mug.keys()
+    assert mug["kind"] == "position" and mug["value"] == pytest.approx([1, 0, 0.8], abs=0.05)
+    assert not mug["abstained"] and mug["evidence"]
+    assert {"memory", "record_id", "stamp_ns", "position", "text"} <= mug["evidence"][0].keys()
+    key = answer("where is the blue key?")  # seen after the checkpoint: from the journal
+    assert key["value"] == pytest.approx([2, 1, 0.8], abs=0.05)
+    cube = answer("where is the red cube?")  # never seen
+    assert cube["abstained"] and cube["value"] is None and cube["answer"] == "I have not seen that."
+    assert engram(["memory", "ask", str(store), "  "]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert engram(["memory", "ask", str(store), "mug", "--memories", "nope"]) == 2
+    assert "not in this store" in capsys.readouterr().err
+    assert engram(["memory", "ask", str(store), "mug", "--text-encoder", "bogus"]) == 2
+    assert "unknown" in capsys.readouterr().err

@@ -87,6 +87,9 @@ class LiveHubConfig(NodeConfig):
     map_timeout_s: float = 2.0  # the spatial-memory query for the map waits this long
     places_in_heartbeat: bool = True  # heartbeat info["places"] = the places graph (for Rerun)
     latency_window: int = 256  # samples kept per latency figure
+    #: shown as a badge on the page when not empty, e.g. "random weights: labels and
+    #: transcripts are meaningless" (set by engram live --random-weights)
+    model_warning: str = ""
 
 
 class _Rate:
@@ -475,6 +478,7 @@ class LiveHub(Node[LiveHubConfig]):
                 "transcripts": self.counters["transcripts"],
                 "sound_events": self.counters["sound_events"],
                 "questions": self.counters["questions"],
+                "model_warning": self.config.model_warning,
                 "display_fps": round(self._frame_rate.hz(), 1),
                 "percept_fps": round(self._percept_rate.hz(), 1),
                 "percept_latency_ms": _percentiles(self._percept_lag_ms),
@@ -509,7 +513,7 @@ class LiveHub(Node[LiveHubConfig]):
         question = (question or "").strip()
         if not question:
             return {"question": "", "hits": [], "error": "empty question", "latency_ms": 0.0}
-        query = MemoryQuery(text=question[:1000], top_k=int(top_k or cfg.top_k))
+        query = MemoryQuery(text=question[:1000], top_k=int(top_k or cfg.top_k), answer=True)
         t0 = time.monotonic()
         try:
             recall = self.bus.request(cfg.memory_topic, query, timeout_s=cfg.query_timeout_s)
@@ -538,6 +542,8 @@ class LiveHub(Node[LiveHubConfig]):
             "hits": hits,
             "error": recall.error,
             "latency_ms": round(ms, 1),
+            # the memory's answer (engram.memory.answer): shown first, its evidence below
+            "answer": self._answer_json(recall.answer),
         }
         with self._state_lock:
             self.counters["questions"] += 1
@@ -546,6 +552,25 @@ class LiveHub(Node[LiveHubConfig]):
             self.map_version += 1
             self._bump()
         return answer
+
+    def _answer_json(self, ans: dict[str, Any]) -> dict[str, Any] | None:
+        """``Recall.answer`` for the page: the text, abstained, confidence, kind, value,
+        and the evidence as hits (with the keyframe thumbnail nearest in time)."""
+        if not ans:
+            return None
+        evidence = [
+            self._hit_json({**e, "score": ans.get("confidence", 0.0)})
+            for e in ans.get("evidence", [])
+            if isinstance(e, dict)
+        ]
+        return {
+            "text": str(ans.get("answer", "")),
+            "abstained": bool(ans.get("abstained", False)),
+            "confidence": round(float(ans.get("confidence", 0.0)), 3),
+            "kind": str(ans.get("kind", "")),
+            "value": ans.get("value"),
+            "evidence": evidence,
+        }
 
     def _hit_json(self, hit: dict[str, Any]) -> dict[str, Any]:
         data = hit.get("data") if isinstance(hit.get("data"), dict) else {}

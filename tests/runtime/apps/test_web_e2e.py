@@ -100,6 +100,9 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     # frames arrive over the WebSocket and are drawn on the canvas
     _wait(browser, lambda d: int(css(By.ID, "video").get_attribute("data-seq")) >= 3, 30, "frames")
     assert css(By.ID, "conn").text == "live"
+    # random weights are said on the page, not only in a stderr warning
+    badge = css(By.ID, "model-warning")
+    assert badge.is_displayed() and "random weights" in badge.text
     assert not css(By.ID, "no-video").is_displayed()
     size = browser.execute_script(
         "const c = document.getElementById('video');"
@@ -135,22 +138,61 @@ def test_live_page_end_to_end(live, browser, tmp_path):
         "a keyframe on the timeline",
     )
 
-    # a question in words -> MemoryQuery over the bus -> recalls with thumbnails and times
-    box = css(By.ID, "question")
-    box.send_keys("what did I say about the keys?")
-    css(By.ID, "ask-button").click()
-    _wait(
-        browser,
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers .hit")) >= 1,
-        30,
-        "a recall",
+    # spoken memories: a final transcript (as the speech node publishes it) becomes a
+    # fact with who / when / where; asked later in the page, it is the answer, shown
+    # first, with its evidence below (a thumbnail and a time)
+    from engram.runtime.messages import Transcript
+
+    keyframes = demo.hub.timeline()
+    stamp = max(e["stamp_ns"] for e in keyframes) if keyframes else time.time_ns()
+    demo.bus.publish(
+        "/transcripts",
+        Transcript(
+            stamp_ns=stamp,
+            text="the keys are in the kitchen drawer",
+            start_ns=stamp,
+            end_ns=stamp + 2_000_000_000,
+            confidence=0.9,
+            speaker="ann",
+        ),
     )
+    box = css(By.ID, "question")
+
+    def ask(question: str, what: str) -> str:
+        browser.execute_script("document.getElementById('answer-text').hidden = true;")
+        box.clear()
+        box.send_keys(question)
+        css(By.ID, "ask-button").click()
+        _wait(
+            browser,
+            lambda d: (
+                d.find_element(By.ID, "answer-text").is_displayed()
+                and d.find_element(By.ID, "ask-button").is_enabled()
+            ),
+            30,
+            what,
+        )
+        return css(By.ID, "answer-text").text
+
+    deadline = time.monotonic() + 30
+    said = ask("where are my keys?", "an answer")
+    while "kitchen drawer" not in said and time.monotonic() < deadline:
+        time.sleep(0.5)  # the transcript may still be on its way into the memory
+        said = ask("where are my keys?", "an answer")
+    assert "kitchen drawer" in said and "ann" in said, said
+    assert css(By.ID, "answer-text").get_attribute("class") == "answered"
     status = css(By.ID, "answer-status")
-    assert "recall" in status.text and "error" not in (status.get_attribute("class") or "")
+    assert "evidence" in status.text and "error" not in (status.get_attribute("class") or "")
     hits = browser.find_elements(By.CSS_SELECTOR, "#answers .hit")
-    assert any(h.find_elements(By.CSS_SELECTOR, "img") for h in hits)  # a thumbnail
+    assert len(hits) >= 1 and any(h.find_elements(By.CSS_SELECTOR, "img") for h in hits)
     first_meta = hits[0].find_element(By.CSS_SELECTOR, ".meta").text
-    assert "score" in first_meta and ":" in first_meta  # time of the memory
+    assert "semantic" in first_meta and ":" in first_meta  # its memory and time
+    # something never seen: "I have not seen that", no evidence listed
+    never = ask("where is the purple vase?", "an abstention")
+    assert never.startswith("I have not seen that")
+    assert css(By.ID, "answer-text").get_attribute("class") == "abstained"
+    assert "no good match" in css(By.ID, "answer-status").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#answers .hit")
 
     # health: every node reports; fps and latency appear
     nodes_js = "return [...document.querySelectorAll('#health tbody tr')].map(r => r.dataset.node);"
@@ -184,9 +226,10 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
 
-    # the same question through the JSON API gives a recall too
-    answer = demo.hub.ask("where did I leave the mug?")
+    # the same question through the JSON API: the answer beside the recalls
+    answer = demo.hub.ask("where did I put my keys?")
     assert answer["error"] == "" and answer["hits"]
+    assert "kitchen drawer" in answer["answer"]["text"] and answer["answer"]["evidence"]
 
 
 def test_live_rerun_recording(live):

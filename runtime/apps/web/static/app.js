@@ -189,6 +189,9 @@ function renderStats(s) {
   $("#drops").textContent = s.dropped;
   $("#errors").textContent = s.errors;
   $("#memories").textContent = s.keyframes + s.transcripts + s.sound_events;
+  const warning = $("#model-warning");  // random weights: say the labels mean nothing
+  warning.hidden = !s.model_warning;
+  warning.textContent = s.model_warning || "";
 }
 
 function latencyText(lat) {
@@ -248,14 +251,29 @@ async function ask(ev) {
 function renderAnswer(a) {
   const status = $("#answer-status");
   const list = $("#answers");
+  const said = $("#answer-text");
+  const ans = a.answer;  // the memory's answer first, its evidence below
+  said.hidden = !ans;
+  if (ans) {
+    said.className = ans.abstained ? "abstained" : "answered";
+    said.textContent = ans.abstained ? (ans.text || "I have not seen that.") : ans.text;
+    said.title = `confidence ${ans.confidence}`;
+  }
   if (a.error) {
     status.className = "error";
     status.textContent = a.error;
+  } else if (ans) {
+    status.className = "";
+    const n = ans.evidence.length;
+    status.textContent = ans.abstained
+      ? `no good match for “${a.question}” (${a.latency_ms} ms)`
+      : `${n} piece${n === 1 ? "" : "s"} of evidence · confidence ${ans.confidence.toFixed(2)} · ${a.latency_ms} ms`;
   } else {
     status.className = "";
     status.textContent = `${a.hits.length} recall${a.hits.length === 1 ? "" : "s"} for “${a.question}” in ${a.latency_ms} ms`;
   }
-  list.replaceChildren(...a.hits.map((h) => el("li", { class: "hit" },
+  const shown = ans ? ans.evidence : a.hits;
+  list.replaceChildren(...shown.map((h) => el("li", { class: "hit" },
     h.thumb ? el("img", { src: h.thumb, alt: "what was seen then" }) : el("div", { class: "nothumb" }),
     el("div", { class: "body" },
       el("div", { class: "text", text: h.text || "(no text)", title: h.text || "" }),
@@ -364,7 +382,7 @@ function drawMap(m) {
   ctx.fillStyle = "#8b95a5";
   ctx.fillRect(12, H - 14, scale, 2);
   ctx.fillText("1 m", 12, H - 18);
-  $("#map-info").textContent = `${m.cells.length} cells · ${m.objects.length} objects (${m.objects_from}) · ${m.places.length} places · ${m.edges.length} edges` + (m.error ? ` · ${m.error}` : "");
+  $("#map-info").textContent = `${m.cells.length} cells · ${m.objects.length} objects (${m.objects_from}) · ${m.places.length} places · ${m.edges.length} edges` + (m.error ? ` · ${m.error}` : "") + (!m.cells.length && m.objects.length ? " · map is 2D-only (no depth: objects placed by direction)" : "");
   canvas.dataset.places = String(m.places.length);
   canvas.dataset.objects = String(m.objects.length);
 }
