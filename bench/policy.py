@@ -2,8 +2,13 @@
 
     python bench/policy.py [--quick] [--threads N] [--device cpu|cuda|auto]
 
-Cases (the default network size of ``ActionExpertConfig``, the ``cups`` layout: state
-S = 33, actions A = 5, chunk H = 8; random weights: speed does not depend on them):
+Cases (the default network size of ``ActionExpertConfig``, the shared tabletop state
+layout of ``features.py``: S = 45, actions A = 5, chunk H = 8; random weights: speed
+does not depend on them):
+
+- the shipped checkpoint (``tabletop``, what ``engram eval --executor expert`` runs),
+  when present: ``act`` with its memory bank full, peer: the same model with its bank
+  emptied before every chunk (the no-memory condition);
 
 - full ``ActionExpertPolicy.act`` path (numpy in, ``ActionChunk`` out) with a full memory bank
   (16 entries, so every call retrieves, writes and consolidates), DDIM 10 steps;
@@ -13,7 +18,7 @@ S = 33, actions A = 5, chunk H = 8; random weights: speed does not depend on the
 - the memory variant at ``--threads`` (default 1, what ``ActionExpertPolicy`` sets on a CPU)
   against torch's default thread count, when they differ.
 
-Prints one JSON object (``../shared/BENCH.md``). ``--quick`` runs under a minute.
+Prints one JSON object (bench/README.md). ``--quick`` runs under a minute.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit, percentile, result  # noqa: E402
 
-STATE_DIM, ACTION_DIM = 33, 5
+STATE_DIM, ACTION_DIM = 45, 5  # features.STATE_DIM, the arm's arm_ee_delta
 
 
 def _policy(use_memory: bool, device: str):
@@ -68,6 +73,34 @@ def _time_acts(policy, n: int) -> list[float]:
         policy.act(obs, instruction_embedding=emb)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def _shipped(device: str, n: int) -> list[dict]:
+    """The shipped ``tabletop`` checkpoint, with and without its memory bank."""
+    from engram.planners.policies.diffusion.checkpoint import shipped
+    from engram.planners.policies.diffusion.policy import ActionExpertPolicy
+
+    if "tabletop" not in shipped():
+        return []
+    with_mem = _prepare(ActionExpertPolicy.load("tabletop", device=device, cpu_threads=None))
+    without = _prepare(
+        ActionExpertPolicy.load("tabletop", device=device, cpu_threads=None, use_memory=False)
+    )
+    a, b = [], []
+    for _ in range(5):
+        a += _time_acts(with_mem, max(1, n // 5))
+        b += _time_acts(without, max(1, n // 5))
+    return [
+        result(
+            f"shipped checkpoint 'tabletop', act with memory, DDIM {with_mem.config.ddim_steps} "
+            f"steps, {device}",
+            "chunks_per_s",
+            len(a) / sum(a),
+            "higher",
+            peer="same model, memory bank emptied before every chunk",
+            peer_value=len(b) / sum(b),
+        )
+    ]
 
 
 def _train_steps_per_s(device: str, n: int) -> float:
@@ -188,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 peer_value=len(other) / sum(other),
             )
         )
+    results += _shipped(device, n)
     emit("policy", results)
     return 0
 

@@ -5,6 +5,7 @@ from engram.runtime.command import Command
 from engram.runtime.registry import register
 
 register("node", "planner", "engram.planners.planning.node:PlannerNode")
+register("node", "policy", "engram.planners.policies.node:PolicyNode")
 
 # policies (kind "policy"): what the sim node's driver and ``engram sim`` run
 register("policy", "expert", "engram.planners.policies.scripted:ExpertPolicy")
@@ -24,7 +25,7 @@ register(
     "command",
     "eval",
     Command(
-        "engram.planners.evaluation.cli", "evaluate task success or memory QA (JSON as BENCH.md)"
+        "engram.planners.evaluation.cli", "evaluate task success or memory QA (JSON as bench/README.md)"
     ),
 )
 

@@ -35,13 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--height-px", type=int, default=240, help="frame height (with --frames)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    c = sub.add_parser("collect", help="record scripted-expert demonstrations (npz + json)")
+    c = sub.add_parser(
+        "collect", help="record scripted-expert demonstrations (a LeRobotDataset v3)"
+    )
     c.add_argument("--task", required=True, help="task name (see `engram sim list`)")
     c.add_argument("--episodes", type=int, required=True, help="number of episodes")
-    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--out", required=True, help="output directory (a new LeRobotDataset)")
     c.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     c.add_argument("--policy", choices=_POLICIES, default="expert", help="who acts")
-    c.add_argument("--images", action="store_true", help="also store rgb/depth/segmentation")
+    c.add_argument("--images", action="store_true", help="also store the camera's RGB frames")
     c.add_argument("--width-px", type=int, default=128, help="image width with --images")
     c.add_argument("--height-px", type=int, default=96, help="image height with --images")
     c.add_argument("--camera", default="", help="camera for --images (default: the task's)")
@@ -67,6 +69,7 @@ def _list() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from engram.runtime import registry
+    from engram.runtime.command import progress
     from engram.sim._io import write_png
     from engram.sim.envs import make
 
@@ -81,13 +84,18 @@ def _run(args: argparse.Namespace) -> int:
         policy.reset(env)
         t0 = time.perf_counter()
         step = 0
+        ticks = progress(  # a bar with the step limit as total, on a terminal only
+            iter(int, 1), total=getattr(env, "max_steps", None), desc=f"seed {seed}", unit="step"
+        )
         while True:
+            next(ticks)
             if out is not None and args.frames:
                 write_png(out / f"{args.task}_{seed}" / f"{step:05d}.png", env.render_frame().rgb)
             obs, _, terminated, truncated, info = env.step(policy.act(obs, info).actions[0])
             step += 1
             if terminated or truncated:
                 break
+        ticks.close()
         row = {
             "task": args.task,
             "seed": seed,
@@ -118,7 +126,20 @@ def _run(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from engram.sim.collect import collect
 
-    meta = collect(
+    try:
+        meta = _run_collect(collect, args)
+    except ValueError as exc:
+        print(f"engram sim collect: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {len(meta['episodes'])} episode(s) of {args.task} to {args.out} "
+        f"(LeRobotDataset v3, success rate {meta['success_rate']:.2f})"
+    )
+    return 0
+
+
+def _run_collect(collect, args: argparse.Namespace) -> dict:
+    return collect(
         args.task,
         args.episodes,
         args.out,
@@ -130,11 +151,6 @@ def _collect(args: argparse.Namespace) -> int:
         camera=args.camera or None,
         progress=not args.no_progress,
     )
-    print(
-        f"wrote {len(meta['episodes'])} episode(s) of {args.task} to {args.out} "
-        f"(success rate {meta['success_rate']:.2f})"
-    )
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:

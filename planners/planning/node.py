@@ -29,6 +29,13 @@ While a task runs, lamp-like objects that light up in the percepts (see
 ``observe``, args ``{"event": "light_on", "object": label}``), so the order of
 the lights is in episodic memory when the planner asks for it.
 
+``executor: expert`` hands the subgoals to the diffusion action expert: the node
+publishes every grounded subgoal (skill + target from memory) on ``/plan`` as before
+but no ActionChunks; the policy node (``engram.planners.policies.node``, node type
+``policy``) executes the running subgoal. The skill controllers still run here,
+unpublished, on the fresh percepts, so a subgoal ends (and the critic checks it) when
+the controller would have finished it from the state the expert brought about.
+
 ``use_memory: false`` is the ablation: no recall (the planner sees the current
 view only) and no lifelong learning; plan steps are still published.
 ``planner: llm`` with ``reasoner_url`` uses ``engram.planners.planning.reasoner.LLMPlanner``
@@ -64,7 +71,10 @@ from engram.runtime.messages import (
 )
 from engram.runtime.node import Input, Node, NodeConfig, Output
 
-__all__ = ["PlannerNode", "PlannerNodeConfig", "make_planner"]
+__all__ = ["EXECUTORS", "PlannerNode", "PlannerNodeConfig", "make_planner"]
+
+#: who turns the planner's subgoals into ActionChunks (``PlannerNodeConfig.executor``)
+EXECUTORS = ("skills", "expert")
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,10 @@ class PlannerNodeConfig(NodeConfig):
     reasoner_url: str = ""  # planner "llm": base URL of an OpenAI-compatible server
     reasoner_model: str = "local"  # planner "llm": model name sent to the server
     reasoner_timeout_s: float = 30.0  # planner "llm": HTTP timeout
+    # who moves the robot: "skills" (this node's skill controllers publish the chunks)
+    # or "expert" (a policy node executes the grounded subgoals published on /plan;
+    # the controllers still run, unpublished, to tell when a subgoal is done)
+    executor: str = "skills"
 
 
 def make_planner(cfg: PlannerNodeConfig) -> Planner:
@@ -121,6 +135,10 @@ class PlannerNode(Node[PlannerNodeConfig]):
         cfg: PlannerNodeConfig = self.config
         if cfg.chunk_steps < 1 or cfg.hold_steps < 1 or cfg.dt_s <= 0:
             raise ValueError("PlannerNodeConfig: chunk_steps, hold_steps >= 1 and dt_s > 0")
+        if cfg.executor not in EXECUTORS:
+            raise ValueError(
+                f"PlannerNodeConfig.executor must be one of {EXECUTORS}, got {cfg.executor!r}"
+            )
         self._lock = threading.RLock()
         self.percepts: collections.deque[Percept] = collections.deque(maxlen=cfg.percept_buffer)
         self.robot: RobotState | None = None
@@ -280,7 +298,8 @@ class PlannerNode(Node[PlannerNodeConfig]):
                 plan_step_seq=self.loop.current_seq,
             )
             self.count("steps")
-        self.publish("actions", chunk)
+        if cfg.executor == "skills":
+            self.publish("actions", chunk)
         return chunk
 
     # ---- health ---------------------------------------------------------------------------

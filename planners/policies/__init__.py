@@ -8,5 +8,8 @@
   (network, noise schedule, ``ActionExpertPolicy`` = policy ``action_expert``,
   demonstrations, checkpoints, ``engram train``).
 
+- ``engram.planners.policies.node``: ``PolicyNode`` (node type ``policy``): the action
+  expert on the bus, executing the planner's subgoals or the instruction end to end.
+
 Nothing heavy is imported here.
 """

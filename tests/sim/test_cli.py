@@ -36,19 +36,21 @@ def test_collect_writes_readable_episodes(tmp_path, capsys):
     )
     assert rc == 0
     assert "wrote 2 episode(s)" in capsys.readouterr().out
-    meta = read_meta(out)
+    meta = read_meta(out)  # a LeRobotDataset v3 (sim/collect.py)
+    assert meta["info"]["codebase_version"] == "v3.0"
     assert meta["task"] == "count" and meta["success_rate"] == 1.0
     assert meta["action_space"]["names"] == ["dx", "dy", "dz", "dyaw", "gripper"]
     assert [e["seed"] for e in meta["episodes"]] == [3, 4]
     for entry in meta["episodes"]:
-        ep = load_episode(out / entry["file"])
+        ep = load_episode(out, entry["episode_index"])
         steps = entry["steps"]
         assert ep["action"].shape == (steps, 5) and ep["action"].dtype == np.float32
-        for key, spec in meta["observation"].items():
-            assert ep[f"obs.{key}"].shape == (steps, *spec["shape"]), key
-        assert ep["obs.rgb"].dtype == np.uint8
-        assert bool(ep["success"]) and int(ep["seed"]) == entry["seed"]
-        assert ep["phase"][0] == 0 and ep["phase"][-1] == 1
+        for key in ("robot", "objects", "task"):
+            width = int(np.prod(meta["observation"][key]["shape"]))
+            assert ep[f"observation.{key}"].shape == (steps, width), key
+        assert ep["observation.image"].dtype == np.uint8
+        assert ep["next.success"].all()
+        assert ep["observation.phase"][0] == 0 and ep["observation.phase"][-1] == 1
         gt = json.loads((out / entry["ground_truth"]).read_text())
         assert gt["answer"]["count"] >= 1
         assert entry["instructions"] and "blue button" in entry["instructions"][0]

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from engram.planners.policies.diffusion.noise import NoiseSchedule, NoiseScheduleConfig
@@ -74,6 +74,12 @@ class ActionExpertConfig:
     state_keys: tuple[str, ...] = ()
     action_space: str = ""  # ActionChunk.action_space of the outputs (e.g. arm_ee_delta)
     dt_s: float = 0.1  # seconds between consecutive actions of a chunk
+    # state layout the expert was trained on ("" = the observation's own "state";
+    # features.FEATURES = the shared tabletop layout, built from env or bus inputs)
+    features: str = ""
+    tasks: tuple[str, ...] = ()  # tasks in the training data (multi-task)
+    # per task: the tracked objects' labels, in state-slot order (tabletop layout)
+    object_names: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -112,8 +118,9 @@ class ActionExpertConfig:
         """Ignores unknown keys (older / newer checkpoints), fails on bad values."""
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in known}
-        if "state_keys" in kept:
-            kept["state_keys"] = tuple(kept["state_keys"])
+        for key in ("state_keys", "tasks"):
+            if key in kept:
+                kept[key] = tuple(kept[key])
         return cls(**kept)
 
 

@@ -1,32 +1,38 @@
 """Demonstrations for ``engram train``: episodes on disk -> behaviour-cloning batches.
 
-Demonstrations: one ``.npz`` per episode in ``DIR`` or ``DIR/<task>``, in either of
-two layouts.
+Two sources, found under ``DIR``, ``DIR/<task>`` (``--task all`` or ``a,b``: each task's
+folder):
 
-1. ``engram sim collect`` (``sim/collect.py``, format ``engram-sim-demos`` v1):
-   ``obs.<key>`` (T, ...) observations, ``action`` (T, A), ``phase`` (T,) (0 show,
-   1 act), ``t_s`` (T,), ``success``; beside each ``episode_N.npz`` its ground-truth
-   ``episode_N.json`` of which only ``instructions`` (``[{t, text}]``, the instruction
-   in effect from time t on) is read, and ``meta.json`` (action space, control dt).
-   The state vector is the flattened ``obs.<key>`` for ``state_keys`` (default
-   ``robot``, ``objects``, ``task``) concatenated in that order; ``obs.rgb`` gives
-   the images when training with images. Only act-phase steps are training targets;
-   show-phase steps are still observed, so they are in the memory of later steps.
-2. Plain (for data from elsewhere): ``obs_state`` (T, S) float32, ``actions`` (T, A),
-   ``instruction`` str, optional ``images`` (T, h, w, 3) uint8,
+1. LeRobotDataset v3 (``meta/info.json`` with ``codebase_version`` v3.0, frames in
+   ``data/chunk-*/file-*.parquet``, instructions in ``meta/tasks.parquet``): what
+   ``engram sim collect`` writes (``sim/collect.py``) and what LeRobot's tools write.
+   Engram's tabletop collections (``observation.robot``, ``observation.objects``,
+   ``observation.task`` and ``info.engram.object_names``) are turned into the shared
+   tabletop layout of ``features.py`` (one state width for every task, so one model
+   learns them all), with each act-phase step's hindsight subgoal (planner mode);
+   other LeRobot data uses ``observation.state`` as it is. ``observation.image``
+   gives the images when training with images. Only act-phase steps
+   (``observation.phase`` 1; all steps when there is no such column) are training
+   targets; show-phase steps are still observed, so they are in later steps' memory.
+2. Plain ``.npz`` (small synthetic sets, tests): ``obs_state`` (T, S) float32,
+   ``actions`` (T, A), ``instruction`` str, optional ``images`` (T, h, w, 3) uint8,
    ``instruction_embedding`` (E,), ``success``, ``action_space`` str, ``dt_s``.
 
-Instructions are embedded with MiniLM (384-d, ``perception/text.py``) unless the
-episode carries ``instruction_embedding``.
+Instructions and subgoals are embedded with MiniLM (384-d, ``perception/text.py``)
+unless the episode carries ``instruction_embedding``.
 
 A training sample is a target step ``t`` of an episode: its observation, its
-instruction, the next ``H`` actions (the last action repeated past the end of the
-episode) and, for the memory variant, a random ordered subset of up to
-``memory_context`` earlier steps (show phase included).
+conditioning text (the instruction; or, with probability ``subgoal_fraction`` where
+the step has one, its subgoal, with the subgoal's target in the state's goal slots),
+the next ``H`` actions (the last action repeated past the end of the episode) and,
+for the memory variant, a random ordered subset of up to ``memory_context`` earlier
+steps (show phase included). ``augment_m`` adds Gaussian noise (metres) to the seen
+objects' positions, so the expert tolerates perceived centroids.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -40,9 +46,8 @@ __all__ = ["DEFAULT_STATE_KEYS", "Demonstrations", "Episode", "TextEmbedder", "l
 
 log = logging.getLogger(__name__)
 
-#: observation keys of ``engram sim collect`` data flattened into the state, in order
+#: kept for old callers: the keys ``engram sim collect`` data is built from
 DEFAULT_STATE_KEYS = ("robot", "objects", "task")
-_SIM_FORMAT = "engram-sim-demos"
 
 
 @dataclass
@@ -52,7 +57,9 @@ class Episode:
     state (T, S) float32, actions (T, A) float32, images (T, px, px, 3) uint8 or None,
     instructions: the distinct texts, instruction_index (T,) int64 into them,
     target (T,) bool: steps used as training targets (act phase),
-    instruction_embeddings: (len(instructions), E) float32 when the file carries them.
+    instruction_embeddings: (len(instructions), E) float32 when the file carries them,
+    subgoals: distinct subgoal texts, subgoal_index (T,) int64 (-1: none), goal (T, 2)
+    the subgoal's target (planner mode; ``features`` names the state layout).
     """
 
     path: str
@@ -67,6 +74,12 @@ class Episode:
     action_space: str = ""
     dt_s: float = 0.1
     state_keys: tuple[str, ...] = field(default_factory=tuple)
+    task: str = ""
+    features: str = ""
+    subgoals: list[str] = field(default_factory=list)
+    subgoal_index: np.ndarray | None = None
+    goal: np.ndarray | None = None
+    object_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -90,91 +103,143 @@ def _check_images(path: Path, images: np.ndarray, steps: int, key: str) -> None:
         )
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / "meta.json"
-    if not path.is_file():
-        return {}
+def _is_lerobot(folder: Path) -> bool:
+    return (folder / "meta" / "info.json").is_file()
+
+
+def _column(table: Any, name: str) -> np.ndarray:
+    col = table.column(name).combine_chunks()
+    size = getattr(col.type, "list_size", None)
+    if size is None and hasattr(col.type, "value_type"):  # variable-size lists
+        return np.stack([np.asarray(x, np.float32) for x in col.to_pylist()])
+    if size is not None:
+        return np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
+            len(col), size
+        )
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
+    """Every episode of one LeRobotDataset v3 folder (see the module doc)."""
+    import pyarrow.dataset as ds
+
+    from engram.planners.policies.diffusion import features as F
+
+    info_path = folder / "meta" / "info.json"
     try:
-        meta = json.loads(path.read_text())
+        info = json.loads(info_path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({exc})") from exc
-    if meta.get("format") != _SIM_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {_SIM_FORMAT!r}")
-    return meta
+        raise ValueError(f"{info_path}: unreadable ({exc})") from exc
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith("v3"):
+        raise ValueError(
+            f"{info_path}: LeRobotDataset {version!r}; this reader needs v3.x "
+            "(convert with lerobot's convert_dataset_v21_to_v30)"
+        )
+    engram = info.get("engram") or {}
+    if task and engram.get("task") not in (None, task):
+        raise ValueError(f"{info_path}: demonstrations of {engram.get('task')!r}, not {task!r}")
+    feats = info.get("features", {})
+    if "action" not in feats:
+        raise ValueError(f"{info_path}: no 'action' feature; has {sorted(feats)}")
+    import pandas as pd
 
-
-def _sim_instructions(
-    path: Path, meta: dict[str, Any], t_s: np.ndarray
-) -> tuple[list[str], np.ndarray]:
-    """Per-step instruction from the episode's ground-truth log (or meta.json)."""
-    timeline: list[tuple[float, str]] = []
-    log_path = path.with_suffix(".json")
-    if log_path.is_file():
-        try:
-            timeline = [
-                (float(x["t"]), str(x["text"]))
-                for x in json.loads(log_path.read_text())["instructions"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{log_path}: no readable 'instructions' list ({exc})") from exc
-    else:
-        entry = next((e for e in meta.get("episodes", []) if e.get("file") == path.name), None)
-        if entry and entry.get("instructions"):
-            timeline = [(0.0, str(entry["instructions"][0]))]
-    if not timeline:
-        raise ValueError(f"{path}: no instruction (neither {log_path.name} nor meta.json has one)")
-    timeline.sort(key=lambda x: x[0])
-    texts = list(dict.fromkeys(text for _, text in timeline))
-    starts = np.array([t for t, _ in timeline])
-    which = np.clip(np.searchsorted(starts, t_s + 1e-9, side="right") - 1, 0, None)
-    index = np.array([texts.index(timeline[i][1]) for i in which], np.int64)
-    return texts, index
-
-
-def _read_sim_episode(
-    path: Path, data: Any, meta: dict[str, Any], state_keys: Sequence[str], image_size_px: int
-) -> Episode:
-    actions = np.asarray(data["action"], dtype=np.float32)
-    if actions.ndim != 2:
-        raise ValueError(f"{path}: action must be (T, A), got {actions.shape}")
-    steps = actions.shape[0]
-    parts = []
-    for key in state_keys:
-        name = f"obs.{key}"
-        if name not in data.files:
-            have = sorted(f[4:] for f in data.files if f.startswith("obs."))
-            raise ValueError(f"{path}: state key {key!r} missing; observations: {have}")
-        value = np.asarray(data[name], dtype=np.float32)
-        if value.shape[0] != steps:
-            raise ValueError(f"{path}: {name} has {value.shape[0]} steps, action {steps}")
-        parts.append(value.reshape(steps, -1))
-    state = np.concatenate(parts, axis=1) if parts else np.zeros((steps, 0), np.float32)
-    images = None
-    if image_size_px:
-        if "obs.rgb" not in data.files:
-            raise ValueError(f"{path}: training with images needs obs.rgb (collect with --images)")
-        rgb = np.asarray(data["obs.rgb"])
-        _check_images(path, rgb, steps, "obs.rgb")
-        from engram.planners.policies.diffusion.action_expert import prepare_images
-
-        images = prepare_images(rgb, image_size_px)
-    phase = np.asarray(data["phase"]) if "phase" in data.files else np.ones(steps, np.uint8)
-    t_s = np.asarray(data["t_s"], np.float64) if "t_s" in data.files else np.arange(steps) * 0.1
-    texts, index = _sim_instructions(path, meta, t_s)
-    space = meta.get("action_space", {})
-    return Episode(
-        path=str(path),
-        state=state,
-        actions=actions,
-        instructions=texts,
-        instruction_index=index,
-        target=phase.astype(bool),
-        images=images,
-        success=bool(_scalar(data["success"])) if "success" in data.files else True,
-        action_space=str(space.get("name", "")) if isinstance(space, dict) else str(space),
-        dt_s=float(meta.get("control_dt_s", 0.1)),
-        state_keys=tuple(state_keys),
+    tasks_df = pd.read_parquet(folder / "meta" / "tasks.parquet")
+    texts_by_index = {int(i): str(t) for t, i in zip(tasks_df.index, tasks_df["task_index"])}
+    table = ds.dataset(str(folder / "data"), format="parquet").to_table()
+    ep_index = _column(table, "episode_index").astype(np.int64)
+    frame_index = _column(table, "frame_index").astype(np.int64)
+    actions_all = _column(table, "action")
+    tabletop = all(f"observation.{k}" in feats for k in ("robot", "objects", "task")) and bool(
+        engram.get("object_names")
     )
+    if not tabletop and "observation.state" not in feats:
+        raise ValueError(f"{info_path}: no 'observation.state' feature; has {sorted(feats)}")
+    cols = {
+        k: _column(table, k)
+        for k in ("observation.robot", "observation.objects", "observation.task")
+        if tabletop
+    }
+    state_all = None if tabletop else _column(table, "observation.state")
+    phase_all = (
+        _column(table, "observation.phase").astype(bool)
+        if "observation.phase" in feats
+        else np.ones(len(ep_index), bool)
+    )
+    task_idx_all = _column(table, "task_index").astype(np.int64)
+    success_all = _column(table, "next.success").astype(bool) if "next.success" in feats else None
+    img_col = None
+    if image_size_px:
+        if "observation.image" not in feats:
+            raise ValueError(f"{info_path}: training with images needs observation.image")
+        img_col = table.column("observation.image").combine_chunks().to_pylist()
+    names = list(engram.get("object_names", []))
+    space = engram.get("action_space", {})
+    episodes = []
+    for e in np.unique(ep_index):
+        rows = np.flatnonzero(ep_index == e)
+        rows = rows[np.argsort(frame_index[rows])]
+        actions = actions_all[rows]
+        act = phase_all[rows]
+        texts_idx = task_idx_all[rows]
+        distinct = list(dict.fromkeys(int(x) for x in texts_idx))
+        instructions = [texts_by_index.get(x, "") for x in distinct]
+        instruction_index = np.array([distinct.index(int(x)) for x in texts_idx], np.int64)
+        subgoals: list[str] = []
+        subgoal_index = None
+        goal = None
+        if tabletop:
+            robot = cols["observation.robot"][rows]
+            objects = cols["observation.objects"][rows].reshape(len(rows), -1, 5)
+            extras = cols["observation.task"][rows]
+            state = np.stack(
+                [
+                    F.state_vector(
+                        robot[t], F.objects_from_env(objects[t], extras[t]), extras[t, 1]
+                    )
+                    for t in range(len(rows))
+                ]
+            )
+            labels = F.label_subgoals(robot, actions, act, objects, names)
+            subgoals = list(dict.fromkeys(x[0] for x in labels if x is not None))
+            subgoal_index = np.array(
+                [-1 if x is None else subgoals.index(x[0]) for x in labels], np.int64
+            )
+            goal = np.stack(
+                [np.zeros(2, np.float32) if x is None else x[1] for x in labels]
+            ).astype(np.float32)
+        else:
+            state = state_all[rows]
+        images = None
+        if img_col is not None:
+            from PIL import Image
+
+            from engram.planners.policies.diffusion.action_expert import prepare_images
+
+            raw = np.stack([np.asarray(Image.open(io.BytesIO(img_col[r]["bytes"]))) for r in rows])
+            images = prepare_images(raw[..., :3].astype(np.uint8), image_size_px)
+        episodes.append(
+            Episode(
+                path=f"{folder}#episode_{int(e)}",
+                state=np.asarray(state, np.float32),
+                actions=actions,
+                instructions=instructions,
+                instruction_index=instruction_index,
+                target=act,
+                images=images,
+                success=bool(success_all[rows][-1]) if success_all is not None else True,
+                action_space=str(space.get("name", "")) if isinstance(space, dict) else "",
+                dt_s=1.0 / float(info.get("fps", 10)),
+                state_keys=("robot", "objects", "task") if tabletop else ("state",),
+                task=str(engram.get("task", task)),
+                features=F.FEATURES if tabletop else "",
+                subgoals=subgoals,
+                subgoal_index=subgoal_index,
+                goal=goal,
+                object_names=names,
+            )
+        )
+    return episodes
 
 
 def _read_plain_episode(path: Path, data: Any, image_size_px: int) -> Episode:
@@ -219,31 +284,37 @@ def _read_plain_episode(path: Path, data: Any, image_size_px: int) -> Episode:
     )
 
 
-def _read_episode(
-    path: Path, meta: dict[str, Any], state_keys: Sequence[str], image_size_px: int
-) -> Episode:
+def _read_episode(path: Path, image_size_px: int) -> Episode:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - reported with the file name
         raise ValueError(f"{path}: not a readable .npz episode ({exc})") from exc
     with data:
-        if "action" in data.files and any(f.startswith("obs.") for f in data.files):
-            ep = _read_sim_episode(path, data, meta, state_keys, image_size_px)
-        else:
-            ep = _read_plain_episode(path, data, image_size_px)
-    if len(ep) < 1:
-        raise ValueError(f"{path}: episode has no steps")
-    if not (np.all(np.isfinite(ep.state)) and np.all(np.isfinite(ep.actions))):
-        raise ValueError(f"{path}: observations or actions contain NaN or inf")
+        ep = _read_plain_episode(path, data, image_size_px)
     return ep
 
 
-def _episode_folder(data_dir: Path, task: str) -> tuple[Path, list[Path]]:
-    for folder in (data_dir / task, data_dir) if task else (data_dir,):
+def _check(ep: Episode) -> Episode:
+    if len(ep) < 1:
+        raise ValueError(f"{ep.path}: episode has no steps")
+    if not (np.all(np.isfinite(ep.state)) and np.all(np.isfinite(ep.actions))):
+        raise ValueError(f"{ep.path}: observations or actions contain NaN or inf")
+    return ep
+
+
+def _read_folder(root: Path, task: str, image_size_px: int) -> tuple[Path, list[Episode]]:
+    """The episodes of ``task`` in ``root/<task>`` or ``root`` (LeRobot or .npz)."""
+    for folder in (root / task, root) if task else (root,):
+        if _is_lerobot(folder):
+            return folder, [_check(e) for e in _read_lerobot(folder, task, image_size_px)]
         files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
         if files:
-            return folder, files
-    return data_dir, []
+            return folder, [_check(_read_episode(f, image_size_px)) for f in files]
+    where = f"{root / task} or {root}" if task else str(root)
+    raise FileNotFoundError(
+        f"no demonstrations (a LeRobotDataset or .npz episodes) in {where}; make some with "
+        f"`engram sim collect --task {task or 'T'} --episodes N --out {root / (task or 'T')}`"
+    )
 
 
 def load_episodes(
@@ -256,26 +327,33 @@ def load_episodes(
 ) -> list[Episode]:
     """All episodes of ``task`` under ``data_dir`` (or ``data_dir/<task>``), checked.
 
-    ``image_size_px`` > 0 also loads the images, centre-cropped and resized to
-    (px, px). Raises ``FileNotFoundError`` when there are none, ``ValueError`` naming
-    the file and field when one is malformed or the episodes disagree on S, A.
+    ``task`` may list several tasks (``a,b``) or be ``all`` (every task folder under
+    ``data_dir`` holding a dataset): one multi-task set (the tabletop layout gives
+    them one state width). ``image_size_px`` > 0 also loads the images, centre-cropped
+    and resized to (px, px). Raises ``FileNotFoundError`` when there are none,
+    ``ValueError`` naming the file and field when one is malformed or the episodes
+    disagree on S, A. ``state_keys`` is unused (kept for old callers).
     """
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"demonstration folder {str(root)!r} does not exist")
-    folder, files = _episode_folder(root, task)
-    if not files:
-        where = f"{root / task} or {root}" if task else str(root)
-        raise FileNotFoundError(
-            f"no .npz episodes in {where}; make some with "
-            f"`engram sim collect --task {task or 'T'} --episodes N --out {root}`"
-        )
-    meta = _read_meta(folder)
-    if meta and task and meta.get("task") not in (None, task):
-        raise ValueError(
-            f"{folder / 'meta.json'}: demonstrations of {meta.get('task')!r}, not {task!r}"
-        )
-    episodes = [_read_episode(f, meta, tuple(state_keys), image_size_px) for f in files]
+    if task == "all":
+        tasks = sorted(p.name for p in root.iterdir() if _is_lerobot(p))
+        if not tasks:
+            raise FileNotFoundError(f"--task all: no dataset folders (meta/info.json) in {root}")
+    else:
+        tasks = [t.strip() for t in task.split(",")] if task else [""]
+    episodes: list[Episode] = []
+    for name in tasks:
+        folder, eps = _read_folder(root, name, image_size_px)
+        if successful_only:
+            kept = [ep for ep in eps if ep.success]
+            if not kept:
+                raise ValueError(
+                    f"all {len(eps)} episodes in {folder} are failures; nothing to clone"
+                )
+            eps = kept
+        episodes += eps
     first = episodes[0]
     for ep in episodes[1:]:
         if (
@@ -286,15 +364,8 @@ def load_episodes(
                 f"{ep.path}: state/action widths {ep.state.shape[1]}/{ep.actions.shape[1]} "
                 f"differ from {first.path}: {first.state.shape[1]}/{first.actions.shape[1]}"
             )
-    if successful_only:
-        kept = [ep for ep in episodes if ep.success]
-        if not kept:
-            raise ValueError(
-                f"all {len(episodes)} episodes in {folder} are failures; nothing to clone"
-            )
-        episodes = kept
     if not any(ep.target.any() for ep in episodes):
-        raise ValueError(f"no act-phase steps in the episodes of {folder}; nothing to clone")
+        raise ValueError(f"no act-phase steps in the episodes of {root}; nothing to clone")
     return episodes
 
 
@@ -323,6 +394,9 @@ class Demonstrations:
     """Behaviour-cloning samples drawn from a list of episodes (all in memory).
 
     ``batch(rng, B)`` -> dict of numpy arrays with the keys ``ActionExpert.loss`` reads.
+    ``subgoal_fraction``: share of samples conditioned on the step's subgoal (and its
+    target) instead of the instruction, where the step has one; ``augment_m``: noise
+    (m) on the seen objects' positions of the tabletop layout.
     """
 
     def __init__(
@@ -332,21 +406,27 @@ class Demonstrations:
         horizon: int,
         memory_context: int,
         text_embedder: TextEmbedder | None = None,
+        subgoal_fraction: float = 0.5,
+        augment_m: float = 0.0,
     ) -> None:
         if not episodes:
             raise ValueError("Demonstrations need at least one episode")
         self.episodes = episodes
         self.horizon = int(horizon)
         self.memory_context = int(memory_context)
+        self.subgoal_fraction = float(subgoal_fraction)
+        self.augment_m = float(augment_m)
         need = sorted(
             {t for ep in episodes if ep.instruction_embeddings is None for t in ep.instructions}
+            | {t for ep in episodes for t in ep.subgoals}
         )
         table: dict[str, np.ndarray] = {}
         if need:
             embed = text_embedder or _minilm_embedder()
             table = dict(zip(need, np.asarray(embed(need), dtype=np.float32)))
-        # per episode: (T, E) instruction embedding of every step
+        # per episode: (T, E) instruction embedding of every step; subgoal ones (T, E)
         self.instruction: list[np.ndarray] = []
+        self.subgoal: list[np.ndarray | None] = []
         for ep in episodes:
             vecs = (
                 ep.instruction_embeddings
@@ -354,10 +434,16 @@ class Demonstrations:
                 else np.stack([table[t] for t in ep.instructions])
             )
             self.instruction.append(vecs[ep.instruction_index])
+            if ep.subgoals and ep.subgoal_index is not None:
+                sub = np.stack([table[t] for t in ep.subgoals])
+                self.subgoal.append(sub[np.maximum(ep.subgoal_index, 0)])
+            else:
+                self.subgoal.append(None)
         dims = {v.shape[1] for v in self.instruction}
         if len(dims) != 1:
             raise ValueError(f"instruction embeddings have different sizes {sorted(dims)}")
         self.instruction_dim = dims.pop()
+        self.features = episodes[0].features
         # flat index of target steps: (episode, step)
         self._targets = np.concatenate(
             [
@@ -369,17 +455,44 @@ class Demonstrations:
         self.state_dim = int(episodes[0].state.shape[1])
         self.action_dim = int(episodes[0].actions.shape[1])
         self.image_size_px = 0 if episodes[0].images is None else int(episodes[0].images.shape[1])
+        self.tasks = sorted({ep.task for ep in episodes if ep.task})
+        self.object_names = {ep.task: ep.object_names for ep in episodes if ep.task}
 
     def stats(self) -> dict[str, np.ndarray]:
         """Normalisation stats: action_min/max (A,) over target steps, state_mean/std (S,)."""
         actions = np.concatenate([ep.actions[ep.target] for ep in self.episodes])
         states = np.concatenate([ep.state for ep in self.episodes])
+        std = states.std(0)
+        if self.features:
+            from engram.planners.policies.diffusion.features import STATE_DIM
+
+            # the goal slots are mostly zeros in the data: give them a fixed scale
+            std[STATE_DIM - 3 : STATE_DIM - 1] = 0.15
+            std[STATE_DIM - 1] = 0.5
         return {
             "action_min": actions.min(0),
             "action_max": actions.max(0),
             "state_mean": states.mean(0),
-            "state_std": states.std(0),
+            "state_std": std,
         }
+
+    def _state(self, e: int, idx: np.ndarray, with_goal: bool, rng: Any) -> np.ndarray:
+        ep = self.episodes[e]
+        state = ep.state[idx].copy()
+        if not self.features:
+            return state
+        from engram.planners.policies.diffusion import features as F
+
+        if with_goal and ep.goal is not None:
+            has = ep.subgoal_index[idx] >= 0
+            state[has, F.STATE_DIM - 3 : F.STATE_DIM - 1] = ep.goal[idx][has]
+            state[has, F.STATE_DIM - 1] = 1.0
+        if self.augment_m > 0:
+            objs = state[:, F.ROBOT_DIM : F.ROBOT_DIM + F.MAX_OBJECTS * 5].reshape(len(idx), -1, 5)
+            seen = objs[:, :, :1] > 0.5
+            objs[:, :, 1:4] += seen * rng.normal(0.0, self.augment_m, objs[:, :, 1:4].shape)
+            state[:, F.ROBOT_DIM : F.ROBOT_DIM + F.MAX_OBJECTS * 5] = objs.reshape(len(idx), -1)
+        return state
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
         """A random batch: see ``ActionExpert.loss`` for keys and shapes."""
@@ -389,9 +502,16 @@ class Demonstrations:
         for e, t in picks:
             ep = self.episodes[e]
             idx = np.minimum(np.arange(t, t + h), len(ep) - 1)
-            cols["state"].append(ep.state[t])
+            sub = self.subgoal[e]
+            use_sub = (
+                sub is not None
+                and ep.subgoal_index is not None
+                and ep.subgoal_index[t] >= 0
+                and rng.random() < self.subgoal_fraction
+            )
+            cols["state"].append(self._state(e, np.array([t]), use_sub, rng)[0])
             cols["actions"].append(ep.actions[idx])
-            cols["instruction"].append(self.instruction[e][t])
+            cols["instruction"].append(sub[t] if use_sub else self.instruction[e][t])
             cols["step"].append(t)
             if ep.images is not None:
                 cols["image"].append(ep.images[t])
@@ -400,7 +520,7 @@ class Demonstrations:
                 past = np.sort(rng.choice(int(t), size=k, replace=False)) if k else np.zeros(0, int)
                 padded = np.zeros(m, np.int64)
                 padded[:k] = past
-                cols["mem_state"].append(ep.state[padded])
+                cols["mem_state"].append(self._state(e, padded, use_sub, rng))
                 cols["mem_step"].append(padded)
                 cols["mem_mask"].append(np.arange(m) < k)
                 if ep.images is not None:

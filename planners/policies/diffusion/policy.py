@@ -61,6 +61,7 @@ class ActionExpertPolicy(Policy):
         num_steps: int | None = None,
         checkpoint: dict[str, Any] | None = None,
         cpu_threads: int | None = 1,
+        use_memory: bool = True,
     ) -> None:
         """``sampler``: ``ddim`` (``num_steps`` or the config's ddim_steps) or ``ddpm``.
 
@@ -78,6 +79,9 @@ class ActionExpertPolicy(Policy):
         self.expert = expert
         self.config = expert.config
         self.task = task
+        # False: the same network with its memory bank emptied before every chunk and
+        # nothing observed (the no-memory peer of a model trained with memory)
+        self.use_memory = bool(use_memory)
         self.sampler = sampler
         self.num_steps = num_steps
         self._checkpoint = checkpoint or {}
@@ -111,6 +115,9 @@ class ActionExpertPolicy(Policy):
 
         cfg = self.config
         state, image, instr, step = self._inputs(observation, instruction_embedding)
+        if not self.use_memory:
+            self.expert.reset_memory()
+            memory = None
         with torch.inference_mode():
             cond = self.expert.online_condition(state, image, instr, step=step, bank=memory)
             actions = self.expert.sample(
@@ -139,7 +146,7 @@ class ActionExpertPolicy(Policy):
         import torch
 
         state, image, instr, step = self._inputs(observation, instruction_embedding)
-        if self.config.use_memory:
+        if self.config.use_memory and self.use_memory:
             with torch.inference_mode():
                 self.expert.observe(state, image, instr, step=step, bank=memory)
 
@@ -205,23 +212,33 @@ class ActionExpertPolicy(Policy):
     def load(
         cls, path: str | Path, *, device: str = "auto", weights: str = "ema", **kwargs: Any
     ) -> ActionExpertPolicy:
-        """``weights``: ``ema`` (the moving average, when the checkpoint has one) or
-        ``raw`` (the optimiser's current weights)."""
+        """``path``: a checkpoint file or folder, or a shipped checkpoint's name
+        (``tabletop``). ``weights``: ``ema`` (the moving average, when the checkpoint has
+        one) or ``raw`` (the optimiser's current weights). A checkpoint whose config or
+        weights do not match this code raises ``ValueError`` saying so."""
         from engram.planners.policies.diffusion.action_expert import (
             ActionExpert,
             ActionExpertConfig,
             resolve_device,
         )
-        from engram.planners.policies.diffusion.checkpoint import load_checkpoint
+        from engram.planners.policies.diffusion.checkpoint import check_config, load_checkpoint
 
         device = resolve_device(device)
         payload = load_checkpoint(path, device=device)
+        source = payload.get("source", path)
+        check_config(payload.get("config"), source)
         config = ActionExpertConfig.from_dict(payload["config"])
         expert = ActionExpert(config, device=device)
         if weights not in ("ema", "raw"):
             raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
         state = payload.get("ema") if weights == "ema" else None
-        expert.load_state_dict(state if state is not None else payload["model"])
+        try:
+            expert.load_state_dict(state if state is not None else payload["model"])
+        except RuntimeError as exc:  # shapes / names differ from this code's network
+            raise ValueError(
+                f"{source}: checkpoint weights do not match this code's network "
+                f"({str(exc).splitlines()[0]}); train anew with `engram train`"
+            ) from exc
         keep = {k: v for k, v in payload.items() if k not in ("model", "ema", "optimizer")}
         return cls(expert, task=str(payload.get("task", "")), checkpoint=keep, **kwargs)
 
@@ -238,6 +255,20 @@ def _vector(value: Any, n: int, name: str) -> np.ndarray:
 def _state(observation: Mapping[str, Any], cfg: Any) -> np.ndarray:
     if "state" in observation:
         return _vector(observation["state"], cfg.state_dim, "state")
+    if cfg.features:
+        from engram.planners.policies.diffusion import features as F
+
+        if cfg.features != F.FEATURES:
+            raise ValueError(f"expert state layout {cfg.features!r}; this code has {F.FEATURES!r}")
+        missing = [k for k in ("robot", "objects", "task") if k not in observation]
+        if missing:
+            raise ValueError(f"observation needs robot, objects and task; missing {missing}")
+        extras = np.asarray(observation["task"], np.float32).reshape(-1)
+        slots = F.objects_from_env(observation["objects"], extras)
+        flat = F.state_vector(
+            observation["robot"], slots, float(extras[1]), observation.get("goal")
+        )
+        return _vector(flat, cfg.state_dim, "state (tabletop layout)")
     if not cfg.state_keys:
         raise ValueError(f"observation needs 'state' ({cfg.state_dim},); has {sorted(observation)}")
     missing = [k for k in cfg.state_keys if k not in observation]

@@ -76,6 +76,12 @@ class TrainConfig:
     # default. These nets are small: on a shared 2-core machine 1 thread was 5x faster
     # than 2 (OpenMP workers spin when the cores are oversubscribed).
     cpu_threads: int = 1
+    augment_m: float = 0.005  # noise (m) on seen objects' positions (tabletop layout)
+    subgoal_fraction: float = 0.5  # share of samples conditioned on the step's subgoal
+    validate_every: int = 0  # steps between closed-loop validations (0 = none)
+    validate_episodes: int = 3  # end-to-end episodes per task in each validation
+    validate_seed: int = 900_000  # seeds of validation episodes (not in the training data)
+    time_budget_s: float = 0.0  # stop (with a checkpoint) after this much wall time; 0 = none
 
 
 def default_out_dir(task: str) -> Path:
@@ -204,9 +210,12 @@ class _Run:
                 ecfg,
                 state_dim=int(first.state.shape[1]),
                 action_dim=int(first.actions.shape[1]),
-                state_keys=first.state_keys,
+                state_keys=first.state_keys if not first.features else (),
                 action_space=first.action_space or ecfg.action_space,
                 dt_s=first.dt_s,
+                features=first.features,
+                tasks=tuple(sorted({ep.task for ep in episodes if ep.task})),
+                object_names={ep.task: list(ep.object_names) for ep in episodes if ep.task},
             )
         self.tcfg = tcfg
         self.data = Demonstrations(
@@ -214,6 +223,12 @@ class _Run:
             horizon=ecfg.horizon,
             memory_context=ecfg.memory_context if ecfg.use_memory else 0,
             text_embedder=text_embedder,
+            subgoal_fraction=tcfg.subgoal_fraction,
+            augment_m=tcfg.augment_m,
+        )
+        self.text_embedder = text_embedder
+        self.validation: list[dict[str, Any]] = (
+            list(payload.get("validation", [])) if payload is not None else []
         )
         if (self.data.state_dim, self.data.action_dim) != (ecfg.state_dim, ecfg.action_dim):
             raise ValueError(
@@ -257,6 +272,7 @@ class _Run:
                 for k in ("action_min", "action_max", "state_mean", "state_std")
             },
             "loss_history": list(self.history),
+            "validation": list(self.validation),
             "data": {
                 "dir": str(self.data_dir),
                 "episodes": self.num_episodes,
@@ -304,6 +320,13 @@ class _Run:
                 total=tcfg.steps, initial=self.start_step, desc=f"train {self.task}", unit="step"
             )
         self.expert.train()
+        t_start = time.monotonic()
+        gpu = f" ({_gpu_name()})" if self.device.startswith("cuda") else ""
+        tasks = ", ".join(self.ecfg.tasks) or self.task
+        (print if progress else log.info)(
+            f"training on {self.device}{gpu}: {self.num_episodes} episodes, "
+            f"{self.data.num_samples} samples, tasks {tasks}"
+        )
         running, done = None, self.start_step
         try:
             for step in range(self.start_step, tcfg.steps):
@@ -316,8 +339,16 @@ class _Run:
                     if step % 10 == 0:
                         bar.set_postfix(loss=f"{running:.4f}")
                 stop = bool(on_step(done, value)) if on_step is not None else False
+                if tcfg.time_budget_s and time.monotonic() - t_start > tcfg.time_budget_s:
+                    log.warning(
+                        "time budget of %.0f s reached at step %d", tcfg.time_budget_s, done
+                    )
+                    stop = True
+                if tcfg.validate_every and done % tcfg.validate_every == 0 and self.ecfg.features:
+                    self.validate(done, bar)
                 if done % tcfg.checkpoint_every == 0 or done == tcfg.steps or stop:
                     save_checkpoint(self.ckpt_path, self.payload(done))
+                    self.plot()
                 if stop:
                     break
         except KeyboardInterrupt:
@@ -331,15 +362,95 @@ class _Run:
         self.expert.eval()
         return self.ckpt_path
 
+    def ema_policy(self) -> Any:
+        """The current EMA weights as an ``ActionExpertPolicy`` (a copy; training goes on)."""
+        from engram.planners.policies.diffusion.action_expert import ActionExpert
+        from engram.planners.policies.diffusion.policy import ActionExpertPolicy
+
+        expert = ActionExpert(self.ecfg, device=self.device)
+        expert.load_state_dict(
+            {**self.expert.state_dict(), **self.ema} if self.ema else self.expert.state_dict()
+        )
+        return ActionExpertPolicy(expert, task=self.task, cpu_threads=None)
+
+    def validate(self, step: int, bar: Any) -> None:
+        """Closed-loop: end-to-end episodes per task with the EMA weights (rollout.py)."""
+        from engram.planners.policies.diffusion.rollout import TextCache, validate
+
+        t0 = time.monotonic()
+        rates = validate(
+            self.ema_policy(),
+            self.ecfg.tasks,
+            episodes=self.tcfg.validate_episodes,
+            seed=self.tcfg.validate_seed,
+            text=TextCache(self.text_embedder),
+        )
+        self.validation.append({"step": step, "success_rate": rates})
+        msg = ", ".join(f"{k} {v:.2f}" for k, v in rates.items())
+        text = f"validation at step {step}: {msg} ({time.monotonic() - t0:.0f} s)"
+        if bar is not None:
+            bar.write(text)
+        log.info(text)
+
+    def plot(self) -> Path | None:
+        """``<out>/loss.png``: the loss curve (and validation success), beside the checkpoint."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # matplotlib is optional: no plot
+            return None
+        loss = np.asarray(self.history, np.float64)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(np.arange(1, len(loss) + 1), loss, lw=0.5, alpha=0.4, label="loss")
+        if len(loss) >= 50:
+            k = 50
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(np.arange(k, len(loss) + 1), smooth, lw=1.5, label="loss (mean of 50)")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("diffusion loss")
+        if self.validation:
+            ax2 = ax.twinx()
+            steps = [v["step"] for v in self.validation]
+            for task in self.validation[-1]["success_rate"]:
+                ax2.plot(
+                    steps,
+                    [v["success_rate"].get(task, np.nan) for v in self.validation],
+                    marker="o",
+                    label=f"{task} success",
+                )
+            ax2.set_ylim(-0.05, 1.05)
+            ax2.set_ylabel("validation success (end to end)")
+            ax2.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="lower left", fontsize=7)
+        ax.set_title(f"engram train {self.task}")
+        fig.tight_layout()
+        path = self.ckpt_path.parent / "loss.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    parser.add_argument("--task", required=True, help="task name (demonstrations of it are used)")
     parser.add_argument(
-        "--data", required=True, help="folder of .npz demonstrations (from `engram sim collect`)"
+        "--task", required=True, help="task name, several (a,b) or all (every dataset in --data)"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="LeRobotDataset v3 folder(s) (from `engram sim collect`; DIR or DIR/<task>)",
     )
     parser.add_argument(
         "--out", default=None, help="checkpoint folder (default: $ENGRAM_CACHE/experts/<task>)"
@@ -376,6 +487,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=d.cpu_threads, help="torch threads on the CPU (0 = torch's)"
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=d.validate_every,
+        help="steps between closed-loop validation rollouts (0 = none)",
+    )
+    parser.add_argument(
+        "--validate-episodes", type=int, default=d.validate_episodes, help="episodes per task"
+    )
+    parser.add_argument(
+        "--augment-m", type=float, default=d.augment_m, help="object position noise (m)"
+    )
+    parser.add_argument(
+        "--time-budget-min", type=float, default=0.0, help="stop after this many minutes"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -392,6 +518,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=max(1, args.checkpoint_every),
         cpu_threads=max(0, args.threads),
+        validate_every=max(0, args.validate_every),
+        validate_episodes=max(1, args.validate_episodes),
+        augment_m=max(0.0, args.augment_m),
+        time_budget_s=max(0.0, args.time_budget_min * 60.0),
     )
     try:
         path = train(

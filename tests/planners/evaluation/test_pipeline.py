@@ -71,3 +71,40 @@ def test_a_shared_memory_node_is_the_graphs_memory_node():
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         Pipeline("nope", 0, config=QUICK)
+
+
+@pytest.fixture(scope="module")
+def tiny_expert():
+    from ..policies._expert import tiny_tabletop_checkpoint
+
+    return tiny_tabletop_checkpoint()
+
+
+@pytest.mark.parametrize(
+    ("mode", "names"),
+    [
+        ("planner", {"perception", "memory", "planner", "policy"}),
+        ("end_to_end", {"perception", "policy"}),  # the expert's own bank, no planner
+    ],
+)
+def test_the_expert_executor_adds_the_policy_node(tiny_expert, mode, names):
+    pipe = Pipeline(
+        "cups", 1, config=QUICK, executor="expert", mode=mode, checkpoint=str(tiny_expert)
+    )
+    try:
+        assert {n.name for n in pipe.nodes} == names
+        assert pipe.policy_node.config.mode == mode and pipe.policy_node.active
+        assert not pipe.policy_node.config.autotick and pipe.policy_node.config.task == "cups"
+        if mode == "planner":  # the planner hands its subgoals over, publishes no chunks
+            assert pipe.planner_node.config.executor == "expert"
+    finally:
+        pipe.bus.close()
+    with pytest.raises(ValueError, match="executor must be"):
+        Pipeline("cups", 1, config=QUICK, executor="arm")
+
+
+def test_the_launch_graph_chooses_the_executor_in_one_place():
+    graph = {n["name"]: n for n in load_graph("sim_full")["nodes"]}
+    assert graph["planner"]["params"]["executor"] == "skills"
+    assert graph["policy"]["params"]["executor"] == "skills"  # the YAML anchor
+    assert graph["policy"]["type"] == "policy"

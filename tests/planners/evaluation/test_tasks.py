@@ -25,6 +25,7 @@ _QUESTION = {
     "count": "token_count",
     "fetch_seen": "goal_object",
     "where_heard": "goal_sound",
+    "spoken_keys": "goal_object",
 }
 
 
@@ -62,7 +63,7 @@ def test_eval_with_and_without_memory_writes_bench_json(tmp_path):
     assert no_mem["memory_queries"] == 0  # the ablation asks memory nothing ...
     assert [d["source"] for d in no_mem["decisions"]] == ["guess"]  # ... and guesses
     table = format_table(result)
-    assert "| cups | 100% (1/1) |" in table and "chance" in table
+    assert "| cups | 100% (1/1) [21%, 100%] |" in table and "chance" in table
     doc = bench_json(result)
     path = tmp_path / "eval.json"
     path.write_text(json.dumps(doc))
@@ -83,3 +84,50 @@ def test_same_seed_same_run():
         (report,) = pipe.run()
         runs.append((report["steps"], report["success"], report["planner"]["decisions"]))
     assert runs[0] == runs[1]
+
+
+def test_wilson_interval():
+    from engram.planners.evaluation.tasks import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    lo, hi = wilson_interval(23, 30)
+    assert lo < 23 / 30 < hi and hi - lo < 0.35
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_expert_end_to_end_in_the_env_with_and_without_memory(tmp_path, capsys):
+    """The expert drives the simulator (fast harness): a row per condition with a
+    Wilson interval, the no-memory run as the BENCH.md peer; bad flags exit 2."""
+    from engram.runtime.apps.cli import main
+
+    from ..policies._expert import tiny_tabletop_checkpoint
+
+    ckpt = tiny_tabletop_checkpoint()
+    result = evaluate_tasks(
+        ["cups"],
+        episodes=1,
+        seed=7,
+        config=QUICK,
+        executor="expert",
+        mode="end_to_end",
+        checkpoint=str(ckpt),
+        harness="env",
+        progress=False,
+    )
+    row = result["tasks"]["cups"]
+    for name in ("memory", "no_memory"):
+        c = row[name]
+        assert c["episodes"] == 1 and len(c["ci95"]) == 2 and c["ci95"][0] <= c["success_rate"]
+        assert c["reports"][0]["chunks"] > 0  # the expert acted
+    doc = bench_json(result)
+    (case,) = doc["results"]
+    assert "cups" in case["case"] and "expert end_to_end" in case["case"]
+    assert case["peer"] == "no memory" and case["metric"] == "success_rate"
+    assert "[" in format_table(result)
+
+    argv = ["eval", "--task", "cups", "--episodes", "1", "--executor", "expert"]
+    assert main([*argv, "--checkpoint", "no-such-checkpoint"]) == 2
+    assert "no shipped checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--task", "cups", "--harness", "env"]) == 2
+    assert "--harness env needs --executor expert" in capsys.readouterr().err

@@ -159,20 +159,20 @@ def test_cli_trains_with_minilm_instructions_and_resumes(tmp_path: Path, capsys)
 
 
 def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Path):
-    """The real pipeline: `engram sim collect` demos (state and camera images) -> train ->
-    act on the environment's own observation dict."""
-    from engram.sim.collect import collect
+    """The real pipeline: `engram sim collect` demos (a LeRobotDataset v3 with camera
+    images) -> train -> act on the environment's own observation dict."""
+    from engram.planners.policies.diffusion.features import FEATURES, STATE_DIM
+    from engram.sim.collect import collect, load_episode
     from engram.sim.envs import make
 
     collect("cups", 3, tmp_path / "cups", progress=False, images=True, width_px=64, height_px=48)
     eps = load_episodes(tmp_path, "cups", image_size_px=16)
     ep = eps[0]
-    assert ep.state_keys == ("robot", "objects", "task")
-    with np.load(ep.path) as z:
-        width = sum(int(np.prod(z[f"obs.{k}"].shape[1:])) for k in ep.state_keys)
-        np.testing.assert_array_equal(ep.target, z["phase"] == 1)
-        np.testing.assert_array_equal(ep.actions, z["action"])
-    assert ep.state.shape == (len(ep), width)
+    assert ep.features == FEATURES and ep.task == "cups"
+    raw = load_episode(tmp_path / "cups", 0)
+    np.testing.assert_array_equal(ep.target, raw["observation.phase"] == 1)
+    np.testing.assert_array_equal(ep.actions, raw["action"])
+    assert ep.state.shape == (len(ep), STATE_DIM)
     assert ep.images.shape == (len(ep), 16, 16, 3) and ep.images.dtype == np.uint8
     assert ep.action_space == "arm_ee_delta" and ep.dt_s == pytest.approx(0.1)
     assert ep.instructions and "cup" in ep.instructions[0]
@@ -188,8 +188,10 @@ def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Pat
         text_embedder=lambda texts: np.ones((len(texts), 384), np.float32),
         progress=False,
     )
+    assert (tmp_path / "ckpt" / "loss.png").stat().st_size > 1000  # the loss curve
     policy = ActionExpertPolicy.load(ckpt, device="cpu")
-    assert policy.config.state_keys == ("robot", "objects", "task")
+    assert policy.config.features == FEATURES and policy.config.tasks == ("cups",)
+    assert policy.config.object_names["cups"][:3] == ["cup_0", "cup_1", "cup_2"]
     env = make("cups", obs_images=True, width_px=64, height_px=48)
     try:
         obs, _ = env.reset(seed=123)
@@ -205,6 +207,25 @@ def test_trains_on_sim_collect_output_and_acts_on_env_observations(tmp_path: Pat
             policy.act(bad, instruction_embedding=emb)
     finally:
         env.close()
+
+
+def test_training_validates_in_closed_loop(tmp_path: Path):
+    """Periodic closed-loop validation: end-to-end episodes per task, in the checkpoint."""
+    from engram.sim.collect import collect
+
+    collect("count", 2, tmp_path / "count", progress=False)
+    ckpt = train(
+        "all",
+        tmp_path,
+        out_dir=tmp_path / "ckpt",
+        device="cpu",
+        expert_config=tiny_config(),
+        train_config=TrainConfig(steps=2, validate_every=2, validate_episodes=1),
+        text_embedder=lambda texts: np.ones((len(texts), 384), np.float32),
+        progress=False,
+    )
+    (entry,) = load_checkpoint(ckpt)["validation"]
+    assert entry["step"] == 2 and set(entry["success_rate"]) == {"count"}
 
 
 def test_damaged_or_foreign_checkpoints_are_named(tmp_path: Path):

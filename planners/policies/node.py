@@ -1,0 +1,318 @@
+"""``PolicyNode``: a learned policy driving the robot on the bus (node type ``policy``).
+
+Ports (default topics)::
+
+    inputs   instruction  Instruction  queue(8)   a new text or episode resets the policy
+             percepts     Percept      queue(16)  objects seen (label, 3D centroid, lamps)
+             robot_state  RobotState   latest     proprioception; with autotick, a tick
+             plan         PlanStep     queue(64)  the planner's grounded subgoals
+    outputs  actions      ActionChunk             (H, A) for the robot (sim or ROS 2)
+
+Which executor moves the robot is a launch-graph choice (``launch/sim_full.yaml``,
+``executor: skills | expert``): with ``skills`` the planner's skill controllers
+publish the ActionChunks and this node is not in the graph; with ``expert`` the
+planner only publishes grounded subgoals on ``/plan`` and this node runs the
+diffusion action expert (``diffusion/policy.py``, the shipped checkpoint by default).
+
+``mode``:
+
+- ``planner``: the expert executes the planner's current subgoal: the newest
+  ``running`` ``PlanStep`` of a motion skill (``pick``, ``lift``, ``place``, ``press``,
+  ``push``) is turned into the conditioning text ``<skill> <object>``
+  (``features.subgoal_text``) and its target (the ``target`` arg, else the ``on`` /
+  ``object`` label's perceived position) fills the state's goal slots. Between motion
+  subgoals (watching, deciding, settling) the node holds the arm still.
+- ``end_to_end`` (MemoryVLA style): the instruction is the conditioning text, and the
+  expert's own perceptual-cognitive memory bank must carry what the show phase revealed.
+
+The observation is built from the messages only (``features.py``'s tabletop layout):
+the robot vector from ``RobotState``; per object slot of the task (the checkpoint's
+``object_names``) the newest perceived centroid within ``percept_window_s`` and
+whether the lamp is lit (``SceneMonitor``, the planner's own lamp detector); the time
+since the episode's instruction. Each step the node either publishes the rest of its
+current chunk (writing the step into the expert's memory, ``observe``) or, when
+``execute_steps`` actions of it have run, samples a new chunk (``act``).
+
+``executor: skills`` leaves the node idle (it loads no model and publishes nothing),
+so one graph holds both executors and one word (a YAML anchor shared with the
+planner's ``executor``) chooses.
+
+``use_memory: false`` is the ablation: the same network with its bank emptied before
+every chunk. ``autotick`` (default) steps on every ``RobotState``; the evaluation
+harness turns it off and calls ``step()`` itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engram.runtime.messages import ActionChunk, Instruction, Percept, PlanStep, RobotState
+from engram.runtime.node import Input, Node, NodeConfig, Output
+
+__all__ = ["MODES", "MOTION_SKILLS", "PolicyNode", "PolicyNodeConfig"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("planner", "end_to_end")
+#: subgoals the expert executes; any other running subgoal means "hold still"
+MOTION_SKILLS = ("pick", "lift", "place", "press", "push")
+
+
+@dataclass
+class PolicyNodeConfig(NodeConfig):
+    """Settings of ``PolicyNode``."""
+
+    # who moves the robot (the same switch as the planner's): "expert" = this node;
+    # "skills" = the planner's controllers, and this node stays idle (loads nothing)
+    executor: str = "expert"
+    checkpoint: str = "tabletop"  # a shipped checkpoint's name or a checkpoint path
+    mode: str = "planner"  # planner (execute /plan subgoals) | end_to_end (instruction)
+    use_memory: bool = True  # False: the bank is emptied before every chunk (ablation)
+    task: str = ""  # object slots of this task ("" = the instruction's task field)
+    execute_steps: int = 4  # actions of a chunk executed before the next one is sampled
+    autotick: bool = True  # step() on every RobotState (off: the caller steps)
+    percept_window_s: float = 1.0  # an object seen this long ago still counts as in view
+    percept_buffer: int = 16  # percepts kept (bounded)
+    device: str = "cpu"  # torch device of the expert: cpu | cuda | auto
+    seed: int = 0  # seeds the expert's sampling (reproducible runs)
+
+
+def robot_vector(msg: RobotState) -> np.ndarray:
+    """``RobotState`` -> the env's ``robot`` observation (11,): ee xyz, yaw, opening, 6 joints."""
+    if msg.world_from_ee is None:
+        raise ValueError("the action expert drives an arm: RobotState has no world_from_ee")
+    t = np.asarray(msg.world_from_ee, np.float64)
+    yaw = math.atan2(t[1, 0], t[0, 0])
+    joints = np.zeros(6, np.float32)
+    q = np.asarray(msg.joint_positions, np.float32).reshape(-1)[:6]
+    joints[: q.shape[0]] = q
+    return np.concatenate([t[:3, 3], [yaw, msg.gripper_width_m], joints]).astype(np.float32)
+
+
+class PolicyNode(Node[PolicyNodeConfig]):
+    """Percepts + robot state + instruction + subgoals in; action chunks out."""
+
+    INPUTS: ClassVar[dict[str, Input]] = {
+        "instruction": Input("Instruction", policy="queue(8)"),
+        "percepts": Input("Percept", policy="queue(16)"),
+        "robot_state": Input("RobotState", policy="latest"),
+        "plan": Input("PlanStep", policy="queue(64)"),
+    }
+    OUTPUTS: ClassVar[dict[str, Output]] = {"actions": Output("ActionChunk")}
+    Config: ClassVar[type] = PolicyNodeConfig
+
+    def __init__(self, config: PolicyNodeConfig | dict | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg: PolicyNodeConfig = self.config
+        if cfg.mode not in MODES:
+            raise ValueError(f"PolicyNodeConfig.mode must be one of {MODES}, got {cfg.mode!r}")
+        if cfg.execute_steps < 1:
+            raise ValueError("PolicyNodeConfig.execute_steps must be >= 1")
+        if cfg.executor not in ("skills", "expert"):
+            raise ValueError(
+                f"PolicyNodeConfig.executor must be 'skills' or 'expert', got {cfg.executor!r}"
+            )
+        from engram.planners.planning.skills.scene import SceneMonitor
+        from engram.planners.policies.diffusion.policy import ActionExpertPolicy
+        from engram.planners.policies.diffusion.rollout import TextCache
+
+        self.active = cfg.executor == "expert"
+        self.policy: Any = None
+        if self.active:
+            self.policy = ActionExpertPolicy.load(
+                cfg.checkpoint, device=cfg.device, use_memory=cfg.use_memory
+            )
+        if self.active and not self.policy.config.features:
+            raise ValueError(
+                f"{cfg.checkpoint}: not a tabletop-layout expert (trained on other data); "
+                "the policy node builds the tabletop observation"
+            )
+        self.text = TextCache()
+        self.scene = SceneMonitor()
+        self._lock = threading.RLock()
+        self.percepts: collections.deque[Percept] = collections.deque(maxlen=cfg.percept_buffer)
+        self.robot: RobotState | None = None
+        self.instruction: Instruction | None = None
+        self.subgoal: PlanStep | None = None
+        self._episode_start_ns = 0
+        self._queue: list[np.ndarray] = []
+        self._step = 0
+        self._gripper = 0.0
+        for name in ("handled", "steps", "chunks", "holds", "subgoals"):
+            self.counters[name] = 0
+
+    def on_configure(self) -> None:
+        if self.active:
+            self.text("")  # load the text encoder now, not at the first control step
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def on_instruction(self, msg: Instruction) -> None:
+        try:
+            with self._lock:
+                cur = self.instruction
+                if cur is not None and cur.text == msg.text and cur.episode_id == msg.episode_id:
+                    return
+                if cur is None or cur.episode_id != msg.episode_id or not msg.episode_id:
+                    self._episode_start_ns = msg.stamp_ns
+                    if self.policy is not None:
+                        self.policy.reset(seed=self.config.seed)
+                    self.scene.reset()
+                    self.percepts.clear()
+                    self.subgoal = None
+                    self._step = 0
+                    self._gripper = 0.0
+                self.instruction = msg
+                self._queue = []
+        finally:
+            self.count("handled")
+
+    def on_percepts(self, msg: Percept) -> None:
+        try:
+            with self._lock:
+                if msg.stamp_ns >= self._episode_start_ns:
+                    self.percepts.append(msg)
+                    self.scene.update(msg)
+        finally:
+            self.count("handled")
+
+    def on_plan(self, msg: PlanStep) -> None:
+        try:
+            with self._lock:
+                if msg.skill in ("observe", "episode", "task", "decision"):
+                    return
+                cur = self.subgoal
+                if msg.status == "running":
+                    if cur is None or cur.seq != msg.seq or cur.skill != msg.skill:
+                        self._queue = []  # a new subgoal: sample afresh
+                        self.count("subgoals")
+                    self.subgoal = msg
+                elif cur is not None and msg.skill == cur.skill:
+                    self.subgoal = None  # finished (succeeded / failed / aborted)
+                    self._queue = []
+        finally:
+            self.count("handled")
+
+    def on_robot_state(self, msg: RobotState) -> None:
+        try:
+            with self._lock:
+                self.robot = msg
+            if self.config.autotick:
+                self.step()
+        finally:
+            self.count("handled")
+
+    # ---- observation ----------------------------------------------------------------------
+    def _task(self) -> str:
+        cfg, ins = self.config, self.instruction
+        task = cfg.task or (ins.task if ins is not None else "")
+        names = self.policy.config.object_names
+        if task not in names:
+            raise ValueError(
+                f"policy node: task {task!r} is not one the expert was trained on "
+                f"({', '.join(sorted(names))}); set the node's task param"
+            )
+        return task
+
+    def positions(self) -> dict[str, np.ndarray]:
+        """label -> newest perceived centroid (3,) within ``percept_window_s``."""
+        out: dict[str, np.ndarray] = {}
+        if self.robot is None:
+            return out
+        oldest = self.robot.stamp_ns - self.config.percept_window_s * 1e9
+        for p in self.percepts:
+            if p.stamp_ns < oldest:
+                continue
+            for label, c in zip(p.object_labels, p.object_centroids):
+                out[label] = np.asarray(c, np.float32)
+        return out
+
+    def observation(self, goal: Any = None) -> dict[str, Any]:
+        """The expert's observation (``state``: the tabletop layout) from the messages."""
+        from engram.planners.policies.diffusion import features as F
+
+        assert self.robot is not None
+        names = self.policy.config.object_names[self._task()]
+        pos = self.positions()
+        slots = np.zeros((len(names), 5), np.float32)
+        for i, label in enumerate(names):
+            if label in pos:
+                slots[i, 0] = 1.0
+                slots[i, 1:4] = pos[label]
+                slots[i, 4] = float(label in self.scene.lit)
+        time_s = max(0.0, (self.robot.stamp_ns - self._episode_start_ns) / 1e9)
+        state = F.state_vector(robot_vector(self.robot), slots, time_s, goal)
+        return {"state": state, "step": self._step, "stamp_ns": self.robot.stamp_ns}
+
+    def conditioning(self) -> tuple[str, Any] | None:
+        """(text, goal [x, y] | None) the expert is conditioned on now; None = hold."""
+        from engram.planners.policies.diffusion import features as F
+
+        assert self.instruction is not None
+        if self.config.mode == "end_to_end":
+            return self.instruction.text, None
+        sg = self.subgoal
+        if sg is None or sg.skill not in MOTION_SKILLS:
+            return None
+        label = str(sg.args.get("object", ""))
+        return F.subgoal_text(sg.skill, label), F.goal_from_plan(sg.args, self.positions())
+
+    # ---- acting ---------------------------------------------------------------------------
+    def step(self) -> ActionChunk | None:
+        """Publish the actions from now on; None before a robot state and an instruction."""
+        cfg: PolicyNodeConfig = self.config
+        with self._lock:
+            robot, ins = self.robot, self.instruction
+            if robot is None or ins is None or not self.active:
+                return None
+            cond = self.conditioning()
+            dt = self.policy.config.dt_s
+            if cond is None:
+                # nothing to execute: hold still, still writing the step into memory
+                obs = self.observation()
+                self.policy.observe(obs, instruction_embedding=self.text(ins.text))
+                self._queue = []
+                actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
+                self.count("holds")
+            else:
+                text, goal = cond
+                obs = self.observation(goal)
+                emb = self.text(text)
+                if not self._queue:
+                    chunk = self.policy.act(obs, instruction_embedding=emb)
+                    self._queue = list(chunk.actions[: cfg.execute_steps])
+                    self.count("chunks")
+                else:
+                    self.policy.observe(obs, instruction_embedding=emb)
+                actions = np.stack(self._queue)
+                self._queue.pop(0)
+                self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
+            self._step += 1
+            out = ActionChunk(
+                stamp_ns=robot.stamp_ns,
+                robot=robot.robot,
+                action_space=self.policy.config.action_space or "arm_ee_delta",
+                actions=np.ascontiguousarray(actions, np.float32),
+                dt_s=dt,
+                plan_step_seq=self.subgoal.seq if self.subgoal is not None else 0,
+            )
+            self.count("steps")
+        self.publish("actions", out)
+        return out
+
+    def health(self) -> dict[str, Any]:
+        sg = self.subgoal
+        return {
+            "info": {
+                "mode": self.config.mode,
+                "use_memory": self.config.use_memory,
+                "checkpoint": self.config.checkpoint,
+                "subgoal": sg.skill if sg is not None else "",
+            }
+        }

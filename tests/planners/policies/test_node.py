@@ -1,0 +1,155 @@
+"""The policy node: percepts + robot state + instruction + subgoals in, ActionChunks out;
+shipped / exported checkpoints are found by name and mismatched ones refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from engram.planners.policies.diffusion.checkpoint import export, resolve  # noqa: E402
+from engram.planners.policies.diffusion.policy import ActionExpertPolicy  # noqa: E402
+from engram.planners.policies.node import PolicyNode, robot_vector  # noqa: E402
+from engram.runtime.messages import Instruction, Percept, PlanStep, RobotState  # noqa: E402
+from engram.runtime.testing import run_node  # noqa: E402
+
+from ._expert import tiny_tabletop_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ckpt() -> Path:
+    return tiny_tabletop_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def cups_world():
+    """Messages of a real cups scene at its first step: robot state, a percept."""
+    from engram.sim.envs import make
+
+    env = make("cups")
+    obs, info = env.reset(seed=4)
+    names = info["object_names"]
+    robot = RobotState(stamp_ns=100_000_000, **env.robot_state())
+    np.testing.assert_allclose(robot_vector(robot), obs["robot"], atol=1e-5)
+    seen = [i for i, n in enumerate(names) if obs["objects"][i, 0] > 0.5]
+    n = len(seen)
+    percept = Percept(
+        stamp_ns=100_000_000,
+        object_ids=np.arange(n, dtype=np.int32),
+        object_labels=[names[i] for i in seen],
+        object_confidences=np.ones(n, np.float32),
+        object_boxes=np.zeros((n, 4), np.int32),
+        object_centroids=np.asarray([obs["objects"][i, 1:4] for i in seen], np.float32),
+        object_extents=np.full((n, 3), 0.05, np.float32),
+    )
+    env.close()
+    return robot, percept, info["instruction"]
+
+
+def _inputs(robot, percept, text, *extra):
+    ins = Instruction(stamp_ns=0, text=text, task="cups", episode_id="cups-4")
+    return [("instruction", ins), ("percepts", percept), *extra, ("robot_state", robot)]
+
+
+def test_planner_mode_executes_motion_subgoals_and_holds_otherwise(ckpt, cups_world):
+    robot, percept, text = cups_world
+    cfg = {"checkpoint": str(ckpt), "mode": "planner", "execute_steps": 3}
+    # no subgoal yet (the planner is watching): hold still
+    out = run_node(PolicyNode, _inputs(robot, percept, text), config=cfg)["actions"]
+    assert len(out) == 1 and out[0].actions.shape == (1, 5)
+    assert not out[0].actions[0, :4].any() and out[0].action_space == "arm_ee_delta"
+    # the planner hands over a grounded subgoal: the expert samples a chunk
+    lift = PlanStep(stamp_ns=1, skill="lift", args={"object": "cup_1"}, status="running")
+    out = run_node(PolicyNode, _inputs(robot, percept, text, ("plan", lift)), config=cfg)
+    chunk = out["actions"][-1]
+    assert chunk.actions.shape == (3, 5) and np.isfinite(chunk.actions).all()
+    # ... and a finished subgoal means holding again
+    done = PlanStep(stamp_ns=2, skill="lift", args={"object": "cup_1"}, status="succeeded")
+    node = PolicyNode(cfg)
+    out = run_node(node, _inputs(robot, percept, text, ("plan", lift), ("plan", done)))
+    assert out["actions"][-1].actions.shape == (1, 5)
+    assert node.counters["subgoals"] == 1 and node.counters["holds"] == 1
+    obs = node.observation()
+    assert obs["state"][11] == 1.0  # slot 0 (cup_0) seen, from the percept
+
+
+def test_end_to_end_mode_and_idle_with_skills(ckpt, cups_world):
+    robot, percept, text = cups_world
+    cfg = {"checkpoint": str(ckpt), "mode": "end_to_end", "execute_steps": 2}
+    out = run_node(PolicyNode, _inputs(robot, percept, text), config=cfg)["actions"]
+    assert out[-1].actions.shape == (2, 5)
+    idle = {"checkpoint": "no-such-checkpoint", "executor": "skills"}  # loads nothing
+    assert run_node(PolicyNode, _inputs(robot, percept, text), config=idle)["actions"] == []
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PolicyNode({"checkpoint": str(ckpt), "mode": "dance"})
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        PolicyNode({"checkpoint": "no-such-checkpoint"})
+
+
+def test_unknown_task_is_named(ckpt, cups_world):
+    robot, _, text = cups_world
+    ins = Instruction(stamp_ns=0, text=text, task="put_back", episode_id="x")
+    cfg = {"checkpoint": str(ckpt), "mode": "end_to_end"}
+    with pytest.raises(ValueError, match="task 'put_back' is not one the expert was trained on"):
+        run_node(PolicyNode, [("instruction", ins), ("robot_state", robot)], config=cfg)
+
+
+def test_exported_safetensors_loads_by_path_and_mismatches_are_refused(ckpt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = export(ckpt, "tiny", {"command": "test"}, out_dir=tmp_path)
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert card["command"] == "test" and card["config"]["features"]
+    a = ActionExpertPolicy.load(ckpt, device="cpu")
+    b = ActionExpertPolicy.load(out, device="cpu")
+    obs = {"state": np.zeros(a.config.state_dim, np.float32)}
+    emb = np.ones(384, np.float32)
+    a.reset(seed=1)
+    b.reset(seed=1)
+    np.testing.assert_allclose(
+        a.act(obs, instruction_embedding=emb).actions,
+        b.act(obs, instruction_embedding=emb).actions,
+        atol=1e-5,
+    )
+
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        meta = dict(f.metadata())
+    weights = load_file(str(out))
+    config = json.loads(meta["config"])
+    bad = tmp_path / "newer.safetensors"
+    save_file(weights, str(bad), metadata={**meta, "config": json.dumps({**config, "x": 1})})
+    with pytest.raises(ValueError, match="does not match this code"):
+        ActionExpertPolicy.load(bad, device="cpu")
+    bad = tmp_path / "layout.safetensors"
+    save_file(
+        weights, str(bad), metadata={**meta, "config": json.dumps({**config, "features": "v0"})}
+    )
+    with pytest.raises(ValueError, match="state layout 'v0' differs"):
+        ActionExpertPolicy.load(bad, device="cpu")
+    bad = tmp_path / "shapes.safetensors"
+    wider = {**config, "token_dim": config["token_dim"] * 2}
+    save_file(weights, str(bad), metadata={**meta, "config": json.dumps(wider)})
+    with pytest.raises(ValueError, match="weights do not match this code's network"):
+        ActionExpertPolicy.load(bad, device="cpu")
+    with pytest.raises(FileNotFoundError, match="no shipped checkpoint"):
+        resolve("nonexistent-name")
+
+
+def test_the_shipped_checkpoint_loads_by_name_and_matches_the_code():
+    from engram.planners.policies.diffusion.checkpoint import expert_tasks, shipped
+    from engram.planners.policies.diffusion.features import FEATURES
+
+    assert "tabletop" in shipped()
+    path = resolve("tabletop")
+    assert path.suffix == ".safetensors" and path.stat().st_size <= 30 * 2**20
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert {"training_command", "data_recipe", "seed", "measured"} <= set(card)
+    policy = ActionExpertPolicy.load("tabletop", device="cpu")
+    assert policy.config.features == FEATURES
+    assert expert_tasks("tabletop") == ["button_sequence", "count", "cups", "put_back"]
