@@ -21,8 +21,19 @@ Cases, all measured in the same run on the same points:
   and a radius query right after a write (Engram's cached views are rebuilt; the peer
   rebuilds its KD-tree). p50/p99 in microseconds.
 - **bytes per voxel** of the octree columns.
+- **sensor model** (issue 16), on the real frames and on a MuJoCo loop through a furnished
+  room with a structured-light sensor's noise and a drifting pose (``tests/memory/spatial/
+  _rgbd.py``; 200 640x480 frames, 40 with ``--quick``): strict (same-voxel) recall of open3d's
+  ``VoxelBlockGrid`` TSDF surface of the same frames and recall within one voxel, with carving
+  off, with the previous sensor model (``OctreeConfig.legacy()``) and with the current one;
+  voxels flagged dynamic in these static scenes.
+- **nearest occupied voxels, batched** (1,000 points): ``nearest_occupied`` versus scipy's
+  ``cKDTree`` over the same centres (build excluded), and the previous octree walk.
+- **static objects**: real frames played back and forth at 30 fps through the perception
+  node's proposals and tracker into ``SpatialMemory``: objects classified dynamic or moved and
+  voxels removed, previous motion rule (``DynamicsConfig.legacy()``) versus the current one.
 
-Usage: ``python bench/spatial.py [--quick]``; prints one JSON object (../shared/BENCH.md).
+Usage: ``python bench/spatial.py [--quick]``; prints one JSON object (bench/README.md).
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from engram.runtime.messages import MemoryQuery, Percept  # noqa: E402
 VOXEL_M = 0.05
 K = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 W, H = 640, 480
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd-sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "rgbd-sample"
 EMB_DIM = 512
 
 
@@ -404,11 +415,220 @@ def bench_queries(n_voxels: int, n_queries: int) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------
+# issue 16: sensor model, batched nearest queries, static objects
+
+
+def bench_sensor_model(name: str, frames: list, K: np.ndarray) -> list[dict]:
+    from tests.memory.spatial._rgbd import depth_to_points, surface_agreement, tsdf_surface
+
+    surface = tsdf_surface(frames, K, VOXEL_M)
+    pts = [(depth_to_points(d, K, pose), pose[:3, 3]) for d, pose in frames]
+    out = {}
+    for key, cfg in (
+        ("off", OctreeConfig(voxel_size_m=VOXEL_M, carve=False)),
+        ("legacy", OctreeConfig.legacy(voxel_size_m=VOXEL_M)),
+        ("new", OctreeConfig(voxel_size_m=VOXEL_M)),
+    ):
+        tree = SparseOctree(cfg)
+        t0 = time.perf_counter()
+        for i, (p, origin) in enumerate(pts):
+            tree.insert(p, origin=origin, stamp_ns=i + 1)
+        dt = time.perf_counter() - t0
+        agree = surface_agreement(tree.occupied().centers, surface, VOXEL_M)
+        out[key] = dict(
+            agree,
+            flagged=int(np.count_nonzero(tree.columns()["flags"] & 1)),
+            freed=tree.freed_events,
+            free_voxels=len(tree) - tree.num_occupied(),
+            ms_per_frame=1e3 * dt / len(frames),
+        )
+    case = f"{name}: {len(frames)} frames, 5 cm voxels, vs open3d VoxelBlockGrid TSDF (1 cm)"
+    prev = "previous sensor model (OctoMap misses to a fixed margin), carving on"
+    n_surf = out["new"]["surface_voxels"]
+    return [
+        result(
+            f"{case}, carving on", "strict_surface_recall", out["new"]["strict_recall"],
+            "higher", peer="carving off", peer_value=out["off"]["strict_recall"],
+            surface_voxels=n_surf,
+        ),
+        result(
+            f"{case}, carving on", "strict_surface_recall", out["new"]["strict_recall"],
+            "higher", peer=prev, peer_value=out["legacy"]["strict_recall"],
+        ),
+        result(
+            f"{case}, carving on", "within_one_voxel", out["new"]["within_one_voxel"],
+            "higher", peer=prev, peer_value=out["legacy"]["within_one_voxel"],
+            carving_off=round(out["off"]["within_one_voxel"], 4),
+        ),
+        result(
+            f"{case}, static scene", "voxels_flagged_dynamic", out["new"]["flagged"], "lower",
+            peer=prev, peer_value=out["legacy"]["flagged"],
+            occupied_to_free_flips=out["new"]["freed"],
+            peer_flips=out["legacy"]["freed"],
+        ),
+        result(
+            f"{case}, insert with carving", "ms_per_frame", out["new"]["ms_per_frame"], "lower",
+            peer=prev, peer_value=out["legacy"]["ms_per_frame"],
+            free_voxels=out["new"]["free_voxels"], peer_free_voxels=out["legacy"]["free_voxels"],
+            carving_off_ms=round(out["off"]["ms_per_frame"], 2),
+        ),
+    ]  # fmt: skip
+
+
+def bench_nearest_batch(n_voxels: int, n_points: int, repeats: int) -> list[dict]:
+    from scipy.spatial import cKDTree
+
+    mem, centers, _embs, _t = build_map(n_voxels)
+    tree = mem.octree
+    rng = np.random.default_rng(5)
+    label = f"{tree.num_occupied() / 1e3:.0f}k occupied voxels, {n_points} points"
+    batches = [
+        centers[rng.integers(len(centers), size=n_points)]
+        + rng.normal(scale=0.3, size=(n_points, 3))
+        for _ in range(repeats)
+    ]
+    kd = cKDTree(centers)
+    view = tree._view(0, occupied_only=True)
+    t_kd, t_ours, t_old = [], [], []
+    for q in batches:
+        t0 = time.perf_counter()
+        d_ref, _ = kd.query(q, k=1)
+        t_kd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        d, _ = tree.nearest_occupied(q, k=1)
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        d_old, _ = tree._nearest_octree(
+            view, 0, q, 1, math.inf, np.full((len(q), 1), np.inf), np.full((len(q), 1), -1)
+        )
+        t_old.append(time.perf_counter() - t0)
+        assert np.allclose(d[:, 0], d_ref) and np.allclose(d_old[:, 0], d_ref)
+    # the first batch after a write pays for the KD-tree build
+    tree.insert(centers[:1], stamp_ns=10**15)
+    t0 = time.perf_counter()
+    tree.nearest_occupied(batches[0], k=1)
+    t_first = time.perf_counter() - t0
+    ms = lambda v: 1e3 * percentile(v, 50)  # noqa: E731
+    return [
+        result(
+            f"{label}: nearest occupied voxel, batched", "p50_ms", ms(t_ours), "lower",
+            peer="scipy cKDTree.query over the same centres (build excluded)",
+            peer_value=ms(t_kd), target_ratio=0.5,
+        ),
+        result(
+            f"{label}: nearest occupied voxel, batched", "p50_ms", ms(t_ours), "lower",
+            peer="previous octree walk (27 cells per point and level)", peer_value=ms(t_old),
+        ),
+        result(
+            f"{label}: nearest occupied voxel, first batch after a write (tree rebuilt)",
+            "ms", 1e3 * t_first, "lower",
+            peer="previous octree walk", peer_value=ms(t_old),
+        ),
+    ]  # fmt: skip
+
+
+def bench_static_objects(n_frames: int, with_encoder: bool) -> list[dict]:
+    """Real frames back and forth at 30 fps -> proposals + tracker -> SpatialMemory."""
+    import cv2
+
+    from engram.memory.spatial import DynamicsConfig
+    from engram.perception.geometry import backproject, voxel_downsample
+    from engram.perception.objects import ObjectExtractor, ObjectsConfig
+    from engram.perception.tracking import ObjectTracker, TrackerConfig
+    from engram.runtime.messages import Percept
+    from tests.memory.spatial._rgbd import real_sequence
+
+    frames = real_sequence(SAMPLE_DIR)
+    rgbs = [
+        cv2.imread(str(SAMPLE_DIR / "color" / f"{i:05d}.jpg"))[:, :, ::-1].copy()
+        for i in range(len(frames))
+    ]
+    encoder = None
+    if with_encoder:
+        from engram.perception.encoders import make_encoder
+
+        encoder = make_encoder("clip", model_name="engram-vit-small")
+        encoder.load()
+    extractor = ObjectExtractor(ObjectsConfig(), encoder=encoder)
+    tracker = ObjectTracker(TrackerConfig(first_id=1))
+    order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
+    percepts = []
+    for i in range(n_frames):
+        j = order[i % len(order)]
+        depth, pose = frames[j]
+        cloud = backproject(depth, K, pose, stride_px=4, max_depth_m=10.0)
+        objs = extractor.extract(
+            rgbs[j], cloud=cloud, world_from_camera=pose, depth=depth, intrinsics=K
+        )
+        objs = tracker.update(objs, stamp_ns=(i + 1) * 33_333_333)
+        labels = cloud.sample(objs.label_image)
+        labels = np.where(np.isin(labels, objs.ids), labels, -1)
+        pts, pids = voxel_downsample(cloud.points, 0.02, labels=labels)
+        percepts.append(
+            Percept(
+                stamp_ns=(i + 1) * 33_333_333, world_from_camera=pose, object_ids=objs.ids,
+                object_labels=list(objs.labels), object_confidences=objs.confidences,
+                object_boxes=objs.boxes, object_centroids=objs.centroids,
+                object_extents=objs.extents, object_embeddings=objs.embeddings,
+                points=pts, point_object_ids=pids,
+            )
+        )  # fmt: skip
+    out = {}
+    for key, dyn in (("legacy", DynamicsConfig.legacy()), ("new", DynamicsConfig())):
+        mem = SpatialMemory(SpatialConfig(dynamics=dyn))
+        flagged: set[int] = set()
+        for p in percepts:
+            mem.write(p)
+            flagged |= {o for o, r in mem.objects.records.items() if r.dynamic or r.moves}
+        out[key] = (len(flagged), len(mem.objects), mem.counters["voxels_cleared"], mem)
+    case = (
+        f"rgbd-sample (real) played back and forth, {n_frames} frames at 30 fps, "
+        f"proposals + tracker{' + CLIP regions' if with_encoder else ''} -> SpatialMemory"
+    )
+    prev = "previous motion rule (speed > 0.25 m/s, no minimum displacement, no persistence)"
+    return [
+        result(
+            case, "static_objects_marked_moving", out["new"][0], "lower", peer=prev,
+            peer_value=out["legacy"][0], objects=out["new"][1], peer_objects=out["legacy"][1],
+        ),
+        result(
+            case, "voxels_removed", out["new"][2], "lower", peer=prev,
+            peer_value=out["legacy"][2],
+            occupied_voxels=out["new"][3].octree.num_occupied(),
+            peer_occupied_voxels=out["legacy"][3].octree.num_occupied(),
+        ),
+    ]  # fmt: skip
+
+
+def issue16_rows(quick: bool) -> list[dict]:
+    from tests.memory.spatial._rgbd import K_SAMPLE, mujoco_sequence, real_sequence
+
+    rows = []
+    if (SAMPLE_DIR / "trajectory.log").is_file():
+        rows += bench_sensor_model("rgbd-sample (real)", real_sequence(SAMPLE_DIR), K_SAMPLE)
+        rows += bench_static_objects(30 if quick else 90, with_encoder=not quick)
+    n = 40 if quick else 200
+    frames, k_sim, _truth = mujoco_sequence(
+        n, width=320 if quick else 640, height=240 if quick else 480
+    )
+    rows += bench_sensor_model("MuJoCo room loop, sensor noise + pose drift", frames, k_sim)
+    rows += bench_nearest_batch(100_000, 1000, 5 if quick else 20)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    parser.add_argument(
+        "--only", choices=["issue16"], help="run only the issue-16 cases (sensor model, ...)"
+    )
     args = parser.parse_args(argv)
     rows = []
+    rows += issue16_rows(args.quick)
+    if args.only:
+        emit("spatial", rows)
+        return 0
     n_frames = 6 if args.quick else 30
     rows += bench_insert(
         "synthetic room", synthetic_frames(n_frames), repeats=1 if args.quick else 2

@@ -21,12 +21,22 @@
 
 3D: each object's centroid and extent are the centre and size of the robust
 axis-aligned box of its back-projected points (``geometry.object_boxes_3d``).
-Without depth, an object's centroid is the camera position and its extent zero
-(``Objects.located`` False).
+Without depth (a webcam, or no valid depth on the object) an object is placed by
+bearing: on the camera ray through its box centre at ``bearing_range_m``, with zero
+extent and ``Objects.located`` False (the Percept's ``object_depth_valid``), so objects
+seen in different directions stay apart instead of stacking at the camera.
+
+Speed (issue 16): region embeddings are the most expensive step (one encoder pass
+per region). A region whose box overlaps a region of the previous frame of the same
+camera (IoU >= ``reuse_min_iou``) and looks the same there (16 x 16 thumbnails of the
+two crops differ by at most ``reuse_max_change`` on average) reuses that embedding,
+for at most ``reuse_max_frames`` frames in a row; only new or changed regions are
+encoded. At 30 fps consecutive frames differ little, so most regions are reused.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass, field
 
@@ -40,6 +50,7 @@ __all__ = [
     "ObjectExtractor",
     "Objects",
     "ObjectsConfig",
+    "bearing_points",
     "propose_regions",
 ]
 
@@ -112,6 +123,15 @@ class ObjectsConfig:
     max_region_frac: float = 0.4
     # when nothing is proposed, use an N x N grid of crops; 0 = report no objects
     grid_fallback: int = 3
+    # reuse the previous frame's embedding of an unchanged region (0 frames = never)
+    reuse_max_frames: int = 15
+    # least box IoU with a previous region to reuse its embedding, [0, 1]
+    reuse_min_iou: float = 0.6
+    # largest mean absolute difference of the regions' 16 x 16 thumbnails, fraction of
+    # full scale, to reuse an embedding
+    reuse_max_change: float = 0.05
+    # distance along the camera ray at which objects without depth are placed, metres
+    bearing_range_m: float = 1.0
 
 
 @dataclass
@@ -151,6 +171,16 @@ def _boxes_from_label_image(label_image: np.ndarray, ids: np.ndarray) -> np.ndar
     """(H, W) int ids, (K,) -> (K, 4) int32 xyxy (exclusive max) of each id's pixels."""
     _h, w = label_image.shape
     boxes = np.zeros((len(ids), 4), np.int32)
+    if len(ids) and ids.min() >= 0 and ids.max() < 4096:
+        # small non-negative ids (proposals, most segmentations): one pass, no sort
+        from scipy import ndimage
+
+        slices = ndimage.find_objects(label_image + 1, max_label=int(ids.max()) + 1)
+        for i, oid in enumerate(ids.tolist()):
+            sl = slices[oid]
+            if sl is not None:
+                boxes[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        return boxes
     flat = label_image.ravel()
     order = np.argsort(flat, kind="stable")
     sorted_ids = flat[order]
@@ -223,6 +253,62 @@ def propose_regions(
     return label_image.astype(np.int32), len(cand)
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes (exclusive max): (N, 4), (M, 4) -> (N, M)."""
+    a = a.astype(np.float64).reshape(-1, 4)
+    b = b.astype(np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)  # fmt: skip
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)  # fmt: skip
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _thumbs(rgb: np.ndarray, boxes: np.ndarray, size: int = 16) -> np.ndarray:
+    """(K, 4) boxes -> (K, size, size, 3) float32 area-averaged thumbnails in [0, 1]."""
+    import cv2
+
+    out = np.zeros((len(boxes), size, size, 3), np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        if x1 > x0 and y1 > y0:
+            crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+            out[i] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) / 255.0
+    return out
+
+
+def bearing_points(
+    boxes: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, range_m: float
+) -> np.ndarray:
+    """(K, 4) pixel boxes -> (K, 3) float32 world points ``range_m`` along the camera
+    rays through the box centres (objects seen without depth)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    u = (b[:, 0] + b[:, 2]) / 2.0 - 0.5  # exclusive max: pixel centres
+    v = (b[:, 1] + b[:, 3]) / 2.0 - 0.5
+    K = np.asarray(K, np.float64)
+    y = (v - K[1, 2]) / K[1, 1]
+    x = ((u - K[0, 2]) - K[0, 1] * y) / K[0, 0]
+    rays = np.stack([x, y, np.ones_like(x)], 1)
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    pose = np.asarray(world_from_camera, np.float64)
+    return (rays * range_m @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32)
+
+
+@dataclass
+class _Cached:
+    """Regions of a camera's previous frame: boxes (K, 4), thumbnails, embeddings (K, D),
+    frames each embedding has been reused for (K,)."""
+
+    boxes: np.ndarray
+    thumbs: np.ndarray
+    embeddings: np.ndarray
+    reused: np.ndarray
+
+
+_MAX_CACHED_CAMERAS = 16
+
+
 def _grid_label_image(h: int, w: int, n: int) -> np.ndarray:
     rows = np.minimum(np.arange(h) * n // h, n - 1)
     cols = np.minimum(np.arange(w) * n // w, n - 1)
@@ -240,6 +326,9 @@ class ObjectExtractor:
         self._vocab_emb: np.ndarray | None = None
         self._vocab_key: tuple[tuple[str, ...], str] | None = None
         self._lock = threading.Lock()
+        # camera -> its previous frame's regions (embedding reuse); least recent dropped
+        self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        self.stats = {"regions_encoded": 0, "regions_reused": 0}
 
     def vocabulary_embeddings(self) -> np.ndarray:
         """(V, D) CLIP text embeddings of the prompted vocabulary (computed once)."""
@@ -263,11 +352,15 @@ class ObjectExtractor:
         labels: dict[str, str] | None = None,
         depth: np.ndarray | None = None,
         robot_labels: list[str] | tuple[str, ...] = (),
+        intrinsics: np.ndarray | None = None,
+        camera: str = "camera",
     ) -> Objects:
         """Objects of one frame. rgb (H, W, 3) uint8; cloud: back-projected depth (or
         None); segmentation (H, W) int32 (-1 = none) with ``labels`` id -> name;
         ``robot_labels``: names of the robot's own parts (skipped unless
-        ``skip_robot_labels`` is off)."""
+        ``skip_robot_labels`` is off); intrinsics (3, 3) K to place objects without
+        depth by bearing (None: at the camera position); camera: whose previous frame's
+        region embeddings may be reused."""
         cfg = self.config
         h, w = rgb.shape[:2]
         if segmentation is not None:
@@ -308,15 +401,17 @@ class ObjectExtractor:
             centroids = np.full((len(ids), 3), np.nan, np.float32)
             extents = np.zeros((len(ids), 3), np.float32)
         no_3d = ~np.all(np.isfinite(centroids), axis=1)
-        if np.any(no_3d):  # no valid depth on the object: the camera position stands in
-            centroids[no_3d] = np.asarray(world_from_camera, dtype=np.float32)[:3, 3]
+        if np.any(no_3d):  # no valid depth on the object: placed by bearing
+            if intrinsics is not None:
+                centroids[no_3d] = bearing_points(
+                    boxes[no_3d], intrinsics, world_from_camera, cfg.bearing_range_m
+                )
+            else:
+                centroids[no_3d] = np.asarray(world_from_camera, dtype=np.float32)[:3, 3]
             extents[no_3d] = 0.0
         embeddings = None
         if self.encoder is not None and cfg.embed_regions:
-            masks = None
-            if cfg.mask_regions:
-                masks = label_image[None, :, :] == ids[:, None, None]
-            embeddings = self.encoder.encode_regions(rgb, boxes, masks=masks)
+            embeddings = self._region_embeddings(rgb, boxes, label_image, ids, camera)
             if open_vocab and len(cfg.vocabulary) and "text" in self.encoder.modalities:
                 vocab = self.vocabulary_embeddings()
                 logits = cfg.label_logit_scale * (embeddings @ vocab.T)
@@ -337,3 +432,53 @@ class ObjectExtractor:
             label_image=label_image,
             located=~no_3d,
         )
+
+    def _region_embeddings(
+        self,
+        rgb: np.ndarray,
+        boxes: np.ndarray,
+        label_image: np.ndarray,
+        ids: np.ndarray,
+        camera: str,
+    ) -> np.ndarray:
+        """(K, D) region embeddings: reused from the camera's previous frame where the
+        region is unchanged (module docstring), encoded otherwise."""
+        assert self.encoder is not None
+        cfg = self.config
+        k = len(ids)
+        thumbs = _thumbs(rgb, boxes) if cfg.reuse_max_frames > 0 else None
+        embeddings: np.ndarray | None = None
+        reused = np.zeros(k, np.int64)
+        todo = np.arange(k)
+        prev = self._cache.get(camera)
+        if thumbs is not None and prev is not None and len(prev.boxes):
+            iou = _iou(boxes, prev.boxes)
+            change = np.abs(thumbs[:, None] - prev.thumbs[None]).mean(axis=(2, 3, 4))
+            ok = (iou >= cfg.reuse_min_iou) & (change <= cfg.reuse_max_change)
+            ok &= (prev.reused < cfg.reuse_max_frames)[None, :]
+            best = np.where(ok, iou, -1.0).argmax(axis=1)
+            hit = ok[np.arange(k), best]
+            if hit.any():
+                embeddings = np.zeros((k, prev.embeddings.shape[1]), np.float32)
+                embeddings[hit] = prev.embeddings[best[hit]]
+                reused[hit] = prev.reused[best[hit]] + 1
+                todo = np.flatnonzero(~hit)
+        if len(todo):
+            masks = None
+            if cfg.mask_regions:
+                masks = label_image[None, :, :] == ids[todo, None, None]
+            fresh = self.encoder.encode_regions(rgb, boxes[todo], masks=masks)
+            if embeddings is None:
+                embeddings = np.asarray(fresh, np.float32)
+            else:
+                embeddings[todo] = fresh
+        assert embeddings is not None
+        self.stats["regions_encoded"] += len(todo)
+        self.stats["regions_reused"] += k - len(todo)
+        if thumbs is not None:
+            with self._lock:
+                self._cache[camera] = _Cached(boxes.copy(), thumbs, embeddings.copy(), reused)
+                self._cache.move_to_end(camera)
+                while len(self._cache) > _MAX_CACHED_CAMERAS:
+                    self._cache.popitem(last=False)
+        return embeddings

@@ -9,14 +9,31 @@ last N frames' points with their object ids and per-point velocities.
 ``classify_motion`` decides, each time an object is seen, whether it is
 
 - ``new``: first sighting;
-- ``static``: still where it was (within ``moved_distance_m``);
+- ``static``: still where it was;
 - ``moved``: relocated since it was last seen (slowly, or while out of view): its old
   voxels are cleared and it is remembered at the new place only;
 - ``dynamic``: moving now (faster than ``dynamic_speed_mps`` between close sightings, or
   a label that is always dynamic such as ``person``): its points stay in the transient
   memory and never enter the persistent map.
 
-A dynamic object becomes static again after ``static_after_sightings`` still sightings.
+Real depth cameras and region proposals make centroids jitter (8 mm between 30 fps
+frames, tens of centimetres when a proposal grows or shrinks), so motion needs more
+than a speed (issue 16):
+
+- **minimum displacement**: a step or an offset from the remembered place counts only
+  beyond ``max(min_displacement_m, extent_displacement_frac * median extent,
+  depth_noise_sigmas * sigma(range))`` with the structured-light noise model
+  sigma(z) = 0.0012 + 0.0019 (z - 0.4)^2 m at the object's range from the camera;
+- **persistence**: an object becomes ``dynamic`` or ``moved`` only after
+  ``moving_after_sightings`` consecutive displaced sightings, and ``moved`` only once it
+  has settled (its last step below the threshold), so a proposal that flickers between
+  two shapes never qualifies;
+- **hysteresis**: a dynamic object becomes static again only after
+  ``static_after_sightings`` consecutive still sightings.
+
+``DynamicsConfig.legacy()`` is the previous rule (any speed above the limit, no
+persistence), kept for benchmarks.
+
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ __all__ = [
     "TransientDynamicsMemory",
     "TransientFrame",
     "classify_motion",
+    "depth_noise_m",
 ]
 
 
@@ -48,9 +66,34 @@ class DynamicsConfig:
     # sightings farther apart give no velocity (the object was relocated, not moving)
     max_velocity_dt_s: float = 2.0
     moved_distance_m: float = 0.2  # centroid farther than this from the remembered one = moved
-    # still sightings before a dynamic object counts as static again
+    # still sightings before a dynamic object counts as static again (hysteresis)
     static_after_sightings: int = 3
     transient_max_age_s: float = 30.0  # dynamic objects unseen this long are dropped by consolidate
+    # displacements below this never count as motion, metres (centroid jitter)
+    min_displacement_m: float = 0.05
+    # ... nor below this fraction of the object's median extent (proposal boxes jitter in
+    # proportion to their size; the median, so a tall thin person still counts as moving)
+    extent_displacement_frac: float = 0.2
+    # ... nor below this many standard deviations of depth noise at the object's range
+    depth_noise_sigmas: float = 3.0
+    # consecutive displaced sightings before an object is dynamic or moved (persistence)
+    moving_after_sightings: int = 2
+    # "moved" is measured from the remembered place (mean of the centroids since the last
+    # move), not from the last sighting (False: the previous rule)
+    anchor_to_place: bool = True
+
+    @classmethod
+    def legacy(cls, **overrides: object) -> DynamicsConfig:
+        """The rule before issue 16: no minimum displacement, no persistence."""
+        base: dict[str, object] = {
+            "min_displacement_m": 0.0,
+            "extent_displacement_frac": 0.0,
+            "depth_noise_sigmas": 0.0,
+            "moving_after_sightings": 1,
+            "anchor_to_place": False,
+        }
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
 
     def validate(self) -> None:
         if self.ring_frames < 1:
@@ -67,6 +110,11 @@ class DynamicsConfig:
                 raise ValueError(f"DynamicsConfig.{name} must be > 0")
         if self.static_after_sightings < 1:
             raise ValueError("DynamicsConfig.static_after_sightings must be >= 1")
+        if self.moving_after_sightings < 1:
+            raise ValueError("DynamicsConfig.moving_after_sightings must be >= 1")
+        for name in ("min_displacement_m", "extent_displacement_frac", "depth_noise_sigmas"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"DynamicsConfig.{name} must be >= 0")
 
 
 @dataclass
@@ -78,6 +126,14 @@ class Motion:
     displacement_m: float = 0.0
     still_sightings: int = 0  # consecutive still sightings after this one
     dynamic: bool = False  # the object's dynamic flag after this sighting
+    displaced_sightings: int = 0  # consecutive displaced sightings after this one
+    threshold_m: float = 0.0  # the minimum displacement that applied
+
+
+def depth_noise_m(range_m: float) -> float:
+    """Axial noise (one sigma) of a structured-light depth camera at ``range_m``
+    (Khoshelham & Elberink 2012, Kinect v1), metres."""
+    return 0.0012 + 0.0019 * max(range_m - 0.4, 0.0) ** 2
 
 
 def classify_motion(
@@ -90,27 +146,67 @@ def classify_motion(
     was_dynamic: bool,
     still_sightings: int,
     config: DynamicsConfig,
+    place: np.ndarray | None = None,
+    extent: np.ndarray | None = None,
+    camera_origin: np.ndarray | None = None,
+    displaced_sightings: int = 0,
+    place_seen_ns: int | None = None,
 ) -> Motion:
-    """Classify one sighting of an object (see the module docstring). Pure function."""
+    """Classify one sighting of an object (see the module docstring). Pure function.
+
+    previous_position: the last sighting's centroid; place: where the object is
+    remembered (the mean of its centroids since it last moved; default the last
+    sighting); extent (3,) its size; camera_origin (3,) for the depth-noise threshold;
+    displaced_sightings: the previous sighting's ``Motion.displaced_sightings``;
+    place_seen_ns: when it was last seen at ``place`` (None: not known), so a
+    motion too slow per frame to clear the jitter threshold (4 cm at 30 fps is 1.2 m/s)
+    is still caught by its drift away from the place over the frames since.
+    """
     always = label.lower() in {s.lower() for s in config.dynamic_labels}
     if previous_position is None:
         return Motion("dynamic" if always else "new", dynamic=always)
-    disp_vec = np.asarray(centroid, np.float64) - previous_position
-    disp = float(np.linalg.norm(disp_vec))
+    c = np.asarray(centroid, np.float64)
+    step_vec = c - previous_position
+    step = float(np.linalg.norm(step_vec))
+    use_place = place is not None and config.anchor_to_place
+    anchor = np.asarray(place, np.float64) if use_place else previous_position
+    away = float(np.linalg.norm(c - anchor))
+    thr = config.min_displacement_m
+    if extent is not None and config.extent_displacement_frac > 0:
+        thr = max(thr, config.extent_displacement_frac * float(np.median(extent)))
+    if camera_origin is not None and config.depth_noise_sigmas > 0:
+        rng = float(np.linalg.norm(c - np.asarray(camera_origin, np.float64)))
+        thr = max(thr, config.depth_noise_sigmas * depth_noise_m(rng))
     dt_s = (stamp_ns - previous_stamp_ns) / 1e9
     velocity = np.zeros(3, np.float32)
-    moving = False
+    fast = False
     if 0 < dt_s <= config.max_velocity_dt_s:
-        velocity = (disp_vec / dt_s).astype(np.float32)
-        moving = disp / dt_s > config.dynamic_speed_mps and disp > 1e-6
-    if always or moving:
-        return Motion("dynamic", velocity, disp, 0, True)
-    still = still_sightings + 1
+        velocity = (step_vec / dt_s).astype(np.float32)
+        fast = step / dt_s > config.dynamic_speed_mps and step > max(thr, 1e-6)
+    relocated = away > max(config.moved_distance_m, thr)
+    # a fast step counts only while the object is also away from its place: a proposal
+    # flickering between two shapes jumps fast but keeps coming back
+    fast_away = fast and (away > thr or not use_place)
+    if use_place and place_seen_ns is not None and not fast_away and away > thr:
+        since = (stamp_ns - place_seen_ns) / 1e9
+        if 0 < since <= config.max_velocity_dt_s and away / since > config.dynamic_speed_mps:
+            fast = fast_away = True  # drifting away from its place faster than the limit
+            velocity = ((c - anchor) / since).astype(np.float32)
+    displaced = displaced_sightings + 1 if (fast_away or relocated) else 0
+    confirmed = displaced >= config.moving_after_sightings
+    if always or (fast_away and confirmed):
+        return Motion("dynamic", velocity, step, 0, True, displaced, thr)
+    still = 0 if fast else still_sightings + 1
+    if not fast and not was_dynamic and step <= thr:
+        velocity = np.zeros(3, np.float32)  # jitter is not a velocity
     if was_dynamic and still < config.static_after_sightings:
-        return Motion("dynamic", velocity, disp, still, True)
-    if disp > config.moved_distance_m:
-        return Motion("moved", velocity, disp, still, False)
-    return Motion("static", velocity, disp, still, False)
+        return Motion("dynamic", velocity, step, still, True, displaced, thr)
+    # a relocated object is "moved" once it has settled at its new place (with
+    # persistence; the previous rule took the first sighting there)
+    settled = config.moving_after_sightings == 1 or step <= max(thr, config.moved_distance_m)
+    if relocated and confirmed and settled:
+        return Motion("moved", velocity, away, still, False, 0, thr)
+    return Motion("static", velocity, step, still, False, displaced, thr)
 
 
 @dataclass

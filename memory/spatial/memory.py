@@ -95,6 +95,7 @@ class _PerceptPlan:
     extents: np.ndarray  # (K, 3)
     embeddings: np.ndarray | None  # (K, D)
     frame_embedding: np.ndarray | None  # (D,)
+    depth_valid: np.ndarray | None = None  # (K,) bool; None = all measured
 
 
 class SpatialMemory(SpatialRecall, Memory):
@@ -194,6 +195,7 @@ class SpatialMemory(SpatialRecall, Memory):
                 "octree_bytes": self.octree.nbytes,
                 "bytes_per_voxel": self.octree.bytes_per_voxel,
                 "dynamic_voxel_events": self.octree.dynamic_events,
+                "freed_voxel_events": self.octree.freed_events,  # noise included
                 **self.counters,
             }
 
@@ -231,6 +233,11 @@ class SpatialMemory(SpatialRecall, Memory):
             frame_emb = _check_array(msg.embedding, "Percept.embedding", (None,), "f", finite=True)
             if len(frame_emb) == 0:
                 raise ValueError("Percept.embedding: empty embedding")
+        depth_valid = None
+        if getattr(msg, "object_depth_valid", None) is not None:
+            depth_valid = _check_array(
+                msg.object_depth_valid, "Percept.object_depth_valid", (k,), "b", finite=False
+            )
         bound = (morton.OFFSET - 2) * self.config.octree.voxel_size_m
         if np.any(np.abs(centroids) >= bound) or np.any(np.abs(pose[:3, 3]) >= bound):
             raise ValueError(f"Percept: positions outside the map's range of +-{bound:.0f} m")
@@ -261,7 +268,7 @@ class SpatialMemory(SpatialRecall, Memory):
             point_ids = None if pids is None else pids.astype(np.int32)
         return _PerceptPlan(
             pose, points, point_ids, dropped, ids, list(labels), centroids.astype(np.float64),
-            extents.astype(np.float32), obj_emb, frame_emb,
+            extents.astype(np.float32), obj_emb, frame_emb, depth_valid,
         )  # fmt: skip
 
     def _apply_percept(self, msg: Percept, plan: _PerceptPlan, topic: str) -> None:
@@ -281,6 +288,11 @@ class SpatialMemory(SpatialRecall, Memory):
                 was_dynamic=False if rec is None else rec.dynamic,
                 still_sightings=0 if rec is None else rec.still_sightings,
                 config=cfg.dynamics,
+                place=None if rec is None else rec.position,
+                extent=plan.extents[i] if rec is None else np.maximum(plan.extents[i], rec.extent),
+                camera_origin=origin,
+                displaced_sightings=0 if rec is None else rec.displaced_sightings,
+                place_seen_ns=None if rec is None else rec.place_seen_ns,
             )
         dynamic_ids = [oid for oid, m in motions.items() if m.dynamic]
         purge = []
@@ -351,6 +363,8 @@ class SpatialMemory(SpatialRecall, Memory):
                 dynamic=m.dynamic,
                 still_sightings=m.still_sightings,
                 moved=m.kind == "moved",
+                displaced_sightings=m.displaced_sightings,
+                depth_valid=True if plan.depth_valid is None else bool(plan.depth_valid[i]),
                 has_points=oid in seen_ids,
                 provenance=prov,
             )

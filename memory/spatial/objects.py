@@ -38,6 +38,10 @@ class ObjectRecord:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))  # (3,) m/s
     dynamic: bool = False
     still_sightings: int = 0
+    displaced_sightings: int = 0  # consecutive sightings away from ``position`` (not yet moved)
+    # last position measured from depth (False: placed along the camera ray, no range)
+    depth_valid: bool = True
+    place_seen_ns: int = 0  # last sighting at ``position`` (not displaced from it)
     moves: int = 0  # times it was found relocated
     since_ns: int = 0  # when it was first seen at its current place
     had_voxels: bool = False  # its points have entered the octree at its current place
@@ -105,6 +109,8 @@ class ObjectTable:
         dynamic: bool,
         still_sightings: int,
         moved: bool,
+        displaced_sightings: int = 0,
+        depth_valid: bool = True,
         has_points: bool,
         provenance: Provenance,
     ) -> ObjectRecord:
@@ -116,19 +122,23 @@ class ObjectTable:
             rec = ObjectRecord(
                 object_id, label, c.copy(), c.copy(), np.asarray(extent, np.float32).copy()
             )
-            rec.first_seen_ns = rec.since_ns = stamp_ns
+            rec.first_seen_ns = rec.since_ns = rec.place_seen_ns = stamp_ns
             self.records[object_id] = rec
         else:
             if label:
                 rec.label = label
-            if moved or dynamic:
+            # A moving object's place is re-anchored only when it has moved past the jitter
+            # threshold (a displaced sighting), so its speed is measured over that distance.
+            if moved or (dynamic and (displaced_sightings > 0 or not rec.dynamic)):
                 rec.position = c.copy()
-                rec.since_ns = stamp_ns
+                rec.since_ns = rec.place_seen_ns = stamp_ns
                 rec.moves += int(moved)
                 rec.had_voxels = False
-            else:
+            elif not dynamic and displaced_sightings == 0:
+                # a displaced sighting does not move the place yet (persistence)
                 w = 1.0 / min(rec.observations + 1, _POSITION_WINDOW)
                 rec.position = rec.position + (c - rec.position) * w
+                rec.place_seen_ns = stamp_ns
             rec.last_position = c.copy()
             rec.extent = np.asarray(extent, np.float32).copy()
         rec.observations += 1
@@ -136,6 +146,8 @@ class ObjectTable:
         rec.velocity = np.asarray(velocity, np.float32).copy()
         rec.dynamic = bool(dynamic)
         rec.still_sightings = int(still_sightings)
+        rec.displaced_sightings = int(displaced_sightings)
+        rec.depth_valid = bool(depth_valid)
         rec.provenance = provenance
         rec.had_voxels = rec.had_voxels or (has_points and not dynamic)
         if embedding is not None:
@@ -250,11 +262,14 @@ class ObjectTable:
                         r.moves,
                         r.since_ns,
                         int(r.had_voxels),
+                        r.displaced_sightings,
+                        int(r.depth_valid),
+                        r.place_seen_ns,
                     ]
                     for r in recs
                 ],
                 np.int64,
-            ).reshape(-1, 9),
+            ).reshape(-1, 12),
         }
         meta = {
             "labels": [r.label for r in recs],
@@ -288,6 +303,9 @@ class ObjectTable:
                 moves=ints[6],
                 since_ns=ints[7],
                 had_voxels=bool(ints[8]),
+                displaced_sightings=ints[9] if len(ints) > 9 else 0,  # saves before issue 16
+                depth_valid=bool(ints[10]) if len(ints) > 10 else True,
+                place_seen_ns=ints[11] if len(ints) > 11 else ints[3],
                 provenance=Provenance(**meta["provenance"][i]),
             )
         self.records = records

@@ -39,6 +39,42 @@ _NUDGE_VOXELS = 1e-3  # see ``_carve``: read a crossing's other indices this far
 _MAX_BITMAP_CELLS = 1 << 25  # dedupe ray samples in a bitmap over boxes up to 32 MB
 
 
+def _band_bitmap(hit_codes: np.ndarray, lo: np.ndarray, dims: np.ndarray, band: int) -> np.ndarray:
+    """Flat bitmap over the carving box (``lo``, ``dims``; x fastest) of the cells within
+    ``band`` voxels (Chebyshev) of a hit voxel: hits marked in a padded box, then a
+    separable dilation (a cube is the product of three 1-D windows), then cropped."""
+    idx = morton.decode(hit_codes) - (lo + morton.OFFSET)
+    inside = np.all((idx >= -band) & (idx < dims + band), axis=1)
+    idx = idx[inside] + band
+    pd = dims + 2 * band
+    grid = np.zeros((int(pd[2]), int(pd[1]), int(pd[0])), bool)
+    grid[idx[:, 2], idx[:, 1], idx[:, 0]] = True
+    for axis in range(3):
+        for _ in range(band):
+            src = grid.copy()
+            lead = [slice(None)] * 3
+            lag = [slice(None)] * 3
+            lead[axis], lag[axis] = slice(1, None), slice(None, -1)
+            grid[tuple(lead)] |= src[tuple(lag)]
+            grid[tuple(lag)] |= src[tuple(lead)]
+    b = band
+    return grid[b:-b, b:-b, b:-b].ravel()
+
+
+def _near_codes(codes: np.ndarray, hit_codes: np.ndarray, band: int) -> np.ndarray:
+    """(F,) codes -> (F,) bool: within ``band`` voxels (Chebyshev) of a sorted hit code
+    (the slow path, for carving boxes too large for a bitmap)."""
+    idx = morton.decode(codes)
+    near = np.zeros(len(codes), bool)
+    r = np.arange(-band, band + 1)
+    for off in np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3):
+        n = idx + off
+        c = morton.encode(n[:, 0], n[:, 1], n[:, 2])
+        pos = np.minimum(np.searchsorted(hit_codes, c), len(hit_codes) - 1)
+        near |= hit_codes[pos] == c
+    return near
+
+
 class SparseOctree(OctreeQueries):
     """Sparse occupancy octree with per-voxel evidence; see the module docstring.
 
@@ -58,7 +94,8 @@ class SparseOctree(OctreeQueries):
         self._version = 0
         self._cache: dict[tuple, Any] = {}  # derived views, valid for ``_cache_version``
         self._cache_version = -1
-        self.dynamic_events = 0  # voxels that flipped occupied -> free so far
+        self.dynamic_events = 0  # voxels flagged dynamic (confirmed occupied, then free) so far
+        self.freed_events = 0  # voxels that flipped occupied -> free so far (noise included)
         self.frames = 0  # frames inserted
 
     @property
@@ -116,7 +153,9 @@ class SparseOctree(OctreeQueries):
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to restore this octree exactly (arrays only)."""
         state = {f"octree_{k}": v.copy() for k, v in self._cols.items()}
-        state["octree_counters"] = np.array([self.dynamic_events, self.frames], np.int64)
+        state["octree_counters"] = np.array(
+            [self.dynamic_events, self.frames, self.freed_events], np.int64
+        )
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -139,6 +178,7 @@ class SparseOctree(OctreeQueries):
         counters = np.asarray(state.get("octree_counters", np.zeros(2, np.int64)))
         self._cols = cols
         self.dynamic_events, self.frames = int(counters[0]), int(counters[1])
+        self.freed_events = int(counters[2]) if len(counters) > 2 else self.dynamic_events
         self._touch()
 
     def _touch(self) -> None:
@@ -236,17 +276,26 @@ class SparseOctree(OctreeQueries):
         if do_carve and o is not None:
             morton.points_to_index(o[None], cfg.voxel_size_m)  # origin in range
             all_end, _ = morton.sorted_unique(end_codes)
-            free_codes, stats.rays, stats.ray_cells = self._carve(o, all_end)
+            free_codes, stats.rays, stats.ray_cells, stats.banded_voxels = self._carve(
+                o, all_end, hit_codes
+            )
         stats.hit_voxels = len(hit_codes)
         stats.free_voxels = len(free_codes)
-        new, freed = self._apply(hit_codes, hit_obj, free_codes, int(stamp_ns))
-        stats.new_voxels, stats.freed_voxels = new, freed
+        new, freed, flagged = self._apply(hit_codes, hit_obj, free_codes, int(stamp_ns))
+        stats.new_voxels, stats.freed_voxels, stats.dynamic_voxels = new, freed, flagged
         self.frames += 1
         return stats
 
-    def _carve(self, origin: np.ndarray, end_codes: np.ndarray) -> tuple[np.ndarray, int, int]:
+    def _carve(
+        self, origin: np.ndarray, end_codes: np.ndarray, hit_codes: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int, int, int]:
         """Sorted unique end voxel codes -> sorted unique codes of the voxels the rays
-        traverse (excluding every end voxel), number of rays, number of traversed cells.
+        traverse (excluding every end voxel and, with ``surface_band_voxels``, every voxel
+        that close to one of ``hit_codes``), number of rays, number of traversed cells,
+        number of traversed voxels spared by the surface band.
+
+        Each ray stops ``carve_margin_voxels`` voxel edges plus
+        ``carve_margin_depth_sq_per_m * range**2`` before its end voxel's centre.
 
         Exact traversal (like a 3D DDA, without a loop over steps): a ray enters a new
         voxel exactly where it crosses a voxel plane. For each axis the crossings of
@@ -269,11 +318,12 @@ class SparseOctree(OctreeQueries):
         ends = morton.cell_centers(targets, vs)
         vec = ends - origin
         length = np.sqrt(np.einsum("ij,ij->i", vec, vec))
-        # traverse up to ``carve_margin_voxels`` before each end voxel's centre
-        frac = 1.0 - cfg.carve_margin_voxels * vs / np.maximum(length, 1e-12)
+        # traverse up to the margin before each end voxel's centre
+        margin = cfg.carve_margin_voxels * vs + cfg.carve_margin_depth_sq_per_m * length**2
+        frac = 1.0 - margin / np.maximum(length, 1e-12)
         rays = np.flatnonzero(frac > 0)
         if len(rays) == 0:
-            return np.zeros(0, np.int64), len(targets), 0
+            return np.zeros(0, np.int64), len(targets), 0, 0
         # voxel units, relative to the bounding box (one spare voxel on each side)
         start_idx = np.floor(origin / vs).astype(np.int64)
         stop_pts = origin + vec[rays] * frac[rays, None]
@@ -352,6 +402,13 @@ class SparseOctree(OctreeQueries):
                 k = [ka, kb, kc] if a == 0 else ([kc, ka, kb] if a == 1 else [kb, kc, ka])
                 emit(k)
                 start = stop
+        band = cfg.surface_band_voxels if hit_codes is not None and len(hit_codes) else 0
+        banded = 0
+        if use_bitmap and band:
+            near = _band_bitmap(cast(np.ndarray, hit_codes), lo, dims, band)
+            before = int(np.count_nonzero(bitmap))
+            bitmap &= ~near
+            banded = before - int(np.count_nonzero(bitmap))
         if use_bitmap:
             flat = np.flatnonzero(bitmap)
             ix = flat % dims[0]
@@ -369,17 +426,24 @@ class SparseOctree(OctreeQueries):
         pos = np.searchsorted(end_codes, codes)
         pos[pos == len(end_codes)] = 0
         keep = end_codes[pos] != codes
-        return codes[keep], len(targets), total
+        codes = codes[keep]
+        if band and not use_bitmap:
+            near = _near_codes(codes, cast(np.ndarray, hit_codes), band)
+            banded = int(near.sum())
+            codes = codes[~near]
+        return codes, len(targets), total, banded
 
     def _apply(
         self, hit_codes: np.ndarray, hit_obj: np.ndarray, free_codes: np.ndarray, stamp_ns: int
-    ) -> tuple[int, int]:
-        """Merge one frame's hits and misses into the sorted columns. Returns (new, freed)."""
+    ) -> tuple[int, int, int]:
+        """Merge one frame's hits and misses into the sorted columns. Returns (new,
+        freed, flagged dynamic). A miss on a voxel with h hits weighs
+        max(min_miss_weight, n / (n + h)), n = ``miss_weight_hits`` (0: full weight)."""
         cfg = self.config
         n_hit = len(hit_codes)
         upd = np.concatenate([hit_codes, free_codes])
         if len(upd) == 0:
-            return 0, 0
+            return 0, 0, 0
         is_hit = np.zeros(len(upd), bool)
         is_hit[:n_hit] = True
         obj = np.full(len(upd), -1, np.int32)
@@ -390,7 +454,7 @@ class SparseOctree(OctreeQueries):
         delta = np.where(is_hit, np.float32(cfg.hit_log_odds), np.float32(cfg.miss_log_odds))
         thr = np.float32(cfg.occupied_log_odds)
         lo, hi = np.float32(cfg.min_log_odds), np.float32(cfg.max_log_odds)
-        freed = 0
+        freed = flagged = 0
         rest = np.ones(len(upd), bool)  # not yet found in a column set
         for cols in (self._main, self._delta):  # a code is in at most one of them
             codes = cols["codes"]
@@ -403,12 +467,18 @@ class SparseOctree(OctreeQueries):
             rest &= ~exists
             ei = pos[exists]
             old = cols["log_odds"][ei]
-            new = np.clip(old + delta[exists], lo, hi)
+            eh = is_hit[exists]
+            d = delta[exists]
+            if cfg.miss_weight_hits > 0 and not eh.all():
+                em = ~eh
+                n_w = np.float32(cfg.miss_weight_hits)
+                h = cols["hits"][ei[em]].astype(np.float32)
+                d[em] *= np.maximum(np.float32(cfg.min_miss_weight), n_w / (n_w + h))
+            new = np.clip(old + d, lo, hi)
             flipped = (old > thr) & (new <= thr)
             n_flipped = int(flipped.sum())
             freed += n_flipped
             cols["log_odds"][ei] = new
-            eh = is_hit[exists]
             cols["hits"][ei[eh]] += np.uint32(1)
             cols["last_seen_ns"][ei] = stamp_ns
             eo = obj[exists]
@@ -416,7 +486,9 @@ class SparseOctree(OctreeQueries):
             cols["object_ids"][ei[set_obj]] = eo[set_obj]
             if n_flipped:
                 fi = ei[flipped]
-                cols["flags"][fi] |= FLAG_DYNAMIC
+                confirmed = fi[cols["hits"][fi] >= np.uint32(cfg.dynamic_min_hits)]
+                cols["flags"][confirmed] |= FLAG_DYNAMIC
+                flagged += len(confirmed)
                 cols["object_ids"][fi] = -1
         n_new = int(rest.sum())
         if n_new:
@@ -432,9 +504,10 @@ class SparseOctree(OctreeQueries):
             if len(self._delta["codes"]) > self._delta_limit():
                 self._main = merge_columns(self._main, self._delta)
                 self._delta = empty_columns()
-        self.dynamic_events += freed
+        self.dynamic_events += flagged
+        self.freed_events += freed
         self._touch()
-        return n_new, freed
+        return n_new, freed, flagged
 
     def remove_object(self, object_id: int, *, keep_codes: np.ndarray | None = None) -> int:
         """Delete the voxels labelled ``object_id`` (except ``keep_codes``, sorted leaf codes).

@@ -29,6 +29,8 @@ __all__ = ["OctreeQueries"]
 
 
 _MAX_GATHER_CELLS = 512  # cells enumerated by a box query before going one level up
+# k-NN batches at least this large go through a KD-tree (built once per map version)
+KDTREE_MIN_QUERIES = 32
 _NEIGHBOURS = np.stack(
     np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), axis=-1
 ).reshape(27, 3)
@@ -254,13 +256,16 @@ class OctreeQueries:
 
         (Q, 3) -> distances (Q, k) float64 (inf where fewer than k within
         ``max_distance_m``), indices (Q, k) int64 into ``occupied(level=level)`` (-1 none).
-        Search widens one octree level at a time: at level G the 27 cells around the
-        query hold every centre within one cell edge, so a query is answered once k
-        candidates lie that close.
+        Batches of ``KDTREE_MIN_QUERIES`` or more go through a KD-tree over the occupied
+        centres (cached until the next write). Fewer points: the search widens one octree
+        level at a time: at level G the 27 cells around the query hold every centre within
+        one cell edge, so a query is answered once k candidates lie that close.
         """
         pts = self._points_arg(points)
         if k < 1:
             raise ValueError(f"k: must be >= 1, got {k}")
+        if not max_distance_m >= 0:
+            raise ValueError(f"max_distance_m: must be >= 0, got {max_distance_m}")
         q = len(pts)
         dist = np.full((q, k), np.inf)
         out = np.full((q, k), -1, np.int64)
@@ -268,6 +273,55 @@ class OctreeQueries:
         nv = len(view.codes)
         if nv == 0 or q == 0:
             return dist, out
+        if q >= KDTREE_MIN_QUERIES:
+            return self._nearest_kdtree(view, level, pts, k, max_distance_m, dist, out)
+        return self._nearest_octree(view, level, pts, k, max_distance_m, dist, out)
+
+    def _nearest_kdtree(
+        self,
+        view: View,
+        level: int,
+        pts: np.ndarray,
+        k: int,
+        max_distance_m: float,
+        dist: np.ndarray,
+        out: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched k-NN through a KD-tree over the occupied centres, built on demand and
+        kept until the next write (the octree walk below answers a few points without a
+        build, but costs ~27 cell lookups per point and level, 50-200x a KD-tree on
+        batches). scipy's KDTree (cKDTree) is used as is: a well-kept C++ tree that releases the GIL."""
+        from scipy.spatial import KDTree  # cKDTree underneath (scipy >= 1.6)
+
+        cache = self._fresh_cache()
+        key = ("kdtree", level)
+        tree = cache.get(key)
+        if tree is None:
+            centres = self._centers(view, level, np.arange(len(view.codes)))
+            tree = KDTree(centres, balanced_tree=False, compact_nodes=False)
+            cache[key] = tree
+        bound = np.nextafter(max_distance_m, np.inf) if math.isfinite(max_distance_m) else np.inf
+        d, i = tree.query(pts, k=k, distance_upper_bound=bound)
+        d = np.asarray(d, np.float64).reshape(len(pts), k)
+        i = np.asarray(i, np.int64).reshape(len(pts), k)
+        found = i < len(view.codes)
+        dist[found] = d[found]
+        out[found] = i[found]
+        return dist, out
+
+    def _nearest_octree(
+        self,
+        view: View,
+        level: int,
+        pts: np.ndarray,
+        k: int,
+        max_distance_m: float,
+        dist: np.ndarray,
+        out: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN by widening octree neighbourhoods (no build; for a few points)."""
+        q = len(pts)
+        nv = len(view.codes)
         vs = self.config.voxel_size_m
         idx_all = morton.points_to_index(pts, vs)
         remaining = np.arange(q)

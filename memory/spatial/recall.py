@@ -54,6 +54,7 @@ class SpatialRecall:
             "voxels": int(voxels),
             "present": bool(present),
             "dynamic": bool(rec.dynamic),
+            "depth_valid": bool(rec.depth_valid),
             "velocity_mps": [float(v) for v in rec.velocity],
             "extent_m": [float(v) for v in rec.extent],
             "moves": int(rec.moves),
@@ -65,6 +66,8 @@ class SpatialRecall:
             data["position_in_robot"] = [float(v) for v in np.dot(p - t[:3, 3], t[:3, :3])]
         where = f"({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f})"
         text = f"{rec.label or 'object ' + str(rec.object_id)} at {where}"
+        if not rec.depth_valid:
+            text += " (direction only: seen without depth)"
         if rec.dynamic:
             text += " (moving)"
         elif not present:

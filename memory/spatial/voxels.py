@@ -70,6 +70,34 @@ class OctreeConfig:
     # stop carving this many voxel edges before the end point (depth noise, grazing rays)
     carve_margin_voxels: float = 1.5
     max_range_m: float = 8.0  # points farther than this give no hit; rays carve up to it (0 = off)
+    # extra carving margin growing with range squared, metres per metre^2 of range: structured
+    # light / stereo depth noise grows as z^2 (Kinect: sigma ~ 0.0019 z^2), so at 4 m the rays
+    # stop 6.4 cm earlier (0 = off, the previous model)
+    carve_margin_depth_sq_per_m: float = 0.004
+    # no miss for voxels within this many voxels (Chebyshev) of a voxel hit in the same
+    # frame: grazing rays run inside the surface's voxels long before their own end (0 = off)
+    surface_band_voxels: int = 1
+    # a voxel with h hits takes misses weighted max(min_miss_weight, n / (n + h)) for
+    # n = this: structure seen in many frames is not erased by a short run of misses
+    # (0 = full weight, the previous model)
+    miss_weight_hits: float = 4.0
+    min_miss_weight: float = 0.1  # floor of that weight, so moved structure still clears
+    # a voxel flipping occupied -> free is flagged dynamic only with at least this many hits
+    # (a single-frame speckle that a later ray clears is noise, not motion)
+    dynamic_min_hits: int = 2
+
+    @classmethod
+    def legacy(cls, **overrides: object) -> OctreeConfig:
+        """The sensor model before issue 16 (plain OctoMap misses up to a fixed margin),
+        kept for benchmarks and comparisons."""
+        base: dict[str, object] = {
+            "carve_margin_depth_sq_per_m": 0.0,
+            "surface_band_voxels": 0,
+            "miss_weight_hits": 0.0,
+            "dynamic_min_hits": 1,
+        }
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -85,6 +113,18 @@ class OctreeConfig:
             raise ValueError(f"OctreeConfig.carve_level out of range: {self.carve_level}")
         if not self.max_range_m >= 0:
             raise ValueError("OctreeConfig.max_range_m must be >= 0")
+        if not (self.carve_margin_depth_sq_per_m >= 0 and self.carve_margin_voxels >= 0):
+            raise ValueError("OctreeConfig: carve margins must be >= 0")
+        if not 0 <= self.surface_band_voxels <= 4:
+            raise ValueError(
+                f"OctreeConfig.surface_band_voxels must be in [0, 4], got {self.surface_band_voxels}"
+            )
+        if not self.miss_weight_hits >= 0:
+            raise ValueError("OctreeConfig.miss_weight_hits must be >= 0")
+        if not 0 < self.min_miss_weight <= 1:
+            raise ValueError("OctreeConfig.min_miss_weight must be in (0, 1]")
+        if self.dynamic_min_hits < 1:
+            raise ValueError("OctreeConfig.dynamic_min_hits must be >= 1")
 
 
 @dataclass
@@ -96,7 +136,9 @@ class InsertStats:
     hit_voxels: int = 0  # distinct voxels that got a hit
     free_voxels: int = 0  # distinct voxels that got a miss
     new_voxels: int = 0  # voxels added to the map
-    freed_voxels: int = 0  # voxels that flipped occupied -> free (dynamic content)
+    freed_voxels: int = 0  # voxels that flipped occupied -> free
+    dynamic_voxels: int = 0  # of those, flagged dynamic (had >= dynamic_min_hits hits)
+    banded_voxels: int = 0  # traversed voxels spared a miss by the surface band
     rays: int = 0  # rays cast for carving
     ray_cells: int = 0  # cells traversed by the rays (with repeats across rays)
 

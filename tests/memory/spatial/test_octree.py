@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 import engram.memory.spatial.morton as morton
 from engram.memory.spatial.octree import SparseOctree
+from engram.memory.spatial.octree_queries import KDTREE_MIN_QUERIES
 from engram.memory.spatial.voxels import FLAG_DYNAMIC, OctreeConfig
 from tests.memory.spatial._helpers import depth_to_points, intrinsics, look_at, render_depth
 
@@ -141,7 +142,8 @@ def test_pending_new_voxels_give_the_same_map_whenever_it_is_read():
 
 
 def test_clamping_and_dynamic_flag():
-    cfg = OctreeConfig(voxel_size_m=VS)
+    # plain OctoMap misses (full weight whatever the hit history)
+    cfg = OctreeConfig(voxel_size_m=VS, miss_weight_hits=0.0)
     tree = SparseOctree(cfg)
     p = np.array([[1.0, 0.0, 0.0]])
     for i in range(10):
@@ -226,10 +228,13 @@ def test_radius_and_box_queries_match_brute_force(random_tree, level):
         assert set(got.codes.tolist()) == set(occ.codes[inside].tolist())
 
 
+@pytest.mark.parametrize("batch", [160, 8])  # KD-tree path, octree walk
 @pytest.mark.parametrize(("k", "level"), [(1, 0), (4, 0), (2, 1)])
-def test_nearest_occupied_matches_brute_force(random_tree, k, level):
+def test_nearest_occupied_matches_brute_force(random_tree, k, level, batch):
     rng = np.random.default_rng(20 + k)
     q = np.concatenate([rng.uniform(-4, 4, size=(150, 3)), rng.uniform(-40, 40, size=(10, 3))])
+    q = q[:: len(q) // batch][:batch]
+    assert (len(q) >= KDTREE_MIN_QUERIES) == (batch == 160)
     dist, idx = random_tree.nearest_occupied(q, k=k, level=level)
     occ = random_tree.occupied(level=level)
     full = np.linalg.norm(q[:, None, :] - occ.centers[None], axis=2)
@@ -373,7 +378,8 @@ def test_carving_traverses_exactly_the_crossed_voxels(seed):
     # seed 3: the camera sits exactly on a voxel corner (rays cross 3 planes at once)
     origin = np.array([0.0, -1.0, 1.0]) if seed == 3 else rng.uniform(-1, 1, 3)
     ends = origin + rng.normal(size=(40, 3)) * rng.uniform(0.2, 3)
-    cfg = OctreeConfig(voxel_size_m=VS, carve_margin_voxels=1.5, max_range_m=0)
+    # the plain traversal (no range-dependent margin, no surface band)
+    cfg = OctreeConfig.legacy(voxel_size_m=VS, carve_margin_voxels=1.5, max_range_m=0)
     tree = SparseOctree(cfg)
     tree.insert(ends, origin=origin)
     cols = tree.columns()
@@ -400,3 +406,111 @@ def _chord_voxels(origin, end, cell, margin):
         t1, t2 = (lo - ov) / vv, (lo + 1 - ov) / vv
     a, b = max(np.minimum(t1, t2).max(), 0.0), min(np.maximum(t1, t2).min(), 1.0)
     return max(b - a, 0.0) * np.linalg.norm(vv)
+
+
+# ---------------------------------------------------------------- sensor model (issue 16)
+
+
+def _wall_behind(tree, n, stamp0):
+    """n frames of a wall at x = 2 m seen from the origin: their rays cross (1, 0, 0)."""
+    wall = np.stack(
+        np.meshgrid([2.0], np.arange(-0.2, 0.2, 0.02), np.arange(-0.2, 0.2, 0.02)), -1
+    ).reshape(-1, 3)
+    freed = 0
+    for i in range(n):
+        freed += tree.insert(wall, origin=np.zeros(3), stamp_ns=stamp0 + i).freed_voxels
+    return freed
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_long_hit_history_outlasts_a_run_of_misses(legacy):
+    """A voxel hit in 100 frames survives 14 misses (the run that eroded real surfaces);
+    a voxel hit twice still clears within a few misses."""
+    make = OctreeConfig.legacy if legacy else OctreeConfig
+    long_seen, brief = np.array([[1.0, 0.0, 0.01]]), np.array([[1.0, 0.06, 0.01]])
+    tree = SparseOctree(make(voxel_size_m=VS))
+    for i in range(100):
+        tree.insert(long_seen, stamp_ns=i + 1)
+    for i in range(2):
+        tree.insert(brief, stamp_ns=200 + i)
+    _wall_behind(tree, 14, 1000)
+    assert tree.occupancy(brief)[0] == 0  # a short history clears
+    assert tree.occupancy(long_seen)[0] == (0 if legacy else 1)
+    # with enough evidence of absence it clears too (a moved piece of furniture)
+    _wall_behind(tree, 120, 2000)
+    assert tree.occupancy(long_seen)[0] == 0
+
+
+def test_surface_band_spares_grazing_rays():
+    """A floor seen at a grazing angle from 30 cm height, first at z = +1 cm, then (pose
+    drift of 2 cm) at z = -1 cm, one voxel layer lower: the rays to the far floor run
+    inside the first layer's voxels long before their end. The band keeps the floor
+    seen first; the old model carves it away."""
+    grid = np.stack(np.meshgrid(np.arange(0.5, 6.0, 0.01), np.arange(-0.5, 0.5, 0.02)), -1)
+    grid = grid.reshape(-1, 2)
+    first = np.c_[grid, np.full(len(grid), 0.01)]
+    later = np.c_[grid, np.full(len(grid), -0.01)]
+    origin = np.array([0.0, 0.0, 0.3])
+    kept = {}
+    for name, cfg in (
+        ("new", OctreeConfig(voxel_size_m=VS)),
+        ("legacy", OctreeConfig.legacy(voxel_size_m=VS)),
+    ):
+        tree = SparseOctree(cfg)
+        for i in range(25):
+            tree.insert(first if i < 10 else later, origin=origin, stamp_ns=i + 1)
+        kept[name] = float(np.mean(tree.occupancy(first) == 1))
+        if name == "new":
+            assert tree.dynamic_events == 0
+            # the air above the floor is still carved free
+            air = first[::50] + np.array([0, 0, 0.15])
+            air = air[(air[:, 0] < 2.5) & (np.abs(air[:, 1]) < 0.2)]  # where rays pass
+            assert np.mean(tree.occupancy(air) == 0) > 0.9
+        else:
+            assert tree.dynamic_events > 0
+    assert kept["new"] > 0.99
+    assert kept["legacy"] < 0.9
+
+
+def test_sensor_model_config_is_validated():
+    for bad in (
+        {"surface_band_voxels": -1},
+        {"miss_weight_hits": -1.0},
+        {"min_miss_weight": 0.0},
+        {"dynamic_min_hits": 0},
+        {"carve_margin_depth_sq_per_m": -0.1},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
+            SparseOctree(OctreeConfig(**bad))
+
+
+def test_batched_nearest_sees_every_write():
+    """The KD-tree behind batched k-NN is rebuilt after a write (never stale)."""
+    tree = SparseOctree(OctreeConfig(voxel_size_m=VS, carve=False))
+    tree.insert(np.array([[1.0, 1.0, 1.0]]))
+    q = np.random.default_rng(0).uniform(-0.5, 0.5, size=(KDTREE_MIN_QUERIES, 3))
+    d1, _ = tree.nearest_occupied(q)
+    tree.insert(np.array([[0.0, 0.0, 0.0]]))
+    d2, i2 = tree.nearest_occupied(q)
+    centre = tree.occupied().centers[i2[:, 0]]
+    assert np.all(d2 < d1) and np.allclose(centre, VS / 2)
+    with pytest.raises(ValueError, match="max_distance_m"):
+        tree.nearest_occupied(q, max_distance_m=-1.0)
+
+
+def test_surface_band_same_without_the_bitmap(monkeypatch):
+    """Carving boxes too large for a bitmap take the sorted-codes path: same result."""
+    import engram.memory.spatial.octree as octree_mod
+
+    rng = np.random.default_rng(4)
+    origin = np.array([0.1, -0.2, 1.0])
+    ends = origin + rng.normal(size=(300, 3)) * 2.0
+    trees = []
+    for limit in (octree_mod._MAX_BITMAP_CELLS, 1):
+        monkeypatch.setattr(octree_mod, "_MAX_BITMAP_CELLS", limit)
+        tree = SparseOctree(OctreeConfig(voxel_size_m=VS))
+        stats = tree.insert(ends, origin=origin)
+        assert stats.banded_voxels > 0
+        trees.append(tree.columns())
+    for k in trees[0]:
+        np.testing.assert_array_equal(trees[0][k], trees[1][k])
