@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 CLOCKS = ("lockstep", "realtime")
 DRIVERS = ("expert", "reactive", "stop", "actions")
+PERCEPTION_MODES = ("ground_truth", "camera")
 
 
 @dataclass
@@ -96,6 +97,10 @@ class SimNodeConfig(NodeConfig):
     max_steps: int = 0  # steps per episode; 0 = the task's default
     ground_truth_dir: str = ""  # write <task>_<seed>.json ground truth per episode; "" = no
     hide_show_frames: bool = False  # publish no Frame during the task's show phase
+    # "ground_truth": Frames carry the simulator's segmentation and body names (identity and
+    # labels for free); "camera": RGB-D and the camera pose only, as a real camera gives, so
+    # perception must find, track and name objects itself (ground truth stays with the scorer)
+    perception: str = "ground_truth"
 
 
 class SimNode(Node[SimNodeConfig]):
@@ -128,6 +133,11 @@ class SimNode(Node[SimNodeConfig]):
             raise ValueError(f"SimNodeConfig.clock must be one of {CLOCKS}, got {cfg.clock!r}")
         if cfg.driver not in DRIVERS:
             raise ValueError(f"SimNodeConfig.driver must be one of {DRIVERS}, got {cfg.driver!r}")
+        if cfg.perception not in PERCEPTION_MODES:
+            raise ValueError(
+                f"SimNodeConfig.perception must be one of {PERCEPTION_MODES}, "
+                f"got {cfg.perception!r}"
+            )
         for name in ("camera_rate_hz", "state_rate_hz", "watchdog_timeout_s", "wait_for_actions_s"):
             if getattr(cfg, name) < 0:
                 raise ValueError(f"SimNodeConfig.{name} must be >= 0, got {getattr(cfg, name)}")
@@ -429,6 +439,15 @@ class SimNode(Node[SimNodeConfig]):
 
     def _frame(self, env) -> Frame:
         f = env.render_frame()
+        if self.config.perception == "camera":
+            return Frame(
+                stamp_ns=self.stamp_ns(),
+                camera=f.camera,
+                rgb=f.rgb,
+                depth=f.depth,
+                intrinsics=f.intrinsics,
+                world_from_camera=f.world_from_camera,
+            )
         return Frame(
             stamp_ns=self.stamp_ns(),
             camera=f.camera,

@@ -235,3 +235,26 @@ def test_request_stop_from_the_pace_hook_ends_the_run():
         assert not node.wait_for_chunk(5.0)  # stopping: returns at once
     assert len(calls) == 3 and node.reports == [] and node.error == ""
     bus.close()
+
+
+def test_camera_mode_publishes_rgbd_and_pose_only():
+    """``perception: camera`` withholds the simulator's privileges: no segmentation, no
+    body names, no robot part list; the episode itself is unchanged."""
+    bus = InProcBus("sim-test-camera")
+    frames = bus.subscribe("/frames", "all(256)")
+    node = SimNode(
+        SimNodeConfig(
+            task="cups", seed=2, width_px=64, height_px=48, camera_rate_hz=5.0,
+            perception="camera",
+        ),
+        bus=bus,
+    )  # fmt: skip
+    with node:
+        assert node.wait(120)
+    assert node.reports[0]["success"]
+    got = _drain(frames)
+    assert got and all(f.segmentation is None and not f.labels for f in got)
+    assert all(not f.robot_labels for f in got)
+    assert got[-1].depth.shape == (48, 64) and got[-1].world_from_camera.shape == (4, 4)
+    with pytest.raises(ValueError, match="perception"):
+        SimNode(SimNodeConfig(perception="oracle"), bus=InProcBus("x2"))
