@@ -70,6 +70,9 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
+_PAD_MAX = 1024  # search pads missing results with -1 up to this many columns, never more
+
+
 class VectorIndex:
     """Top-k inner-product search over (N, D) float32 vectors keyed by int64 ids.
 
@@ -196,7 +199,9 @@ class VectorIndex:
         candidates: np.ndarray | Iterable[int] | None = None,
         exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) or (D,) queries -> (scores (Q, k), ids (Q, k)), best first.
+        """(Q, D) or (D,) queries -> (scores (Q, k), ids (Q, k)), best first; a ``k`` larger
+        than the vectors searched pads with -inf / -1, up to ``max(vectors, 1024)`` columns:
+        a huge ``k`` (``top_k=10**9`` from a query) costs what the index holds, never more.
 
         candidates: restrict to these ids (exact search over that subset).
         exact: force exact search even above the FAISS threshold.
@@ -217,7 +222,8 @@ class VectorIndex:
             rows = np.fromiter(
                 (self._row[int(c)] for c in cand.tolist() if int(c) in self._row), np.int64
             )
-            return self._exact(q, k, rows)
+            return self._exact(q, min(k, max(len(rows), _PAD_MAX)), rows)
+        k = min(k, max(self._n, _PAD_MAX))
         if self._faiss is None or exact:
             return self._exact(q, k, None)
         return self._faiss_search(q, k)

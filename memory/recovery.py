@@ -24,7 +24,22 @@ journal, or, with none, rebuilt from the journal, which then still reaches
 back to the start: nothing is lost. The other memories load as usual. A
 damaged journal is set aside the same way and a new one started (what it held
 after the checkpoints is lost). Each case is logged and listed in
-``stats()["load_errors"]``, and the system runs on.
+``stats()["load_errors"]`` (and by ``engram memory info``), and the system runs on.
+
+Every loss is detected, not only damage that makes a file unreadable:
+
+- ``root/journal.head`` holds the last committed jseq (rewritten, atomically, after each
+  journal commit: one small file per batch). A journal truncated to 0 bytes or deleted
+  opens as an empty store; on open, a head beyond the last jseq found (in the journal or
+  the checkpoints) is reported with the number of messages lost, and numbering resumes
+  after the head;
+- each array a record holds carries a CRC-32 (``engram.memory.store``): a journal message
+  whose arrays fail it is skipped and reported, the rest of the journal is replayed;
+- ``CURRENT`` that is not a readable file naming a checkpoint (a directory, say) is set
+  aside like a damaged checkpoint.
+
+Reopening replays the journal in batches of ``_REPLAY_BATCH`` records (one SQLite query and
+one array read per batch).
 
 Loss bound: a process killed with SIGKILL loses at most the messages whose
 journal batch was not committed: fewer than ``journal_batch`` messages, none
@@ -55,6 +70,7 @@ __all__ = ["JOURNAL", "Persistence"]
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal"  # the journal's collection in its ``Store``
+HEAD = "journal.head"  # last committed jseq, beside the journal (Damage)
 
 
 class Persistence:
@@ -71,6 +87,7 @@ class Persistence:
     _journal: Store | None
     _jseq: int
     _journal_committed: int
+    _head_written: int = 0  # the jseq last written to journal.head
     _dispatched_jseq: int
     _since_checkpoint: int
     counters: dict[str, int]
@@ -100,21 +117,33 @@ class Persistence:
             moved = _set_aside(root / "journal")
             self._load_error("journal", f"{exc}; set aside as {moved}, a new journal started")
             self._journal = Store(root / "journal", config=journal_cfg)
+        head = self._read_head(root)
         for lane in self._lanes:
             self._load_lane(lane)
         floor = min((lane.applied_jseq for lane in self._lanes), default=0)
         last = max((lane.applied_jseq for lane in self._lanes), default=0)
         replayed = 0
+        damaged: list[str] = []
         try:
-            for rec in self._journal.scan(JOURNAL):
+            for rec, problem in self._journal.scan_checked(JOURNAL):
                 jseq = int(rec.record_id)
                 last = max(last, jseq)
                 if jseq <= floor:
                     continue
-                msg, topic = record_to_message(rec)
+                if problem:
+                    damaged.append(f"jseq {jseq}: {problem}")
+                    continue
+                try:
+                    msg, topic = record_to_message(rec, trusted=True)  # validated on submit
+                except (ValueError, KeyError, TypeError) as exc:
+                    damaged.append(f"jseq {jseq}: {exc}")
+                    continue
+                # each memory's lane applies it (lanes run in parallel, in order each)
                 for lane in self._lanes:
-                    if jseq > lane.applied_jseq:
-                        self._apply_task(lane, jseq, msg, topic)()
+                    if jseq > lane.applied_jseq and (
+                        msg.TYPE in lane.memory.accepts or not lane.memory.accepts
+                    ):
+                        lane.submit(self._apply_task(lane, jseq, msg, topic))
                 replayed += 1
         except (sqlite3.DatabaseError, StoreError, ValueError, KeyError) as exc:
             # damage found part-way: keep what was replayed, set the journal aside
@@ -126,8 +155,50 @@ class Persistence:
                 "a new journal started",
             )
             self._journal = Store(root / "journal", config=journal_cfg)
-        self._jseq = self._journal_committed = self._dispatched_jseq = last
+        for lane in self._lanes:
+            lane.idle()
+        if damaged:
+            self._load_error(
+                "journal damage",
+                f"{len(damaged)} journaled message(s) failed their checks and were skipped "
+                f"(lost): {'; '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''}",
+            )
+        if head > last:
+            self._load_error(
+                "journal loss",
+                f"messages {last + 1}..{head} ({head - last}) were committed to the journal "
+                f"but are missing from it (journal truncated or deleted); the memories hold "
+                f"what their checkpoints and the remaining journal had",
+            )
         self.counters["replayed"] = replayed
+        self.counters["lost_on_load"] = max(0, head - last) + len(damaged)
+        last = max(last, head)
+        self._jseq = self._journal_committed = self._dispatched_jseq = last
+        self._head_written = last
+
+    def _read_head(self, root: Path) -> int:
+        path = root / HEAD
+        try:
+            return int(path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            self._load_error("journal.head", f"{path} is unreadable ({exc}); ignored")
+            return 0
+
+    def _committed(self, jseq: int) -> None:
+        """Every journal message up to ``jseq`` is committed: note it (journal.head)."""
+        self._journal_committed = jseq
+        root = self.config.root
+        if not root or jseq <= self._head_written:
+            return
+        tmp = Path(root) / (HEAD + ".tmp")
+        try:
+            tmp.write_text(f"{jseq}\n")
+            os.replace(tmp, Path(root) / HEAD)
+            self._head_written = jseq
+        except OSError as exc:  # a full disk must not stop ingest; the journal has it
+            log.warning("memory system at %s: cannot write %s: %s", root, HEAD, exc)
 
     def _load_lane(self, lane: Lane) -> None:
         """Load a memory's CURRENT checkpoint; when it is damaged, set it aside and fall
@@ -149,9 +220,15 @@ class Persistence:
                 problem += f"; set aside as {_set_aside(ckpt)}"
         # only checkpoints older than the damaged one: a newer directory is the leftover
         # of an interrupted save (CURRENT never pointed at it)
-        named = pointer.read_text().strip() if pointer.exists() else ""
+        named = _read_pointer(pointer)
         below = _jseq_of(Path(named)) if re.fullmatch(r"ckpt-\d{16}", named) else 0
-        pointer.unlink(missing_ok=True)
+        if pointer.is_dir() or (pointer.exists() and not pointer.is_file()):
+            problem += f"; {pointer.name} set aside as {_set_aside(pointer)}"
+        else:
+            pointer.unlink(missing_ok=True)
+        if not below:  # no readable pointer: the newest directory may be an interrupted
+            # save, so only the older ones (the journal reaches back to the previous one)
+            below = max((_jseq_of(c) for c in _checkpoints(mem_dir)), default=0)
         older = [c for c in _checkpoints(mem_dir) if _jseq_of(c) < below]
         for prev in reversed(older):
             try:
@@ -182,7 +259,12 @@ class Persistence:
         pointer = self._mem_dir(name) / "CURRENT"
         if not pointer.exists():
             return None
-        target = self._mem_dir(name) / pointer.read_text().strip()
+        if not pointer.is_file():
+            raise RuntimeError(f"{pointer} is not a file")
+        named = pointer.read_text().strip()
+        if not re.fullmatch(r"ckpt-\d{16}", named):
+            raise RuntimeError(f"{pointer} does not name a checkpoint ({named[:40]!r})")
+        target = self._mem_dir(name) / named
         if not target.is_dir():
             raise RuntimeError(f"{pointer} points at a missing checkpoint {target}")
         return target
@@ -196,7 +278,7 @@ class Persistence:
             self.flush()
         with self._submit_lock:
             self._journal.commit()  # type: ignore[union-attr]
-            self._journal_committed = self._jseq
+            self._committed(self._jseq)
         with self._dispatch_lock:
             # Every message up to this jseq is queued before the save in each lane, so
             # each save holds exactly the messages <= jseq (those its memory accepts).
@@ -275,6 +357,14 @@ def _clone_store(src: Path, dst: Path) -> None:
         a.backup(b)
     b.close()
     a.close()
+
+
+def _read_pointer(pointer: Path) -> str:
+    """What a CURRENT file names ("" when it is missing, not a file or unreadable)."""
+    try:
+        return pointer.read_text().strip() if pointer.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _checkpoints(mem_dir: Path) -> list[Path]:

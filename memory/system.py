@@ -90,7 +90,7 @@ from engram.memory.lanes import Lane
 from engram.memory.recovery import JOURNAL, Persistence
 from engram.memory.store import Store, message_to_record
 from engram.runtime import registry
-from engram.runtime.messages import MemoryQuery, Message
+from engram.runtime.messages import MAX_QUERY_CHARS, MAX_TOP_K, MemoryQuery, Message
 from engram.runtime.registry import RegistryError
 
 __all__ = [
@@ -310,7 +310,7 @@ class MemorySystem(Persistence):
             message_to_record(msg, collection=JOURNAL, record_id=f"{jseq:016d}", topic=topic)
         )
         if self._journal.pending == 0:
-            self._journal_committed = jseq
+            self._committed(jseq)
 
     def _dispatch(self, jseq: int, msg: Message, topic: str) -> list[tuple[str, Future]]:
         futures = []
@@ -368,7 +368,7 @@ class MemorySystem(Persistence):
             with self._submit_lock:
                 self._journal.commit_if_due()
                 if self._journal.pending == 0:
-                    self._journal_committed = self._jseq
+                    self._committed(self._jseq)
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every submitted message has been applied by every memory."""
@@ -390,6 +390,17 @@ class MemorySystem(Persistence):
         if not isinstance(query, MemoryQuery):
             raise TypeError(
                 f"MemorySystem.recall: expected a MemoryQuery, got {type(query).__name__}"
+            )
+        # MemoryQuery refuses these at construction; a query changed after it is refused
+        # here too, before any memory allocates top_k results (10**9 took 17 GB once)
+        if not isinstance(query.top_k, int) or not 1 <= query.top_k <= MAX_TOP_K:
+            raise ValueError(
+                f"MemorySystem.recall: top_k must be 1..{MAX_TOP_K}, got {query.top_k!r}"
+            )
+        if not isinstance(query.text, str) or len(query.text) > MAX_QUERY_CHARS:
+            raise ValueError(
+                f"MemorySystem.recall: question over {MAX_QUERY_CHARS} characters "
+                f"({len(query.text)})"
             )
         lanes = self._lanes_for(query.memories)
         self.counters["recalls"] += 1
@@ -530,6 +541,9 @@ class MemorySystem(Persistence):
             self._dispatcher.join(timeout=5.0)
             self._pool.shutdown(wait=True)
             if self._journal is not None:
+                with self._submit_lock:
+                    self._journal.commit()
+                    self._committed(self._jseq)
                 self._journal.close()
 
     def __enter__(self) -> MemorySystem:

@@ -12,7 +12,9 @@ Freshness is a named ``QueuePolicy`` per subscription; no queue is unbounded:
 - ``latest``: keep the newest message only (older ones are dropped and counted).
 - ``queue(n)``: bounded FIFO of n; when full the oldest is dropped and counted.
 - ``all``: bounded FIFO of n (default 64); when full the *publisher blocks*
-  (backpressure) instead of dropping.
+  (backpressure) instead of dropping. Across processes (``ZmqBus``) that wait is bounded
+  (``all_block_timeout_s``): a subscriber that takes nothing for that long loses the
+  message (counted in ``Subscription.lost``) instead of freezing its publisher.
 
 Request/reply (``serve`` / ``request``) is for queries such as memory recall:
 ``request`` raises ``TimeoutError`` when no reply arrives in time.
@@ -169,6 +171,11 @@ class Subscription:
         self.policy = policy
         self.mailbox = Mailbox(policy)
         self.decode_errors = 0
+        # "all" over a network bus: messages a publisher dropped for this subscription after
+        # it stayed full for the publisher's timeout (seen as gaps in its sequence numbers)
+        self.lost = 0
+        # messages of the wrong type for the port that reads this subscription (Node drops them)
+        self.wrong_type = 0
         self._on_close = on_close
 
     @property
@@ -194,7 +201,7 @@ class Subscription:
     def __repr__(self) -> str:
         return (
             f"Subscription({self.topic!r}, {self.policy}, received={self.received}, "
-            f"dropped={self.dropped}, decode_errors={self.decode_errors})"
+            f"dropped={self.dropped}, lost={self.lost}, decode_errors={self.decode_errors})"
         )
 
 

@@ -2,10 +2,17 @@
 ``python -m engram.runtime.child --spec GROUP.json --group NAME --parent-pid PID``.
 
 It joins the bus, builds and starts its nodes, and stops them cleanly on SIGTERM/SIGINT,
+(a second signal, or nodes still stopping after ``ENGRAM_STOP_DEADLINE_S``, default 4 s,
+end it at once: a launch is stopped within 5 s),
 or when its parent dies (it polls ``os.getppid()``, so no orphan outlives a SIGKILLed
 launcher). It exits 0 when told to stop or when all its nodes stopped by themselves, 1
 when its nodes could not be built or started. ``engram.runtime.supervisor`` restarts it
 by its group's ``RestartPolicy``.
+
+Watchdog: when the supervisor passes a pipe (``ENGRAM_WATCHDOG_FD``), a thread of its own
+writes ``ages NODE=SECONDS ...`` there every 0.5 s: how long ago each node last published
+its heartbeat. It never touches the bus, so a blocked publish cannot silence it, and a
+stopped or hung process or node shows as silence or a growing age.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from engram.runtime.bus import make_bus
@@ -69,6 +77,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
         if bus is not None:
             bus.close()
         return 1
+    _start_watchdog(nodes, stop)
     exit_code = 0
     while not stop.wait(0.2):
         if args.parent_pid and os.getppid() != args.parent_pid:
@@ -76,11 +85,58 @@ def child_main(argv: Sequence[str] | None = None) -> int:
             break
         if all(node.state in ("stopped", "stopping") for node in nodes):
             break  # every node finished by itself
+    _exit_after(float(os.environ.get("ENGRAM_STOP_DEADLINE_S", "4")), args.group)
     for node in reversed(start_order(nodes)):
         if not _stop_quietly(node):
             exit_code = 1
     bus.close()
     return exit_code
+
+
+def _exit_after(deadline_s: float, group: str) -> None:
+    """Make sure the process ends: if stopping its nodes (flushing their data) takes longer
+    than ``deadline_s``, or a second SIGTERM/SIGINT arrives, exit at once."""
+
+    def now(signum: int = 0, _frame: object = None) -> None:
+        log.error("process group %r: nodes did not stop within %.1f s; exiting", group, deadline_s)
+        logging.shutdown()
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, now)
+    signal.signal(signal.SIGINT, now)
+    timer = threading.Timer(deadline_s, now)
+    timer.daemon = True
+    timer.start()
+
+
+def _start_watchdog(nodes: list, stop: threading.Event) -> None:
+    """Write each node's heartbeat age to the supervisor's pipe every 0.5 s (module doc)."""
+    fd_text = os.environ.get("ENGRAM_WATCHDOG_FD", "")
+    if not fd_text.isdigit():
+        return
+    fd = int(fd_text)
+    try:
+        os.set_blocking(fd, False)  # a supervisor that does not read never blocks us
+    except OSError:
+        return
+
+    def run() -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            ages = []
+            for node in nodes:
+                if getattr(node.config, "heartbeat_hz", 0) > 0 and node.state == "running":
+                    last = node.last_heartbeat_s or node._started_at or now
+                    ages.append(f"{node.name}={max(0.0, now - last):.2f}")
+            try:
+                os.write(fd, ("ages " + " ".join(ages) + "\n").encode())
+            except BlockingIOError:
+                pass
+            except OSError:
+                return  # the supervisor went away
+            stop.wait(0.5)
+
+    threading.Thread(target=run, name="watchdog", daemon=True).start()
 
 
 def _stop_quietly(node: object) -> bool:

@@ -44,6 +44,13 @@ not a map, a validation failure) raises exactly one exception type, ``DecodeErro
 ``ValueError``), with a message naming the problem. Sizes are checked before anything is
 allocated, so a lying header cannot trigger a huge allocation.
 
+Size limits: a header frame holds at most ``MAX_HEADER_BYTES`` (4 MiB; arrays travel in
+their own frames, so only text and small lists live there), and inside it no string or
+byte string is longer than ``MAX_FIELD_BYTES`` (1 MiB) and no list or map has more than
+``MAX_FIELD_ITEMS`` (100,000) entries. A larger header is refused before msgpack parses
+it (``DecodeError``); ``encode`` refuses to produce one (``EncodeError``), so the
+publisher, not every subscriber, learns of it.
+
 Blob form (``pack`` / ``unpack``), for files such as MCAP, is self-delimiting::
 
     b"EGRB" | u32 frame count n | n x u64 frame length | frames, each zero-padded to 8 bytes
@@ -65,6 +72,9 @@ from engram.runtime.messages import MESSAGE_TYPES, Message
 
 __all__ = [
     "HEADER_MAGIC",
+    "MAX_FIELD_BYTES",
+    "MAX_FIELD_ITEMS",
+    "MAX_HEADER_BYTES",
     "WIRE_VERSION",
     "DecodeError",
     "EncodeError",
@@ -86,6 +96,9 @@ _WIRE_DTYPES = frozenset(
 _MAX_ARRAYS = 64  # more array frames than any message type has
 _MAX_NDIM = 32  # numpy's own limit is 64
 _MAX_NESTING = 64  # depth of lists/dicts inside non-array fields
+MAX_HEADER_BYTES = 4 << 20  # largest header frame (text fields, small lists), see Size limits
+MAX_FIELD_BYTES = 1 << 20  # longest str / bytes inside the header
+MAX_FIELD_ITEMS = 100_000  # most entries in one list or map inside the header
 _BASE_FIELDS = ("stamp_ns", "seq")
 
 
@@ -143,6 +156,11 @@ def encode(msg: Message) -> list[bytes | memoryview]:
         body = cast(bytes, msgpack.packb(header, use_bin_type=True, default=_to_plain))
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"cannot encode {cls.TYPE}: {exc}") from None
+    if len(body) + len(_PREFIX) > MAX_HEADER_BYTES:
+        raise EncodeError(
+            f"cannot encode {cls.TYPE}: its non-array fields take {len(body)} bytes, over the "
+            f"header limit of {MAX_HEADER_BYTES} (send bulk data as arrays)"
+        )
     return [_PREFIX + body, *buffers]
 
 
@@ -264,9 +282,20 @@ def _decode_views(views: list[memoryview]) -> Message:
         raise DecodeError(f"header frame has bad magic {bytes(header_view[:4])!r}")
     if header_view[4] != WIRE_VERSION:
         raise DecodeError(f"wire version {header_view[4]} (this build reads {WIRE_VERSION})")
+    if header_view.nbytes > MAX_HEADER_BYTES:
+        raise DecodeError(
+            f"header frame of {header_view.nbytes} bytes is over the limit of {MAX_HEADER_BYTES}"
+        )
     try:
         header = msgpack.unpackb(
-            header_view[len(_PREFIX) :], raw=False, strict_map_key=True, ext_hook=_no_ext
+            header_view[len(_PREFIX) :],
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_no_ext,
+            max_str_len=MAX_FIELD_BYTES,
+            max_bin_len=MAX_FIELD_BYTES,
+            max_array_len=MAX_FIELD_ITEMS,
+            max_map_len=MAX_FIELD_ITEMS,
         )
     except DecodeError:
         raise

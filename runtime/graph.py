@@ -248,8 +248,11 @@ def curve_from_settings(curve: dict[str, str] | None) -> Any:
 def parse_graph(data: Any, source: str) -> tuple[dict[str, Any], list[NodeSpec], list[str]]:
     """Structural checks; returns (graph settings, node specs, problems)."""
     problems: list[str] = []
-    if not isinstance(data, dict):
-        return {}, [], [f"a launch graph must be a mapping with a 'nodes' list, got {data!r}"]
+    if not isinstance(data, dict):  # (an empty file is None): default settings, no nodes
+        settings = {"name": "graph", "bus": None, "external_topics": {}, "curve": None}
+        settings["shutdown_grace_s"] = 5.0
+        problem = f"a launch graph must be a mapping with a 'nodes' list, got {data!r:.200}"
+        return settings, [], [problem]
     unknown = sorted(set(data) - _GRAPH_KEYS)
     if unknown:
         problems.append(
@@ -282,11 +285,15 @@ def parse_graph(data: Any, source: str) -> tuple[dict[str, Any], list[NodeSpec],
         settings["external_topics"] = {}
     else:
         for topic, type_name in external.items():
-            if type_name not in MESSAGE_TYPES:
+            if not isinstance(type_name, str) or type_name not in MESSAGE_TYPES:
                 problems.append(
                     f"external_topics: topic {topic!r} has unknown message type {type_name!r}; "
                     f"known: {', '.join(sorted(MESSAGE_TYPES))}"
                 )
+        # only well-formed entries go on to the wiring checks (a list as a type: no crash)
+        settings["external_topics"] = {
+            t: n for t, n in external.items() if isinstance(n, str) and n in MESSAGE_TYPES
+        }
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         problems.append("'nodes' must be a non-empty list of node entries")

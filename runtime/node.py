@@ -13,8 +13,10 @@ anything starts::
 Ports have a default topic (``/<port>``) that a launch graph can remap
 (``topics={"frames": "/camera/front"}``). Each input is served by its own thread
 that pulls from a bounded ``Subscription`` (see ``runtime/bus.py`` for policies)
-and calls ``on_<port>(msg)``. An exception in a handler is logged and counted;
-the node keeps running.
+and calls ``on_<port>(msg)``. A message whose type is not the port's declared type
+(a ``Heartbeat`` sent to a frames topic) never reaches the handler: it is counted
+(``wrong_type``) and dropped, with a rate-limited log line. An exception in a handler
+is logged and counted; the node keeps running.
 
 Lifecycle: ``configure()`` -> ``start()`` -> ``stop()`` (hooks ``on_configure``,
 ``on_start``, ``on_stop``); ``with node:`` configures, starts and stops.
@@ -22,8 +24,10 @@ Services (request/reply) are declared in ``SERVICES`` and answered by
 ``on_<service>(request) -> reply``. Timers: ``self.add_timer(rate_hz, fn)``.
 
 Every node publishes a ``Heartbeat`` on ``/heartbeat`` at ``heartbeat_hz`` with its
-state and counters (received, dropped, decode_errors, handler_errors, published)
-plus whatever ``health()`` adds.
+state and counters (received, dropped, lost, wrong_type, decode_errors, handler_errors,
+published) plus whatever ``health()`` adds; ``last_heartbeat_s`` (monotonic) is when the
+last one went out, which a process's watchdog reports to its supervisor
+(``engram.runtime.child``).
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ class Node(Generic[ConfigT]):
         self._started_at = 0.0
         self._lock = threading.Lock()
         self._inputs_handled = 0  # input messages whose handler has returned (input_backlog)
+        self.last_heartbeat_s = 0.0  # time.monotonic() of the last heartbeat published
+        self._wrong_type_logged = -float("inf")  # rate limit of the wrong-type log line
 
     # ---- declared ports (override to make them depend on config) ---------------
     def inputs(self) -> dict[str, Input]:
@@ -180,7 +186,7 @@ class Node(Generic[ConfigT]):
                 raise TypeError(f"node {self.name!r}: input {port!r} needs a method on_{port}(msg)")
             sub = self.bus.subscribe(self.topic(port), decl.policy)
             self._subs[port] = sub
-            self._spawn(f"{self.name}:{port}", self._input_loop, sub, handler)
+            self._spawn(f"{self.name}:{port}", self._input_loop, sub, handler, decl.type)
         for port in self.services():
             handler = getattr(self, f"on_{port}", None)
             if handler is None:
@@ -278,7 +284,9 @@ class Node(Generic[ConfigT]):
         self._threads.append(t)
         t.start()
 
-    def _input_loop(self, sub: Subscription, handler: Callable[[Message], None]) -> None:
+    def _input_loop(
+        self, sub: Subscription, handler: Callable[[Message], None], type_name: str
+    ) -> None:
         while not self._stop.is_set():
             try:
                 msg = sub.get(self.config.poll_timeout_s)
@@ -287,9 +295,27 @@ class Node(Generic[ConfigT]):
             if msg is None:
                 continue
             self.count("received")
-            self._call(handler, msg)
+            if msg.TYPE != type_name:
+                self._drop_wrong_type(sub, msg, type_name)
+            else:
+                self._call(handler, msg)
             with self._lock:
                 self._inputs_handled += 1
+
+    def _drop_wrong_type(self, sub: Subscription, msg: Message, type_name: str) -> None:
+        sub.wrong_type += 1
+        self.count("wrong_type")
+        now = time.monotonic()
+        if now - self._wrong_type_logged >= 5.0:
+            self._wrong_type_logged = now
+            log.warning(
+                "node %s: dropped a %s on %s, which carries %s (%d so far)",
+                self.name,
+                msg.TYPE,
+                sub.topic,
+                type_name,
+                self.counters.get("wrong_type", 0),
+            )
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -337,6 +363,7 @@ class Node(Generic[ConfigT]):
             counters = dict(self.counters)
         counters["dropped"] = sum(s.dropped for s in self._subs.values())
         counters["decode_errors"] = sum(s.decode_errors for s in self._subs.values())
+        counters["lost"] = sum(s.lost for s in self._subs.values())
         extra = self.health()
         counters.update(extra.get("counters", {}))
         return Heartbeat(
@@ -352,7 +379,8 @@ class Node(Generic[ConfigT]):
         try:
             self.bus.publish(HEARTBEAT_TOPIC, self.heartbeat())
         except BusClosed:
-            pass
+            return
+        self.last_heartbeat_s = time.monotonic()
 
 
 def load_node_class(type_name: str) -> type[Node]:

@@ -16,6 +16,16 @@ one OS process and hands them to a ``Supervisor``:
 - ``Supervisor.stop(grace_s)`` sends SIGTERM to every child's process group,
   waits ``grace_s``, then SIGKILLs what is left and reaps everything.
 
+Liveness. A process can be alive and useless: stopped (SIGSTOP), deadlocked, or with a
+node whose heartbeat timer is stuck. Each child gets a pipe (its write end's number in
+``ENGRAM_WATCHDOG_FD``); ``engram.runtime.child`` writes a line there every 0.5 s from a
+thread of its own, never through the bus, so no data topic can block it: the age of
+each node's last heartbeat (``ages camera=0.31 stats=0.40``). Once a process has written
+one line, the supervisor expects them: silence for ``heartbeat_timeout_s``, or a node
+whose heartbeat is older than that, is reported ("stopped heartbeating") and, unless
+the policy is ``never``, the process is killed (SIGKILL) and restarted like any crash.
+Commands that never write (not an Engram child) are not watched.
+
 Children run in their own session (``start_new_session``), so a terminal's
 Ctrl-C reaches only the launcher, which then shuts the children down in order.
 A child exits 0 when told to stop or when all its nodes stopped by themselves,
@@ -57,6 +67,9 @@ class RestartPolicy:
     backoff_s: float = 0.5  # delay before the first restart; doubles per consecutive crash
     max_backoff_s: float = 30.0  # cap on the delay
     stable_s: float = 10.0  # a process up at least this long resets the consecutive-crash count
+    # a process (or one of its nodes) silent this long is reported and, unless policy is
+    # never, killed and restarted (Liveness); 0 = not watched
+    heartbeat_timeout_s: float = 10.0
 
     def problems(self) -> list[str]:
         """Invalid settings, as messages naming the field."""
@@ -67,7 +80,7 @@ class RestartPolicy:
             out.append(f"max_restarts must be an int, got {self.max_restarts!r}")
         elif self.max_restarts < -1:
             out.append(f"max_restarts must be >= -1 (-1 = no limit), got {self.max_restarts}")
-        for name in ("backoff_s", "max_backoff_s", "stable_s"):
+        for name in ("backoff_s", "max_backoff_s", "stable_s", "heartbeat_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 out.append(f"{name} must be a number >= 0, got {value!r}")
@@ -98,6 +111,21 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+def _parse_ages(line: bytes) -> dict[str, float]:
+    """``b"ages camera=0.31 stats=0.40"`` -> ``{"camera": 0.31, "stats": 0.4}`` (junk -> {})."""
+    out: dict[str, float] = {}
+    words = line.decode("utf-8", "replace").split()
+    if not words or words[0] != "ages":
+        return out
+    for word in words[1:]:
+        name, _, age = word.rpartition("=")
+        try:
+            out[name] = float(age)
+        except ValueError:
+            continue
+    return out
+
+
 def _print_status(line: str) -> None:
     print(f"engram launch: {line}", file=sys.stderr, flush=True)
 
@@ -126,7 +154,13 @@ class ManagedProcess:
     started_at: float = 0.0
     next_start_at: float = 0.0
     pids: list[int] = field(default_factory=list)  # every pid it has had, oldest first
+    hangs: int = 0  # times it was found not heartbeating (Liveness)
+    last_beat_at: float = 0.0  # monotonic time of its last watchdog line; 0 = none yet
+    node_ages_s: dict[str, float] = field(default_factory=dict)  # from that line
     _popen: subprocess.Popen | None = field(default=None, repr=False)
+    _watch_fd: int | None = field(default=None, repr=False)
+    _watch_buf: bytes = field(default=b"", repr=False)
+    _hung: str = field(default="", repr=False)  # why it was found hung (reported once)
 
     @property
     def finished(self) -> bool:
@@ -139,6 +173,7 @@ class ManagedProcess:
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "nodes": list(self.nodes),
+            "hangs": self.hangs,
         }
 
 
@@ -200,6 +235,7 @@ class Supervisor:
                         proc.last_exit = describe_exit(proc._popen.returncode)
                 if not proc.finished:
                     proc.state = "stopped"
+                self._close_watch(proc)
             self._changed.notify_all()
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -223,13 +259,29 @@ class Supervisor:
 
     # ---- internals -----------------------------------------------------------------
     def _spawn(self, proc: ManagedProcess) -> None:
+        self._close_watch(proc)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        env = dict(proc.env if proc.env is not None else os.environ)
+        env["ENGRAM_WATCHDOG_FD"] = str(write_fd)
         try:
-            popen = subprocess.Popen(proc.argv, env=proc.env, cwd=proc.cwd, start_new_session=True)
+            popen = subprocess.Popen(
+                proc.argv,
+                env=env,
+                cwd=proc.cwd,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+            )
         except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
             proc.state = "failed"
             proc.last_exit = f"could not start: {exc}"
             self._status(f"process {proc.name!r} could not start: {exc}")
             return
+        os.close(write_fd)
+        proc._watch_fd, proc._watch_buf, proc._hung = read_fd, b"", ""
+        proc.last_beat_at, proc.node_ages_s = 0.0, {}
         proc._popen = popen
         proc.pid = popen.pid
         proc.pids.append(popen.pid)
@@ -260,14 +312,64 @@ class Supervisor:
                     if proc.state == "running" and proc._popen is not None:
                         code = proc._popen.poll()
                         if code is not None:
+                            self._close_watch(proc)
                             self._on_exit(proc, code, now)
                             self._changed.notify_all()
+                        else:
+                            self._watch(proc, now)
                     elif proc.state == "waiting" and now >= proc.next_start_at:
                         self._spawn(proc)
                         self._changed.notify_all()
 
+    def _watch(self, proc: ManagedProcess, now: float) -> None:
+        """Read the process's watchdog lines; report (and kill, per policy) a hang."""
+        timeout_s = proc.restart.heartbeat_timeout_s
+        if proc._watch_fd is not None:
+            try:
+                while chunk := os.read(proc._watch_fd, 65536):
+                    proc._watch_buf = (proc._watch_buf + chunk)[-65536:]
+                    if len(chunk) < 65536:
+                        break
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close_watch(proc)
+            *lines, proc._watch_buf = proc._watch_buf.split(b"\n")
+            if lines:
+                proc.last_beat_at = now
+                proc.node_ages_s = _parse_ages(lines[-1])
+        if timeout_s <= 0 or proc.last_beat_at == 0.0 or proc._hung:
+            return
+        silent_s = now - proc.last_beat_at
+        if silent_s > timeout_s:
+            why = f"sent no heartbeat for {silent_s:.1f} s (stopped or hung)"
+        else:
+            stale = {n: a for n, a in proc.node_ages_s.items() if a > timeout_s}
+            if not stale:
+                return
+            why = "node(s) stopped heartbeating: " + ", ".join(
+                f"{n} ({a:.1f} s)" for n, a in sorted(stale.items())
+            )
+        proc._hung = why
+        proc.hangs += 1
+        if proc.restart.policy == "never":
+            self._status(f"process {proc.name!r} (pid {proc.pid}) {why}; not restarting (never)")
+            return
+        self._status(f"process {proc.name!r} (pid {proc.pid}) {why}; killing it to restart")
+        self._signal(proc, signal.SIGKILL)
+
+    def _close_watch(self, proc: ManagedProcess) -> None:
+        if proc._watch_fd is not None:
+            try:
+                os.close(proc._watch_fd)
+            except OSError:
+                pass
+            proc._watch_fd = None
+
     def _on_exit(self, proc: ManagedProcess, code: int, now: float) -> None:
         proc.last_exit = describe_exit(code)
+        if proc._hung:
+            proc.last_exit += f" after it {proc._hung}"
         policy = proc.restart
         if not policy.wants_restart(code):
             proc.state = "exited"

@@ -17,16 +17,21 @@ Every process calls ``make_bus(url)`` with the same ``url`` (``ipc:///path/prefi
 
 - **Pub/sub is direct** (no proxy on the hot path). Each bus binds two XPUB sockets of its
   own: *lossy* (drops at the high-water mark, like PUB) and *lossless* (``XPUB_NODROP``: a
-  full subscriber makes ``send`` block = backpressure). Subscriptions with policy ``latest``
+  full subscriber makes ``send`` wait = backpressure, for at most ``all_block_timeout_s``;
+  see "A stuck subscriber" below). Subscriptions with policy ``latest``
   or ``queue(n)`` connect their SUB socket to every bus's lossy socket, ``all`` subscriptions
   to the lossless ones. Each bus tells the broker its two endpoints (``HELLO``, repeated every
   ``heartbeat_s`` as soft state) and gets back, and is pushed on every change, the list of all
   endpoints (``PEERS``); subscription threads connect to new endpoints as they appear and
   disconnect from peers that left (``BYE``) or stopped announcing (expired).
-- A message travels as ``[topic + b"\\0", header, array buffers...]`` (codec frames, see
-  ``runtime/codec.py``), sent with ``copy=False`` and received with ``copy=False``, so a
-  camera frame is not copied in Python on either side. The NUL makes topic matching exact
-  (ZeroMQ filters by prefix, at the publisher).
+- A message travels as ``[topic + b"\\0" + publisher id, header, array buffers...]`` (codec
+  frames, see ``runtime/codec.py``), sent with ``copy=False`` and received with
+  ``copy=False``, so a camera frame is not copied in Python on either side. The NUL makes
+  topic matching exact (ZeroMQ filters by prefix, at the publisher); the 8-byte publisher id
+  after it lets a lossless subscriber tell each publisher's sequence numbers apart.
+- **Same host, large payloads** (``ipc://`` buses): the array bytes go through a
+  shared-memory ring and the frames carry a small descriptor instead (``runtime/shm.py``);
+  topics, policies and ordering are unchanged. ``tcp://`` (other hosts, CURVE) stays inline.
 - **Request/reply goes through the broker**: a bus serving a topic runs one thread with a
   DEALER that registers the topic (``SERVE``, repeated as soft state); ``request`` sends
   ``REQ`` to the broker, which forwards it round-robin to a live server of that topic and
@@ -37,8 +42,19 @@ Freshness (``QueuePolicy``, see ``runtime/bus.py``) is applied by the subscriber
 ``Mailbox``: ``latest``/``queue(n)`` drop the oldest (counted in ``Subscription.dropped``);
 ``all`` blocks the subscription's receiver thread, which stops reading its socket, so the
 ZeroMQ queues (``recv_hwm``, ``all_send_hwm``) and kernel buffers fill and the publisher's
-send on the lossless socket blocks. Every ZeroMQ queue has a high-water mark; nothing is
-unbounded. A frame that fails to decode is counted in ``Subscription.decode_errors`` and
+send on the lossless socket waits. Every ZeroMQ queue has a high-water mark; nothing is
+unbounded.
+
+A stuck subscriber costs only itself. ``XPUB_NODROP`` refuses a message while *any*
+matching subscriber is full, so one peer that never reads would freeze its publisher (and
+every topic that publisher sends). The wait is therefore bounded: after
+``all_block_timeout_s`` (default 2 s) the message is sent once in lossy mode, which delivers
+it to every subscriber with room and drops it for the full ones; ZeroMQ then parks the full
+pipe (it takes nothing until its reader drains it), so the following sends flow at full rate
+to everyone else. The publisher counts these forced sends (``stalled``, per topic); the stuck
+subscriber counts the messages it missed from the gaps in each publisher's sequence numbers
+(``Subscription.lost``). The lossy and lossless sockets have separate locks, so a publish
+waiting on the lossless one never delays ``latest``/``queue(n)`` traffic such as heartbeats. A frame that fails to decode is counted in ``Subscription.decode_errors`` and
 logged (rate-limited); the receiver thread carries on.
 
 As with any PUB/SUB, a subscriber receives what is published *after* its subscription has
@@ -83,6 +99,7 @@ import zmq
 from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
+from engram.runtime.shm import ShmDropped, ShmReader, ShmWriter, shm_supported
 from engram.runtime.zmq_broker import (
     BYE,
     ERR,
@@ -127,12 +144,18 @@ class ZmqBusConfig:
     )
     send_hwm: int = 16  # lossy channel: messages queued per subscriber before dropping
     all_send_hwm: int = 2  # lossless channel: messages queued per subscriber before blocking
+    # lossless channel: longest one publish waits for a full subscriber; then the message is
+    # dropped for the full ones only (a stuck peer costs only itself). 0 = wait forever
+    all_block_timeout_s: float = 2.0
     recv_hwm: int = 8  # messages queued in each subscription socket before the mailbox
     heartbeat_s: float = 1.0  # period of HELLO / SERVE announcements to the broker
     startup_wait_s: float = 2.0  # how long the constructor waits for the broker's peer list
     linger_s: float = 1.0  # how long close() lets queued outgoing messages drain
     poll_s: float = 0.05  # wake-up period of background threads (bounds close latency)
     log_interval_s: float = 5.0  # at most one decode-error log line per subscription per this
+
+
+_MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a lossless subscription keeps a last seq for
 
 
 def _topic_key(topic: str) -> bytes:
@@ -162,6 +185,8 @@ class _Receiver:
         self.lossless = sub.policy.kind == "all"
         self.stop = threading.Event()
         self.log = RateLimitedLog(bus.config.log_interval_s)
+        self.last_seq: dict[bytes, int] = {}  # lossless: publisher id -> last seq received
+        self.shm = ShmReader(self.lossless)  # payloads same-host peers put in shared memory
         self.thread = threading.Thread(target=self._run, name=f"zmq-sub:{sub.topic}", daemon=True)
 
     def _run(self) -> None:
@@ -195,6 +220,7 @@ class _Receiver:
                 log.error("subscription %s: socket error %s", self.sub.topic, exc)
         finally:
             sock.close(linger=0)
+            self.shm.close()
 
     def _sync(self, sock: zmq.Socket, connected: dict[str, _Peer], peers: set[_Peer]) -> None:
         wanted = {(p.lossless if self.lossless else p.lossy): p for p in peers}
@@ -219,7 +245,11 @@ class _Receiver:
 
     def _deliver(self, frames: list[zmq.Frame]) -> None:
         try:
-            msg = decode(frames[1:])
+            msg = decode(self.shm.frames(frames[1:]))
+        except ShmDropped:  # its slot was reused first: a drop (lossless: seen as a gap)
+            if not self.lossless:
+                self.sub.mailbox.dropped += 1
+            return
         except DecodeError as exc:
             self.sub.decode_errors += 1
             self.log.warning(
@@ -229,7 +259,22 @@ class _Receiver:
                 exc,
             )
             return
+        if self.lossless:
+            self._count_gap(frames[0].bytes[len(self.key) :], msg.seq)
         self.sub.mailbox.put(msg)  # "all": blocks here while full = backpressure
+
+    def _count_gap(self, publisher: bytes, seq: int) -> None:
+        """Messages a publisher dropped for us (it timed out on our full queue) show as a
+        gap in its sequence numbers: count them in ``Subscription.lost``."""
+        if len(publisher) != 8 or seq <= 0:
+            return  # not one of our buses (or a replayed message without a seq)
+        last = self.last_seq.get(publisher)
+        if last is not None and seq > last + 1:
+            self.sub.lost += seq - last - 1
+        if last is None or seq > last:
+            if last is None and len(self.last_seq) >= _MAX_PUBLISHERS_TRACKED:
+                self.last_seq.clear()
+            self.last_seq[publisher] = seq
 
 
 class _Server:
@@ -319,7 +364,14 @@ class ZmqBus(Bus):
         self._number = next(_BUS_NUMBERS)
         self._ctx = zmq.Context()
         self._auth = None
-        self._pub_lock = threading.Lock()
+        # one lock per publisher socket (ZeroMQ sockets are not thread-safe): a publish
+        # waiting on a full lossless subscriber never delays lossy traffic (heartbeats)
+        self._lossy_lock = threading.Lock()
+        self._lossless_lock = threading.Lock()
+        self._id = os.urandom(8)  # publisher id, after the topic's NUL in frame 0
+        # ipc: every peer is on this host, so large payloads go through shared memory
+        self._shm = ShmWriter() if self._url.scheme == "ipc" and shm_supported() else None
+        self.stalled: dict[str, int] = collections.defaultdict(int)  # forced drops per topic
         self._state_lock = threading.Lock()
         self._seq: dict[str, int] = collections.defaultdict(int)
         self._counts: dict[int, dict[bytes, int]] = {}
@@ -327,6 +379,7 @@ class ZmqBus(Bus):
         self._servers: dict[str, _Server] = {}
         self._local = threading.local()
         self._request_socks: list[zmq.Socket] = []
+        self._stall_log = RateLimitedLog(self.config.log_interval_s)
         self._req_ids = itertools.count(1)
         self._peers: set[_Peer] = set()
         self._peers_version = 0
@@ -463,20 +516,38 @@ class ZmqBus(Bus):
         if not isinstance(msg, Message):
             raise TypeError(f"publish({topic!r}): expected a Message, got {type(msg).__name__}")
         key = _topic_key(topic)
-        with self._pub_lock:
+        with self._lossy_lock:
             self._check_open()
             if msg.seq == 0:
                 self._seq[topic] += 1
                 msg.seq = self._seq[topic]
-            frames = [key, *encode(msg)]
-            self._drain_subscriptions()
+            frames = [key + self._id, *encode(msg)]
+            self._drain_subscriptions(self._lossy)
+            if self._shm is not None and (
+                self._counts[id(self._lossy)][key] or self._counts[id(self._lossless)].get(key)
+            ):
+                frames = self._shm.wrap(topic, frames) or frames  # None: stays inline
             if self._counts[id(self._lossy)][key] > 0:
                 self._lossy.send_multipart(frames, copy=False)
-            if self._counts[id(self._lossless)][key] > 0:
-                self._send_blocking(frames)
+        counts = self._counts[id(self._lossless)]
+        # Busy (another publish waits on a full subscriber): a topic that no lossless
+        # subscriber had a moment ago does not queue behind it (heartbeats, lossy topics).
+        if not self._lossless_lock.acquire(blocking=counts.get(key, 0) > 0):
+            return
+        try:
+            self._check_open()
+            self._drain_subscriptions(self._lossless)
+            if counts[key] > 0:
+                self._send_bounded(topic, frames)
+        finally:
+            self._lossless_lock.release()
 
-    def _send_blocking(self, frames: list[Any]) -> None:
-        """Send on the lossless socket, waiting while an ``all`` subscriber is full."""
+    def _send_bounded(self, topic: str, frames: list[Any]) -> None:
+        """Send on the lossless socket, waiting while an ``all`` subscriber is full, at
+        most ``all_block_timeout_s``; then drop it for the full subscribers only (caller
+        holds _lossless_lock)."""
+        timeout_s = self.config.all_block_timeout_s
+        deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
         while True:
             try:
                 self._lossless.send_multipart(frames, copy=False)
@@ -484,26 +555,46 @@ class ZmqBus(Bus):
             except zmq.Again:
                 if self._closed:
                     raise BusClosed(f"bus {self.url!r} closed while publishing") from None
-                self._drain_subscriptions()  # a subscriber that left unblocks us
+                self._drain_subscriptions(self._lossless)  # a subscriber that left unblocks us
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        # Lossy for one send: delivered to every subscriber with room, dropped for the full
+        # ones, whose pipes ZeroMQ then parks until their readers drain them.
+        self._lossless.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self._lossless.send_multipart(frames, copy=False)
+        finally:
+            self._lossless.setsockopt(zmq.XPUB_NODROP, 1)
+        self.stalled[topic] += 1
+        self._stall_log.warning(
+            "ZmqBus(%s): a subscriber of %s took nothing for %.3g s; dropped for it "
+            "(%d so far on this topic)",
+            self.url,
+            topic,
+            timeout_s,
+            self.stalled[topic],
+        )
 
-    def _drain_subscriptions(self) -> None:
-        """Count (un)subscriptions reported by the XPUB sockets (caller holds _pub_lock)."""
-        for sock in (self._lossy, self._lossless):
-            counts = self._counts[id(sock)]
-            while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # EVENTS is an int
-                event = sock.recv()
-                if event[:1] == b"\x01":
-                    counts[event[1:]] += 1
-                elif event[:1] == b"\x00" and counts[event[1:]] > 0:
-                    counts[event[1:]] -= 1
+    def _drain_subscriptions(self, sock: zmq.Socket) -> None:
+        """Count (un)subscriptions reported by an XPUB socket (caller holds its lock)."""
+        counts = self._counts[id(sock)]
+        while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # EVENTS is an int
+            event = sock.recv()
+            if event[:1] == b"\x01":
+                counts[event[1:]] += 1
+            elif event[:1] == b"\x00" and counts[event[1:]] > 0:
+                counts[event[1:]] -= 1
 
     def subscriber_count(self, topic: str) -> int:
         """How many subscriptions (in any process) currently receive ``topic`` from this bus."""
         self._check_open()
         key = _topic_key(topic)
-        with self._pub_lock:
-            self._drain_subscriptions()
-            return sum(c[key] for c in self._counts.values())
+        total = 0
+        for sock, lock in ((self._lossy, self._lossy_lock), (self._lossless, self._lossless_lock)):
+            with lock:
+                self._drain_subscriptions(sock)
+                total += self._counts[id(sock)][key]
+        return total
 
     def wait_for_subscribers(self, topic: str, count: int = 1, timeout_s: float = 5.0) -> bool:
         """Wait until ``count`` subscriptions receive ``topic`` from this bus; False on timeout."""
@@ -624,8 +715,11 @@ class ZmqBus(Bus):
         for thread in [w.thread for w in [*receivers, *servers]] + [self._control]:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout=2.0)
-        with self._pub_lock:
+        with self._lossy_lock:
             self._lossy.close()
+            if self._shm is not None:
+                self._shm.close()
+        with self._lossless_lock:
             self._lossless.close()
         for sock in self._request_socks:
             sock.close(linger=0)

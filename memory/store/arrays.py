@@ -1,14 +1,21 @@
 """The store's array files: appended before the SQLite transaction that references
 them, truncated back to their committed length on open (torn appends), read back
-by (file, offset, dtype, shape).
+by (file, offset, dtype, shape) and checked against the CRC-32 stored with them.
+
+A record's ``arrays`` column describes each array as ``[file, offset, dtype, shape, crc32]``
+(records written before checksums have no fifth element and are read unchecked). Bytes
+changed in an array file (a disk error, random writes) fail the check when read:
+``StoreCorrupt`` naming the file, offset and array, never silently wrong data.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +53,8 @@ class ArrayFiles:
         root = self.path / "arrays"
         for rel, size in self._sizes.items():
             p = self.path / rel
+            if p.exists() and not p.is_file():
+                raise StoreCorrupt(f"{p}: array file is not a regular file")
             actual = p.stat().st_size if p.exists() else -1
             if actual < size:
                 raise StoreCorrupt(
@@ -73,10 +82,11 @@ class ArrayFiles:
                     fh.seek(0, os.SEEK_END)
                 offset = self._sizes.get(rel, 0)
                 data = np.ascontiguousarray(arr)
-                fh.write(data.tobytes())
+                raw = data.tobytes()
+                fh.write(raw)
                 self._sizes[rel] = offset + data.nbytes
                 touched.add(rel)
-                desc[name] = [rel, offset, data.dtype.str, list(data.shape)]
+                desc[name] = [rel, offset, data.dtype.str, list(data.shape), zlib.crc32(raw)]
             described.append(json.dumps(desc, separators=(",", ":")) if desc else "{}")
         for rel in touched:
             fh = self._files[rel]
@@ -107,7 +117,8 @@ class ArrayFiles:
 
     def _read_arrays_locked(self, desc_json: str) -> dict[str, np.ndarray]:
         out = {}
-        for name, (rel, offset, dtype, shape) in json.loads(desc_json).items():
+        for name, spec in json.loads(desc_json).items():
+            rel, offset, dtype, shape = spec[:4]
             count = int(np.prod(shape)) if shape else 1
             fh = self._readers.get(rel)
             if fh is None:
@@ -117,8 +128,74 @@ class ArrayFiles:
             fh.seek(offset)
             data = np.fromfile(fh, dtype=np.dtype(dtype), count=count)
             if data.size != count:
-                raise StoreError(f"{self.path / rel}: short read at offset {offset}")
+                raise StoreCorrupt(f"{self.path / rel}: short read at offset {offset}")
+            if len(spec) > 4 and zlib.crc32(data.data) != spec[4]:
+                raise StoreCorrupt(
+                    f"{self.path / rel}: array {name!r} at offset {offset} fails its checksum "
+                    "(the file was changed or damaged)"
+                )
             out[name] = data.reshape(shape)
+        return out
+
+    def _page_buffers(
+        self, descs: list[str], limit: int = 64 << 20
+    ) -> dict[str, tuple[int, bytes]]:
+        """For a page of records (their ``arrays`` JSON): each array file's byte span that
+        covers all of them, read at once (one read per file instead of one per array),
+        for spans up to ``limit`` bytes: -> {file: (start offset, bytes)}."""
+        spans: dict[str, list[int]] = {}
+        for desc_json in descs:
+            if desc_json == "{}":
+                continue
+            try:
+                specs = json.loads(desc_json).values()
+                for spec in specs:
+                    rel, offset, dtype, shape = spec[:4]
+                    end = offset + np.dtype(dtype).itemsize * math.prod(shape)
+                    lo_hi = spans.setdefault(rel, [offset, end])
+                    lo_hi[0], lo_hi[1] = min(lo_hi[0], offset), max(lo_hi[1], end)
+            except (ValueError, TypeError, KeyError):
+                continue  # that record's own read reports it
+        out: dict[str, tuple[int, bytes]] = {}
+        with self._lock:
+            for rel, (lo, hi) in spans.items():
+                if hi - lo > limit:
+                    continue
+                try:
+                    with open(self.path / rel, "rb") as fh:
+                        fh.seek(lo)
+                        out[rel] = (lo, fh.read(hi - lo))
+                except OSError:
+                    continue
+        return out
+
+    def _read_arrays_from(
+        self, desc_json: str, buffers: dict[str, tuple[int, bytes]]
+    ) -> dict[str, np.ndarray]:
+        """``_read_arrays`` served from ``_page_buffers`` where they cover an array (copies:
+        no array keeps a page's buffer alive), from the files otherwise."""
+        if desc_json == "{}":
+            return {}
+        out = {}
+        for name, spec in json.loads(desc_json).items():
+            rel, offset, dtype, shape = spec[:4]
+            buf = buffers.get(rel)
+            dt = np.dtype(dtype)
+            count = math.prod(shape)
+            if (
+                buf is None
+                or offset < buf[0]
+                or offset + count * dt.itemsize > buf[0] + len(buf[1])
+            ):
+                out.update(self._read_arrays(json.dumps({name: spec})))
+                continue
+            raw = buf[1][offset - buf[0] : offset - buf[0] + count * dt.itemsize]
+            if len(spec) > 4 and zlib.crc32(raw) != spec[4]:
+                raise StoreCorrupt(
+                    f"{self.path / rel}: array {name!r} at offset {offset} fails its checksum "
+                    "(the file was changed or damaged)"
+                )
+            out[name] = np.frombuffer(raw, dtype=dt, count=count).reshape(shape).copy()
         return out
 
     def _close_readers(self) -> None:
@@ -136,12 +213,14 @@ class ArrayFiles:
         )
         ids: list[str] = []
         spans: list[tuple[str, int, str, list[int]]] = []
+        crcs: list[int | None] = []
         for rid, desc_json in rows:
             d = json.loads(desc_json).get(name)
             if d is None:
                 continue
             ids.append(rid)
-            spans.append(tuple(d))  # type: ignore[arg-type]
+            spans.append(tuple(d[:4]))  # type: ignore[arg-type]
+            crcs.append(d[4] if len(d) > 4 else None)
         if not spans:
             return [], np.zeros((0,), np.float32)
         shapes = {tuple(s[3]) for s in spans}
@@ -172,4 +251,11 @@ class ArrayFiles:
                         out[i] = np.fromfile(fh, dtype=dtype, count=item // dtype.itemsize).reshape(
                             shape
                         )
+        for i, crc in enumerate(crcs):
+            if crc is not None and zlib.crc32(np.ascontiguousarray(out[i]).data) != crc:
+                rel, offset = spans[i][0], spans[i][1]
+                raise StoreCorrupt(
+                    f"{self.path / rel}: array {name!r} at offset {offset} fails its checksum "
+                    "(the file was changed or damaged)"
+                )
         return ids, out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,7 +56,8 @@ class Maintenance(ArrayFiles):
         with self._lock:
             live = 0
             for (desc_json,) in self._db.execute("SELECT arrays FROM records WHERE arrays != '{}'"):
-                for _rel, _off, dtype, shape in json.loads(desc_json).values():
+                for spec in json.loads(desc_json).values():
+                    dtype, shape = spec[2], spec[3]
                     live += int(np.dtype(dtype).itemsize * int(np.prod(shape)))
             page = self._db.execute("PRAGMA page_size").fetchone()[0]
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
@@ -112,7 +114,8 @@ class Maintenance(ArrayFiles):
             try:
                 for rid, desc_json in rows:
                     desc = json.loads(desc_json)
-                    for name, (rel, offset, dtype, shape) in desc.items():
+                    for name, spec in desc.items():
+                        rel, offset, dtype, shape = spec[:4]
                         if rel not in remap:
                             stem, gen = rel.removesuffix(".bin").rsplit(".", 1)
                             remap[rel] = f"{stem}.{int(gen) + 1}.bin"
@@ -124,7 +127,8 @@ class Maintenance(ArrayFiles):
                             data = src.read(nbytes)
                         new_rel = remap[rel]
                         handles[new_rel].write(data)
-                        desc[name] = [new_rel, new_sizes[new_rel], dtype, shape]
+                        # the checksum (5th element) travels with the unchanged bytes
+                        desc[name] = [new_rel, new_sizes[new_rel], dtype, shape, *spec[4:]]
                         new_sizes[new_rel] += nbytes
                     updates.append((json.dumps(desc, separators=(",", ":")), rid))
                 for fh in handles.values():
@@ -151,16 +155,22 @@ class Maintenance(ArrayFiles):
             return {"bytes_before": before, "bytes_after": sum(new_sizes.values())}
 
     def integrity_check(self) -> list[str]:
-        """Problems found (empty = consistent): SQLite's own check plus every array
-        reference lying within its file's committed length."""
+        """Problems found (empty = consistent): SQLite's own check, every array
+        reference lying within its file's committed length and matching its checksum."""
         problems = [r[0] for r in self._rows("PRAGMA integrity_check", ()) if r[0] != "ok"]
         for rid, desc_json in self._rows(
             "SELECT rid, arrays FROM records WHERE arrays != '{}'", ()
         ):
-            for name, (rel, offset, dtype, shape) in json.loads(desc_json).items():
+            for name, spec in json.loads(desc_json).items():
+                rel, offset, dtype, shape = spec[:4]
                 end = offset + np.dtype(dtype).itemsize * int(np.prod(shape))
                 if end > self._sizes.get(rel, -1):
                     problems.append(f"row {rid} array {name!r}: bytes {offset}..{end} past {rel}")
+                elif len(spec) > 4:
+                    with open(self.path / rel, "rb") as fh:
+                        fh.seek(offset)
+                        if zlib.crc32(fh.read(end - offset)) != spec[4]:
+                            problems.append(f"row {rid} array {name!r}: checksum mismatch in {rel}")
         return problems
 
     def export(self, path: str | Path) -> int:

@@ -139,13 +139,31 @@ def message_to_record(
     )
 
 
-def record_to_message(record: Record) -> tuple[Message, str]:
-    """Inverse of ``message_to_record``: -> (message, topic)."""
+def record_to_message(record: Record, *, trusted: bool = False) -> tuple[Message, str]:
+    """Inverse of ``message_to_record``: -> (message, topic).
+
+    ``trusted``: the record holds a message that passed validation when it was stored,
+    with checksummed arrays (the memory system's journal on replay): it is rebuilt without
+    validating it again (validation was most of the replay's time, issue 18)."""
     payload = dict(record.payload)
     cls = message_type(payload.pop("type"))
     payload.pop("schema", None)
     topic = payload.pop("topic", "")
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     kwargs = {k: v for k, v in payload.items() if k in names}
     kwargs.update({k: v for k, v in record.arrays.items() if k in names})
-    return cls(**kwargs), topic
+    if not trusted:
+        return cls(**kwargs), topic
+    msg = object.__new__(cls)
+    for f in fields:
+        if f.name in kwargs:
+            value = kwargs[f.name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            raise ValueError(f"{cls.TYPE}: stored record lacks the required field {f.name!r}")
+        object.__setattr__(msg, f.name, value)
+    return msg, topic

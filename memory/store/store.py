@@ -110,6 +110,12 @@ class Store(Maintenance):
             raise StoreCorrupt(
                 f"store {self.path}: {self.path / 'store.sqlite'} is corrupt ({exc})"
             ) from None
+        except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            # a file replaced by a directory (or the reverse): damage, not a crash
+            self._release_lock()
+            with contextlib.suppress(Exception):
+                self._db.close()
+            raise StoreCorrupt(f"store {self.path}: {exc}") from None
         except BaseException:
             self._release_lock()
             raise
@@ -463,6 +469,31 @@ class Store(Maintenance):
         sql += " ORDER BY rid"
         for row in self._rows(sql, args):
             yield self._to_record(row, with_arrays=with_arrays)
+
+    def scan_checked(self, collection: str) -> Iterator[tuple[Record, str]]:
+        """Like ``scan`` (with arrays), for recovery: a record whose payload or arrays are
+        damaged (checksum, short read, bad msgpack) comes back as ``(record without
+        arrays, problem)`` instead of ending the scan; good ones as ``(record, "")``.
+        Rows are read in pages of 1024, so memory stays bounded on a long journal."""
+        sql = (
+            f"SELECT {RECORD_COLUMNS}, rid FROM records WHERE collection=? AND current=1 "
+            "AND deleted=0 AND rid>? ORDER BY rid LIMIT 1024"
+        )
+        after = -1
+        while True:
+            rows = self._rows(sql, (collection, after))
+            if not rows:
+                return
+            buffers = self._page_buffers([row[11] for row in rows])  # one read per file
+            for row in rows:
+                after = row[-1]
+                try:
+                    rec = self._to_record(row[:-1], with_arrays=False)
+                    rec.arrays = self._read_arrays_from(row[11], buffers)
+                    yield rec, ""
+                except (StoreError, ValueError, TypeError, KeyError) as exc:
+                    coll, rid, ver = row[0], row[1], row[2]
+                    yield Record(collection=coll, record_id=rid, version=int(ver)), str(exc)
 
     def count(self, collection: str | None = None, *, all_versions: bool = False) -> int:
         sql = "SELECT COUNT(*) FROM records WHERE 1=1"

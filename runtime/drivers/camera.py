@@ -171,12 +171,18 @@ class OpenCVCamera(Camera):
         self.kind = camera_kind(self.device)
         self.probe_max_index = probe_max_index  # indices probed for the error message
         self._cap: Any = None
+        self._first: np.ndarray | None = None  # a file's first frame, decoded by open()
 
     def open(self) -> None:
         self.close()
         cv2, device = _quiet_cv2(), self.device
         if self.kind == "file":
             path = Path(device).expanduser()
+            if path.is_dir():
+                raise SourceError(
+                    f"camera {device!r}: is a directory, not a video or image file "
+                    "(give a file such as clip.mp4, a camera index or a stream URL)"
+                )
             if not path.is_file():
                 raise SourceError(
                     f"camera {device!r}: no such video file, and not a camera index or URL. "
@@ -189,7 +195,16 @@ class OpenCVCamera(Camera):
                     f"camera {device!r}: OpenCV cannot decode this video file (unknown "
                     "container or codec; try MJPG .avi or H.264 .mp4)"
                 )
-            self._cap = cap
+            # Decode one frame now: a corrupt or empty file (a damaged JPEG) opens fine
+            # and then yields nothing, which looked like a clean run of 0 frames.
+            ok, first = cap.read()
+            if not ok or first is None:
+                cap.release()
+                raise SourceError(
+                    f"camera {device!r}: no frame could be decoded from this file "
+                    "(corrupt, truncated or empty)"
+                )
+            self._cap, self._first = cap, first
             return
         cap = cv2.VideoCapture(int(device) if self.kind == "index" else device)
         if not cap.isOpened():
@@ -205,10 +220,14 @@ class OpenCVCamera(Camera):
     def read(self) -> np.ndarray | None:
         if self._cap is None:
             return None
+        if self._first is not None:
+            bgr, self._first = self._first, None
+            return bgr
         ok, bgr = self._cap.read()
         return bgr if ok and bgr is not None else None
 
     def close(self) -> None:
+        self._first = None
         if self._cap is not None:
             self._cap.release()
             self._cap = None

@@ -90,3 +90,19 @@ def test_tokens_and_lexical_score() -> None:
     crowded = lexical_score(q, tokens("red_mug table chair lamp"))
     assert exact == 1.0 and 0.75 <= crowded < exact
     assert lexical_score(q, tokens("blue cup")) == 0.0
+
+
+def test_a_huge_k_costs_what_the_index_holds() -> None:
+    """Issue 18, defect 2: top_k=10**9 allocated (Q, k) arrays (29.8 GiB) before."""
+    import time
+
+    rng = np.random.default_rng(3)
+    idx = VectorIndex(16)
+    idx.add(np.arange(2000), rng.normal(size=(2000, 16)).astype(np.float32))
+    t0 = time.perf_counter()
+    scores, ids = idx.search(rng.normal(size=16).astype(np.float32), 10**9)
+    assert time.perf_counter() - t0 < 5
+    assert ids.shape == (1, 2000) and np.all(ids >= 0)  # every vector, best first
+    assert np.all(np.diff(scores[0]) <= 1e-6)
+    _, few = idx.search(np.zeros(16, np.float32), 10**9, candidates=[1, 2, 3])
+    assert few.shape == (1, 1024) and sorted(few[0, :3].tolist()) == [1, 2, 3]

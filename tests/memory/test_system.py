@@ -127,3 +127,30 @@ def test_merge_normalises_scores_and_interleaves_by_rank() -> None:
     # b's rank scores: 1.0, 0.5; the 0.5 tie goes to the earlier memory
     assert [h.record_id for h in merged] == ["b1", "a1", "a2"]
     assert merged[0].score == 1.0 and merged[0].data["raw_score"] == 42.0
+
+
+def test_unbounded_queries_are_refused_quickly_with_clear_errors() -> None:
+    """Issue 18, defect 2: top_k=10**9 ran 72 s and 17 GB; a 10 MB question 48.5 s."""
+    import time
+
+    from engram.runtime.messages import MAX_TOP_K, MessageError
+
+    with pytest.raises(MessageError, match=f"top_k: must be an int from 1 to {MAX_TOP_K}"):
+        MemoryQuery(text="mug", top_k=10**9)
+    with pytest.raises(MessageError, match=r"MemoryQuery\.text: must be a str of at most"):
+        MemoryQuery(text="x" * 10_000_000)
+    system = MemorySystem(real_memories())
+    try:
+        feed(system)
+        query = MemoryQuery(text="red mug", top_k=MAX_TOP_K)
+        t0 = time.perf_counter()
+        assert len(system.recall(query)) <= MAX_TOP_K
+        assert time.perf_counter() - t0 < 10
+        query.top_k = 10**9  # changed after validation: the system checks again
+        with pytest.raises(ValueError, match="top_k must be"):
+            system.recall(query)
+        query.top_k, query.text = 5, "y" * 10_000_000
+        with pytest.raises(ValueError, match="question over"):
+            system.recall(query)
+    finally:
+        system.close()

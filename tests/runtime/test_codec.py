@@ -21,6 +21,7 @@ from engram.runtime.messages import (
     Heartbeat,
     Instruction,
     MemoryQuery,
+    MessageError,
     Percept,
     PlanStep,
     Recall,
@@ -339,8 +340,45 @@ def test_numpy_scalars_in_plain_fields_become_numbers() -> None:
 
 
 def test_unencodable_field_raises_encode_error_naming_the_type() -> None:
+    # refused at construction now (issue 18, defect 7) ...
+    with pytest.raises(MessageError, match=r"Recall\.hits"):
+        Recall(hits=[{"obj": object()}])
+    # ... and encode still refuses one that got past it
+    recall = Recall()
+    recall.hits = [{"obj": object()}]
     with pytest.raises(EncodeError, match="Recall"):
-        encode(Recall(hits=[{"obj": object()}]))
+        encode(recall)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: Frame(rgb=np.zeros((2, 2, 3), np.uint8), labels={"1": "mug\udc80"}), "surrogate"),
+        (lambda: Frame(rgb=np.zeros((2, 2, 3), np.uint8), labels={"1": {1, 2}}), "set"),
+        (lambda: Frame(rgb=np.zeros((2, 2, 3), np.uint8), labels={3: "mug"}), "key 3"),
+        (lambda: Instruction(text="\ud800"), "Instruction.text"),
+        (lambda: Recall(hits=[{"n": 2**70}]), "64 bits"),
+    ],
+)
+def test_values_that_cannot_be_sent_fail_at_construction(make, match) -> None:  # noqa: ANN001
+    """Issue 18, defect 7: they were accepted and failed only in encode (publisher thread)."""
+    with pytest.raises(MessageError, match=match):
+        make()
+
+
+def test_header_and_field_sizes_are_bounded() -> None:
+    """Issue 18, defect 3: a 20 MB text header was decoded."""
+    big = _header(f={"text": "x" * (codec.MAX_HEADER_BYTES + 10)})
+    with pytest.raises(DecodeError, match="over the limit"):
+        decode([big])
+    field = _header(f={"text": "x" * (codec.MAX_FIELD_BYTES + 1)})
+    with pytest.raises(DecodeError, match="not valid msgpack"):
+        decode([field])
+    many = _header(f={"text": "hi"}, a=[0] * (codec.MAX_FIELD_ITEMS + 1))
+    with pytest.raises(DecodeError):
+        decode([many])
+    with pytest.raises(EncodeError, match="header limit"):
+        encode(Recall(hits=[{"text": "y" * 100_000} for _ in range(50)]))
 
 
 # ---------------------------------------------------------------------------

@@ -403,3 +403,91 @@ def test_stop_kills_children_that_ignore_sigterm(tmp_path):
     while not _gone(grandchild) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _gone(grandchild), "the child's own children must go too"
+
+
+# ---------------------------------------------------------------------------
+# liveness (issue 18, defect 1): alive but not heartbeating is a failure too
+
+
+def _watchdog_script(lines: list[str]) -> list[str]:
+    """A child that writes watchdog lines (as engram.runtime.child does), then hangs."""
+    code = (
+        "import os, time; fd = int(os.environ['ENGRAM_WATCHDOG_FD'])\n"
+        f"for line in {lines!r}:\n"
+        "    os.write(fd, (line + '\\n').encode()); time.sleep(0.1)\n"
+        "time.sleep(60)\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        (["ages cam=0.1", "ages cam=0.2"], "sent no heartbeat"),  # then silence (hung)
+        (["ages cam=0.1"] + ["ages cam=5.0"] * 20, "node(s) stopped heartbeating: cam"),
+    ],
+)
+def test_a_process_that_stops_heartbeating_is_reported_and_restarted(lines, why):
+    status: list[str] = []
+    policy = RestartPolicy("on-failure", 1, 0.01, heartbeat_timeout_s=1.0)
+    proc = ManagedProcess("hung", _watchdog_script(lines), restart=policy)
+    sup = Supervisor([proc], status=status.append, poll_s=0.02)
+    sup.start()
+    try:
+        deadline = time.monotonic() + 15
+        while proc.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.restarts == 1 and proc.hangs >= 1, status
+        assert why in proc.last_exit and "killed by SIGKILL" in proc.last_exit
+        assert any(why in line and "killing it to restart" in line for line in status), status
+    finally:
+        sup.stop(1.0)
+
+
+def test_never_policy_reports_a_hang_without_restarting():
+    status: list[str] = []
+    policy = RestartPolicy("never", heartbeat_timeout_s=0.5)
+    proc = ManagedProcess("hung", _watchdog_script(["ages a=0.1"]), restart=policy)
+    sup = Supervisor([proc], status=status.append, poll_s=0.02)
+    sup.start()
+    try:
+        deadline = time.monotonic() + 10
+        while proc.hangs < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.hangs == 1 and proc.state == "running" and proc.restarts == 0
+        assert any("not restarting (never)" in line for line in status)
+    finally:
+        sup.stop(1.0)
+
+
+def test_a_stopped_child_process_is_detected_and_restarted():
+    graph = {
+        "name": "test_sigstop",
+        "shutdown_grace_s": 3.0,
+        "nodes": [
+            {
+                "name": "camera",
+                "type": "synthetic_camera",
+                "params": {"rate_hz": 30, "width_px": 32, "height_px": 24, "heartbeat_hz": 5},
+                "topics": {"frames": "/test/frames"},
+                "process": "cam",
+                "restart": {"policy": "on-failure", "backoff_s": 0.1, "heartbeat_timeout_s": 1.5},
+            }
+        ],
+    }
+    lines: list[str] = []
+    with Launch(graph, source="test.yaml", status=lines.append) as launch:
+        sub = launch.bus.subscribe("/test/frames", "queue(32)")
+        assert _frame_after(sub, 0, 20.0) is not None
+        proc = launch.processes["cam"]
+        deadline = time.monotonic() + 10
+        while proc.last_beat_at == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.node_ages_s.keys() == {"camera"}  # the child's watchdog reports its node
+        old_pid = proc.pid
+        os.kill(old_pid, signal.SIGSTOP)  # alive, but frozen
+        stopped_at = time.time_ns()
+        after = _frame_after(sub, stopped_at, 20.0)
+        assert after is not None, "no frames after the frozen process was restarted"
+        assert proc.restarts == 1 and proc.pid != old_pid and proc.hangs == 1
+    assert any("sent no heartbeat" in line for line in lines), lines

@@ -226,3 +226,17 @@ def test_input_backlog_counts_queued_and_running_messages_not_dropped_ones(bus):
         release.set()
         assert wait_for(lambda: node.input_backlog() == 0)
         assert node.counters["received"] == 5
+
+
+def test_a_message_of_the_wrong_type_is_counted_and_dropped_before_the_handler(bus):
+    """Issue 18, defect 3: a valid Heartbeat on an Instruction topic never reaches on_text
+    (it failed there with an AttributeError before)."""
+    with Echo(bus=bus, name="echo", config=NodeConfig(heartbeat_hz=0)) as node:
+        bus.publish("/text", Heartbeat(node="intruder"))
+        bus.publish("/text", Instruction(text="ok"))
+        assert wait_for(lambda: node.handled == ["ok"])
+        assert wait_for(lambda: node.input_backlog() == 0)
+        assert node.counters["wrong_type"] == 1
+        assert node.counters["handler_errors"] == 0
+        assert node.heartbeat().counters["wrong_type"] == 1
+        assert node._subs["text"].wrong_type == 1

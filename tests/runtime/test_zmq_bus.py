@@ -91,7 +91,7 @@ def _echo_peer(url: str) -> None:
 
 def _flood_publisher(url: str, count: int, progress: mp.Value) -> None:  # type: ignore[valid-type]
     """Publish ``count`` 64 KB frames as fast as send allows, counting in ``progress``."""
-    bus = make_bus(url, **FAST)
+    bus = make_bus(url, all_block_timeout_s=60.0, **FAST)  # backpressure, not a stuck peer
     assert bus.wait_for_subscribers("/flood", 1, timeout_s=20)
     rgb = np.zeros((128, 170, 3), np.uint8)
     for i in range(count):
@@ -195,6 +195,113 @@ def test_all_policy_applies_backpressure_to_another_process(broker: str) -> None
             child.kill()
         bus.close()
     assert child.exitcode == 0 and progress.value == count
+
+
+# ---------------------------------------------------------------------------
+# a stuck subscriber (issue 18, defect 1): it costs only itself
+
+
+def _run_with_deadline(fn: Callable[[], None], timeout_s: float) -> bool:
+    """Run ``fn`` in a daemon thread; False if it did not finish in time (it hung)."""
+    import threading
+
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return not worker.is_alive()
+
+
+def test_a_subscriber_that_never_reads_does_not_freeze_its_publisher(broker: str) -> None:
+    import threading
+
+    count = 60
+    pub = make_bus(broker, all_block_timeout_s=0.3, **FAST)
+    good_bus = make_bus(broker, **FAST)
+    stuck_bus = make_bus(broker, **FAST)
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.SUB)  # a local peer that subscribes and never reads
+    raw.rcvhwm = 1
+    raw.setsockopt(zmq.RCVBUF, 4096)
+    try:
+        assert isinstance(pub, ZmqBus)
+        raw.connect(pub._lossless_ep)
+        raw.subscribe(b"/cam\0")
+        good = good_bus.subscribe("/cam", "all(8)")
+        stuck = stuck_bus.subscribe("/cam", "all(2)")  # a node whose handler hangs
+        assert pub.wait_for_subscribers("/cam", 3, timeout_s=10)
+        seqs: list[int] = []
+
+        def read_good() -> None:
+            while len(seqs) < count:
+                msg = good.get(timeout_s=20)
+                if msg is None:
+                    return
+                seqs.append(msg.seq)
+
+        reader = threading.Thread(target=read_good, daemon=True)
+        reader.start()
+        rgb = np.zeros((240, 320, 3), np.uint8)  # 230 KB: kernel buffers fill in a few
+
+        def publish_all() -> None:
+            for _ in range(count):
+                pub.publish("/cam", Frame(rgb=rgb))
+
+        t0 = time.monotonic()
+        assert _run_with_deadline(publish_all, 30.0), "the publisher froze on a stuck peer"
+        elapsed = time.monotonic() - t0
+        reader.join(20)
+        assert seqs == list(range(1, count + 1)), "the healthy subscriber lost messages"
+        assert pub.stalled["/cam"] >= 1  # the forced drops are counted at the publisher
+        assert elapsed < 15, elapsed  # a couple of 0.3 s waits, not one per message
+        # the stuck subscription counts what it missed once it reads again
+        held = stuck.drain()
+        assert 0 < len(held) < count and stuck.lost == 0
+        got = [m.seq for m in held]
+        deadline = time.monotonic() + 10
+        while got[-1] <= count and time.monotonic() < deadline:
+            # what was still queued in sockets, then (once ZeroMQ resumes its pipe) new ones
+            pub.publish("/cam", Frame(rgb=rgb))
+            msg = stuck.get(timeout_s=0.2)
+            if msg is not None:
+                got.append(msg.seq)
+        assert got[-1] > count, got
+        assert got == sorted(got)
+        assert len(got) + stuck.lost == got[-1], (len(got), stuck.lost)  # all accounted for
+    finally:
+        raw.close(linger=0)
+        ctx.term()
+        pub.close()
+        good_bus.close()
+        stuck_bus.close()
+
+
+def test_heartbeats_are_not_blocked_by_a_full_lossless_topic(broker: str) -> None:
+    """Lossy traffic (heartbeats) goes out while a lossless publish waits (forever here)."""
+    pub = make_bus(broker, all_block_timeout_s=0, **FAST)
+    sub_bus = make_bus(broker, **FAST)
+    try:
+        full = sub_bus.subscribe("/data", "all(1)")  # never read
+        beats = sub_bus.subscribe("/heartbeat", "queue(8)")
+        assert pub.wait_for_subscribers("/data", 1) and pub.wait_for_subscribers("/heartbeat", 1)
+        rgb = np.zeros((240, 320, 3), np.uint8)
+
+        def flood() -> None:
+            try:
+                for _ in range(1000):
+                    pub.publish("/data", Frame(rgb=rgb))
+            except BusClosed:
+                pass
+
+        import threading
+
+        threading.Thread(target=flood, daemon=True).start()
+        assert wait_until(lambda: full.received >= 1, 5)
+        time.sleep(0.3)  # the flood is now waiting on the full subscriber
+        assert _run_with_deadline(lambda: pub.publish("/heartbeat", Heartbeat(node="n")), 2.0)
+        assert isinstance(beats.get(timeout_s=2), Heartbeat)
+    finally:
+        pub.close()
+        sub_bus.close()
 
 
 # ---------------------------------------------------------------------------

@@ -21,25 +21,133 @@ Routes (all served locally; the page loads no external asset)::
 
 ``WebServer(app, host=..., port=0)`` binds first (port 0 = a free port, see
 ``.port``), then serves from a daemon thread; ``stop()`` shuts it down.
+
+Access. On a loopback address (127.0.0.0/8, ::1, localhost) the page is open, as any
+local tool. Bound anywhere else it requires a token: a random one unless given
+(``WebServer(token=...)``), printed at start as part of ``.url``
+(``http://HOST:PORT/?token=...``). Every route, the static files and the WebSocket check it
+(``TokenGate``): from ``?token=``, an ``Authorization: Bearer`` header, or the
+``engram_token`` cookie that opening the page with ``?token=`` sets (so the page's own
+requests carry it). Without it: 401 (HTTP) or a refused handshake (WebSocket).
+
+WebSocket protocol. The server pushes updates; a client may send only small text
+messages that are JSON objects with ``"type": "ping"`` (answered ``{"type": "pong"}``).
+Anything else (binary data, non-JSON, another type, over ``WS_MAX_MESSAGE_BYTES``) is a
+protocol violation: the server closes that connection (code 1008, or 1009 for size).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route functions'
 # annotations at runtime, and their types (WebSocket, ...) are imported inside make_app.
 import asyncio
+import hmac
+import ipaddress
+import json
 import logging
+import secrets
 import socket
+import sys
 import threading
 import time
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from engram.runtime.apps.web.hub import LiveHub
 
-__all__ = ["STATIC_DIR", "WebServer", "make_app"]
+__all__ = [
+    "STATIC_DIR",
+    "WS_MAX_MESSAGE_BYTES",
+    "TokenGate",
+    "WebServer",
+    "is_loopback",
+    "make_app",
+]
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+WS_MAX_MESSAGE_BYTES = 4096  # largest message a client may send on /ws (see the module doc)
+TOKEN_COOKIE = "engram_token"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address) is reachable only from this machine."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name or wildcard ("", "0.0.0.0" is not loopback either)
+
+
+class TokenGate:
+    """ASGI middleware: every HTTP request and WebSocket handshake must carry ``token``
+    (query ``?token=``, ``Authorization: Bearer``, or the ``engram_token`` cookie, which a
+    request with the right ``?token=`` sets). Written here because it is a dozen lines of
+    ASGI and Starlette ships no token middleware."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        if not token:
+            raise ValueError("TokenGate needs a non-empty token")
+        self.app = app
+        self.token = token
+
+    def _presented(self, scope: dict[str, Any]) -> tuple[str, bool]:
+        """(token the request carries, whether it came in the query string)."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if query.get("token"):
+            return query["token"][0], True
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip(), False
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie.load(headers.get("cookie", ""))
+        except Exception:  # noqa: BLE001 - a malformed cookie header carries no token
+            return "", False
+        morsel = cookie.get(TOKEN_COOKIE)
+        return (morsel.value if morsel is not None else ""), False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given, in_query = self._presented(scope)
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # handshake refused
+                return
+            body = json.dumps(
+                {"error": "this page needs its token: open the URL printed at start (?token=...)"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "http" and in_query:
+            cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+            async def send_with_cookie(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"set-cookie", cookie)],
+                    }
+                await send(message)
+
+            await self.app(scope, receive, send_with_cookie)
+            return
+        await self.app(scope, receive, send)
 
 
 def make_app(hub: LiveHub, *, update_hz: float = 10.0, title: str = "Engram live") -> Any:
@@ -106,9 +214,46 @@ def make_app(hub: LiveHub, *, update_hz: float = 10.0, title: str = "Engram live
     ) -> JSONResponse:  # sync: bus.request blocks, FastAPI runs it in its thread pool
         return JSONResponse(hub.ask(q, top_k=k or None), headers=no_store)
 
+    async def read_client(websocket: WebSocket) -> None:
+        """Enforce the client side of the protocol (module doc); returns when the
+        client left or broke it (then the connection is closed)."""
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            problem = ""
+            if text is None:
+                problem = "binary data"
+            elif len(text.encode()) > WS_MAX_MESSAGE_BYTES:
+                problem = "message too large"
+            else:
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = None
+                if not (isinstance(parsed, dict) and parsed.get("type") == "ping"):
+                    problem = "not a ping"
+            if problem:
+                log.info("websocket: protocol violation (%s); closing", problem)
+                await websocket.close(code=1009 if "large" in problem else 1008, reason=problem)
+                return
+            await websocket.send_json({"type": "pong"})
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
+        tasks = [
+            asyncio.ensure_future(read_client(websocket)),
+            asyncio.ensure_future(push_updates(websocket)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def push_updates(websocket: WebSocket) -> None:
         period = 1.0 / update_hz
         loop = asyncio.get_running_loop()
         transcript_after = timeline_after = 0
@@ -151,12 +296,20 @@ def make_app(hub: LiveHub, *, update_hz: float = 10.0, title: str = "Engram live
 
 class WebServer:
     """uvicorn in a daemon thread. ``port=0`` picks a free port (read ``.port`` after
-    ``start()``). Use as a context manager or call ``start()`` / ``stop()``."""
+    ``start()``). Use as a context manager or call ``start()`` / ``stop()``.
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    ``token``: required by every request (see Access in the module doc); None = a random
+    one when ``host`` is not loopback, none on loopback; "" = never (not advised)."""
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None
+    ) -> None:
         self.app = app
         self.host = host
         self.port = int(port)
+        if token is None:
+            token = "" if is_loopback(host) else secrets.token_urlsafe(18)
+        self.token = token
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -165,7 +318,7 @@ class WebServer:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     def start(self, *, timeout_s: float = 10.0) -> None:
         """Bind (``OSError`` naming the address when it is taken) and serve."""
@@ -185,8 +338,10 @@ class WebServer:
         sock.listen(64)
         self.port = sock.getsockname()[1]
         self._sock = sock
+        app = TokenGate(self.app, self.token) if self.token else self.app
         config = uvicorn.Config(
-            self.app,
+            app,
+            ws_max_size=WS_MAX_MESSAGE_BYTES,  # a bigger client message closes it (1009)
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -205,6 +360,13 @@ class WebServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the web server on {self.url} did not start in {timeout_s} s")
             time.sleep(0.02)
+        if self.token:
+            print(
+                f"engram: the page is served on {self.host} (not loopback) and needs its "
+                f"token: {self.url}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def stop(self) -> None:
         if self._server is not None:

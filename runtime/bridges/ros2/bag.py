@@ -384,7 +384,7 @@ def _iter_bag(
         connections = [c for c in reader.connections if c.topic in wanted]
         conv = _BagConverter(roles, config)
         last_ns = 0
-        for connection, log_time_ns, raw in reader.messages(connections=connections):
+        for connection, log_time_ns, raw in _checked(reader.messages(connections=connections), path):
             last_ns = log_time_ns
             try:
                 msg = reader.deserialize(raw, connection.msgtype)
@@ -400,6 +400,24 @@ def _iter_bag(
             log.warning("bag %s: messages skipped per topic: %s", path, conv.errors)
     finally:
         reader.close()
+
+
+def _checked(records: Iterator[Any], path: str | Path) -> Iterator[Any]:
+    """The reader's records; a damaged or incomplete bag (rosbags raises its own errors,
+    sqlite3's, struct's, ... part-way) ends in one ``BagError`` saying how far it got."""
+    n = 0
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a damaged bag
+            raise BagError(
+                f"ROS 2 bag {str(path)!r} is damaged or incomplete: reading stopped after "
+                f"{n} message(s) ({type(exc).__name__}: {exc})"
+            ) from None
+        n += 1
+        yield record
 
 
 def read_bag(

@@ -129,6 +129,31 @@ def test_missing_camera_lists_the_available_ones(tmp_path):
     bus.close()
 
 
+def test_a_corrupt_jpeg_or_a_directory_is_an_error_not_an_empty_run(tmp_path):
+    """Issue 18, defect 7: a corrupt JPEG ran as "frames 0 ... errors 0"; a directory was
+    "no such video file"."""
+    import cv2
+
+    bus = InProcBus("sources-corrupt-camera")
+    ok, good = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    assert ok
+    corrupt = tmp_path / "photo.jpg"
+    corrupt.write_bytes(good.tobytes()[:20] + b"\x00" * 200)  # a JPEG header, then junk
+    with pytest.raises(SourceError, match="no frame could be decoded"):
+        CameraSource(CameraSourceConfig(device=str(corrupt)), bus=bus).configure()
+    with pytest.raises(SourceError, match="is a directory"):
+        CameraSource(CameraSourceConfig(device=str(tmp_path)), bus=bus).configure()
+    fine = tmp_path / "fine.jpg"
+    fine.write_bytes(good.tobytes())
+    node = CameraSource(CameraSourceConfig(device=str(fine), heartbeat_hz=0), bus=bus)
+    sub = bus.subscribe(node.topic("frames"), "queue(4)")
+    with node:
+        _run_until_finished(node)
+    assert node.frames_sent == 1  # the frame decoded by open() is not lost
+    assert sub.get(timeout_s=1).rgb.shape == (48, 64, 3)
+    bus.close()
+
+
 def test_missing_microphone_says_what_is_available(tmp_path):
     bus = InProcBus("sources-missing-mic")
     mics = list_microphones()

@@ -280,3 +280,26 @@ def test_real_rgbd_frames_with_tf_poses(ts, tmp_path, rgbd_sample_dir):
         assert float(np.count_nonzero(frame.depth)) > 0.5 * frame.depth.size
         np.testing.assert_allclose(frame.world_from_camera, odom_from_cam, atol=1e-6)  # map = odom
         np.testing.assert_array_equal(frame.intrinsics, K)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_garbage_or_incomplete_bag_is_a_clean_cli_error(ts, tmp_path, capsys, damage):
+    """Issue 18, defect 7: these ended in an uncaught BagError traceback (exit 1)."""
+    from engram.runtime.apps.cli import main as engram
+
+    path = tmp_path / "bag"
+    synthetic_bag(ts, path, StoragePlugin.MCAP)
+    (data,) = [p for p in path.iterdir() if p.suffix == ".mcap"]
+    blob = data.read_bytes()
+    if damage == "garbage":
+        data.write_bytes(np.random.default_rng(0).bytes(len(blob)))
+    else:
+        data.write_bytes(blob[: len(blob) // 2])  # a recorder killed half-way
+    argv = ["replay", str(path), "--bus", "inproc://bag-damage", "--start-delay-s", "0"]
+    argv.append("--as-fast-as-possible")
+    assert engram(argv) == 2
+    err = capsys.readouterr().err
+    assert "engram replay:" in err and "ROS 2 bag" in err and str(path) in err
+    assert "Traceback" not in err
+    with pytest.raises(BagError):
+        list(read_bag(path))
