@@ -1,4 +1,4 @@
-"""The JSON envelope every benchmark prints (see ../shared/BENCH.md)."""
+"""The JSON envelope every benchmark prints (see bench/README.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def result(
     peer_value: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One result row; ``ratio`` is how many times better than the peer (BENCH.md)."""
+    """One result row; ``ratio`` is how many times better than the peer (bench/README.md)."""
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
     row: dict[str, Any] = {"case": case, "metric": metric, "value": _round(value), "better": better}

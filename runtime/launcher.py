@@ -348,6 +348,20 @@ def add_arguments(parser: Any) -> None:
         default=None,
         help="stop after this many seconds (default: run until Ctrl-C / SIGTERM)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="launch_verbose",
+        action="count",
+        default=0,
+        help="print each node's heartbeat summary (state, counters, latency) periodically",
+    )
+    parser.add_argument(
+        "--status-every-s",
+        type=float,
+        default=5.0,
+        help="with -v: seconds between heartbeat summaries",
+    )
 
 
 def run(args: Any) -> int:
@@ -365,10 +379,57 @@ def run(args: Any) -> int:
         where = f", {len(groups)} process group(s)" if groups else ", one process"
         print(f"{launch.source}: OK ({len(launch.specs)} node(s){where})")
         return 0
-    return _run_until_signal(launch, duration_s=args.duration_s)
+    verbose = getattr(args, "launch_verbose", 0) or getattr(args, "verbose", 0)
+    every_s = getattr(args, "status_every_s", 5.0) if verbose else None
+    return _run_until_signal(launch, duration_s=args.duration_s, status_every_s=every_s)
 
 
-def _run_until_signal(launch: Launch, *, duration_s: float | None) -> int:
+def heartbeat_line(hb: Any) -> str:
+    """One line for people from a node's ``Heartbeat``: state, uptime, counters, latency."""
+    counters = " ".join(f"{k} {v}" for k, v in sorted(hb.counters.items()))
+    latency = " ".join(f"{k} {v:.1f}ms" for k, v in sorted(hb.latency_ms.items()))
+    parts = [f"{hb.node}: {hb.state}, up {hb.uptime_s:.0f} s"]
+    if counters:
+        parts.append(counters)
+    if latency:
+        parts.append(latency)
+    return " | ".join(parts)
+
+
+def _heartbeat_printer(launch: Launch, every_s: float, stop: threading.Event) -> None:
+    """Print the latest heartbeat of every node each ``every_s`` seconds until ``stop``."""
+    from engram.runtime.bus import BusClosed
+    from engram.runtime.messages import Heartbeat
+    from engram.runtime.node import HEARTBEAT_TOPIC
+
+    while launch.bus is None and not stop.wait(0.05):
+        pass
+    if launch.bus is None:
+        return
+    sub = launch.bus.subscribe(HEARTBEAT_TOPIC, "queue(256)")
+    latest: dict[str, Any] = {}
+    next_print = time.monotonic() + every_s
+    try:
+        while not stop.is_set():
+            try:
+                hb = sub.get(0.1)
+            except BusClosed:
+                return
+            if isinstance(hb, Heartbeat) and hb.node:
+                latest[hb.node] = hb
+            if time.monotonic() >= next_print:
+                next_print += every_s
+                for name in sorted(latest):
+                    _print_status(heartbeat_line(latest[name]))
+                if not latest:
+                    _print_status("no heartbeats yet")
+    finally:
+        sub.close()
+
+
+def _run_until_signal(
+    launch: Launch, *, duration_s: float | None, status_every_s: float | None = None
+) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -379,6 +440,13 @@ def _run_until_signal(launch: Launch, *, duration_s: float | None) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         launch.start()
+        if status_every_s:  # engram launch -v: heartbeat summaries
+            threading.Thread(
+                target=_heartbeat_printer,
+                args=(launch, status_every_s, stop),
+                daemon=True,
+                name="launch:status",
+            ).start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set():
             if launch.wait(0.2):
@@ -393,6 +461,7 @@ def _run_until_signal(launch: Launch, *, duration_s: float | None) -> int:
         _print_status(f"cannot start {launch.source}: {exc}")
         return 1
     finally:
+        stop.set()
         launch.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

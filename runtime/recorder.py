@@ -1,17 +1,16 @@
-"""Record bus topics to an MCAP file (``engram record``).
+"""Record bus topics to an MCAP file (``engram record``) that Foxglove can open.
 
-MCAP (https://mcap.dev) is the container Foxglove and ROS 2 use. An Engram
-recording holds, per (topic, message type):
+MCAP (https://mcap.dev) is the container Foxglove and ROS 2 use. Each message is written
+in the ``engram-json-1`` layout of ``runtime/mcap_format.py``: a JSON message (with a JSON
+Schema) on its own topic, its images as Foxglove ``CompressedImage``/``RawImage`` messages
+on companion channels (JPEG colour and 16-bit PNG depth by default; ``image_format="raw"``
+for lossless), and Foxglove transforms (``/tf``), camera calibration, point clouds, audio
+and log channels for viewers. ``log_time`` is the time the message was written (wall
+clock, ns; within milliseconds of its receipt, and in file order), ``publish_time`` the
+message's ``stamp_ns`` and ``sequence`` its ``seq`` (mod 2**32), on every record of it.
 
-- a schema named by the message type (``"Frame"``), encoding ``"engram-codec"``,
-  data a JSON description ``{"type", "schema_version", "wire_version", "fields"}``;
-- a channel on that topic with message_encoding ``"engram"`` and metadata
-  ``{"engram_type": "Frame"}``;
-- messages whose data is ``engram.runtime.codec.pack(msg)`` (the codec's blob form),
-  ``log_time`` the receive time (ns, ``time.time_ns()``), ``publish_time`` the
-  message's ``stamp_ns`` and ``sequence`` its ``seq`` (mod 2**32).
-
-``runtime/replay.py`` reads these files back (``read_recording``, ``replay``).
+``runtime/replay.py`` reads these files back (``read_recording``, ``replay``), and the
+older ``engram``-encoded ones.
 
 Python API::
 
@@ -21,7 +20,10 @@ Python API::
 Subscriptions use the ``all`` policy by default, so a slow disk applies
 backpressure rather than losing messages (``queue(n)`` to drop instead, counted
 in ``dropped``). ``stop()`` drains what was received and finishes the file, so a
-clean stop loses nothing.
+clean stop loses nothing. A killed recorder leaves a readable file: the chunk in
+progress is written out every ``flush_interval_s`` (and when it reaches
+``chunk_size_bytes``), so a SIGKILL loses at most that much; replay reads such a file
+without its summary and says how many bytes were cut off.
 
 CLI: ``engram record [-o out.mcap] [--bus URL] [--duration-s S] TOPIC...``; the
 bus defaults to ``$ENGRAM_BUS`` (``engram launch`` prints the URL it uses).
@@ -44,21 +46,23 @@ from engram.runtime.bus import Bus, BusClosed, Subscription
 from engram.runtime.messages import MESSAGE_TYPES, Message
 
 __all__ = [
-    "MESSAGE_ENCODING",
-    "SCHEMA_ENCODING",
+    "LEGACY_MESSAGE_ENCODING",
+    "LEGACY_SCHEMA_ENCODING",
     "Recorder",
     "add_arguments",
     "run",
     "schema_description",
 ]
 
-SCHEMA_ENCODING = "engram-codec"
-MESSAGE_ENCODING = "engram"
+# The first recording format (one codec blob per message); replay still reads it.
+LEGACY_SCHEMA_ENCODING = "engram-codec"
+LEGACY_MESSAGE_ENCODING = "engram"
 _COMPRESSIONS = ("none", "lz4", "zstd")
+_IMAGE_FORMATS = ("jpeg", "png", "raw")
 
 
 def schema_description(type_name: str) -> bytes:
-    """The schema data stored for a message type: JSON with its fields and versions."""
+    """The legacy schema data of a message type: JSON with its fields and versions."""
     from engram.runtime.codec import WIRE_VERSION
 
     cls = MESSAGE_TYPES[type_name]
@@ -86,7 +90,10 @@ class Recorder:
         path: str | os.PathLike[str],
         *,
         policy: str = "all(256)",
-        compression: str = "lz4",
+        compression: str = "zstd",
+        image_format: str = "jpeg",
+        flush_interval_s: float = 1.0,
+        chunk_size_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         if not topics:
             raise ValueError("Recorder needs at least one topic")
@@ -94,11 +101,18 @@ class Recorder:
             raise ValueError(f"Recorder: duplicate topics in {list(topics)}")
         if compression not in _COMPRESSIONS:
             raise ValueError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+        if image_format not in _IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {_IMAGE_FORMATS}, got {image_format!r}")
+        if not flush_interval_s > 0:
+            raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.bus = bus
         self.topics = list(topics)
         self.path = Path(path)
         self.policy = policy
         self.compression = compression
+        self.image_format = image_format
+        self.flush_interval_s = flush_interval_s
+        self.chunk_size_bytes = chunk_size_bytes
         self.counts: dict[str, int] = dict.fromkeys(self.topics, 0)
         self.errors = 0
         self._subs: dict[str, Subscription] = {}
@@ -108,6 +122,7 @@ class Recorder:
         self._file: Any = None
         self._schemas: dict[str, int] = {}
         self._channels: dict[tuple[str, str], int] = {}
+        self._stop_flusher = threading.Event()
 
     @property
     def written(self) -> int:
@@ -124,10 +139,20 @@ class Recorder:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed in stop()
-        self._writer = Writer(self._file, compression=CompressionType[self.compression.upper()])
+        self._writer = Writer(
+            self._file,
+            compression=CompressionType[self.compression.upper()],
+            chunk_size=self.chunk_size_bytes,
+        )
         self._writer.start(profile="", library="engram")
+        self._writer.add_metadata("engram", {"format": "engram-json-1"})
+        self._writer.flush()  # header on disk at once: a killed recorder leaves a valid start
+        self._stop_flusher.clear()
+        flusher = threading.Thread(target=self._flush_loop, name="record:flush", daemon=True)
+        self._threads.append(flusher)
         for topic in self.topics:
             self._subs[topic] = self.bus.subscribe(topic, self.policy)
+        flusher.start()
         for topic, sub in self._subs.items():
             t = threading.Thread(
                 target=self._drain, args=(sub,), name=f"record:{topic}", daemon=True
@@ -142,6 +167,7 @@ class Recorder:
             return
         for sub in self._subs.values():
             sub.close()  # the drain threads write what is left, then exit
+        self._stop_flusher.set()
         for t in self._threads:
             t.join()
         self._threads.clear()
@@ -164,14 +190,22 @@ class Recorder:
             except BusClosed:
                 return
             if msg is not None:
-                self.write(sub.topic, msg, log_time_ns=time.time_ns())
+                self.write(sub.topic, msg)  # log_time: taken under the lock, so in file order
+
+    def _flush_loop(self) -> None:
+        """Write the chunk in progress out every flush_interval_s (survives a SIGKILL)."""
+        while not self._stop_flusher.wait(self.flush_interval_s):
+            with self._lock:
+                if self._writer is None:
+                    return
+                self._writer.flush()
 
     def write(self, topic: str, msg: Message, *, log_time_ns: int | None = None) -> None:
         """Append one message (also usable without subscribing, e.g. to convert data)."""
-        from engram.runtime.codec import pack
+        from engram.runtime.mcap_format import encode_message
 
         try:
-            data = pack(msg)
+            records = encode_message(topic, msg, image_format=self.image_format)
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop recording
             self.errors += 1
             print(f"engram record: cannot encode a {msg.TYPE} on {topic!r}: {exc}", file=sys.stderr)
@@ -179,31 +213,49 @@ class Recorder:
         with self._lock:
             if self._writer is None:
                 raise RuntimeError("Recorder is not started")
-            channel_id = self._channel(topic, msg.TYPE)
-            self._writer.add_message(
-                channel_id=channel_id,
-                log_time=time.time_ns() if log_time_ns is None else log_time_ns,
-                data=data,
-                publish_time=msg.stamp_ns,
-                sequence=msg.seq & 0xFFFFFFFF,
-            )
+            log_time = time.time_ns() if log_time_ns is None else log_time_ns
+            for spec, data in records:
+                self._writer.add_message(
+                    channel_id=self._channel(spec),
+                    log_time=log_time,
+                    data=data,
+                    publish_time=msg.stamp_ns,
+                    sequence=msg.seq & 0xFFFFFFFF,
+                )
             self.counts[topic] = self.counts.get(topic, 0) + 1
 
-    def _channel(self, topic: str, type_name: str) -> int:
-        key = (topic, type_name)
+    def _schema(self, name: str) -> int:
+        schema_id = self._schemas.get(name)
+        if schema_id is None:
+            if name.startswith("engram."):
+                from engram.runtime.mcap_format import json_schema
+
+                data = json.dumps(json_schema(name.removeprefix("engram.")), indent=1).encode()
+                schema_id = self._writer.register_schema(
+                    name=name, encoding="jsonschema", data=data
+                )
+            else:
+                from mcap_protobuf.schema import build_file_descriptor_set
+
+                from engram.runtime.mcap_format import protobuf_class
+
+                fds = build_file_descriptor_set(protobuf_class(name))
+                schema_id = self._writer.register_schema(
+                    name=name, encoding="protobuf", data=fds.SerializeToString()
+                )
+            self._schemas[name] = schema_id
+        return schema_id
+
+    def _channel(self, spec: dict[str, Any]) -> int:
+        key = (spec["topic"], spec["schema"])
         channel_id = self._channels.get(key)
         if channel_id is None:
-            schema_id = self._schemas.get(type_name)
-            if schema_id is None:
-                schema_id = self._writer.register_schema(
-                    name=type_name, encoding=SCHEMA_ENCODING, data=schema_description(type_name)
-                )
-                self._schemas[type_name] = schema_id
+            name = spec["schema"]
             channel_id = self._writer.register_channel(
-                topic=topic,
-                message_encoding=MESSAGE_ENCODING,
-                schema_id=schema_id,
-                metadata={"engram_type": type_name},
+                topic=spec["topic"],
+                message_encoding="json" if name.startswith("engram.") else "protobuf",
+                schema_id=self._schema(name),
+                metadata=spec["metadata"],
             )
             self._channels[key] = channel_id
         return channel_id
@@ -225,7 +277,14 @@ def add_arguments(parser: Any) -> None:
         "--duration-s", type=float, default=None, help="stop after this many seconds"
     )
     parser.add_argument(
-        "--compression", choices=_COMPRESSIONS, default="lz4", help="MCAP chunk compression"
+        "--compression", choices=_COMPRESSIONS, default="zstd", help="MCAP chunk compression"
+    )
+    parser.add_argument(
+        "--image-format",
+        choices=_IMAGE_FORMATS,
+        default="jpeg",
+        help="colour images as JPEG (small, lossy), PNG (lossless) or raw; depth is stored in "
+        "16-bit millimetres unless raw (float32 metres); segmentation is always lossless",
     )
 
 
@@ -253,7 +312,13 @@ def run(args: Any) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with make_bus(url) as bus:
-            recorder = Recorder(bus, args.topics, output, compression=args.compression)
+            recorder = Recorder(
+                bus,
+                args.topics,
+                output,
+                compression=args.compression,
+                image_format=args.image_format,
+            )
             with recorder:
                 until = "" if args.duration_s is None else f" for {args.duration_s:g} s"
                 print(

@@ -9,6 +9,7 @@ from engram.runtime.registry import register
 
 register("node", "camera", "engram.runtime.drivers.camera:CameraSource")
 register("node", "microphone", "engram.runtime.drivers.microphone:MicrophoneSource")
+register("node", "lerobot", "engram.runtime.drivers.lerobot:LeRobotDriver")
 register("node", "rerun", "engram.runtime.bridges.rerun:RerunNode")
 register("node", "ros2_bridge", "engram.runtime.bridges.ros2.nodes:RosBridgeNode")
 register("node", "web", "engram.runtime.apps.web.hub:LiveHub")

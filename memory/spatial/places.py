@@ -7,8 +7,8 @@ and visit evidence. The agent is at the place that is both within
 view (nearest such place); when no place qualifies, a new one is created. Moving from
 place A to place B adds the edge A-B weighted by the traversal cost: centre of A to
 where the agent left A, the distance it travelled, then to the centre of B (the
-minimum over traversals). That cost is never below the straight-line distance, so A*
-with a Euclidean heuristic finds shortest paths.
+minimum over traversals). Shortest paths come from ``graph_shortest_path`` (Dijkstra in
+scipy.sparse.csgraph), which the planner's routes use too.
 
 Edges only join places the agent actually travelled between, so a path never goes
 through a wall the agent could not pass.
@@ -16,13 +16,49 @@ through a wall the agent could not pass.
 
 from __future__ import annotations
 
-import heapq
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Path", "Place", "PlaceGraph", "PlaceGraphConfig"]
+__all__ = ["Path", "Place", "PlaceGraph", "PlaceGraphConfig", "graph_shortest_path"]
+
+
+def graph_shortest_path(
+    n: int, edges: Iterable[tuple[int, int, float]], start: int, goal: int
+) -> tuple[list[int], float] | None:
+    """Shortest path in an undirected graph of ``n`` nodes with weighted ``edges``
+    ``(a, b, cost)``: ``(node ids from start to goal, total cost)``, None if unreachable.
+
+    The one shortest-path routine of Engram (the places graph here, the planner's routes
+    in ``planners.planning.grounding``): Dijkstra from scipy.sparse.csgraph. Parallel
+    edges keep their cheapest cost; a zero cost counts as a tiny positive one (sparse
+    matrices cannot hold an explicit zero-cost edge)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    if not (0 <= start < n and 0 <= goal < n):
+        raise ValueError(f"node ids must be in [0, {n}), got start={start}, goal={goal}")
+    if start == goal:
+        return [start], 0.0
+    cheapest: dict[tuple[int, int], float] = {}
+    for a, b, w in edges:
+        key = (min(a, b), max(a, b))
+        if a != b and math.isfinite(w):
+            cheapest[key] = min(cheapest.get(key, math.inf), max(float(w), 1e-12))
+    if not cheapest:
+        return None
+    rows, cols = zip(*cheapest)
+    graph = csr_matrix((list(cheapest.values()), (rows, cols)), shape=(n, n))
+    dist, pred = dijkstra(graph, directed=False, indices=start, return_predecessors=True)
+    if not math.isfinite(dist[goal]):
+        return None
+    route = [goal]
+    while route[-1] != start:
+        route.append(int(pred[route[-1]]))
+    route.reverse()
+    return route, float(dist[goal])
 
 
 @dataclass
@@ -213,38 +249,17 @@ class PlaceGraph:
         return self.nearest_place(position) if position is not None else -1
 
     def shortest_path(self, start: int, goal: int) -> Path | None:
-        """A* from place ``start`` to ``goal`` (Euclidean heuristic, admissible because
-        every edge costs at least the straight-line distance). None if unreachable."""
+        """The cheapest route from place ``start`` to ``goal`` (``graph_shortest_path``:
+        Dijkstra in scipy.sparse.csgraph). None if unreachable."""
         n = len(self.places)
         if not (0 <= start < n and 0 <= goal < n):
             raise ValueError(f"place ids must be in [0, {n}), got start={start}, goal={goal}")
-        goal_pos = self._positions[goal]
-
-        def h(i: int) -> float:
-            return float(np.linalg.norm(self._positions[i] - goal_pos))
-
-        best = {start: 0.0}
-        parent: dict[int, int] = {}
-        heap = [(h(start), 0.0, start)]
-        closed: set[int] = set()
-        while heap:
-            _, g, node = heapq.heappop(heap)
-            if node in closed:
-                continue
-            if node == goal:
-                route = [goal]
-                while route[-1] != start:
-                    route.append(parent[route[-1]])
-                route.reverse()
-                return Path(route, g, self._positions[route].copy())
-            closed.add(node)
-            for nb, w in self.edges.get(node, {}).items():
-                ng = g + w
-                if ng < best.get(nb, math.inf) - 1e-12:
-                    best[nb] = ng
-                    parent[nb] = node
-                    heapq.heappush(heap, (ng + h(nb), ng, nb))
-        return None
+        edges = [(a, b, w) for a, nbs in self.edges.items() for b, w in nbs.items()]
+        found = graph_shortest_path(n, edges, start, goal)
+        if found is None:
+            return None
+        route, cost = found
+        return Path(route, cost, self._positions[route].copy())
 
     def path_from(self, position: np.ndarray, goal: int) -> Path | None:
         """Route from a pose ``position`` (3,): to its nearest place, then through the

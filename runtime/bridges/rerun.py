@@ -10,7 +10,7 @@ Entity paths (world frame: metres, z up; cameras in the OpenCV convention, RDF):
 
 =============================================== ======================================
 ``world/camera/<name>``                         Transform3D (world_from_camera), Pinhole (K)
-``world/camera/<name>/image``                   Image (RGB)
+``world/camera/<name>/image``                   EncodedImage (JPEG of the RGB frame)
 ``world/camera/<name>/depth``                   DepthImage (metres)
 ``world/camera/<name>/image/objects``           Boxes2D of the percept's objects
 ``world/percepts/points``                       Points3D, coloured by object id
@@ -21,7 +21,11 @@ Entity paths (world frame: metres, z up; cameras in the OpenCV convention, RDF):
 ``recall``, ``transcript``                      TextLog
 =============================================== ======================================
 
-Every message is logged on the ``capture`` timeline at its ``stamp_ns``.
+Timelines: ``step`` (a sequence: the message's ``seq``) on every message, and its
+``stamp_ns`` either on ``capture`` (a wall-clock timestamp) or, for simulation stamps (which
+start at 0: anything before 2001), on ``sim_time`` as a duration, so that they are not shown
+as 1970 dates. A default blueprint lays out the 3-D world, the camera image, a top-down map
+(places and recalls) and the text timeline of recalls and transcripts.
 
 The ``--rerun [FILE.rrd]`` option of ``engram live``, ``demo`` and ``replay``:
 ``add_rerun_argument(parser)`` adds it, ``rerun_config(flag, name=...)`` turns its value
@@ -30,6 +34,7 @@ into a ``RerunConfig`` and ``start_rerun_node(flag, bus)`` starts a ``RerunNode`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -58,13 +63,19 @@ __all__ = [
     "RerunLogger",
     "RerunNode",
     "add_rerun_argument",
+    "default_blueprint",
+    "log_memory_snapshot",
     "rerun_config",
     "start_rerun_node",
 ]
 
 log = logging.getLogger(__name__)
 
-TIMELINE = "capture"
+TIMELINE = "capture"  # wall-clock stamps
+SIM_TIMELINE = "sim_time"  # simulation stamps (durations since the start)
+STEP_TIMELINE = "step"  # message sequence numbers
+_WALL_CLOCK_NS = 10**18  # stamps before 2001-09-09 are simulation time, not dates
+JPEG_QUALITY = 85  # frames are logged as JPEG (EncodedImage): ~15x smaller than raw
 
 
 def _palette(ids: np.ndarray) -> np.ndarray:
@@ -76,6 +87,42 @@ def _palette(ids: np.ndarray) -> np.ndarray:
     colours = (60 + 195 * rgb).astype(np.uint8)
     colours[ids < 0] = 128
     return colours
+
+
+def _encoded_image(rr: Any, rgb: np.ndarray) -> Any:
+    """An RGB frame as a JPEG ``EncodedImage`` (raw ``Image`` if encoding fails)."""
+    import cv2
+
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        return rr.Image(rgb)
+    return rr.EncodedImage(contents=buf.tobytes(), media_type="image/jpeg")
+
+
+def default_blueprint() -> Any:
+    """The layout a recording opens with: 3-D world | camera over map | memory timeline."""
+    import rerun.blueprint as rrb
+
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Spatial3DView(name="world", origin="world"),
+            rrb.Vertical(
+                rrb.Spatial2DView(name="camera", origin="world/camera"),
+                rrb.Spatial3DView(
+                    name="map (places, recalls)",
+                    origin="world",
+                    contents=["world/places/**", "world/recall/**", "world/robot/**"],
+                ),
+                rrb.TextLogView(
+                    name="memory timeline", origin="/", contents=["recall", "transcript"]
+                ),
+            ),
+            column_shares=[3, 2],
+        ),
+        collapse_panels=True,
+    )
 
 
 class RerunLogger:
@@ -120,10 +167,16 @@ class RerunLogger:
         self._cameras: set[str] = set()
         self.counts: dict[str, int] = {}
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        self.rec.send_blueprint(default_blueprint())
 
     # ---- helpers ----------------------------------------------------------------------
-    def _time(self, stamp_ns: int) -> None:
-        self.rec.set_time(TIMELINE, timestamp=np.datetime64(int(stamp_ns), "ns"))
+    def _time(self, stamp_ns: int, seq: int = 0) -> None:
+        if stamp_ns < _WALL_CLOCK_NS:
+            self.rec.set_time(SIM_TIMELINE, duration=np.timedelta64(int(stamp_ns), "ns"))
+        else:
+            self.rec.set_time(TIMELINE, timestamp=np.datetime64(int(stamp_ns), "ns"))
+        if seq:
+            self.rec.set_time(STEP_TIMELINE, sequence=int(seq))
 
     def _count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -139,7 +192,7 @@ class RerunLogger:
         base = f"world/camera/{frame.camera}"
         h, w = frame.rgb.shape[:2]
         with self._lock:
-            self._time(frame.stamp_ns)
+            self._time(frame.stamp_ns, frame.seq)
             self._transform(base, frame.world_from_camera)
             self.rec.log(
                 base,
@@ -149,7 +202,7 @@ class RerunLogger:
                     camera_xyz=rr.ViewCoordinates.RDF,
                 ),
             )
-            self.rec.log(f"{base}/image", rr.Image(frame.rgb))
+            self.rec.log(f"{base}/image", _encoded_image(rr, frame.rgb))
             if log_depth and frame.depth is not None:
                 depth = np.nan_to_num(frame.depth, nan=0.0)
                 self.rec.log(f"{base}/depth", rr.DepthImage(depth, meter=1.0))
@@ -159,7 +212,7 @@ class RerunLogger:
         """Object boxes on the image, object centroids/extents, and the frame's points."""
         rr = self._rr
         with self._lock:
-            self._time(percept.stamp_ns)
+            self._time(percept.stamp_ns, percept.seq)
             labels = [
                 f"{label} ({oid})" for label, oid in zip(percept.object_labels, percept.object_ids)
             ]
@@ -234,7 +287,7 @@ class RerunLogger:
         """A text summary of the hits, and the positions of hits that have one."""
         rr = self._rr
         with self._lock:
-            self._time(recall.stamp_ns)
+            self._time(recall.stamp_ns, recall.seq)
             lines = [f"Q: {recall.query_text}"]
             if recall.error:
                 lines.append(f"error: {recall.error}")
@@ -261,14 +314,14 @@ class RerunLogger:
     def log_transcript(self, transcript: Transcript) -> None:
         rr = self._rr
         with self._lock:
-            self._time(transcript.stamp_ns)
+            self._time(transcript.stamp_ns, transcript.seq)
             who = f"{transcript.speaker}: " if transcript.speaker else ""
             self.rec.log("transcript", rr.TextLog(f"{who}{transcript.text}"))
             self._count("transcripts")
 
     def log_robot_state(self, state: RobotState) -> None:
         with self._lock:
-            self._time(state.stamp_ns)
+            self._time(state.stamp_ns, state.seq)
             self._transform(f"world/robot/{state.robot}", state.world_from_base)
             self._count("robot_states")
 
@@ -333,6 +386,9 @@ class RerunConfig(NodeConfig):
     #: robot_state, heartbeat); heartbeats carrying info["places"] = {"positions":
     #: [[x, y, z], ...], "edges": [[i, j], ...]} are drawn as the places graph
     ports: list[str] = field(default_factory=lambda: ["frames", "percepts", "recall"])
+    #: subscribe with all(256) instead of the ports' latest/queue policies: nothing is
+    #: dropped (replaying a file as fast as possible); the publisher waits instead
+    lossless: bool = False
 
 
 class RerunNode(Node[RerunConfig]):
@@ -358,7 +414,10 @@ class RerunNode(Node[RerunConfig]):
         self.logger: RerunLogger | None = None
 
     def inputs(self) -> dict[str, Input]:
-        return {p: self.INPUTS[p] for p in self.config.ports if p in self.INPUTS}
+        ports = {p: self.INPUTS[p] for p in self.config.ports if p in self.INPUTS}
+        if self.config.lossless:
+            ports = {p: dataclasses.replace(i, policy="all(256)") for p, i in ports.items()}
+        return ports
 
     def on_configure(self) -> None:
         cfg = self.config
@@ -400,6 +459,71 @@ class RerunNode(Node[RerunConfig]):
     def on_heartbeat(self, beat: Heartbeat) -> None:
         assert self.logger is not None
         self.logger.log(beat)
+
+
+def log_memory_snapshot(
+    logger: RerunLogger,
+    bus: Any,
+    *,
+    question: str = "",
+    near: Sequence[float] = (0.0, 0.0, 0.0),
+    stamp_ns: int = 0,
+    topic: str = "/memory/query",
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
+    """Ask the memory node (``topic``) for its places graph around ``near`` and, when
+    ``question`` is given, recall it; draw both (an episode's end, e.g. ``engram demo``,
+    whose recalls travel request/reply where a Rerun node cannot see them).
+    -> {"places": n, "recall_hits": n}; a memory that does not answer draws nothing."""
+    from engram.runtime.messages import MemoryQuery
+
+    out = {"places": 0, "recall_hits": 0}
+    spatial = MemoryQuery(
+        stamp_ns=stamp_ns or time.time_ns(),
+        memories=["spatial"],
+        near=np.asarray(near, np.float32),
+        radius_m=1000.0,
+        top_k=500,
+    )
+    try:
+        recall = bus.request(topic, spatial, timeout_s=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - a snapshot is a convenience
+        log.warning("rerun: no places from the memory: %s", exc)
+        return out
+    places = [
+        h for h in getattr(recall, "hits", []) if (h.get("data") or {}).get("kind") == "place"
+    ]
+    places = [h for h in places if h.get("position") is not None]
+    if places:
+        index = {int(h["data"].get("place_id", i)): i for i, h in enumerate(places)}
+        edges = sorted(
+            {
+                (
+                    min(index[int(h["data"].get("place_id", i))], index[n]),
+                    max(index[int(h["data"].get("place_id", i))], index[n]),
+                )
+                for i, h in enumerate(places)
+                for n in (int(v) for v in h["data"].get("neighbours", []))
+                if n in index
+            }
+        )
+        logger.log_places(
+            np.array([h["position"] for h in places], np.float32),
+            np.array(edges, np.int64).reshape(-1, 2),
+            stamp_ns=spatial.stamp_ns,
+        )
+        out["places"] = len(places)
+    if question:
+        query = MemoryQuery(stamp_ns=spatial.stamp_ns, text=question, top_k=5)
+        try:
+            answer = bus.request(topic, query, timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("rerun: no recall from the memory: %s", exc)
+            return out
+        if isinstance(answer, Recall):
+            logger.log_recall(answer)
+            out["recall_hits"] = len(answer.hits)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -453,14 +577,16 @@ def start_rerun_node(
     *,
     name: str = "engram",
     ports: Sequence[str] | None = _ALL_PORTS,
+    lossless: bool = False,
 ) -> Node | None:
     """A started ``RerunNode`` on ``bus`` for a ``--rerun`` value (None when absent),
     subscribed to ``ports`` (by default all: /frames, /percepts, /recall, /transcripts,
-    /robot_state, /heartbeat; None = ``RerunConfig``'s default). Stop it to complete the
-    recording."""
+    /robot_state, /heartbeat; None = ``RerunConfig``'s default). ``lossless``: no message
+    dropped (replay). Stop it to complete the recording."""
     cfg = rerun_config(flag, name=name, ports=ports)
     if cfg is None:
         return None
+    cfg.lossless = lossless
     node = RerunNode(cfg, bus=bus, name="rerun")
     node.start()
     return node

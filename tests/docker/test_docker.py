@@ -109,6 +109,58 @@ def test_apt_packages_and_full_install(dockerfile):
     assert '".[full]"' in text
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_run_as_a_non_root_user(dockerfile):
+    steps = instructions(dockerfile)
+    users = [a for k, a in steps if k == "USER"]
+    assert users and users[-1] not in ("root", "0"), f"{dockerfile.name} runs as root"
+    runs = " ".join(a for k, a in steps if k == "RUN")
+    assert "useradd" in runs and users[-1] in runs  # the user is created in the image
+    keywords = [k for k, _ in steps]
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dependencies_are_a_layer_before_the_sources(dockerfile):
+    """A code change must not reinstall torch & co: dependencies resolve before COPY runtime,
+    and the install after the sources resolves nothing (--no-deps)."""
+    steps = instructions(dockerfile)
+    first_source = next(
+        i for i, (k, a) in enumerate(steps) if k == "COPY" and a.startswith("runtime")
+    )
+    deps = [i for i, (k, a) in enumerate(steps) if k == "RUN" and "requirements.py full" in a]
+    assert deps and deps[0] < first_source, f"{dockerfile.name}: dependencies after the sources"
+    for keyword, arguments in steps[first_source:]:
+        if keyword == "RUN" and "pip install" in arguments:
+            for cmd in arguments.split("&&"):
+                if "pip install" in cmd:
+                    assert "--no-deps" in cmd, f"{dockerfile.name}: {cmd.strip()!r} resolves again"
+
+
+def test_requirements_helper_lists_the_full_extra():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(DOCKER / "requirements.py"), "full"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "torch==2.15.0" in out and any(r.startswith("numpy") for r in out)
+
+
+def test_no_break_system_packages_and_a_slim_cpu_torch():
+    for dockerfile in DOCKERFILES:
+        assert "--break-system-packages" not in dockerfile.read_text(), dockerfile.name
+    cpu = " ".join(a for k, a in instructions(DOCKER / "Dockerfile.cpu") if k == "RUN")
+    assert "download.pytorch.org/whl/cpu" in cpu  # no 3 GB of nvidia-* wheels on a CPU image
+    ros = " ".join(a for k, a in instructions(DOCKER / "Dockerfile.ros2") if k == "RUN")
+    assert "venv --system-site-packages /opt/ros-venv" in ros
+    assert "/opt/ros-venv" in (DOCKER / "ros2-entrypoint.sh").read_text()
+
+
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
 def test_engram_images_run_a_real_subcommand(name):
     command = entry_command(DOCKER / name)

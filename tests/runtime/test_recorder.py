@@ -1,4 +1,9 @@
-"""Record to MCAP, read back, replay onto a bus: same messages, order and topics."""
+"""Record to MCAP, read back, replay onto a bus: same messages, order and topics.
+
+Recordings open in standard tools: a test decodes one with the mcap readers for protobuf
+(Foxglove schemas) and JSON, without Engram's codec. Damaged files (truncated, killed
+recorder, empty) replay what is intact and say what was lost.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ def sample_messages() -> list[tuple[str, object]]:
 
 
 def record(tmp_path, messages, **kwargs):
+    kwargs.setdefault("image_format", "raw")  # lossless: exact round trips
     path = tmp_path / "run.mcap"
     bus = InProcBus("rec")
     topics = sorted({t for t, _ in messages})
@@ -70,7 +76,7 @@ def record(tmp_path, messages, **kwargs):
     return path, rec
 
 
-@pytest.mark.parametrize("compression", ["lz4", "none"])
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
 def test_record_then_read_gives_the_same_messages_in_order(tmp_path, compression):
     messages = sample_messages()
     path, rec = record(tmp_path, messages, compression=compression)
@@ -84,28 +90,85 @@ def test_record_then_read_gives_the_same_messages_in_order(tmp_path, compression
     assert stamps == sorted(stamps)
 
 
-def test_mcap_layout_schema_channel_and_times(tmp_path):
+def test_recording_decodes_with_the_standard_mcap_readers(tmp_path):
+    """Foxglove/mcap tooling reads it: protobuf via mcap_protobuf, JSON with a JSON Schema."""
+    import json
+
+    import jsonschema
+    from mcap_protobuf.decoder import DecoderFactory
+
     messages = sample_messages()
-    path, _ = record(tmp_path, messages)
+    path, _ = record(tmp_path, messages, image_format="jpeg")
     with open(path, "rb") as f:
-        reader = make_reader(f)
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
         summary = reader.get_summary()
         schemas = {s.name: s for s in summary.schemas.values()}
-        assert set(schemas) == {"Frame", "Instruction", "ActionChunk", "Recall", "Heartbeat"}
-        assert {s.encoding for s in schemas.values()} == {"engram-codec"}
-        assert b'"schema_version": 1' in schemas["Frame"].data
-        channels = list(summary.channels.values())
-        assert {c.message_encoding for c in channels} == {"engram"}
-        assert sorted(c.topic for c in channels).count("/instructions") == 2
-        by_seq = {}
-        for schema, channel, message in reader.iter_messages():
-            assert channel.metadata["engram_type"] == schema.name
-            by_seq[(channel.topic, schema.name, message.sequence)] = message
+        assert {"engram.Frame", "engram.Instruction", "engram.Heartbeat"} <= set(schemas)
+        assert {
+            "foxglove.CompressedImage",
+            "foxglove.RawImage",
+            "foxglove.CameraCalibration",
+        } <= set(schemas)
+        assert "foxglove.FrameTransforms" in schemas and "foxglove.Log" in schemas
+        assert {c.message_encoding for c in summary.channels.values()} == {"json", "protobuf"}
+        assert "engram" not in {c.message_encoding for c in summary.channels.values()}
+        decoded = {}
+        for _schema, channel, message, proto in reader.iter_decoded_messages(
+            topics=[
+                "/camera/frames/rgb",
+                "/camera/frames/depth",
+                "/camera/frames/calibration",
+                "/tf",
+            ]
+        ):
+            decoded.setdefault(channel.topic, []).append((message, proto))
+        f.seek(0)
+        json_docs = []
+        for schema, channel, message in make_reader(f).iter_messages():
+            if channel.message_encoding != "json":
+                continue
+            assert schema.encoding == "jsonschema" and schema.name.startswith("engram.")
+            doc = json.loads(message.data)
+            jsonschema.validate(doc, json.loads(schema.data))  # every type, every message
+            if channel.topic == "/camera/frames":
+                json_docs.append(doc)
     frame0 = messages[0][1]
-    m = by_seq[("/camera/frames", "Frame", 1)]
-    assert m.publish_time == frame0.stamp_ns
-    assert m.data == pack(frame0)
-    assert m.log_time > frame0.stamp_ns  # receive time (wall clock now), not the stamp
+    rgb_msg, rgb = decoded["/camera/frames/rgb"][0]
+    assert rgb.format == "jpeg" and rgb.data[:2] == b"\xff\xd8"  # a JPEG file
+    assert rgb.timestamp.ToNanoseconds() == frame0.stamp_ns == rgb_msg.publish_time
+    depth = decoded["/camera/frames/depth"][0][1]
+    assert depth.encoding == "16UC1" and (depth.width, depth.height) == (32, 24)
+    mm = np.frombuffer(depth.data, "<u2").reshape(24, 32)
+    assert np.abs(mm / 1000.0 - frame0.depth).max() <= 0.0005 + 1e-6
+    calib = decoded["/camera/frames/calibration"][0][1]
+    assert list(calib.K) == frame0.intrinsics.ravel().tolist() and calib.frame_id == "camera"
+    tf = decoded["/tf"][0][1].transforms[0]
+    assert (tf.parent_frame_id, tf.child_frame_id, tf.rotation.w) == ("world", "camera", 1.0)
+    assert len(json_docs) == 6 and json_docs[0]["fields"]["rgb"]["encoding"] == "jpeg"
+    assert json_docs[0]["fields"]["labels"] == {"0": "obj0"}
+
+
+def test_default_jpeg_recording_replays_close_to_the_original(tmp_path, rgbd_sample_dir):
+    import cv2
+
+    rng = np.random.default_rng(3)
+    real = cv2.imread(str(rgbd_sample_dir / "color" / "00000.jpg"))[200:248, 300:364, ::-1]
+    frame = Frame(
+        seq=1,
+        rgb=np.ascontiguousarray(real),
+        depth=rng.uniform(0.2, 5.0, (48, 64)).astype(np.float32),
+        segmentation=rng.integers(-1, 5, (48, 64)).astype(np.int32),
+        world_from_camera=np.array(
+            [[0, -1, 0, 1.0], [1, 0, 0, 2.0], [0, 0, 1, 0.5], [0, 0, 0, 1]], float
+        ),
+    )
+    path, _ = record(tmp_path, [("/f", frame)], image_format="jpeg")
+    [(topic, got)] = list(read_recording(path))
+    assert topic == "/f" and got.seq == 1 and got.labels == frame.labels
+    assert np.abs(got.rgb.astype(int) - frame.rgb).mean() < 3  # JPEG: close, not equal
+    assert np.abs(got.depth - frame.depth).max() <= 0.0005 + 1e-6  # millimetre steps
+    assert np.array_equal(got.segmentation, frame.segmentation)  # lossless
+    assert np.array_equal(got.world_from_camera, frame.world_from_camera)
 
 
 def test_replay_reproduces_payloads_with_topic_map(tmp_path):
@@ -235,4 +298,6 @@ def test_recorder_rejects_bad_arguments(tmp_path):
         Recorder(bus, [], tmp_path / "x.mcap")
     with pytest.raises(ValueError, match="compression"):
         Recorder(bus, ["/t"], tmp_path / "x.mcap", compression="gzip")
+    with pytest.raises(ValueError, match="image_format"):
+        Recorder(bus, ["/t"], tmp_path / "x.mcap", image_format="bmp")
     bus.close()

@@ -150,11 +150,14 @@ class FrameAssembler:
             self._depths.popleft()
         return depth
 
-    def _pose(self, frame_id: str) -> np.ndarray | None:
+    def _pose(self, frame_id: str, stamp_ns: int | None = None) -> np.ndarray | None:
         if frame_id and len(self.tf):
             world = self.config.world_frame or self.tf.root(frame_id)
             if world != frame_id:
-                found = self.tf.lookup(world, frame_id)
+                # at the image's time (a moving camera), else the latest transforms
+                found = self.tf.lookup(world, frame_id, stamp_ns) if stamp_ns else None
+                if found is None:
+                    found = self.tf.lookup(world, frame_id)
                 if found is not None:
                     return found
         if self.world_from_base is not None:
@@ -163,7 +166,7 @@ class FrameAssembler:
 
     def _emit(self, item: tuple[int, np.ndarray, str], depth: np.ndarray | None) -> Frame:
         stamp, rgb, frame_id = item
-        pose = self._pose(frame_id)
+        pose = self._pose(frame_id, stamp)
         self.counters["frames"] += 1
         self.counters["with_depth"] += depth is not None
         self.counters["no_pose"] += pose is None

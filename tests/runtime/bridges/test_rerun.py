@@ -136,3 +136,85 @@ def test_rerun_node_logs_bus_traffic_and_places_from_heartbeats(tmp_path):
     } <= entities
     with pytest.raises(ValueError, match="unknown port"):
         RerunNode(RerunConfig(ports=["video"]), bus=bus)
+
+
+def test_rrd_has_sim_time_and_step_timelines_encoded_images_and_a_blueprint(tmp_path):
+    """Read back with Rerun's own reader (``rerun rrd print -vv``): simulation stamps go
+    on a ``sim_time`` duration timeline (not 1970 dates), seq on ``step``, images as JPEG."""
+    path = tmp_path / "sim.rrd"
+    rgb = np.full((48, 64, 3), 90, np.uint8)
+    with RerunLogger(save_path=path) as logger:
+        for i in range(3):
+            logger.log(Frame(stamp_ns=i * 10**8, seq=i + 1, camera="front", rgb=rgb))
+        logger.log(RobotState(stamp_ns=10**8, seq=2, robot="arm"))
+    exe = Path(sys.executable).with_name("rerun")
+    out = subprocess.run(
+        [str(exe), "rrd", "print", "-vv", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    image_table = out[out.index("/world/camera/front/image") :]
+    header = image_table[: image_table.index("is_sorted")]
+    assert "sim_time" in header and "Duration(ns)" in header
+    assert "step" in header and "EncodedImage:blob" in header
+    assert "Image:buffer" not in header  # no raw image
+    assert "capture" not in header  # sim stamps are not wall-clock dates
+    assert "ViewportBlueprint" in out and "/world/robot/arm" in out
+
+
+def test_memory_snapshot_draws_places_and_the_recall(tmp_path):
+    """engram demo's rrd gets the places graph and the recall of the instruction, which
+    travel request/reply on /memory/query where a Rerun node cannot see them."""
+    from engram.runtime.bridges.rerun import log_memory_snapshot
+    from engram.runtime.messages import MemoryQuery
+
+    bus = InProcBus("snapshot")
+    asked: list[MemoryQuery] = []
+
+    def memory(query: MemoryQuery) -> Recall:
+        asked.append(query)
+        if query.memories == ["spatial"]:
+            hits = [
+                {
+                    "memory": "spatial",
+                    "score": 1.0,
+                    "position": [float(i), 0.0, 0.0],
+                    "data": {"kind": "place", "place_id": 10 + i, "neighbours": [10 + i + 1]},
+                }
+                for i in range(3)
+            ]
+            hits.append(
+                {
+                    "memory": "spatial",
+                    "score": 1.0,
+                    "position": [0, 1, 0],
+                    "data": {"kind": "object", "object_id": 4},
+                }
+            )
+            return Recall(query_seq=query.seq, hits=hits)
+        return Recall(
+            query_seq=query.seq,
+            query_text=query.text,
+            hits=[
+                {
+                    "memory": "episodic",
+                    "score": 0.8,
+                    "text": "cube under cup 2",
+                    "position": [0.1, 0.2, 0.3],
+                }
+            ],
+        )
+
+    bus.serve("/memory/query", memory)
+    path = tmp_path / "snap.rrd"
+    with RerunLogger(save_path=path) as logger:
+        got = log_memory_snapshot(logger, bus, question="which cup hides the cube?")
+        assert got == {"places": 3, "recall_hits": 1}
+        assert logger.counts == {"places": 1, "recalls": 1}
+    assert asked[1].text == "which cup hides the cube?"
+    assert {"/world/places", "/world/places/edges", "/recall", "/world/recall"} <= rrd_entities(
+        path
+    )
+    bus.close()
