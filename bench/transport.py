@@ -3,8 +3,12 @@
 Cases: 640x480x3 and 1920x1080x3 uint8 ``Frame`` messages, published by one OS process
 and received by another, over ipc:// and tcp:// (loopback). Measured in the same run:
 
-- **engram**: ``ZmqBus`` (codec frames sent and received without copies), subscription
-  policy ``all(8)`` so nothing is dropped;
+- **engram shared memory** (ipc only): ``ZmqBus`` as ``engram launch`` process groups get it
+  without configuration: the payload goes through a shared-memory ring, ZeroMQ carries a
+  descriptor, the subscriber reads a view of the slot (``runtime/shm.py``);
+- **engram ZeroMQ** (the path before shared memory, ``ENGRAM_SHM=0``): ``ZmqBus`` with codec
+  frames sent and received without copies; on tcp:// this is the only engram path.
+  Both engram cases subscribe with policy ``all(8)`` so nothing is dropped;
 - **peer: pickle over pyzmq**: the naive way, ``send_pyobj(frame)`` / ``recv_pyobj()`` on a
   plain PUB/SUB pair (HWM 16 so a fast sender cannot eat the memory);
 - **floor: in-process memcpy** of the same bytes (``np.copyto``).
@@ -14,7 +18,12 @@ publishing, the subscriber reads the clock when its ``get``/``recv`` returns; pa
 no queueing), and throughput in frames/s and GB/s (sender flat out; frames *delivered* per
 second at the receiver).
 
-Usage: ``python bench/transport.py [--quick]``; prints one JSON object (../shared/BENCH.md).
+Also, on ipc: an ``engram launch`` graph with no bus settings (640x480 synthetic camera at
+30 Hz in a process group, ``frame_stats`` in the launcher), arrival latency p50/p95 with
+shared memory vs ``ENGRAM_SHM=0``. The 1-minute load average before and after is printed:
+the machine may be shared.
+
+Usage: ``python bench/transport.py [--quick]``; prints one JSON object (bench/README.md).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from _common import emit, percentile, result  # noqa: E402
 
 SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}
 PEER = "pickle over pyzmq"
+PEER_ZMQ = "engram ZeroMQ inline (ENGRAM_SHM=0)"
 
 
 @dataclass
@@ -66,7 +76,7 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
     from engram.runtime.messages import Frame
 
     rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    if kind == "engram":
+    if kind != "naive":
         from engram.runtime.bus import make_bus
 
         bus = make_bus(url)
@@ -131,7 +141,7 @@ def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> 
     ctx = mp.get_context("spawn")
     go = ctx.Event()
     cleanup = []
-    if kind == "engram":
+    if kind != "naive":
         broker = serve_broker(url)
         bus = ZmqBus(url)
         sub = bus.subscribe("/frames", "all(8)")
@@ -145,7 +155,7 @@ def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> 
         cleanup += [bus.close, broker.close]
     child = ctx.Process(target=_publisher, args=(kind, url, shape, plan, go), daemon=True)
     child.start()
-    if kind != "engram":
+    if kind == "naive":
         zctx = zmq.Context()
         sock = zctx.socket(zmq.SUB)
         sock.rcvhwm = 16
@@ -201,6 +211,164 @@ def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> 
     }
 
 
+def _measure_env(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> dict:
+    """``_measure`` with shared memory on ("shm") or off ("zmq") in both processes."""
+    before = os.environ.get("ENGRAM_SHM")
+    if kind == "zmq":
+        os.environ["ENGRAM_SHM"] = "0"  # read by each bus at construction; spawn inherits it
+    try:
+        return _measure(kind, transport, size, plan, workdir)
+    finally:
+        if before is None:
+            os.environ.pop("ENGRAM_SHM", None)
+        else:
+            os.environ["ENGRAM_SHM"] = before
+
+
+_METRICS = (
+    ("p50_latency_ms", "p50", "lower"),
+    ("p99_latency_ms", "p99", "lower"),
+    ("throughput_fps", "fps", "higher"),
+    ("throughput_gbps", "gbps", "higher"),
+)
+
+
+# ---------------------------------------------------------------------------
+# reference engine (``--iceoryx2``): what the shared-memory engine itself can do
+
+
+def _iox_service(node, name: str):  # noqa: ANN001, ANN202 - iceoryx2 objects
+    import ctypes
+
+    import iceoryx2 as iox2
+
+    return (
+        node.service_builder(iox2.ServiceName.new(name))
+        .publish_subscribe(iox2.Slice[ctypes.c_uint8])
+        .subscriber_max_buffer_size(8)
+        .history_size(0)
+        .enable_safe_overflow(True)
+        .open_or_create()
+    )
+
+
+def _iox_publisher(name: str, nbytes: int, plan: Plan, go: mp.Event) -> None:  # type: ignore[valid-type]
+    import ctypes
+
+    import iceoryx2 as iox2
+
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    pub = _iox_service(node, name).publisher_builder().initial_max_slice_len(nbytes).create()
+    src = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+    go.wait(30)
+    time.sleep(0.2)
+
+    def send(phase: int) -> None:
+        stamp = time.monotonic_ns()  # before the copy, as engram's publish includes its copy
+        sample = pub.loan_slice_uninit(nbytes)
+        ctypes.memmove(sample.payload_ptr, src.ctypes.data, nbytes)  # the frame, as we copy
+        head = (ctypes.c_uint64 * 2).from_address(sample.payload_ptr)
+        head[0], head[1] = stamp, phase
+        sample.assume_init().send()
+
+    for _ in range(plan.n_latency):
+        send(1)
+        time.sleep(plan.pace_s)
+    time.sleep(0.2)
+    for _ in range(plan.n_throughput):
+        send(2)
+    for _ in range(10):
+        time.sleep(0.02)
+        send(3)
+
+
+def _measure_iceoryx2(size: str, plan: Plan) -> dict[str, float]:
+    """Raw iceoryx2 0.10 pub/sub of the same bytes: loan, memmove, send; the subscriber
+    polls every 50 us (no Message, no freshness policies, no ZeroMQ)."""
+    import iceoryx2 as iox2
+
+    shape = SIZES[size]
+    nbytes = shape[0] * shape[1] * 3
+    name = f"engram-bench-{os.getpid()}-{size}"
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    sub = _iox_service(node, name).subscriber_builder().create()
+    ctx = mp.get_context("spawn")
+    go = ctx.Event()
+    child = ctx.Process(target=_iox_publisher, args=(name, nbytes, plan, go), daemon=True)
+    child.start()
+    go.set()
+    lat: list[float] = []
+    tp: list[float] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            sample = sub.receive()
+            if sample is None:
+                time.sleep(50e-6)
+                continue
+            now = time.monotonic_ns()
+            stamp, phase = np.frombuffer(sample.payload().as_memory_view(), np.uint64, 2)
+            sample.delete()
+            if phase == 1:
+                lat.append((now - int(stamp)) / 1e6)
+            elif phase == 2:
+                tp.append(now / 1e9)
+            elif phase == 3:
+                break
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    fps = (len(tp) - 1) / (tp[-1] - tp[0]) if len(tp) > 1 and tp[-1] > tp[0] else 0.0
+    return {
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+        "fps": fps,
+        "gbps": fps * nbytes / 1e9,
+    }
+
+
+def _launch_latency(kind: str, seconds: float) -> dict[str, float]:
+    """``engram launch`` with no bus or transport settings: a 640x480 synthetic camera at
+    30 Hz in its own process group, ``frame_stats`` in the launcher; arrival latency."""
+    from engram.runtime.launcher import Launch
+
+    window = max(10, int(30 * seconds * 0.7))  # the last 70%: ring set-up is not steady state
+    graph = {
+        "name": "bench_transport",
+        "shutdown_grace_s": 3.0,
+        "nodes": [
+            {
+                "name": "camera",
+                "type": "synthetic_camera",
+                "params": {"rate_hz": 30, "width_px": 640, "height_px": 480, "with_depth": False},
+                "process": "cam",
+            },
+            {"name": "stats", "type": "frame_stats", "params": {"latency_window": window}},
+        ],
+    }
+    before = os.environ.get("ENGRAM_SHM")
+    if kind == "zmq":
+        os.environ["ENGRAM_SHM"] = "0"
+    try:
+        with Launch(graph, status=None) as launch:
+            stats = launch.nodes["stats"]
+            deadline = time.monotonic() + 30
+            while getattr(stats, "frames", 0) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(seconds)
+            pct = stats.latency_percentiles_ms()  # type: ignore[attr-defined]
+            frames = stats.frames  # type: ignore[attr-defined]
+    finally:
+        if before is None:
+            os.environ.pop("ENGRAM_SHM", None)
+        else:
+            os.environ["ENGRAM_SHM"] = before
+    if frames < 3:
+        raise RuntimeError(f"launch graph ({kind}): only {frames} frames arrived")
+    return {"p50": pct["p50"], "p95": pct["p95"]}
+
+
 def _memcpy_floor(size: str, plan: Plan) -> dict[str, float]:
     shape = SIZES[size]
     src = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -227,25 +395,73 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short run (under a minute)")
     parser.add_argument("--transports", default="ipc,tcp", help="comma-separated subset of ipc,tcp")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="measure each transport this many times, interleaved; medians (default 1 quick, 3 full)",
+    )
+    parser.add_argument(
+        "--iceoryx2",
+        action="store_true",
+        help="also measure raw iceoryx2 pub/sub of the same bytes (reference engine; "
+        "iceoryx2 leaves its global files in /dev/shm and /tmp/iceoryx2)",
+    )
     args = parser.parse_args(argv)
     plans = _plans(args.quick)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     load_before = os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix="egb", dir="/tmp")
     rows = []
     try:
         for size, plan in plans.items():
             for transport in args.transports.split(","):
-                ours = _measure("engram", transport, size, plan, workdir)
-                naive = _measure("naive", transport, size, plan, workdir)
+                # shared memory is a same-host path: ipc:// only (tcp:// may cross hosts)
+                kinds = ["shm", "zmq", "naive"] if transport == "ipc" else ["zmq", "naive"]
+                runs: dict[str, list[dict]] = {k: [] for k in kinds}
+                for r in range(args.repeats):  # interleaved, rotated: load hits all alike
+                    for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+                        runs[kind].append(_measure_env(kind, transport, size, plan, workdir))
+                med = {
+                    k: {m: float(np.median([v[m] for v in vs])) for m in vs[0]}
+                    for k, vs in runs.items()
+                }
+                shm, inline, naive = med.get("shm"), med["zmq"], med["naive"]
                 case = f"{size} rgb, {transport}, 2 processes"
-                for metric, key, better in (
-                    ("p50_latency_ms", "p50", "lower"),
-                    ("p99_latency_ms", "p99", "lower"),
-                    ("throughput_fps", "fps", "higher"),
-                    ("throughput_gbps", "gbps", "higher"),
-                ):
+                for metric, key, better in _METRICS:
+                    if shm is not None:
+                        rows.append(
+                            result(
+                                f"{case}, shared memory",
+                                metric,
+                                shm[key],
+                                better,
+                                peer=PEER,
+                                peer_value=naive[key],
+                            )
+                        )
+                        rows.append(
+                            result(
+                                f"{case}, shared memory vs ZeroMQ inline",
+                                metric,
+                                shm[key],
+                                better,
+                                peer=PEER_ZMQ,
+                                peer_value=inline[key],
+                            )
+                        )
                     rows.append(
-                        result(case, metric, ours[key], better, peer=PEER, peer_value=naive[key])
+                        result(
+                            f"{case}, ZeroMQ inline",
+                            metric,
+                            inline[key],
+                            better,
+                            peer=PEER,
+                            peer_value=naive[key],
+                        )
                     )
                 rows.append(
                     result(
@@ -255,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                         "higher",
                     )
                 )
+            if args.iceoryx2:
+                iox = _measure_iceoryx2(size, plan)
+                case = f"{size} rgb, iceoryx2 0.10 raw bytes, 2 processes (reference engine)"
+                rows += [result(case, metric, iox[key], better) for metric, key, better in _METRICS]
             floor = _memcpy_floor(size, plan)
             case = f"{size} rgb, in-process memcpy (floor)"
             rows += [
@@ -263,6 +483,22 @@ def main(argv: list[str] | None = None) -> int:
                 result(case, "throughput_fps", floor["fps"], "higher"),
                 result(case, "throughput_gbps", floor["gbps"], "higher"),
             ]
+        if "ipc" in args.transports.split(","):
+            seconds = 3.0 if args.quick else 10.0
+            shm = _launch_latency("shm", seconds)
+            inline = _launch_latency("zmq", seconds)
+            case = "640x480 rgb @ 30 Hz, engram launch graph (camera process -> launcher)"
+            for metric, key in (("p50_latency_ms", "p50"), ("p95_latency_ms", "p95")):
+                rows.append(
+                    result(
+                        f"{case}, shared memory (no configuration)",
+                        metric,
+                        shm[key],
+                        "lower",
+                        peer=PEER_ZMQ,
+                        peer_value=inline[key],
+                    )
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()[0]
@@ -271,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "transport",
         rows,
         quick=args.quick,
+        repeats=args.repeats,
         load_avg_1m=[round(load_before, 2), round(load_after, 2)],
     )
     return 0

@@ -1,0 +1,272 @@
+"""Shared-memory payloads between real OS processes (runtime/shm.py): frames over an ipc://
+ZmqBus arrive through shared memory and intact; a stuck reader never blocks the writer
+and its frames are never overwritten; a killed reader releases its slots; a killed
+writer's ring is swept; overwritten slots and bad descriptors are detected; a launch
+graph with process groups uses it without configuration."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engram.runtime.codec import DecodeError, decode, encode
+from engram.runtime.launcher import Launch
+from engram.runtime.messages import Frame
+from engram.runtime.shm import (
+    SHM_DIR,
+    ShmConfig,
+    ShmDropped,
+    ShmError,
+    ShmReader,
+    ShmWriter,
+    is_descriptor,
+    shm_supported,
+    sweep_stale_rings,
+)
+from engram.runtime.zmq_broker import serve_broker
+from engram.runtime.zmq_bus import ZmqBus
+
+pytestmark = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 /dev/shm")
+
+SPAWN = mp.get_context("spawn")
+FAST = {"poll_s": 0.02}
+
+
+@pytest.fixture
+def ipc_url() -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="egs", dir="/tmp")
+    yield f"ipc://{directory}/bus"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _frame(value: int, shape: tuple[int, int] = (480, 640)) -> Frame:
+    return Frame(rgb=np.full((*shape, 3), value % 256, np.uint8), camera=f"c{value}")
+
+
+def _wrap(writer: ShmWriter, value: int, topic: str = "/f") -> list | None:
+    out = writer.wrap(topic, [topic.encode() + b"\0", *encode(_frame(value))])
+    return None if out is None else [bytes(out[1]), bytes(out[2])]
+
+
+# ---------------------------------------------------------------------------
+# through the bus, across processes
+
+
+def _publish(url: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    bus = ZmqBus(url, **FAST)
+    try:
+        assert bus.wait_for_subscribers("/frames", 2, timeout_s=20)
+        time.sleep(0.2)
+        for i in range(n):
+            bus.publish("/frames", _frame(i))
+            bus.publish("/frames", _frame(i, (8, 8)))  # small: stays inline
+            time.sleep(0.01)
+        assert bus._shm is not None
+        out.put((bus._shm.sent, bus._shm.inline))
+        time.sleep(0.5)
+    finally:
+        bus.close()
+
+
+def test_frames_cross_processes_through_shared_memory_intact_and_read_only(ipc_url):
+    broker = serve_broker(ipc_url)
+    bus = ZmqBus(ipc_url, **FAST)
+    out = SPAWN.Queue()
+    child = SPAWN.Process(target=_publish, args=(ipc_url, 20, out), daemon=True)
+    try:
+        lossy = bus.subscribe("/frames", "queue(64)")
+        lossless = bus.subscribe("/frames", "all(64)")
+        child.start()
+        got: dict[str, list[Frame]] = {"lossy": [], "lossless": []}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and min(len(v) for v in got.values()) < 40:
+            for name, sub in (("lossy", lossy), ("lossless", lossless)):
+                msg = sub.get(timeout_s=0.05)
+                if msg is not None:
+                    got[name].append(msg)
+        sent, inline = out.get(timeout=20)
+        for name, frames in got.items():
+            big = [f for f in frames if f.rgb.shape == (480, 640, 3)]
+            assert len(big) == 20, (name, len(frames))
+            for frame in big:
+                value = int(frame.camera[1:])
+                assert np.all(frame.rgb == value), name
+                assert not frame.rgb.flags.writeable  # nobody can write into a shared slot
+        assert (sent, inline) == (20, 0)  # every large frame, no small one, went through shm
+        readers = [r.shm for r in bus._receivers]
+        assert sum(r.zero_copy + r.copied for r in readers) == 40
+        assert lossy.dropped == 0 and lossless.lost == 0
+    finally:
+        child.join(timeout=20)
+        if child.is_alive():
+            child.kill()
+        bus.close()
+        broker.close()
+
+
+# ---------------------------------------------------------------------------
+# a stuck reader, a killed reader
+
+
+def _stuck_reader(descriptors: list, conn) -> None:  # noqa: ANN001 - a Connection
+    reader = ShmReader(lossless=True, config=ShmConfig(slots=4, pin_budget=4))
+    held = [decode(reader.resolve(d)) for d in descriptors]  # pinned: zero-copy views
+    conn.send([reader.zero_copy, reader.copied])
+    conn.recv()  # "check", after the writer has tried to publish many more
+    conn.send(
+        [int(f.rgb[0, 0, 0]) for f in held] + [bool(np.all(f.rgb == f.rgb[0, 0, 0])) for f in held]
+    )
+    time.sleep(60)  # stuck until killed
+
+
+def test_stuck_reader_never_blocks_writer_and_its_frames_stay_intact_then_death_frees_slots():
+    cfg = ShmConfig(slots=4, pin_budget=4, alive_check_s=0.05)
+    writer = ShmWriter(cfg)
+    mine, theirs = SPAWN.Pipe()
+    try:
+        descriptors = [_wrap(writer, i) for i in range(4)]
+        assert all(d is not None for d in descriptors)
+        child = SPAWN.Process(target=_stuck_reader, args=(descriptors, theirs), daemon=True)
+        child.start()
+        assert mine.poll(30)
+        # two held as zero-copy views (pins; half the slots at most), two copied out
+        assert mine.recv() == [2, 2]
+        t0 = time.monotonic()
+        results = [_wrap(writer, 100 + i) for i in range(50)]
+        elapsed = time.monotonic() - t0
+        # the two unpinned slots take two messages, which the stuck "all" reader is then
+        # owed (it never reads them); after that no slot is free: inline, never a wait
+        assert [r is not None for r in results] == [True, True] + [False] * 48
+        assert writer.inline == 48 and elapsed < 2.0
+        mine.send("check")
+        assert mine.poll(10)
+        assert mine.recv() == [0, 1, 2, 3, True, True, True, True]  # untouched
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=10)
+        time.sleep(0.1)  # past alive_check_s
+        assert all(_wrap(writer, 200 + i) is not None for i in range(4))  # released
+    finally:
+        if child.is_alive():
+            child.kill()
+        writer.close()
+
+
+def test_lossless_reader_slots_are_kept_until_read_and_lossy_ones_are_overwritten():
+    cfg = ShmConfig(slots=4)
+    writer = ShmWriter(cfg)
+    lossless, lossy = ShmReader(True, cfg), ShmReader(False, cfg)
+    try:
+        first = _wrap(writer, 0)
+        assert first is not None
+        decode(lossless.resolve(first))  # claims an entry, cursor = its seq
+        pending = [_wrap(writer, i) for i in range(1, 5)]  # slots 1..3, then slot 0 again
+        assert all(p is not None for p in pending)
+        assert _wrap(writer, 5) is None  # every slot is owed to the lossless reader
+        for i, p in enumerate(pending, 1):
+            frame = decode(lossless.frames(p))
+            assert int(frame.rgb[0, 0, 0]) == i
+            with pytest.raises(ValueError):  # a zero-copy view of the slot stays read-only
+                frame.rgb.flags.writeable = True
+            del frame
+        assert _wrap(writer, 6) is not None  # read: slots free again
+        with pytest.raises(ShmDropped):  # the lossy reader was too late for message 1
+            lossy.resolve(pending[0])
+    finally:
+        lossless.close()
+        lossy.close()
+        writer.close()
+
+
+# ---------------------------------------------------------------------------
+# stale rings, bad input
+
+
+def _doomed_writer(conn) -> None:  # noqa: ANN001
+    writer = ShmWriter()
+    assert _wrap(writer, 1) is not None
+    conn.send(next(iter(writer._rings.values())).name)
+    time.sleep(60)
+
+
+def test_ring_of_a_killed_writer_is_swept_and_a_live_one_is_kept():
+    live = ShmWriter()
+    mine, theirs = SPAWN.Pipe()
+    child = SPAWN.Process(target=_doomed_writer, args=(theirs,), daemon=True)
+    try:
+        assert _wrap(live, 1) is not None
+        live_name = next(iter(live._rings.values())).name
+        child.start()
+        assert mine.poll(30)
+        dead_name = mine.recv()
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=10)
+        assert (SHM_DIR / dead_name).exists()  # SIGKILL left it behind
+        assert sweep_stale_rings(min_age_s=0) >= 1
+        assert not (SHM_DIR / dead_name).exists()
+        assert (SHM_DIR / live_name).exists()
+    finally:
+        if child.is_alive():
+            child.kill()
+        live.close()
+    assert not (SHM_DIR / live_name).exists()  # close() removes its own rings
+
+
+def test_bad_descriptors_are_clear_errors():
+    reader = ShmReader(False)
+    header = encode(_frame(0, (8, 8)))[0]
+    for desc in (b"EGSH\x01garbage", b"EGSH\x01" + b"\x94\xa3abc\x00\x02\x90"):
+        with pytest.raises(ShmError, match=r"bad shared-memory descriptor|bad ring"):
+            reader.resolve([desc, header])
+    import msgpack
+
+    traversal = b"EGSH\x01" + msgpack.packb(["../../etc/passwd", 0, 2, [10]])
+    with pytest.raises(DecodeError, match="bad ring"):
+        reader.resolve([traversal, header])
+    missing = b"EGSH\x01" + msgpack.packb(["engram-shm.1.0123456789ab.1", 0, 2, [10]])
+    with pytest.raises(ShmDropped, match="gone"):
+        reader.resolve([missing, header])
+    assert is_descriptor(missing) and not is_descriptor(header)
+    with pytest.raises(ValueError, match="slots"):
+        ShmConfig(slots=1)
+
+
+# ---------------------------------------------------------------------------
+# engram launch: no configuration
+
+
+def test_launch_graph_with_process_groups_uses_shared_memory_without_configuration():
+    graph = {
+        "name": "shm_launch",
+        "shutdown_grace_s": 3.0,
+        "nodes": [
+            {
+                "name": "camera",
+                "type": "synthetic_camera",
+                "params": {"rate_hz": 30, "width_px": 320, "height_px": 240},
+                "process": "cam",
+            },
+            {"name": "stats", "type": "frame_stats"},  # a thread of the launcher
+        ],
+    }
+    with Launch(graph, status=None) as launch:
+        deadline = time.monotonic() + 30
+        stats = launch.nodes["stats"]
+        while time.monotonic() < deadline and stats.frames < 10:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        pid = launch.status()["camera"]["pid"]
+        rings = [p.name for p in Path(SHM_DIR).glob(f"engram-shm.{pid}.*")]
+        assert stats.frames >= 10 and stats.last_shape == (240, 320, 3)  # type: ignore[attr-defined]
+        assert launch.url.startswith("ipc://")
+        assert rings, "the camera process published without a shared-memory ring"
+        readers = [r.shm for r in launch.bus._receivers]  # type: ignore[union-attr]
+        assert sum(r.zero_copy + r.copied for r in readers) >= 10
+    assert not any(Path(SHM_DIR).glob(f"engram-shm.{pid}.*"))  # removed on clean stop
