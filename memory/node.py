@@ -14,7 +14,9 @@ port                type           policy        what happens
 ==================  =============  ============  ==========================================
 
 Service ``query`` on ``/memory/query``: ``MemoryQuery -> Recall`` over the bus's
-request/reply (``InProcBus`` in one process, ``ZmqBus`` across processes), so
+request/reply (a query with ``answer=True`` also gets ``Recall.answer``: the
+``engram.memory.answer.Answerer``'s answer object, with evidence or an abstention,
+beside the ranked hits) (``InProcBus`` in one process, ``ZmqBus`` across processes), so
 planners and a live UI elsewhere can ask. A query without an embedding gets
 one from the node's text encoder (``text_encoder``, MiniLM by default), and
 every memory may embed the text in its own spaces through the shared
@@ -26,6 +28,10 @@ is built in ``configure`` (or passed in) and closed, with a checkpoint when it
 persists, when the node stops. A timer
 runs ``consolidate`` every ``consolidate_every_s``. The heartbeat carries
 per-memory p95 latencies and record counts.
+
+Fleet: with ``store: milvus://host:port`` (or a Milvus Lite ``x.db``) the long-term
+memories are also mirrored to that store under ``robot_id`` (``engram.memory.fleet``),
+and a query with ``memories: ["fleet"]`` is answered from every robot's records.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from engram.memory.answer import Answerer, AnswererConfig, NameTable
 from engram.memory.embedding import Embedders, load_text_encoder
 from engram.memory.system import MemorySystem, MemorySystemConfig, default_memories
 from engram.runtime.messages import MemoryQuery, Message, Recall, RobotState
@@ -58,6 +65,11 @@ class MemoryNodeConfig(NodeConfig):
     consolidate_every_s: float = 60.0  # consolidation period; 0 = never
     checkpoint_every: int = 10_000  # messages between checkpoints (with root)
     recall_timeout_s: float = 5.0  # slower memories are left out of a recall
+    # long-term store: "sqlite" (this robot's own, the default) or a fleet store shared
+    # by robots, "milvus://host:port" / "path/x.db" (engram.memory.fleet mirrors to it)
+    store: str = "sqlite"
+    robot_id: str = ""  # this robot's name in a fleet store ("" = the node's name)
+    abstain_below: float = AnswererConfig.abstain_below  # answers less sure than this abstain
 
 
 def make_embedders(text_encoder: str = "minilm", image_text_encoder: str = "") -> Embedders:
@@ -108,6 +120,8 @@ class MemoryNode(Node[MemoryNodeConfig]):
         self.embedders = embedders
         self.latest_robot_state: RobotState | None = None
         self._latest_stamp_ns = 0
+        self.answerer: Answerer | None = None
+        self.fleet: Any = None  # engram.memory.fleet.FleetMirror when store is a fleet store
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_configure(self) -> None:
@@ -127,10 +141,31 @@ class MemoryNode(Node[MemoryNodeConfig]):
                     recall_timeout_s=cfg.recall_timeout_s,
                 ),
             )
+        embedders = self.embedders
+        embed = (
+            (lambda text: embedders.embed("text", text))
+            if embedders is not None and embedders.has("text")
+            else None
+        )
+        system = cast(MemorySystem, self.system)
+        self.answerer = Answerer(
+            system.recall,
+            memories=system.names,
+            names=NameTable(embed=embed),  # type: ignore[arg-type]
+            config=AnswererConfig(abstain_below=cfg.abstain_below),
+        )
+        if cfg.store not in ("", "sqlite"):
+            from engram.memory.fleet import attach_fleet
+
+            self.fleet = attach_fleet(
+                system, cfg.store, robot_id=cfg.robot_id or self.name, root=cfg.root
+            )
         if cfg.consolidate_every_s > 0:
             self.add_timer(1.0 / cfg.consolidate_every_s, self._consolidate)
 
     def on_stop(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
         if self.system is not None:
             self.system.close()
 
@@ -170,11 +205,21 @@ class MemoryNode(Node[MemoryNodeConfig]):
                 error=f"/memory/query expects a MemoryQuery, got {type(request).__name__}",
             )
         try:
-            hits = self.system.recall(embed_query(request, self.embedders))  # type: ignore[arg-type]
+            if self.fleet is not None and "fleet" in request.memories:  # across the fleet
+                hits = self.fleet.recall(embed_query(request, self.embedders))
+            else:
+                hits = self.system.recall(embed_query(request, self.embedders))  # type: ignore[arg-type]
+            answer = {}
+            if request.answer and request.text.strip() and self.answerer is not None:
+                answer = self.answerer.ask(request.text).to_dict()
+                self.count("answers")
+                if answer["abstained"]:
+                    self.count("abstentions")
             return Recall(
                 query_seq=request.seq,
                 query_text=request.text,
                 hits=[h.to_dict() for h in hits],
+                answer=answer,
             )
         except Exception as exc:  # noqa: BLE001 - answered, not raised: the node keeps serving
             self.count("query_errors")

@@ -149,3 +149,41 @@ def test_memory_node_serves_another_process_over_zeromq(ipc_url: str) -> None:
     finally:
         bus.close()
         broker.close()
+
+
+def test_spoken_memories_are_answered_over_the_bus() -> None:
+    """Transcripts published on /transcripts (as the speech node does) become facts with
+    who / when / where; a query with answer=True gets the answer object beside the hits."""
+    bus = InProcBus("memory-node-answer-test")
+    node = make_node(bus, minilm())
+    with node:
+        for t in range(3):
+            bus.publish(
+                "/percepts",
+                percept(
+                    t,
+                    ["red_mug", "kitchen_table"],
+                    centroids=[(1, 0, 0.8), (1, 0, 0.375)],
+                    extents=[MUG, (1.2, 0.8, 0.75)],
+                ),
+            )
+        heard = transcript(5, "the keys are in the kitchen drawer", speaker="ann")
+        bus.publish("/transcripts", heard)
+        assert wait_until(lambda: node.system.stats()["submitted"] == 4)
+        node.system.flush()
+        reply = bus.request(
+            "/memory/query", MemoryQuery(text="where are my keys?", answer=True), timeout_s=5
+        )
+        assert isinstance(reply, Recall) and reply.error == "" and reply.hits
+        ans = reply.answer
+        assert not ans["abstained"] and "kitchen drawer" in ans["answer"] and "ann" in ans["answer"]
+        assert {e["memory"] for e in ans["evidence"]} == {"semantic", "episodic"}
+        assert ans["evidence"][0]["t_s"] == 5.0
+        never = bus.request(
+            "/memory/query", MemoryQuery(text="where is the red cube?", answer=True), timeout_s=5
+        )
+        assert never.answer["abstained"] and never.answer["answer"].startswith("I have not seen")
+        plain = bus.request("/memory/query", MemoryQuery(text="red mug"), timeout_s=5)
+        assert plain.answer == {} and plain.hits  # no answer unless asked for
+        assert node.heartbeat().counters["answers"] == 2
+    bus.close()
