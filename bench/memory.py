@@ -38,7 +38,7 @@ neither the warm caches of the second call on a query nor a burst of load favour
 - **disk**: bytes per record after a checkpoint (per memory: its checkpoint directory
   over its records) and journal bytes per message.
 
-Usage: ``python bench/memory.py [--quick]``; prints one JSON object (../shared/BENCH.md).
+Usage: ``python bench/memory.py [--quick]``; prints one JSON object (bench/README.md).
 """
 
 from __future__ import annotations

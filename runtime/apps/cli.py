@@ -16,7 +16,7 @@ import sys
 from types import ModuleType
 
 from engram.runtime import registry
-from engram.runtime.command import Command
+from engram.runtime.command import Command, HelpFormatter, describe_subcommands, quiet_third_party
 
 __all__ = ["commands", "main"]
 
@@ -42,17 +42,20 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
         prog="engram",
         description="Engram: a streaming runtime for embodied agents with memory.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in commands().items():
-        p = sub.add_parser(name, help=command.help, description=command.help)
+        p = sub.add_parser(
+            name, help=command.help, description=command.help, formatter_class=HelpFormatter
+        )
         if name == selected:
             module = _import_command(name, command)
             module.add_arguments(p)
+            describe_subcommands(p)  # nested subcommands: defaults shown, a description each
             p.set_defaults(_run=module.run)
     return parser
 
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_third_party()  # no "Loading weights" bars from transformers in any command
     if args.command is None:
         parser.print_help()
         return 0

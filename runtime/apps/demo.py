@@ -59,6 +59,24 @@ def add_arguments(parser: Any) -> None:
         "--graph", default=None, help="another graph with a 'camera' and a 'stats' node"
     )
     parser.add_argument("--duration-s", type=float, default=5.0, help="how long to stream")
+    parser.add_argument(
+        "--executor",
+        choices=("skills", "expert"),
+        default="skills",
+        help="who moves the robot: the planner's skill controllers or the learned "
+        "diffusion action expert (the shipped checkpoint; the policy node)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("planner", "end_to_end"),
+        default="planner",
+        help="with --executor expert: execute the planner's subgoals, or end to end",
+    )
+    parser.add_argument(
+        "--whisper-model",
+        default="tiny.en",
+        help="speech model: a name (tiny.en, base.en, ...), a CTranslate2 folder or a .pt file",
+    )
     from engram.runtime.bridges.rerun import add_rerun_argument
 
     add_rerun_argument(parser)
@@ -70,12 +88,20 @@ def run(args: Any) -> int:
             SYNTHETIC_MULTIPROCESS_GRAPH if args.multiprocess else SYNTHETIC_GRAPH
         )
         return run_synthetic(graph, duration_s=args.duration_s, rerun=getattr(args, "rerun", None))
+    from engram.runtime.apps.live import check_whisper_model
+
+    whisper_model = getattr(args, "whisper_model", "tiny.en")
+    if check_whisper_model(whisper_model, command="engram demo"):
+        return 2
     report = run_sim(
         task=args.task,
         seed=args.seed,
         out_dir=args.out,
         quick=args.quick,
         rerun=getattr(args, "rerun", None),
+        whisper_model=whisper_model,
+        executor=getattr(args, "executor", "skills"),
+        mode=getattr(args, "mode", "planner"),
     )
     return 0 if report.get("ran") else 1
 
@@ -88,6 +114,9 @@ def run_sim(
     quick: bool = False,
     rerun: str | None = None,
     progress: bool = True,
+    whisper_model: str = "tiny.en",
+    executor: str = "skills",
+    mode: str = "planner",
 ) -> dict[str, Any]:
     """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
     returns the report (also written to ``<out_dir>/report.json``)."""
@@ -103,31 +132,52 @@ def run_sim(
     config = EvalConfig.quick() if quick else EvalConfig()
     bus = InProcBus(f"demo-{task}-{seed}")
     memory = make_memory_node(config, bus=bus, root=str(out / "memory"))
-    report: dict[str, Any] = {"task": task, "seed": seed, "ran": False, "out_dir": str(out)}
+    report: dict[str, Any] = {
+        "task": task,
+        "seed": seed,
+        "ran": False,
+        "out_dir": str(out),
+        "executor": executor,
+        "mode": mode if executor == "expert" else "planner",
+    }
     print(
         f"engram demo: MuJoCo task {task!r}, seed {seed}: sim -> perception -> memory -> planner",
         file=sys.stderr,
     )
     try:
         pipeline = Pipeline(
-            task=task, seed=seed, episodes=1, config=config, bus=bus, memory_node=memory
+            task=task,
+            seed=seed,
+            episodes=1,
+            config=config,
+            bus=bus,
+            memory_node=memory,
+            executor=executor,
+            mode=mode,
         )
         pipeline.sim.config.ground_truth_dir = str(out / "ground_truth")
+        pipeline.perception.config.whisper_model = whisper_model  # before it configures
         memory.start()
         extra = []
         if rerun is not None:
             from engram.runtime.bridges.rerun import start_rerun_node
 
-            node = start_rerun_node(rerun, bus, name="engram-demo", ports=None)
+            node = start_rerun_node(rerun, bus, name="engram-demo")  # all ports: robot too
             extra.append(node)
         stop = threading.Event()
 
         def show_progress() -> None:
+            if not (progress and sys.stderr.isatty()):
+                return  # piped or redirected: no bar, no carriage returns
             with tqdm(
-                desc="engram demo", unit="step", file=sys.stderr, disable=not progress, leave=False
+                desc="engram demo: loading models", unit="step", file=sys.stderr, leave=False
             ) as bar:
                 done = 0
                 while not stop.wait(0.2):
+                    env = getattr(pipeline.sim, "env", None)
+                    if env is not None and bar.total is None:  # models loaded, episode on
+                        bar.total = getattr(env, "max_steps", None)
+                        bar.set_description("engram demo: episode (max steps)")
                     bar.update(pipeline.steps - done)
                     done = pipeline.steps
 
@@ -140,8 +190,17 @@ def run_sim(
             stop.set()
             ticker.join(1.0)
             for node in extra:
+                logger = getattr(node, "logger", None)
+                if logger is not None and memory.state == "running":
+                    # places and the recall of the instruction: request/reply traffic the
+                    # Rerun node cannot see
+                    from engram.runtime.bridges.rerun import log_memory_snapshot
+
+                    done = pipeline.reports[0] if pipeline.reports else {}
+                    log_memory_snapshot(logger, bus, question=done.get("instruction", ""))
                 node.stop()
         episode = episodes[0] if episodes else {}
+        report["models"] = model_summary(pipeline.perception)
         report.update(
             ran=bool(episodes),
             success=bool(episode.get("success")),
@@ -159,9 +218,34 @@ def run_sim(
         "memory_store": str(out / "memory"),
         "ground_truth": str(out / "ground_truth"),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    from engram.planners.evaluation.report import round_floats  # no 1.6000000000000012
+
+    report = round_floats(json.loads(json.dumps(report, default=str)))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
     _print_sim_report(report)
     return report
+
+
+RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS - object labels and similarities are meaningless"
+
+
+def model_summary(perception: Any) -> list[str]:
+    """One line per model the perception node loaded, naming its source; a model with
+    random weights says so (its labels are meaningless)."""
+    if perception is None:
+        return []
+    cfg = perception.config
+    weights = getattr(getattr(perception, "encoder", None), "weights_path", None)
+    source = weights or getattr(cfg, "checkpoint_path", None) or getattr(cfg, "pretrained", None)
+    name = getattr(perception, "encoder_name", None) or getattr(cfg, "model_name", "?")
+    if source:
+        lines = [f"image encoder {name} ({source})"]
+    else:
+        lines = [f"image encoder {name}: {RANDOM_WEIGHTS_NOTE}"]
+    speech = getattr(perception, "speech", None)
+    if speech is not None:
+        lines.append(f"speech {speech.recognizer.describe()}")
+    return lines
 
 
 def _print_sim_report(report: dict[str, Any]) -> None:
@@ -181,6 +265,8 @@ def _print_sim_report(report: dict[str, Any]) -> None:
         print(f"  planner       {planner.get('status')}: {planner['reason']}")
     sizes = ", ".join(f"{k} {v}" for k, v in report.get("memory", {}).items())
     print(f"  memories      {sizes}")
+    for line in report.get("models", []):
+        print(f"  model         {line}")
     for name, path in report["outputs"].items():
         print(f"  {name:<13} {path}")
 
@@ -222,7 +308,12 @@ def run_synthetic(
     t0 = time.monotonic()
     try:
         with tqdm(
-            total=expected, desc="engram demo", unit="frame", file=sys.stderr, leave=False
+            total=expected,
+            desc="engram demo",
+            unit="frame",
+            file=sys.stderr,
+            leave=False,
+            disable=not sys.stderr.isatty(),  # piped: no carriage-return noise
         ) as bar:
             deadline = t0 + duration_s + 5.0  # slack for start-up and the last frames
             received = 0

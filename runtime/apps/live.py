@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 _NO_MIC = ("", "none", "off", "no")
 
 
+RANDOM_WEIGHTS_NOTE = "random weights: object labels and similarities are meaningless"
+
+
 @dataclass
 class LiveConfig:
     """Settings of ``LiveDemo`` (the ``engram live`` options)."""
@@ -75,8 +78,8 @@ class LiveConfig:
     clip_model: str = ""  # open_clip architecture; "" = ViT-B-32 (engram-vit-small when random)
     clip_pretrained: str = "laion2b_s34b_b79k"  # open_clip weights tag (ignored when random)
     clip_cache_dir: str | None = None  # where the open_clip weights are; None = default caches
-    whisper_model: str = "base.en"  # whisper model name in whisper_cache_dir (random: "random")
-    whisper_cache_dir: str = "~/.cache/whisper"  # where downloaded whisper checkpoints live
+    whisper_model: str = "tiny.en"  # a name (tiny.en, base.en, ...), a CTranslate2 folder or .pt
+    whisper_cache_dir: str = "~/.cache/whisper"  # an extra folder searched for a named model
     language: str = "en"  # spoken language ("" = detect)
     device: str = "auto"  # torch device for the models: auto, cpu, cuda
     max_width_px: int = 640  # wider frames are scaled down to this width; 0 = as captured
@@ -125,7 +128,7 @@ class LiveDemo:
             "model_name": cfg.clip_model or ("engram-vit-small" if random else "ViT-B-32"),
             "pretrained": None if random else (cfg.clip_pretrained or None),
             "cache_dir": cfg.clip_cache_dir,
-            "whisper_model": "random" if random else cfg.whisper_model,
+            "whisper_model": cfg.whisper_model,  # real tiny.en even with random_weights
             "whisper_cache_dir": cfg.whisper_cache_dir,
             "language": cfg.language,
             "device": cfg.device,
@@ -142,6 +145,7 @@ class LiveDemo:
             },
             "perception": perception,
             "memory": {"root": cfg.memory_root},
+            "web": {"model_warning": RANDOM_WEIGHTS_NOTE if random else ""},
         }
         drop = []
         if self._has_mic():
@@ -278,8 +282,14 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--clip-model", default="", help="open_clip architecture (ViT-B-32)")
     parser.add_argument("--clip-pretrained", default="laion2b_s34b_b79k", help="open_clip tag")
     parser.add_argument("--clip-cache-dir", default=None, help="where the open_clip weights are")
-    parser.add_argument("--whisper-model", default="base.en", help="whisper model name")
-    parser.add_argument("--whisper-cache-dir", default="~/.cache/whisper")
+    parser.add_argument(
+        "--whisper-model",
+        default="tiny.en",
+        help="speech model: a name (tiny.en, base.en, ...), a CTranslate2 folder or a .pt file",
+    )
+    parser.add_argument(
+        "--whisper-cache-dir", default="~/.cache/whisper", help="extra folder for named models"
+    )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     parser.add_argument(
         "--max-width-px", type=int, default=640, help="scale wider frames down to this width"
@@ -292,7 +302,28 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def check_whisper_model(model: str, cache_dir: str = "", command: str = "engram") -> int:
+    """0 when the speech model ``model`` is found in a format Engram loads; else the reason
+    on stderr and 2 (before any source opens or model loads)."""
+    from engram.perception.speech.recognizers import (
+        RecognizerConfig,
+        WhisperModelError,
+        resolve_model,
+    )
+
+    try:
+        resolve_model(RecognizerConfig(model=model, cache_dir=cache_dir))
+    except WhisperModelError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(args: Any) -> int:
+    if str(args.mic).strip().lower() not in _NO_MIC and check_whisper_model(
+        args.whisper_model, args.whisper_cache_dir, "engram live"
+    ):
+        return 2
     config = LiveConfig(
         camera=args.camera,
         mic=args.mic,
@@ -337,16 +368,22 @@ def run(args: Any) -> int:
             file=sys.stderr,
         )
         return 2
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a speech model it cannot load
         print(f"engram live: {exc}", file=sys.stderr)
         return 2
     print(
         f"engram live: streaming (ready in {time.monotonic() - t0:.1f} s); Ctrl-C to stop",
         flush=True,
     )
+    if config.random_weights:  # said once more where people look, not only in a warning
+        print(f"engram live: image encoder: {RANDOM_WEIGHTS_NOTE}", flush=True)
     stop = threading.Event()
+    signalled: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        if signalled:  # a second Ctrl-C / SIGTERM: stop now
+            _exit_now(1, "engram live: stopped at once (second signal)")
+        signalled.append(signum)
         stop.set()
 
     previous = {}
@@ -366,8 +403,41 @@ def run(args: Any) -> int:
                     file=sys.stderr,
                 )
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        demo.stop()
+        if signalled:  # SIGTERM/SIGINT: stopped within SHUTDOWN_DEADLINE_S, whatever hangs
+            watchdog = threading.Timer(
+                SHUTDOWN_DEADLINE_S,
+                _exit_now,
+                (1, f"engram live: shutdown took over {SHUTDOWN_DEADLINE_S:g} s; exiting"),
+            )
+            watchdog.daemon = True
+            watchdog.start()
+        else:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        demo.stop()  # sources first, then perception and memory flush, then the page
     print(f"engram live: {demo.summary()}")
+    if signalled:
+        # Everything is flushed and closed; skip the interpreter's teardown, whose final
+        # garbage collection over the loaded models took 10-17 s (measured, issue 18).
+        _exit_now(0)
     return 0
+
+
+#: longest ``engram live`` takes to stop after SIGTERM / Ctrl-C (then it exits regardless)
+SHUTDOWN_DEADLINE_S = 4.5
+
+
+def _exit_now(code: int, why: str = "") -> None:
+    """Flush what was printed and logged, then end the process without teardown."""
+    import logging as _logging
+    import os
+
+    if why:
+        print(why, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not keep us alive
+            pass
+    _logging.shutdown()
+    os._exit(code)

@@ -384,7 +384,9 @@ def _iter_bag(
         connections = [c for c in reader.connections if c.topic in wanted]
         conv = _BagConverter(roles, config)
         last_ns = 0
-        for connection, log_time_ns, raw in _checked(reader.messages(connections=connections), path):
+        for connection, log_time_ns, raw in _checked(
+            reader.messages(connections=connections), path
+        ):
             last_ns = log_time_ns
             try:
                 msg = reader.deserialize(raw, connection.msgtype)
