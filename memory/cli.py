@@ -224,7 +224,9 @@ def _ask(args: argparse.Namespace) -> int:
     if answer.evidence:
         print("evidence:")
     for e in answer.evidence:
-        where = "" if e.position is None else "  at ({:.2f}, {:.2f}, {:.2f})".format(*e.position)
+        where = "" if e.position is None else " at ({:.2f}, {:.2f}, {:.2f})".format(*e.position)
+        if where and where.strip() in e.text:  # the record's text already says where
+            where = ""
         print(f"  [{e.memory} {e.record_id}] t={e.stamp_ns / 1e9:.1f} s  {e.text}{where}")
     return 0
 

@@ -391,7 +391,10 @@ class Pipeline:
             if status in ("idle", "running"):  # the environment ended the episode first
                 status = "succeeded" if report["success"] else "unfinished"
                 outcome = "success" if report["success"] else "no success"
-                reason = f"the environment ended the episode ({outcome}); planner was {loop.status}"
+                reason = (
+                    f"the environment ended the episode ({outcome}) while the planner's "
+                    f"loop was still {loop.status}"
+                )
             report["planner"] = {
                 "status": status,  # succeeded | failed | unfinished | done
                 "reason": reason,

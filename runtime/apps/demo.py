@@ -17,6 +17,7 @@ frames sent and received, drops and latency.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -40,7 +41,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--task",
         default="cups",
-        help="simulation task: cups, button_sequence, put_back, count, fetch_seen, where_heard",
+        help="simulation task: cups, button_sequence, put_back, count, fetch_seen, "
+        "where_heard, spoken_keys (all: engram sim list)",
     )
     parser.add_argument("--seed", type=int, default=0, help="layout seed of the episode")
     parser.add_argument(
@@ -73,6 +75,13 @@ def add_arguments(parser: Any) -> None:
         help="with --executor expert: execute the planner's subgoals, or end to end",
     )
     parser.add_argument(
+        "--perception",
+        choices=("ground_truth", "camera"),
+        default="ground_truth",
+        help="ground_truth: the simulator's segmentation names objects; camera: RGB-D and "
+        "pose only, perception finds and names objects (the sim-trained encoder)",
+    )
+    parser.add_argument(
         "--whisper-model",
         default="tiny.en",
         help="speech model: a name (tiny.en, base.en, ...), a CTranslate2 folder or a .pt file",
@@ -102,6 +111,7 @@ def run(args: Any) -> int:
         whisper_model=whisper_model,
         executor=getattr(args, "executor", "skills"),
         mode=getattr(args, "mode", "planner"),
+        perception=getattr(args, "perception", "ground_truth"),
     )
     return 0 if report.get("ran") else 1
 
@@ -117,6 +127,7 @@ def run_sim(
     whisper_model: str = "tiny.en",
     executor: str = "skills",
     mode: str = "planner",
+    perception: str = "ground_truth",
 ) -> dict[str, Any]:
     """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
     returns the report (also written to ``<out_dir>/report.json``)."""
@@ -130,6 +141,7 @@ def run_sim(
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = EvalConfig.quick() if quick else EvalConfig()
+    config = dataclasses.replace(config, perception=perception)
     bus = InProcBus(f"demo-{task}-{seed}")
     memory = make_memory_node(config, bus=bus, root=str(out / "memory"))
     report: dict[str, Any] = {
