@@ -49,7 +49,7 @@ def main() -> None:
         got = {}
         for mode in ("camera", "ground_truth"):
             got[mode] = camera_perception_errors(task, seeds, config=replace(cfg, perception=mode))
-            got[mode].pop("per_seed", None)
+            got[mode]["position_error_m_median"] = got[mode]["position_error_m"]["median"]
         details[task] = got
         for metric, better in _METRICS:
             cam, gt = got["camera"].get(metric), got["ground_truth"].get(metric)

@@ -342,7 +342,7 @@ def run_memory_qa_distributed(
     workers: int = 0,
 ) -> int:  # fmt: skip
     """``engram eval memory-qa --ray ...``: ``run_memory_qa`` over Ray tasks."""
-    from engram.planners.evaluation.memory_qa import format_qa_table, qa_bench_json
+    from engram.planners.evaluation.memory_qa import print_qa_result
 
     print(
         f"engram eval memory-qa: {episodes} episode(s) per stream from seed {seed} "
@@ -356,14 +356,5 @@ def run_memory_qa_distributed(
     except RayUnavailable as exc:
         print(f"engram eval memory-qa: {exc}", file=sys.stderr)
         return 2
-    print(format_qa_table(result))
-    if json_path:
-        doc = qa_bench_json(result)
-        doc["details"] = result
-        from engram.planners.evaluation.report import write_report
-
-        doc = write_report(
-            doc, json_path, config={"eval": config, "episodes": episodes, "seed": seed}
-        )
-        print(f"wrote {json_path} (plot: {doc['plot']})", file=sys.stderr)
+    print_qa_result(result, json_path, config=config, episodes=episodes, seed=seed)
     return 1 if result["failures"] else 0

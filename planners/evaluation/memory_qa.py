@@ -65,6 +65,7 @@ __all__ = [
     "FlatKeyframeStore",
     "evaluate_memory_qa",
     "format_qa_table",
+    "print_qa_result",
     "qa_bench_json",
     "run_memory_qa",
 ]
@@ -534,6 +535,15 @@ def run_memory_qa(*, episodes: int, seed: int, json_path: str = "", config: Any 
         f"engram eval memory-qa: {episodes} episode(s) per stream from seed {seed}", file=sys.stderr
     )
     result = evaluate_memory_qa(episodes=episodes, seed=seed, config=config)
+    print_qa_result(result, json_path, config=config, episodes=episodes, seed=seed)
+    return 0
+
+
+def print_qa_result(
+    result: dict[str, Any], json_path: str, *, config: Any, episodes: int, seed: int
+) -> None:
+    """The table on stdout and, with ``json_path``, the BENCH JSON with CIs, a plot and
+    provenance (``report.write_report``)."""
     print(format_qa_table(result))
     if json_path:
         doc = qa_bench_json(result)
@@ -544,4 +554,3 @@ def run_memory_qa(*, episodes: int, seed: int, json_path: str = "", config: Any 
             doc, json_path, config={"eval": config, "episodes": episodes, "seed": seed}
         )
         print(f"wrote {json_path} (plot: {doc['plot']})", file=sys.stderr)
-    return 0

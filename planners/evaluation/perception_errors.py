@@ -40,6 +40,17 @@ def score_percepts(
 ) -> dict[str, Any]:
     """Score ``percepts`` (``Percept`` messages stamped in simulation time) against one
     episode's ``ground_truth`` (``GroundTruthLog.to_dict()``). See the module doc."""
+    counts, errors = _count(percepts, ground_truth, kind_of, match_radius_m)
+    return _summary(counts, errors)
+
+
+def _count(
+    percepts: Iterable[Any],
+    ground_truth: dict[str, Any],
+    kind_of: Callable[[str], str | None],
+    match_radius_m: float,
+) -> tuple[dict[str, int], list[float]]:
+    """Error counts of one episode and the matched objects' position errors (m)."""
     from scipy.optimize import linear_sum_assignment
 
     if match_radius_m <= 0:
@@ -55,50 +66,56 @@ def score_percepts(
     visible = np.stack([np.asarray(objects[n]["visible"], bool) for n in names], axis=1)
     kinds = [kind_of(n) for n in names]
 
-    frames = visible_total = detected = false_pos = labelled = label_ok = switches = 0
+    c = dict.fromkeys(
+        ("frames", "visible", "detected", "false_positives", "labelled", "label_ok", "switches"),
+        0,
+    )
     errors: list[float] = []
     last_id: dict[int, int] = {}
     for percept in percepts:
-        t = percept.stamp_ns / 1e9
-        step = int(np.clip(np.searchsorted(times, t - 1e-6), 0, len(times) - 1))
-        frames += 1
+        step = int(
+            np.clip(np.searchsorted(times, percept.stamp_ns / 1e9 - 1e-6), 0, len(times) - 1)
+        )
+        c["frames"] += 1
         vis = np.nonzero(visible[step])[0]
-        visible_total += len(vis)
+        c["visible"] += len(vis)
         cents = np.asarray(percept.object_centroids, np.float64).reshape(-1, 3)
-        if len(vis) == 0:
-            false_pos += len(cents)
-            continue
-        if len(cents) == 0:
+        if len(vis) == 0 or len(cents) == 0:
+            c["false_positives"] += len(cents)
             continue
         dist = np.linalg.norm(positions[step, vis][:, None, :] - cents[None, :, :], axis=2)
         rows, cols = linear_sum_assignment(dist)
         ok = dist[rows, cols] <= match_radius_m
         rows, cols = rows[ok], cols[ok]
-        detected += len(rows)
-        false_pos += len(cents) - len(cols)
-        for r, c in zip(rows, cols, strict=True):
+        c["detected"] += len(rows)
+        c["false_positives"] += len(cents) - len(cols)
+        for r, col in zip(rows, cols, strict=True):
             obj = int(vis[r])
-            errors.append(float(dist[r, c]))
+            errors.append(float(dist[r, col]))
             if kinds[obj] is not None:
-                labelled += 1
-                said = _norm(percept.object_labels[c])  # the kind, or the body's own name
-                label_ok += int(said in (_norm(kinds[obj]), _norm(names[obj])))
-            pid = int(percept.object_ids[c])
-            if obj in last_id and last_id[obj] != pid:
-                switches += 1
+                said = _norm(percept.object_labels[col])  # the kind, or the body's own name
+                c["labelled"] += 1
+                c["label_ok"] += int(said in (_norm(kinds[obj]), _norm(names[obj])))
+            pid = int(percept.object_ids[col])
+            c["switches"] += int(obj in last_id and last_id[obj] != pid)
             last_id[obj] = pid
-    seen_objects = max(len(last_id), 1)
+    c["objects_seen"] = len(last_id)
+    return c, errors
+
+
+def _summary(c: dict[str, int], errors: list[float]) -> dict[str, Any]:
+    """Counts and rates (see the module doc) from ``_count``'s counts, summed or not."""
     return {
-        "frames": frames,
-        "visible_object_instances": visible_total,
-        "missed_detections": visible_total - detected,
-        "false_positives": false_pos,
-        "wrong_labels": labelled - label_ok,
-        "id_switches": switches,
-        "detection_recall": _rate(detected, visible_total),
-        "precision": _rate(detected, detected + false_pos),
-        "label_accuracy": _rate(label_ok, labelled),
-        "id_switches_per_object": round(switches / seen_objects, 3),
+        "frames": c["frames"],
+        "visible_object_instances": c["visible"],
+        "missed_detections": c["visible"] - c["detected"],
+        "false_positives": c["false_positives"],
+        "wrong_labels": c["labelled"] - c["label_ok"],
+        "id_switches": c["switches"],
+        "detection_recall": _rate(c["detected"], c["visible"]),
+        "precision": _rate(c["detected"], c["detected"] + c["false_positives"]),
+        "label_accuracy": _rate(c["label_ok"], c["labelled"]),
+        "id_switches_per_object": round(c["switches"] / max(c["objects_seen"], 1), 3),
         "position_error_m": {
             "median": round(float(np.median(errors)), 4) if errors else None,
             "p90": round(float(np.percentile(errors, 90)), 4) if errors else None,
@@ -118,10 +135,11 @@ def camera_perception_errors(
     task: str, seeds: Iterable[int], *, config: Any = None, max_percepts: int = 4096
 ) -> dict[str, Any]:
     """Run ``task`` once per seed through the sim and perception nodes of the launch graph
-    (the scripted expert acting, no planner) and score every percept (``score_percepts``).
+    (the scripted expert acting, no planner) and score every percept.
 
     ``config``: an ``EvalConfig`` (its ``perception`` says ground_truth or camera). Returns
-    the scores of all seeds pooled, plus ``seeds``."""
+    ``score_percepts``' fields over all seeds pooled, plus ``task``, ``seeds``,
+    ``perception``."""
     from dataclasses import replace
 
     from engram.planners.evaluation.pipeline import EvalConfig, Pipeline
@@ -129,51 +147,28 @@ def camera_perception_errors(
 
     config = config or EvalConfig()
     kind = {body: name for name, (bodies, _) in OBJECT_CLASSES.items() for body in bodies}
-    percepts: list[Any] = []
-    truths: list[dict[str, Any]] = []
+    total: dict[str, int] = {}
+    errors: list[float] = []
     seeds = list(seeds)
     for seed in seeds:
+        truths: list[dict[str, Any]] = []
         pipe = Pipeline(
             task,
             seed,
             planner=False,
             driver="expert",
             config=replace(config, memories=("temporal",)),
-            on_episode=lambda report, env: truths.append(env.ground_truth()),
+            on_episode=lambda report, env, out=truths: out.append(env.ground_truth()),
         )
         sub = pipe.bus.subscribe("/percepts", f"all({max_percepts})")
         pipe.run()
-        percepts.append(sub.drain())
-    pooled: dict[str, Any] = {}
-    for got, truth in zip(percepts, truths, strict=True):
-        s = score_percepts(got, truth, kind_of=kind.get)
-        pooled.setdefault("per_seed", []).append(s)
-        for key, value in s.items():
-            if isinstance(value, int):
-                pooled[key] = pooled.get(key, 0) + value
-    tot = pooled.get("visible_object_instances", 0)
-    det = tot - pooled.get("missed_detections", 0)
-    fp = pooled.get("false_positives", 0)
-    labelled_ok = [
-        (p["label_accuracy"], p["visible_object_instances"] - p["missed_detections"])
-        for p in pooled.get("per_seed", [])
-        if p["label_accuracy"] is not None
-    ]
-    n_lab = sum(n for _, n in labelled_ok)
-    pooled.update(
-        task=task,
-        seeds=seeds,
-        perception=config.perception,
-        detection_recall=_rate(det, tot),
-        precision=_rate(det, det + fp),
-        label_accuracy=round(sum(a * n for a, n in labelled_ok) / n_lab, 4) if n_lab else None,
-        position_error_m_median=_median(
-            [p["position_error_m"]["median"] for p in pooled.get("per_seed", [])]
-        ),
-    )
-    return pooled
-
-
-def _median(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return round(float(np.median(vals)), 4) if vals else None
+        counts, errs = _count(sub.drain(), truths[0], kind.get, 0.08)
+        errors += errs
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+    return {
+        **_summary(total, errors),
+        "task": task,
+        "seeds": seeds,
+        "perception": config.perception,
+    }

@@ -15,21 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from engram.memory.answer.names import SOUND_BANDS_HZ
 from engram.planners.planning.memory_client import MemoryClient
 from engram.planners.planning.skills.base import WorldView
 
-__all__ = ["SOUND_BANDS_HZ", "Grounding", "jsonable", "layout_key"]
-
-#: what a named sound sounds like: its dominant frequency band (Hz), prior knowledge
-SOUND_BANDS_HZ: dict[str, tuple[float, float]] = {
-    "doorbell": (430.0, 820.0),
-    "bell": (430.0, 820.0),
-    "phone": (850.0, 1650.0),
-    "ringing": (850.0, 1650.0),
-    "kettle": (1700.0, 2800.0),
-    "whistling": (1700.0, 2800.0),
-}
-
+__all__ = ["Grounding", "jsonable", "layout_key"]
 
 _FIRST_SAW = re.compile(r"^first saw (\S+) \((\w+)\)")
 _OBSERVE = re.compile(r"observe\((\w+), ([^)\s]+)\)")

@@ -36,15 +36,9 @@ _SPEECH_DELAY_S = 1.0  # after the base starts looking around the first room
 _NOISE_FLOOR = 0.005  # scene noise, amplitude (-46 dBFS: a quiet room)
 _SPEECH_LEVEL = 1.0  # voice peak amplitude at 1 m (conversational: ~25 dB over the floor at 2 m)
 _VOICE = ("en-us", 130, 4)  # espeak-ng voice, words per minute, gap between words (10 ms)
-#: how the voice names each object: a colour word each (what tiny.en hears best) + a noun
-SPOKEN_NAMES: dict[str, str] = {
-    "mug_red": "red mug",
-    "ball_blue": "blue ball",
-    "book_green": "green book",
-    "plant": "potted plant",
-    "teddy_brown": "brown teddy bear",
-    "bottle_yellow": "yellow bottle",
-}
+#: how the voice names each object: the instructions' names (a colour word each, what
+#: tiny.en hears best, and a noun)
+SPOKEN_NAMES = OBJECT_LABELS
 QUESTION = "Go to where I left my keys."
 
 

@@ -90,4 +90,4 @@ def test_camera_mode_end_to_end_finds_and_names_objects_without_segmentation():
     assert s["frames"] > 10 and s["perception"] == "camera"
     assert s["detection_recall"] > 0.3  # objects found from depth + colour alone
     assert s["label_accuracy"] > 0.8  # and named right by the sim-trained encoder
-    assert s["position_error_m_median"] < 0.08
+    assert s["position_error_m"]["median"] < 0.08
