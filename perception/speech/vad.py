@@ -21,7 +21,8 @@ takes a whole recording, hence this streaming wrapper.
   phones, knocks, with their label, onset, peak frequency and spectral embedding.
 
 ``open_utterance()`` is the utterance being spoken (start, audio so far) for partial
-transcripts; ``flush()`` closes everything at the end of a stream. Times follow the stream
+transcripts; ``pending_close()`` the final audio of an utterance whose trailing silence has
+begun (decoded early, used if no speech comes back); ``flush()`` closes everything at the end of a stream. Times follow the stream
 clock of the chunk stamps, as in the energy detector (a jump of more than ``resync_ms``
 restarts it).
 """
@@ -187,6 +188,24 @@ class SpeechSegmenter:
         s0 = max(self._start - self._pad, self._buf_start)
         audio = self._buf[s0 - self._buf_start : self._n_in - self._buf_start].copy()
         return self._time_ns(self._start), self._time_ns(self._n_in), audio
+
+    def quiet_ms(self) -> float:
+        """Silence since the open utterance's last speech window, ms (0: none open / speaking)."""
+        return 0.0 if self._start is None else self._quiet * WINDOW * 1000 / SAMPLE_RATE_HZ
+
+    def pending_close(self) -> tuple[int, int, np.ndarray] | None:
+        """(start_ns, end_ns, audio) the open utterance will close with if no speech comes back,
+        once its trailing pad of silence has arrived (``speech_pad_ms``), else None: the audio
+        is then exactly the final ``AudioSegment``'s, so it can be decoded before the
+        ``min_silence_ms`` that closes the utterance have passed."""
+        if self._start is None or self._quiet == 0 or self._n_in < self._last_speech + self._pad:
+            return None
+        start, end = self._start, self._last_speech
+        if end - start < self._min_speech:
+            return None
+        s0 = max(start - self._pad, self._buf_start)
+        audio = self._buf[s0 - self._buf_start : end + self._pad - self._buf_start].copy()
+        return self._time_ns(start), self._time_ns(end), audio
 
     # ---- internals ---------------------------------------------------------------------
     def _time_ns(self, sample: int) -> int:

@@ -2,7 +2,9 @@
 through perception into memory in real time, with a web page to watch and ask.
 
 The graph is ``launch/live.yaml``, loaded with the command's flags as overrides
-(``--mic none`` drops the microphone; the rerun node is dropped unless ``--rerun``); its
+(``--mic none`` drops the microphone; ``--mic browser`` replaces it with the page's own
+microphone, streamed by its talk button to the web node, which publishes ``/audio``; the
+rerun node is dropped unless ``--rerun``); its
 nodes run in one process on an in-process bus::
 
     camera (CameraSource) ──/frames──▶ perception ──/percepts, /transcripts, /sound_events──▶ memory
@@ -18,7 +20,7 @@ missing file gives the download command), then the nodes start (consumers before
 producers).
 
 Models: by default the real ones, ``ViT-B-32`` / ``laion2b_s34b_b79k`` (open_clip)
-and whisper ``base.en``, loaded offline from their caches. ``--random-weights``
+and whisper ``tiny.en`` (faster-whisper), loaded offline from their caches. ``--random-weights``
 runs the same pipeline with tiny random models (nothing to download; the text
 and labels are meaningless, the plumbing is real).
 
@@ -58,6 +60,7 @@ __all__ = ["LiveConfig", "LiveDemo", "add_arguments", "run"]
 log = logging.getLogger(__name__)
 
 _NO_MIC = ("", "none", "off", "no")
+BROWSER_MIC = "browser"  # --mic browser: the page's microphone (getUserMedia -> /ws/audio)
 
 
 RANDOM_WEIGHTS_NOTE = "random weights: object labels and similarities are meaningless"
@@ -68,7 +71,7 @@ class LiveConfig:
     """Settings of ``LiveDemo`` (the ``engram live`` options)."""
 
     camera: str = "0"  # camera index, video file or stream URL
-    mic: str = "default"  # "default", a device index / name, an audio file, or "none"
+    mic: str = "default"  # "default", a device index / name, an audio file, "browser" or "none"
     host: str = "127.0.0.1"  # address the page is served on
     port: int = 8000  # port of the page; 0 = any free port
     rerun: str | None = (
@@ -148,7 +151,10 @@ class LiveDemo:
             "web": {"model_warning": RANDOM_WEIGHTS_NOTE if random else ""},
         }
         drop = []
-        if self._has_mic():
+        if self._browser_mic():  # the page publishes the audio on /audio (web node)
+            params["web"]["browser_mic_topic"] = "/audio"
+            drop.append("microphone")
+        elif self._has_mic():
             params["microphone"] = {"device": str(cfg.mic), "loop": cfg.loop}
         else:
             drop.append("microphone")
@@ -168,6 +174,9 @@ class LiveDemo:
 
     def _has_mic(self) -> bool:
         return str(self.config.mic).strip().lower() not in _NO_MIC
+
+    def _browser_mic(self) -> bool:
+        return str(self.config.mic).strip().lower() == BROWSER_MIC
 
     def _embedders(self, perception: Any) -> Any:
         """The memory's embedding spaces, reusing perception's loaded encoders."""
@@ -268,7 +277,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--mic",
         default="default",
-        help="microphone: 'default', a device index or name, a WAV file, or 'none'",
+        help="microphone: 'default', a device index or name, a WAV file, 'browser' (the web "
+        "page's microphone: its talk button) or 'none'",
     )
     parser.add_argument("--port", type=int, default=8000, help="port of the web page (0 = any)")
     parser.add_argument("--host", default="127.0.0.1", help="address of the web page")

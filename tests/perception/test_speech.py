@@ -19,6 +19,7 @@ from engram.perception.speech.recognizers import (
     make_recognizer,
     resolve_model,
     word_error_rate,
+    word_errors,
 )
 from engram.perception.speech.streaming import SpeechConfig, SpeechStream, transcribe_audio
 from engram.perception.speech.vad import SpeechSegmenter, silero_probabilities
@@ -227,6 +228,93 @@ def test_final_and_latency_when_streamed_by_the_worker(stream, ldc):
     assert all(p.utterance_id == finals[0].utterance_id for p in got)
     assert 0.0 < finals[0].latency_s < 30.0
     assert s.stats()["end_to_final_ms"]["n"] == 1
+
+
+def _push_until_pending(s: SpeechStream, x: np.ndarray) -> int:
+    """Push 100 ms chunks until the segmenter has an utterance pending close; samples pushed."""
+    for i in range(0, len(x), 1600):
+        s.push(x[i : i + 1600], SR, i * 62_500)
+        if s.segmenter.pending_close() is not None:
+            return i + 1600
+    raise AssertionError("no utterance ever became pending")
+
+
+def test_early_final_is_the_same_transcript_decoded_before_the_pause_ends(stream, ldc):
+    """The final's audio is decoded once its trailing pad of silence arrived (before
+    min_silence_ms close the utterance) and that result is published: same text as the
+    stream without early finals."""
+    x = np.concatenate([ldc, np.zeros(SR, np.float32)])
+    texts = {}
+    for early in (True, False):
+        got = []
+        s = SpeechStream(
+            SpeechConfig(partial_interval_s=0.0, early_final=early),
+            on_utterance=got.append,
+            recognizer=stream.recognizer,
+        )
+        n = _push_until_pending(s, x)
+        assert s.segmenter.quiet_ms() > 0 and not got  # silence begun, still open
+        assert s.poll_early_final() is early  # what the idle worker does
+        assert not s.poll_early_final()  # already decoded
+        s.push(x[n:], SR, n * 62_500)
+        (final,) = got
+        assert s.counters.get("early_finals", 0) == int(early)
+        texts[early] = final.text
+    assert texts[True] == texts[False] and word_error_rate(LDC_TEXT, texts[True]) <= 0.2
+
+
+def test_early_final_is_discarded_when_speech_comes_back(stream, ldc):
+    """A pause shorter than min_silence_ms: the early decode is dropped, the final covers
+    both parts (nothing lost)."""
+    got = []
+    s = SpeechStream(
+        SpeechConfig(partial_interval_s=0.0), on_utterance=got.append, recognizer=stream.recognizer
+    )
+    pause = np.zeros(int(0.3 * SR), np.float32)  # 300 ms < min_silence_ms (400 ms)
+    rest = ldc[int(0.25 * SR) :]  # from the start of the sentence (0.26 s of silence before)
+    x = np.concatenate([ldc[: int(1.2 * SR)], pause, rest, np.zeros(SR, np.float32)])
+    n = _push_until_pending(s, x)
+    assert n < int(1.6 * SR) and s.poll_early_final()
+    s.push(x[n:], SR, n * 62_500)
+    (final,) = got
+    assert s.counters["early_discarded"] == 1 and s.counters.get("early_finals", 0) == 0
+    assert len(final.text.split()) > 12  # both parts
+
+
+def test_no_partial_starts_once_the_detector_hears_silence(stream, ldc):
+    """A partial decode in progress would delay the final: none starts in a pause (unless
+    partial_during_pause, the previous behaviour)."""
+    x = np.concatenate([ldc, np.zeros(SR, np.float32)])
+    for during_pause in (False, True):
+        cfg = SpeechConfig(partial_interval_s=0.5, partial_during_pause=during_pause)
+        got = []
+        s = SpeechStream(cfg, on_utterance=got.append, recognizer=stream.recognizer)
+        _push_until_pending(s, x)
+        assert s.poll_partial() is during_pause
+        assert all(not u.words for u in got)  # partials: greedy, no word alignment
+
+
+def test_ctranslate2_threads_follow_the_usable_cpus():
+    import os
+
+    from engram.perception.speech.recognizers import auto_cpu_threads
+
+    assert auto_cpu_threads() == max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def test_more_real_recordings_with_known_transcripts(stream, speech_sample_dir):
+    """JFK and a spoken command (transcripts.tsv): pooled WER of the pipeline."""
+    import csv
+
+    with open(speech_sample_dir / "transcripts.tsv", newline="") as fh:
+        truth = {r["file"]: r["transcript"] for r in csv.DictReader(fh, delimiter="\t")}
+    errors = words = 0
+    for name in ("jfk.wav", "goforward.wav"):
+        x, sr = sf.read(str(speech_sample_dir / name), dtype="float32")
+        hyp = _text(transcribe_audio(x, sr, stream=stream))
+        e, n = word_errors(truth[name], hyp)
+        errors, words = errors + e, words + n
+    assert errors / words <= 0.1, (errors, words)
 
 
 def test_end_of_stream_flushes_the_last_utterance(stream, ldc):

@@ -18,6 +18,7 @@ Routes (all served locally; the page loads no external asset)::
     GET  /api/map                  top-down map: cells, trail, objects, places, edges
     GET  /api/health               per-node heartbeats (fps, drops, latency per stage)
     GET  /api/ask?q=...&k=5        a question -> MemoryQuery over the bus -> recall (JSON)
+    WS   /ws/audio                 the page's microphone (only with ``engram live --mic browser``)
 
 ``WebServer(app, host=..., port=0)`` binds first (port 0 = a free port, see
 ``.port``), then serves from a daemon thread; ``stop()`` shuts it down.
@@ -34,6 +35,15 @@ WebSocket protocol. The server pushes updates; a client may send only small text
 messages that are JSON objects with ``"type": "ping"`` (answered ``{"type": "pong"}``).
 Anything else (binary data, non-JSON, another type, over ``WS_MAX_MESSAGE_BYTES``) is a
 protocol violation: the server closes that connection (code 1008, or 1009 for size).
+
+Microphone. With ``engram live --mic browser`` (``LiveHubConfig.browser_mic_topic`` set) the
+page's "Talk" button captures the microphone (getUserMedia, an AudioContext at 16 kHz, an
+AudioWorklet) and streams it on ``/ws/audio``: first ``{"type": "start", "sample_rate_hz":
+16000}``, then binary messages of little-endian 16-bit mono PCM (100 ms each, within
+``WS_MAX_MESSAGE_BYTES``), ``{"type": "stop"}`` or closing to end. Each block is published
+as an ``AudioChunk`` (source "browser", stamped by the samples received since the start);
+the end closes the utterance being spoken. Without ``--mic browser`` the socket is closed
+at once (1008); anything else on it also closes it (1008).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route functions'
@@ -52,6 +62,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+
+import numpy as np
 
 from engram.runtime.apps.web.hub import LiveHub
 
@@ -252,6 +264,56 @@ def make_app(hub: LiveHub, *, update_hz: float = 10.0, title: str = "Engram live
         finally:
             for task in tasks:
                 task.cancel()
+
+    @app.websocket("/ws/audio")
+    async def ws_audio(websocket: WebSocket) -> None:
+        """The page's microphone (module doc, "Microphone"): a start message, then PCM."""
+        await websocket.accept()
+        if not hub.config.browser_mic_topic:
+            await websocket.close(code=1008, reason="the microphone is not the page here")
+            return
+        rate, n, t0_ns = 0, 0, 0
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text, data = message.get("text"), message.get("bytes")
+                problem = ""
+                if text is not None:
+                    try:
+                        parsed = json.loads(text)
+                    except ValueError:
+                        parsed = None
+                    if isinstance(parsed, dict) and parsed.get("type") == "start":
+                        rate = parsed.get("sample_rate_hz")
+                        if not isinstance(rate, int) or not 8000 <= rate <= 48000:
+                            problem = "start: sample_rate_hz must be an integer in 8000..48000"
+                        n, t0_ns = 0, time.time_ns()
+                    elif isinstance(parsed, dict) and parsed.get("type") == "stop":
+                        break
+                    else:
+                        problem = "expected a start or stop message"
+                elif not rate:
+                    problem = "audio before the start message"
+                elif data is None or len(data) % 2:
+                    problem = "audio must be 16-bit PCM (an even number of bytes)"
+                if problem:
+                    log.info("websocket audio: protocol violation (%s); closing", problem)
+                    await websocket.close(code=1008, reason=problem)
+                    rate = 0
+                    break
+                if data:
+                    pcm = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+                    hub.push_audio(pcm, rate, t0_ns + round(n * 1e9 / rate))
+                    n += len(pcm)
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            if rate and n:  # the page stopped: the utterance being spoken is closed
+                hub.push_audio(
+                    np.zeros(0, np.float32), rate, t0_ns + round(n * 1e9 / rate), end=True
+                )
 
     async def push_updates(websocket: WebSocket) -> None:
         period = 1.0 / update_hz

@@ -39,6 +39,7 @@ import numpy as np
 
 from engram.runtime.bus import BusClosed
 from engram.runtime.messages import (
+    AudioChunk,
     Frame,
     Heartbeat,
     MemoryQuery,
@@ -90,6 +91,9 @@ class LiveHubConfig(NodeConfig):
     #: shown as a badge on the page when not empty, e.g. "random weights: labels and
     #: transcripts are meaningless" (set by engram live --random-weights)
     model_warning: str = ""
+    #: the page's microphone (``engram live --mic browser``): audio the page streams on
+    #: /ws/audio is published on this topic as AudioChunk; "" = the page may not send audio
+    browser_mic_topic: str = ""
 
 
 class _Rate:
@@ -210,6 +214,7 @@ class LiveHub(Node[LiveHubConfig]):
         self.started_ns = time.time_ns()
         for name in ("frames", "percepts", "keyframes", "transcripts", "sound_events", "questions"):
             self.counters[name] = 0
+        self.counters["browser_audio_chunks"] = 0
 
     # ---- bookkeeping ------------------------------------------------------------------
     def _bump(self) -> None:
@@ -479,6 +484,7 @@ class LiveHub(Node[LiveHubConfig]):
                 "sound_events": self.counters["sound_events"],
                 "questions": self.counters["questions"],
                 "model_warning": self.config.model_warning,
+                "browser_mic": bool(self.config.browser_mic_topic),
                 "display_fps": round(self._frame_rate.hz(), 1),
                 "percept_fps": round(self._percept_rate.hz(), 1),
                 "percept_latency_ms": _percentiles(self._percept_lag_ms),
@@ -503,6 +509,30 @@ class LiveHub(Node[LiveHubConfig]):
             "last_answer": self._last_recall,
             "map_version": self.map_version,
         }
+
+    # ---- the page's microphone ---------------------------------------------------------------
+    def push_audio(
+        self, pcm: np.ndarray, sample_rate_hz: int, stamp_ns: int, *, end: bool = False
+    ) -> None:
+        """Publish a block of the page's microphone (mono float32 in [-1, 1]) on
+        ``browser_mic_topic`` as an ``AudioChunk`` (source "browser"); ``end`` = the page
+        stopped (perception closes the utterance being spoken)."""
+        topic = self.config.browser_mic_topic
+        if not topic:
+            raise RuntimeError("the page's microphone is off (engram live --mic browser)")
+        x = np.asarray(pcm, np.float32).reshape(-1, 1)
+        if len(x) == 0:
+            x = np.zeros((1, 1), np.float32)
+        chunk = AudioChunk(
+            stamp_ns=int(stamp_ns),
+            source="browser",
+            pcm=x,
+            sample_rate_hz=int(sample_rate_hz),
+            end_of_stream=end,
+        )
+        self.bus.publish(topic, chunk)
+        with self._state_lock:
+            self.counters["browser_audio_chunks"] += 1
 
     # ---- memory: questions and the map --------------------------------------------------
     def ask(self, question: str, *, top_k: int | None = None) -> dict[str, Any]:

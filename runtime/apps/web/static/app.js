@@ -192,6 +192,7 @@ function renderStats(s) {
   const warning = $("#model-warning");  // random weights: say the labels mean nothing
   warning.hidden = !s.model_warning;
   warning.textContent = s.model_warning || "";
+  $("#mic-button").hidden = !s.browser_mic;  // engram live --mic browser
 }
 
 function latencyText(lat) {
@@ -387,5 +388,62 @@ function drawMap(m) {
   canvas.dataset.objects = String(m.objects.length);
 }
 
+// ---- microphone (engram live --mic browser) ---------------------------------------
+// getUserMedia -> an AudioContext at 16 kHz (the browser resamples) -> an AudioWorklet
+// that posts 100 ms blocks -> 16-bit PCM on /ws/audio (protocol: web/app.py's doc).
+const mic = { ws: null, ctx: null, stream: null };
+
+function setMic(state, why = "") {
+  const b = $("#mic-button");
+  b.dataset.state = state;
+  b.textContent = { off: "🎤 talk", starting: "🎤 starting…", on: "🎤 listening · stop", error: "🎤 error" }[state];
+  b.title = why || (state === "on" ? "streaming this browser's microphone; click to stop" : "talk to Engram: stream this browser's microphone to it");
+}
+
+async function startMic() {
+  setMic("starting");
+  try {
+    mic.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: true },
+    });
+    mic.ctx = new AudioContext({ sampleRate: 16000 });
+    await mic.ctx.audioWorklet.addModule("/static/mic-worklet.js");
+    const node = new AudioWorkletNode(mic.ctx, "mic-blocks", { processorOptions: { blockSamples: 1600 } });
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}/ws/audio`);
+    ws.binaryType = "arraybuffer";
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("the audio socket did not open")); });
+    ws.send(JSON.stringify({ type: "start", sample_rate_hz: mic.ctx.sampleRate }));
+    ws.onclose = (ev) => { if (mic.ws === ws) { stopMic(); if (ev.code !== 1000) setMic("error", `the server closed the audio socket: ${ev.reason || ev.code}`); } };
+    mic.ws = ws;
+    node.port.onmessage = (ev) => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      const f = ev.data;
+      const pcm = new Int16Array(f.length);
+      for (let i = 0; i < f.length; i++) pcm[i] = Math.max(-32768, Math.min(32767, Math.round(f[i] * 32767)));
+      ws.send(pcm.buffer);
+      $("#mic-button").dataset.sent = String(Number($("#mic-button").dataset.sent || 0) + 1);
+    };
+    mic.ctx.createMediaStreamSource(mic.stream).connect(node);
+    await mic.ctx.resume();
+    setMic("on");
+  } catch (err) {
+    stopMic();
+    setMic("error", `microphone: ${err.message || err}`);
+    console.error(err);
+  }
+}
+
+function stopMic() {
+  const ws = mic.ws;
+  mic.ws = null;
+  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify({ type: "stop" })); ws.close(1000); }
+  if (mic.ctx) mic.ctx.close();
+  if (mic.stream) mic.stream.getTracks().forEach((t) => t.stop());
+  mic.ctx = mic.stream = null;
+  setMic("off");
+}
+
+$("#mic-button").addEventListener("click", () => (mic.ws || mic.ctx ? stopMic() : startMic()));
 $("#ask-form").addEventListener("submit", ask);
 connect();
