@@ -9,7 +9,8 @@ Cases (measured in the same run):
   ``MemorySystem.submit`` (lanes on the default, CPU-derived number of workers,
   journaled); peer: the same memories written
   one after another in one thread, in alternating blocks of 50 messages so that a busy
-  machine's load falls on both alike.
+  machine's load falls on both alike; second peer: the previous path (the spatial
+  memory's numpy kernels instead of the compiled ones, 1 worker), also journaled.
 - **fan-out**: recall latency of the filled system asking every memory in parallel
   (``MemorySystem.recall``) vs one after another (``parallel=False``), and the same for
   four memories whose recall is real vector work (an exact ``VectorIndex`` of 5e4-2e5
@@ -27,6 +28,9 @@ Cases (measured in the same run):
 
 All timed pairs run interleaved, the order rotating per query (``interleaved_ms``), so
 neither the warm caches of the second call on a query nor a burst of load favours a side.
+- **semantic**: recall latency of the semantic memory (words + text embedding) at 2e3 /
+  1e4 facts, scored with array expressions; peer: the previous per-candidate loop
+  (``tests/memory/test_semantic_recall.py``), interleaved, with how many rankings agree.
 - **index**: ``VectorIndex`` query latency p50/p99 at 1e4, 1e5, 1e6 vectors (384-d,
   1000 overlapping clusters: a query's nearest neighbour has cosine ~0.5, like
   sentence embeddings; quick: 1e4, 6e4): exact BLAS search below 50k
@@ -170,14 +174,27 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
     # engram: parallel lanes + journal; peer: the same memories one after another in
     # one thread, no journal. Measured in alternating blocks so that the load of a busy
     # machine falls on both alike.
+    import engram.memory.spatial.octree as octree
+
+    def use_compiled(on: bool) -> None:  # the spatial kernels: numba, or the numpy path
+        octree._KERNELS[:] = [] if on else [None]
+
     cfg = MemorySystemConfig(root=str(root), checkpoint_every=0, input_queue=512)  # auto workers
     system = MemorySystem(_memories(), config=cfg)  # also limits BLAS to 1 thread
+    # the previous path (peer): numpy spatial kernels, 1 worker (the old 2-core default)
+    old_cfg = MemorySystemConfig(
+        root=str(root.parent / f"{root.name}-old"), checkpoint_every=0, input_queue=512, workers=1
+    )
+    old_system = MemorySystem(_memories(), config=old_cfg)
     seq_mems = _memories()
     for m in seq_mems:  # warm-up (torch, first allocations)
         if msgs[0][0].TYPE in m.accepts:
             m.write(msgs[0][0], topic=msgs[0][1])
-    system.write(msgs[0][0], topic=msgs[0][1])
-    t_seq = t_par = 0.0
+    use_compiled(False)
+    old_system.write(msgs[0][0], topic=msgs[0][1])
+    use_compiled(True)
+    system.write(msgs[0][0], topic=msgs[0][1])  # (compiles or loads the kernels)
+    t_seq = t_par = t_old = 0.0
     block = 50
     for b in range(1, len(msgs), block):
         chunk = msgs[b : b + block]
@@ -187,11 +204,19 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
                 if msg.TYPE in m.accepts:
                     m.write(msg, topic=topic)
         t_seq += time.perf_counter() - t0
+        use_compiled(False)
+        t0 = time.perf_counter()
+        for msg, topic in chunk:
+            old_system.submit(msg, topic=topic, timeout_s=None)
+        old_system.flush()
+        t_old += time.perf_counter() - t0
+        use_compiled(True)
         t0 = time.perf_counter()
         for msg, topic in chunk:
             system.submit(msg, topic=topic, timeout_s=None)
         system.flush()
         t_par += time.perf_counter() - t0
+    old_system.close(checkpoint=False)
     out.append(
         result(
             f"ingest {n_percepts} percepts (+ transcripts) into 5 memories (spatial, temporal, "
@@ -201,6 +226,17 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
             "higher",
             peer="sequential writes, one thread, no journal",
             peer_value=(n_percepts - 1) / t_seq,
+            workers=cfg.workers,
+        )
+    )
+    out.append(
+        result(
+            f"ingest {n_percepts} percepts into 5 memories, journaled, vs the previous path",
+            "percepts_per_s",
+            (n_percepts - 1) / t_par,
+            "higher",
+            peer="previous path: numpy spatial kernels, 1 worker, journaled",
+            peer_value=(n_percepts - 1) / t_old,
             workers=cfg.workers,
         )
     )
@@ -466,6 +502,38 @@ def bench_temporal(sizes: list[int], n_queries: int) -> list[dict]:
     return out
 
 
+def bench_semantic(n_facts: int, n_queries: int) -> list[dict]:
+    """Semantic recall (array-scored, ``_FactColumns``) vs the previous per-candidate
+    loop (``tests/memory/test_semantic_recall.py:_reference``, the peer), same memory,
+    interleaved; facts ``thing_i on table_j`` with hashed word vectors as text embeddings."""
+    from engram.memory.embedding import Embedders
+    from engram.memory.semantic import SemanticMemory
+    from tests.memory.test_semantic_recall import _embed, _reference
+
+    mem = SemanticMemory(embedders=Embedders({"text": _embed}))
+    rng = np.random.default_rng(5)
+    for i in range(n_facts):
+        mem.assert_fact(
+            f"thing_{i % (n_facts // 3)}", "on", f"table_{rng.integers(300)}", stamp_ns=i + 1
+        )
+    texts = ["where is thing 5", "table 12", "what was on table 7 before", "thing", "the blue cup"]
+    queries = [MemoryQuery(text=texts[i % len(texts)], top_k=10) for i in range(n_queries)]
+    times, outs = interleaved_ms(
+        {"vectorised": mem.recall, "loop": lambda q: _reference(mem, q)}, queries
+    )
+    same = sum(
+        [h.record_id.removeprefix("fact:") for h in a] == [fid for fid, _ in b]
+        for a, b in zip(outs["vectorised"], outs["loop"])
+    )
+    return _latency_rows(
+        f"semantic recall (words + text embedding), {len(mem)} facts",
+        times["vectorised"],
+        times["loop"],
+        "previous per-candidate Python loop",
+        same_ranking=f"{same}/{n_queries}",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (< 1 minute)")
@@ -477,11 +545,13 @@ def main() -> None:
         if args.quick:
             results += bench_ingest_and_fanout(200, 40, root / "sys")
             results += bench_vector_fanout(50_000, 30)
+            results += bench_semantic(2_000, 50)
             results += bench_index([10_000, 60_000], 100)
             results += bench_temporal([1_000, 5_000], 50)
         else:
             results += bench_ingest_and_fanout(3000, 200, root / "sys")
             results += bench_vector_fanout(200_000, 100)
+            results += bench_semantic(10_000, 200)
             results += bench_index([10_000, 100_000, 1_000_000], 200)
             results += bench_temporal([10_000, 100_000], 200)
         emit("memory", results)

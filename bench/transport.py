@@ -6,6 +6,11 @@ and received by another, over ipc:// and tcp:// (loopback). Measured in the same
 - **engram shared memory** (ipc only): ``ZmqBus`` as ``engram launch`` process groups get it
   without configuration: the payload goes through a shared-memory ring, ZeroMQ carries a
   descriptor, the subscriber reads a view of the slot (``runtime/shm.py``);
+- **engram shared memory with a loan** (ipc only): the publisher gets the frame's array from
+  ``ZmqBus.loan`` (a writable view of a ring slot), writes the image into it and publishes:
+  no copy at all (the write is the camera's own work, outside the timed span, as building
+  the frame is for the other cases; in the throughput phase it is inside: every frame is
+  filled, which the other cases do not do);
 - **engram ZeroMQ** (the path before shared memory, ``ENGRAM_SHM=0``): ``ZmqBus`` with codec
   frames sent and received without copies; on tcp:// this is the only engram path.
   Both engram cases subscribe with policy ``all(8)`` so nothing is dropped;
@@ -105,19 +110,29 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
     # Messages are built before the clock starts: construction is the producer's work, the
     # same for both transports; what is timed is publish -> delivered.
     frames = {c: Frame(rgb=rgb, camera=c) for c in ("warmup", "latency", "throughput", "end")}
+
+    def make(camera: str) -> Frame:
+        if kind != "loan":
+            return frames[camera]
+        # "loan": the frame is written straight into a shared-memory slot (as a camera
+        # driver would decode into it), then published: the publish copies nothing
+        (buf,) = bus.loan("/frames", (rgb.shape, np.uint8))  # type: ignore[attr-defined]
+        np.copyto(buf, rgb)
+        return Frame(rgb=buf, camera=camera)
+
     while not go.is_set():  # until the subscriber has seen us (slow-joiner safe)
-        send(frames["warmup"])
+        send(make("warmup"))
         time.sleep(0.02)
     time.sleep(0.1)
     for _ in range(plan.n_latency):
-        send(frames["latency"])
+        send(make("latency"))  # the clock starts inside send, after the frame is made
         time.sleep(plan.pace_s)
     time.sleep(0.2)
-    for _ in range(plan.n_throughput):
-        send(frames["throughput"])
+    for _ in range(plan.n_throughput):  # "loan" also fills every frame here (more work)
+        send(make("throughput"))
     for _ in range(10):  # the end marker (repeated: the naive PUB may drop)
         time.sleep(0.02)
-        send(frames["end"])
+        send(make("end"))
     close()
 
 
@@ -369,6 +384,52 @@ def _launch_latency(kind: str, seconds: float) -> dict[str, float]:
     return {"p50": pct["p50"], "p95": pct["p95"]}
 
 
+def _stages(size: str, n: int) -> dict[str, float]:
+    """CPU time (us, median, this thread) of each in-process stage of a shared-memory hop,
+    paced like the latency phase (caches as cold as there): codec encode; ``wrap`` (ring
+    slot + the copy + descriptor); ``wrap`` of a frame built in a loaned slot (no copy);
+    the subscriber's ``resolve`` + codec decode (zero-copy views, message validation).
+    The rest of a hop's latency is ZeroMQ's notification and four thread wake-ups."""
+    from engram.runtime.codec import decode, encode
+    from engram.runtime.messages import Frame
+    from engram.runtime.shm import ShmReader, ShmWriter
+
+    shape = (*SIZES[size], 3)
+    rgb = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    writer, reader = ShmWriter(), ShmReader(False)
+    out: dict[str, list[int]] = {"encode": [], "wrap_copy": [], "wrap_loaned": [], "decode": []}
+    clock = time.thread_time_ns
+    try:
+        for _ in range(n):
+            frame = Frame(rgb=rgb)
+            t0 = clock()
+            frames = [b"/f\0", *encode(frame)]
+            t1 = clock()
+            desc = writer.wrap("/f", frames)
+            t2 = clock()
+            msg = decode(reader.frames(desc[1:]))  # type: ignore[index]
+            t3 = clock()
+            del msg
+            (buf,) = writer.loan("/g", [(shape, np.uint8)])  # type: ignore[misc]
+            np.copyto(buf, rgb)
+            loaned = [b"/g\0", *encode(Frame(rgb=buf))]
+            t4 = clock()
+            writer.wrap("/g", loaned)
+            t5 = clock()
+            for key, dt in (
+                ("encode", t1 - t0),
+                ("wrap_copy", t2 - t1),
+                ("decode", t3 - t2),
+                ("wrap_loaned", t5 - t4),
+            ):
+                out[key].append(dt)
+            time.sleep(0.004)
+    finally:
+        reader.close()
+        writer.close()
+    return {k: float(np.median(v)) / 1e3 for k, v in out.items()}
+
+
 def _memcpy_floor(size: str, plan: Plan) -> dict[str, float]:
     shape = SIZES[size]
     src = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -420,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         for size, plan in plans.items():
             for transport in args.transports.split(","):
                 # shared memory is a same-host path: ipc:// only (tcp:// may cross hosts)
-                kinds = ["shm", "zmq", "naive"] if transport == "ipc" else ["zmq", "naive"]
+                kinds = ["shm", "loan", "zmq", "naive"] if transport == "ipc" else ["zmq", "naive"]
                 runs: dict[str, list[dict]] = {k: [] for k in kinds}
                 for r in range(args.repeats):  # interleaved, rotated: load hits all alike
                     for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
@@ -430,8 +491,20 @@ def main(argv: list[str] | None = None) -> int:
                     for k, vs in runs.items()
                 }
                 shm, inline, naive = med.get("shm"), med["zmq"], med["naive"]
+                loan = med.get("loan")
                 case = f"{size} rgb, {transport}, 2 processes"
                 for metric, key, better in _METRICS:
+                    if loan is not None:
+                        rows.append(
+                            result(
+                                f"{case}, shared memory with a loan (frame built in the slot)",
+                                metric,
+                                loan[key],
+                                better,
+                                peer=PEER,
+                                peer_value=naive[key],
+                            )
+                        )
                     if shm is not None:
                         rows.append(
                             result(
@@ -475,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
                 iox = _measure_iceoryx2(size, plan)
                 case = f"{size} rgb, iceoryx2 0.10 raw bytes, 2 processes (reference engine)"
                 rows += [result(case, metric, iox[key], better) for metric, key, better in _METRICS]
+            if "ipc" in args.transports.split(","):
+                stages = _stages(size, 60 if args.quick else 300)
+                case = f"{size} rgb, stage CPU time (in-process, paced)"
+                rows += [result(f"{case}: {k}", "cpu_us", v, "lower") for k, v in stages.items()]
             floor = _memcpy_floor(size, plan)
             case = f"{size} rgb, in-process memcpy (floor)"
             rows += [

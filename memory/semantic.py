@@ -48,7 +48,6 @@ from engram.memory.guard import Candidate, Decision, GuardConfig, MemoryGuard, a
 from engram.memory.index import (
     IndexConfig,
     VectorIndex,
-    lexical_score,
     tokens,
 )
 from engram.memory.store import Record, Store
@@ -147,6 +146,66 @@ _REL_NORMAL = {"next to": "near", "on top of": "on"}
 _PAST = re.compile(r"\b(before|previously|used to|earlier|history|formerly|was it)\b", re.I)
 
 
+def _member(sorted_keys: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``x`` are in ``sorted_keys``, and where (valid where found)."""
+    pos = np.searchsorted(sorted_keys, x)
+    if not len(sorted_keys):
+        return np.zeros(len(x), bool), pos
+    return sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == x, pos
+
+
+class _FactColumns:
+    """Per-fact arrays (one row per fact, in order of addition) kept beside the facts, so
+    that recall scores every candidate with array expressions instead of a Python loop:
+    confidence, validity, status, word count, fact number; word postings as row lists."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.conf = np.zeros(0)  # confidence
+        self.vfrom = np.zeros(0, np.int64)  # valid_from_ns
+        self.vto = np.zeros(0, np.int64)  # valid_to_ns (0: still valid)
+        self.current = np.zeros(0, bool)  # status == "current"
+        self.alive = np.zeros(0, bool)  # not dropped
+        self.ntok = np.zeros(0, np.int64)  # distinct words of its text
+        self.num = np.zeros(0, np.int64)  # fact number (the vector index id)
+        self.fids: list[str] = []
+        self.row: dict[str, int] = {}
+        self.row_of_num = np.full(0, -1, np.int64)  # fact number -> row (-1: none)
+        self.post: dict[str, list[int]] = {}  # word -> rows (dropped rows filtered by alive)
+
+    def add(self, f: Fact, words: frozenset[str]) -> None:
+        r, num = self.n, int(f.fact_id[1:])
+        if r == len(self.conf):  # grow by doubling: amortised O(1) per fact
+            cap = max(64, 2 * r)
+            for name in ("conf", "vfrom", "vto", "current", "alive", "ntok", "num"):
+                old = getattr(self, name)
+                new = np.zeros(cap, old.dtype)
+                new[:r] = old
+                setattr(self, name, new)
+        if num >= len(self.row_of_num):
+            grown = np.full(max(64, 2 * num + 1), -1, np.int64)
+            grown[: len(self.row_of_num)] = self.row_of_num
+            self.row_of_num = grown
+        self.n += 1
+        self.fids.append(f.fact_id)
+        self.row[f.fact_id] = r
+        self.row_of_num[num] = r
+        self.num[r], self.ntok[r], self.alive[r] = num, len(words), True
+        self.update(f)
+        for t in words:
+            self.post.setdefault(t, []).append(r)
+
+    def update(self, f: Fact) -> None:
+        r = self.row[f.fact_id]
+        self.conf[r], self.vfrom[r], self.vto[r] = f.confidence, f.valid_from_ns, f.valid_to_ns
+        self.current[r] = f.status == "current"
+
+    def drop(self, fid: str) -> None:
+        r = self.row.pop(fid)
+        self.alive[r] = False
+        self.row_of_num[self.num[r]] = -1
+
+
 class SemanticMemory(Memory):
     """Facts with history behind a consensus guard. See the module docstring."""
 
@@ -169,6 +228,7 @@ class SemanticMemory(Memory):
         self._current: dict[tuple[str, str], list[str]] = {}  # (subject, relation) -> fact ids
         self._history: dict[tuple[str, str], list[str]] = {}  # superseded, oldest first
         self._post: dict[str, set[str]] = {}
+        self._cols = _FactColumns()  # the same facts as arrays, for recall
         self._index: VectorIndex | None = None
         self._next = 0
         self._clock_ns = 0
@@ -282,6 +342,7 @@ class SemanticMemory(Memory):
             add_support(same.supporters, cand.supporter, self.guard.weight(cand), stamp)
             same.confidence = max(same.confidence, cand.confidence)
             same.version += 1
+            self._cols.update(same)
         elif decision.action in ("accepted", "updated", "released"):
             supporters = decision.supporters or {
                 cand.supporter: [self.guard.weight(cand), 1, stamp]
@@ -353,8 +414,10 @@ class SemanticMemory(Memory):
         )
         self._facts[f.fact_id] = f
         self._current.setdefault((f.subject, f.relation), []).append(f.fact_id)
-        for t in tokens(f.text.replace("_", " ")):
+        words = tokens(f.text.replace("_", " "))
+        for t in words:
             self._post.setdefault(t, set()).add(f.fact_id)
+        self._cols.add(f, words)
         if self.embedders is not None:
             vec = self.embedders.embed("text", f.text.replace("_", " "))
             if vec is not None:
@@ -372,6 +435,7 @@ class SemanticMemory(Memory):
         f.valid_to_ns = max(stamp_ns, f.valid_from_ns)
         f.superseded_by = f"f{self._next + 1}"
         f.version += 1
+        self._cols.update(f)
         hist = self._history.setdefault(key, [])
         hist.append(f.fact_id)
         while len(hist) > self.config.history_max:
@@ -379,6 +443,7 @@ class SemanticMemory(Memory):
 
     def _drop(self, fid: str) -> None:
         f = self._facts.pop(fid)
+        self._cols.drop(fid)
         for t in tokens(f.text.replace("_", " ")):
             self._post.get(t, set()).discard(fid)
         if self._index is not None:
@@ -444,49 +509,81 @@ class SemanticMemory(Memory):
 
     # ---- recall -------------------------------------------------------------------------
     def recall(self, query: MemoryQuery) -> list[Hit]:
+        """Candidates: facts sharing a word with the question, and the nearest by text
+        embedding; scored with array expressions over ``_FactColumns`` (no loop over
+        candidates): relevance = word overlap and cosine, times confidence."""
         dims = {"text": self._index.dim} if self._index is not None else {}
         qv = query_vectors(query.text, query.embedding, self.embedders, dims)
         qt = tokens(query.text)
         if not qv and not qt:
             return []
+        cols = self._cols
         past = bool(_PAST.search(query.text))
         window = bool(query.t0_ns or query.t1_ns)
-        cands: set[str] = set()
-        for t in qt:
-            cands |= self._post.get(t, set())
-        emb_of: dict[str, float] = {}
+        posted = [cols.post[t] for t in qt if t in cols.post]
+        lex_rows, common = (
+            np.unique(np.concatenate([np.asarray(p, np.int64) for p in posted]), return_counts=True)
+            if posted
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        )
+        emb_rows, emb_scores = np.zeros(0, np.int64), np.zeros(0)
         if "text" in qv and self._index is not None and len(self._index):
             scores, ids = self._index.search(qv["text"], max(8 * query.top_k, 32))
-            for sc, i in zip(scores[0].tolist(), ids[0].tolist()):
-                if i >= 0:
-                    emb_of[f"f{i}"] = sc
-                    cands.add(f"f{i}")
+            ok = (ids[0] >= 0) & (ids[0] < len(cols.row_of_num))
+            rows = np.full(len(ids[0]), -1, np.int64)
+            rows[ok] = cols.row_of_num[ids[0][ok]]
+            keep = rows >= 0
+            emb_rows, emb_scores = rows[keep], scores[0][keep].astype(np.float64)
+        rows = np.union1d(lex_rows, emb_rows)
+        rows = rows[cols.alive[rows]]
+        if not len(rows):
+            return []
+        # filters: a time window, else current facts unless the question is about the past
+        if window:
+            keep = np.ones(len(rows), bool)
+            if query.t1_ns:
+                keep &= cols.vfrom[rows] <= query.t1_ns
+            if query.t0_ns:
+                vto = cols.vto[rows]
+                keep &= (vto == 0) | (vto >= query.t0_ns)
+        else:
+            keep = cols.current[rows] | past
+        rows = rows[keep]
+        # word overlap (``lexical_score``) and cosine, per candidate row
+        precision = 0.25  # ``lexical_score``'s
+        c = np.zeros(len(rows))
+        found, pos = _member(lex_rows, rows)  # lex_rows is sorted (np.unique)
+        c[found] = common[pos[found]]
+        lex = (c / max(len(qt), 1)) * (
+            1.0 - precision + precision * c / np.maximum(cols.ntok[rows], 1)
+        )
+        emb = np.zeros(len(rows))
+        if "text" in qv and self._index is not None:
+            order = np.argsort(emb_rows, kind="stable")
+            hit, pos = _member(emb_rows[order], rows)
+            emb[hit] = emb_scores[order][pos[hit]]
+            missing = ~hit
+            if missing.any():  # one matrix product for the word-only candidates
+                nums = cols.num[rows[missing]]
+                emb[missing] = self._index.get(nums) @ qv["text"]
+            emb = np.clip(emb, 0.0, 1.0)
         lam = self.config.lexical_weight
-        scored = []
-        for fid in cands:
-            f = self._facts.get(fid)
-            if f is None:
-                continue
-            if window:
-                if query.t1_ns and f.valid_from_ns > query.t1_ns:
-                    continue
-                if query.t0_ns and f.valid_to_ns and f.valid_to_ns < query.t0_ns:
-                    continue
-            elif f.status != "current" and not past:
-                continue
-            lex = lexical_score(qt, tokens(f.text.replace("_", " ")))
-            emb = min(max(emb_of.get(fid, 0.0), 0.0), 1.0)
-            if "text" in qv and fid not in emb_of and self._index is not None:
-                emb = min(max(float(self._index.get([int(fid[1:])])[0] @ qv["text"]), 0.0), 1.0)
-            rel = lam * lex + (1 - lam) * emb if (qv and qt) else (emb if qv else lex)
-            if rel <= 0:
-                continue
-            score = rel * (0.5 + 0.5 * f.confidence)
-            if past and f.status == "superseded":
-                score = min(1.0, score * 1.1)  # the question is about the past
-            scored.append((score, f.valid_from_ns, fid))
-        scored.sort(key=lambda x: (-x[0], -x[1], x[2]))
-        return [self._hit(self._facts[fid], score) for score, _, fid in scored[: query.top_k]]
+        rel = lam * lex + (1 - lam) * emb if (qv and qt) else (emb if qv else lex)
+        ok = rel > 0
+        rows, rel = rows[ok], rel[ok]
+        score = rel * (0.5 + 0.5 * cols.conf[rows])
+        if past:  # the question is about the past
+            score = np.where(cols.current[rows], score, np.minimum(1.0, score * 1.1))
+        k = query.top_k
+        if len(rows) > k:  # the k best and everything tied with the k-th: exact order below
+            kth = np.partition(score, len(score) - k)[len(score) - k]
+            sel = score >= kth
+            rows, score = rows[sel], score[sel]
+        ranked = sorted(
+            zip(score.tolist(), cols.vfrom[rows].tolist(), (cols.fids[r] for r in rows.tolist())),
+            key=lambda x: (-x[0], -x[1], x[2]),
+        )
+        return [self._hit(self._facts[fid], s) for s, _, fid in ranked[:k]]
 
     def _hit(self, f: Fact, score: float) -> Hit:
         since = "since" if f.status == "current" else "from"
@@ -577,8 +674,10 @@ class SemanticMemory(Memory):
                     version=rec.version,
                 )
                 self._facts[f.fact_id] = f
-                for t in tokens(f.text.replace("_", " ")):
+                words = tokens(f.text.replace("_", " "))
+                for t in words:
                     self._post.setdefault(t, set()).add(f.fact_id)
+                self._cols.add(f, words)
                 if "emb" in rec.arrays:
                     ids.append(int(f.fact_id[1:]))
                     vecs.append(rec.arrays["emb"])

@@ -99,7 +99,7 @@ import zmq
 from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
-from engram.runtime.shm import ShmDropped, ShmReader, ShmWriter, shm_supported
+from engram.runtime.shm import ShmDropped, ShmReader, ShmWriter, empty_arrays, shm_supported
 from engram.runtime.zmq_broker import (
     BYE,
     ERR,
@@ -541,6 +541,15 @@ class ZmqBus(Bus):
                 self._send_bounded(topic, frames)
         finally:
             self._lossless_lock.release()
+
+    def loan(self, topic: str, *specs: tuple[tuple[int, ...], Any]) -> list[Any]:
+        """Writable arrays, one per ``(shape, dtype)``, to build the first array fields of
+        the next message on ``topic`` in: on an ipc bus they lie in a shared-memory slot and
+        ``publish`` then copies none of their bytes (``ShmWriter.loan``); else plain arrays."""
+        with self._lossy_lock:
+            self._check_open()
+            got = self._shm.loan(topic, list(specs)) if self._shm is not None else None
+        return got if got is not None else empty_arrays(specs)
 
     def _send_bounded(self, topic: str, frames: list[Any]) -> None:
         """Send on the lossless socket, waiting while an ``all`` subscriber is full, at

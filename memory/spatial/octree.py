@@ -9,12 +9,18 @@ those voxels (minus this frame's end voxels) get a miss.
 Updates are merged into the sorted columns with one ``searchsorted`` + ``np.insert``
 per column; nothing loops over points in Python.
 
+Hot paths (ray marking, the surface band, bitmap -> codes, merging updates) run as
+compiled kernels without the GIL (``engram.memory.spatial.kernels``, numba) when numba is
+there and ``ENGRAM_NUMBA`` is not 0; the numpy code beside them is the fallback and the
+reference: both give the same voxels (``tests/memory/spatial/test_kernels.py``).
+
 Queries: ``engram.memory.spatial.octree_queries``; columns, settings and results:
 ``engram.memory.spatial.voxels``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import numpy as np
@@ -59,6 +65,44 @@ def _band_bitmap(hit_codes: np.ndarray, lo: np.ndarray, dims: np.ndarray, band: 
             grid[tuple(lag)] |= src[tuple(lead)]
     b = band
     return grid[b:-b, b:-b, b:-b].ravel()
+
+
+def _clear_band(
+    bitmap: np.ndarray, hit_codes: np.ndarray, lo: np.ndarray, dims: np.ndarray, band: int
+) -> int:
+    """Clear, in the flat bitmap over the carving box (``lo``, ``dims``; x fastest), the
+    cells within ``band`` voxels (Chebyshev) of a hit voxel; returns how many were set.
+    The same cells as ``bitmap &= ~_band_bitmap(...)``, but it touches only the
+    (2 band + 1)^3 cells around each hit instead of dilating the whole box."""
+    idx = morton.decode(hit_codes) - (lo + morton.OFFSET)
+    idx = idx[np.all((idx >= -band) & (idx < dims + band), axis=1)]
+    if not len(idx):
+        return 0
+    r = np.arange(-band, band + 1)
+    cube = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    cells = (idx[:, None, :] + cube[None]).reshape(-1, 3)
+    cells = cells[np.all((cells >= 0) & (cells < dims), axis=1)]
+    keys = cells[:, 0] + dims[0] * (cells[:, 1] + dims[1] * cells[:, 2])
+    was_set = keys[bitmap[keys]]  # few: ray cells next to a surface (repeats possible)
+    bitmap[was_set] = False
+    return len(np.unique(was_set))
+
+
+_KERNELS: list[Any] = []  # [the kernels module or None], filled on first use
+
+
+def _kernels() -> Any:
+    """The compiled kernels (``engram.memory.spatial.kernels``), or None: numba missing or
+    ``ENGRAM_NUMBA=0`` (then the numpy paths of ``_carve``, which give the same voxels)."""
+    if not _KERNELS:
+        mod = None
+        if os.environ.get("ENGRAM_NUMBA", "1").strip().lower() not in ("0", "false", "no", "off"):
+            try:  # numba takes ~1 s to import: only when a frame is carved
+                import engram.memory.spatial.kernels as mod
+            except ImportError:  # pragma: no cover - numba is a dependency
+                mod = None
+        _KERNELS.append(mod)
+    return _KERNELS[0]
 
 
 def _near_codes(codes: np.ndarray, hit_codes: np.ndarray, band: int) -> np.ndarray:
@@ -354,9 +398,31 @@ class SparseOctree(OctreeQueries):
                     key |= (k[axis].astype(np.int64) + lo[axis] + morton.OFFSET) << np.int64(shift)
                 parts.append(morton.sorted_unique(key.ravel())[0])
 
-        emit([np.array([i0[k]], np.int32) for k in range(3)])  # the camera's voxel
+        kernels = _kernels() if use_bitmap else None
+        if kernels is not None:  # cells set, each once: the compiled path visits only them
+            room = 1 + int(np.abs(i1 - i0).sum())  # one per crossing, plus the camera's
+            touched = np.empty(room, np.int64)
+            n_touched = 1
+            touched[0] = int(i0[0] + i0[1] * strides[1] + i0[2] * strides[2])
+            bitmap[touched[0]] = True  # the camera's voxel
+        else:
+            emit([np.array([i0[k]], np.int32) for k in range(3)])  # the camera's voxel
         total = 1
-        for a in range(3):
+        if kernels is not None:  # the same cells: per-ray set-up and marking compiled, no GIL
+            n_touched, crossings = kernels.carve_rays(
+                bitmap,
+                touched,
+                n_touched,
+                i0,
+                i1,
+                v_rel,
+                o_rel,
+                strides[1],
+                strides[2],
+                _NUDGE_VOXELS,
+            )
+            total += crossings
+        for a in range(3 if kernels is None else 0):  # the numpy path (ENGRAM_NUMBA=0)
             b, c = (a + 1) % 3, (a + 2) % 3
             count = np.abs(i1[:, a] - i0[a])
             sel = np.flatnonzero(count)
@@ -404,12 +470,23 @@ class SparseOctree(OctreeQueries):
                 start = stop
         band = cfg.surface_band_voxels if hit_codes is not None and len(hit_codes) else 0
         banded = 0
-        if use_bitmap and band:
-            near = _band_bitmap(cast(np.ndarray, hit_codes), lo, dims, band)
-            before = int(np.count_nonzero(bitmap))
-            bitmap &= ~near
-            banded = before - int(np.count_nonzero(bitmap))
-        if use_bitmap:
+        if kernels is not None:  # band, bitmap -> sorted codes: compiled, without the GIL
+            hit_idx = (
+                morton.decode(cast(np.ndarray, hit_codes)) - (lo + morton.OFFSET)
+                if band
+                else np.zeros((0, 3), np.int64)
+            )
+            codes, banded = kernels.band_and_codes(
+                bitmap,
+                touched[:n_touched],
+                dims.astype(np.int64),
+                (lo + morton.OFFSET).astype(np.int64),
+                hit_idx,
+                band,
+            )
+        elif use_bitmap:
+            if band:
+                banded = _clear_band(bitmap, cast(np.ndarray, hit_codes), lo, dims, band)
             flat = np.flatnonzero(bitmap)
             ix = flat % dims[0]
             rest = flat // dims[0]
@@ -456,9 +533,35 @@ class SparseOctree(OctreeQueries):
         lo, hi = np.float32(cfg.min_log_odds), np.float32(cfg.max_log_odds)
         freed = flagged = 0
         rest = np.ones(len(upd), bool)  # not yet found in a column set
+        kernels = _kernels()
         for cols in (self._main, self._delta):  # a code is in at most one of them
             codes = cols["codes"]
             if not len(codes) or not rest.any():
+                continue
+            if kernels is not None:  # the same updates, one compiled loop without the GIL
+                f, g = kernels.apply_updates(
+                    codes,
+                    cols["log_odds"],
+                    cols["hits"],
+                    cols["last_seen_ns"],
+                    cols["object_ids"],
+                    cols["flags"],
+                    upd,
+                    is_hit,
+                    obj,
+                    delta,
+                    rest,
+                    stamp_ns,
+                    thr,
+                    lo,
+                    hi,
+                    np.float32(cfg.miss_weight_hits),
+                    np.float32(cfg.min_miss_weight),
+                    int(cfg.dynamic_min_hits),
+                    np.uint8(FLAG_DYNAMIC),
+                )
+                freed += f
+                flagged += g
                 continue
             pos = np.searchsorted(codes, upd)
             exists = rest & (codes[np.minimum(pos, len(codes) - 1)] == upd)

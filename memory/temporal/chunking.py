@@ -22,6 +22,7 @@ oldest 64, the pair covering the fewest items (old summaries coarsen evenly).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
@@ -30,6 +31,8 @@ from engram.memory.embedding import Embedders
 from engram.memory.index import VectorIndex, l2n
 from engram.memory.temporal.config import TemporalConfig
 from engram.memory.temporal.records import LABEL_STRIDE, OBJ_STRIDE, Chunk, Item
+
+_NO_FAISS = 2**62  # exact_max that is never reached
 
 __all__ = ["Chunking"]
 
@@ -74,7 +77,12 @@ class Chunking(TemporalState):
         idx = table.get(space)
         if idx is None:
             self._dims.setdefault(space, dim)
-            idx = table[space] = VectorIndex(dim, config=self.config.index)
+            # Exact only: this memory reads its vectors by id (``get``) and scans chunk
+            # summaries with one matmul (``vectors``); it never calls ``search``. A FAISS
+            # index above ``exact_max`` would only hold a second copy of every vector (a
+            # day at 1 percept/s: 2.35 GB resident with it, bench/scale.py) and retrain.
+            cfg = dataclasses.replace(self.config.index, exact_max=_NO_FAISS)
+            idx = table[space] = VectorIndex(dim, config=cfg)
         return idx
 
     def _append(self, item: Item, vec: np.ndarray | None, objs: np.ndarray | None) -> None:

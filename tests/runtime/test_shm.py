@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.launcher import Launch
 from engram.runtime.messages import Frame
 from engram.runtime.shm import (
+    DESCRIPTOR_MAGIC,
     SHM_DIR,
     ShmConfig,
     ShmDropped,
@@ -168,7 +170,8 @@ def test_lossless_reader_slots_are_kept_until_read_and_lossy_ones_are_overwritte
         first = _wrap(writer, 0)
         assert first is not None
         decode(lossless.resolve(first))  # claims an entry, cursor = its seq
-        pending = [_wrap(writer, i) for i in range(1, 5)]  # slots 1..3, then slot 0 again
+        decode(lossy.resolve(first))  # both have read it: message 1 reuses its slot 0
+        pending = [_wrap(writer, i) for i in range(1, 5)]  # slot 0, then slots 1..3
         assert all(p is not None for p in pending)
         assert _wrap(writer, 5) is None  # every slot is owed to the lossless reader
         for i, p in enumerate(pending, 1):
@@ -177,13 +180,87 @@ def test_lossless_reader_slots_are_kept_until_read_and_lossy_ones_are_overwritte
             with pytest.raises(ValueError):  # a zero-copy view of the slot stays read-only
                 frame.rgb.flags.writeable = True
             del frame
-        assert _wrap(writer, 6) is not None  # read: slots free again
+        assert _slot(pending[0]) == _slot(first) == 0
+        # read: slots free again; the lossy reader lags (read 0 only), so round robin
+        assert _slot(_wrap(writer, 6)) == 0
         with pytest.raises(ShmDropped):  # the lossy reader was too late for message 1
             lossy.resolve(pending[0])
     finally:
         lossless.close()
         lossy.close()
         writer.close()
+
+
+def _slot(desc: list | None) -> int:
+    assert desc is not None and is_descriptor(desc[0])
+    return msgpack.unpackb(desc[0][len(DESCRIPTOR_MAGIC) :])[1]
+
+
+def test_a_reader_that_keeps_up_gets_the_same_warm_slot_and_a_held_view_moves_the_writer():
+    writer, reader = ShmWriter(ShmConfig(slots=4)), ShmReader(False, ShmConfig(slots=4))
+    try:
+        slots = []
+        for i in range(5):
+            desc = _wrap(writer, i)
+            slots.append(_slot(desc))
+            assert int(decode(reader.frames(desc)).rgb[0, 0, 0]) == i  # read, view dropped
+        assert slots == [0] * 5  # the newest slot again: no cache-cold copy
+        held = decode(reader.frames(_wrap(writer, 5)))  # a view kept: its slot is pinned
+        nxt = _wrap(writer, 6)
+        assert _slot(nxt) != slots[0] and int(held.rgb[0, 0, 0]) == 5  # never overwritten
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_loaned_arrays_are_published_without_a_copy_and_unpublished_loans_come_back():
+    cfg = ShmConfig(slots=4)
+    writer, reader = ShmWriter(cfg), ShmReader(False, cfg)
+    try:
+        for _ in range(10):  # loans never published are given back by the next one
+            assert writer.loan("/f", [((480, 640, 3), np.uint8)]) is not None
+        (rgb,) = writer.loan("/f", [((480, 640, 3), np.uint8)])
+        rgb[:] = 7  # "the camera decodes into it"
+        rgb[0, 0] = [1, 2, 3]
+        msg = Frame(rgb=rgb, camera="loan")
+        assert msg.rgb is rgb  # the message holds the loaned view itself
+        desc = writer.wrap("/f", [b"/f\0", *encode(msg)])
+        assert desc is not None and writer.loaned == 1 and writer.sent == 1
+        assert not rgb.flags.writeable  # the slot belongs to the readers now
+        got = decode(reader.frames([bytes(desc[1]), bytes(desc[2])]))
+        assert got.camera == "loan" and got.rgb[0, 0].tolist() == [1, 2, 3]
+        assert int(got.rgb[1:].min()) == int(got.rgb[1:].max()) == 7
+        # a loan whose arrays are not the message's: the message is copied as usual
+        writer.loan("/f", [((480, 640, 3), np.uint8)])
+        other = writer.wrap("/f", [b"/f\0", *encode(_frame(9))])
+        assert other is not None and writer.loaned == 1 and writer.sent == 2
+        assert int(decode(reader.frames([bytes(other[1]), bytes(other[2])])).rgb[5, 5, 0]) == 9
+        assert writer.loan("/f", [((4, 4), np.uint8)]) is None  # small: no shared memory
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_bus_loan_on_ipc_lies_in_shared_memory_and_is_plain_elsewhere(ipc_url, monkeypatch):
+    broker = serve_broker(ipc_url)
+    bus = ZmqBus(ipc_url, **FAST)
+    monkeypatch.setenv("ENGRAM_SHM", "0")
+    plain_bus = ZmqBus(ipc_url, **FAST)
+    try:
+        sub = bus.subscribe("/frames", "all(4)")
+        assert bus.wait_for_subscribers("/frames", 1, timeout_s=10)
+        (rgb,) = bus.loan("/frames", ((480, 640, 3), np.uint8))
+        rgb[:] = 42
+        bus.publish("/frames", Frame(rgb=rgb))
+        got = sub.get(timeout_s=10)
+        assert got is not None and int(got.rgb.min()) == int(got.rgb.max()) == 42
+        assert bus._shm is not None and bus._shm.loaned == 1
+        (plain,) = plain_bus.loan("/frames", ((480, 640, 3), np.uint8))
+        assert plain_bus._shm is None and plain.shape == (480, 640, 3) and plain.flags.writeable
+    finally:
+        plain_bus.close()
+        bus.close()
+        broker.close()
 
 
 # ---------------------------------------------------------------------------
