@@ -52,6 +52,7 @@ __all__ = [
     "ObjectsConfig",
     "bearing_points",
     "propose_regions",
+    "support_plane_mask",
 ]
 
 DEFAULT_VOCABULARY: tuple[str, ...] = (
@@ -132,6 +133,31 @@ class ObjectsConfig:
     reuse_max_change: float = 0.05
     # distance along the camera ray at which objects without depth are placed, metres
     bearing_range_m: float = 1.0
+    # with depth: pixels without a depth measurement (out of range, self-filtered robot
+    # parts) belong to no proposal (False: colour alone may still propose them)
+    depth_required: bool = False
+    # with depth and the camera pose: pixels on a dominant horizontal support surface
+    # (table top, floor) belong to no proposal, so what stands on it separates from it
+    # (the plane removal of tabletop segmentation); False: colour/depth edges only
+    remove_support_planes: bool = False
+    # a support plane holds at least this fraction of the depth pixels, [0, 1]
+    support_plane_min_frac: float = 0.05
+    # pixels within this height of a support plane are on it, metres
+    support_plane_tol_m: float = 0.006
+    # colour edges from chromaticity (r, g, b over their sum): shading changes brightness,
+    # not hue, so one object's lit and shaded faces stay one region; False: from RGB
+    chroma_edges: bool = False
+    # proposals whose 3D box is larger than this on any side are not objects (furniture,
+    # walls, the table's front), metres; 0 = no limit
+    max_object_size_m: float = 0.0
+    # proposals stacked on each other (3D boxes within 2.5 cm, footprints overlapping) that
+    # together fit in a cube of this side are parts of one object (a button's coloured cap
+    # on its grey housing), metres; 0 = off
+    merge_parts_max_m: float = 0.0
+    # proposals grow this many (proposal-resolution) pixels into free neighbouring pixels
+    # (colour-edge pixels, specks too small to propose; never no-depth or support-plane
+    # pixels), so a thin dark part joins the object it belongs to; 0 = no growth
+    grow_regions_px: int = 0
 
 
 @dataclass
@@ -203,10 +229,46 @@ def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     return crop.reshape(th, factor, tw, factor, -1).mean(axis=(1, 3))
 
 
+def support_plane_mask(
+    z: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, config: ObjectsConfig, step: int
+) -> np.ndarray:
+    """(h, w) bool: pixels of the depth grid ``z`` (every ``step``-th pixel of the
+    image ``K`` describes) lying on a dominant horizontal plane: a 1 cm bin of world
+    heights holding at least ``support_plane_min_frac`` of the valid pixels (vertical
+    surfaces spread over many heights; table tops and floors pile up in one)."""
+    h, w = z.shape
+    valid = np.isfinite(z) & (z > 0)
+    if valid.sum() < 16:
+        return np.zeros_like(valid)
+    K = np.asarray(K, np.float64)
+    pose = np.asarray(world_from_camera, np.float64)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64) * step
+    y = (v - K[1, 2]) / K[1, 1]
+    x = ((u - K[0, 2]) - K[0, 1] * y) / K[0, 0]
+    zz = np.where(valid, z, 0.0)
+    height = pose[2, 0] * x * zz + pose[2, 1] * y * zz + pose[2, 2] * zz + pose[2, 3]
+    hv = height[valid]
+    lo = float(np.floor(hv.min() * 100) / 100)
+    counts = np.bincount(((hv - lo) * 100).astype(np.int64))
+    on = np.zeros_like(valid)
+    for b in np.flatnonzero(counts >= config.support_plane_min_frac * len(hv)):
+        sel = hv[((hv - lo) * 100).astype(np.int64) == b]
+        plane = float(np.median(sel))
+        on |= valid & (np.abs(height - plane) <= config.support_plane_tol_m)
+    return on
+
+
 def propose_regions(
-    rgb: np.ndarray, depth: np.ndarray | None, config: ObjectsConfig
+    rgb: np.ndarray,
+    depth: np.ndarray | None,
+    config: ObjectsConfig,
+    *,
+    intrinsics: np.ndarray | None = None,
+    world_from_camera: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Class-agnostic region proposals from colour and depth edges.
+    """Class-agnostic region proposals from colour and depth edges (and, with
+    ``remove_support_planes``, the intrinsics and the camera pose, minus the support
+    surfaces).
 
     rgb (H, W, 3) uint8, depth (H, W) metres or None -> (label image (H, W) int32 with
     -1 = none and proposals numbered 0..K-1 largest first, K).
@@ -217,12 +279,15 @@ def propose_regions(
     factor = max(1, w // max(1, config.proposal_width_px))
     small = _block_mean(rgb, factor) / 255.0  # (h', w', 3)
     small = ndimage.uniform_filter(small, size=(3, 3, 1), mode="nearest")
+    if config.chroma_edges:  # 3 x chromaticity: the same scale as RGB for a saturated hue
+        small = 3.0 * small / (small.sum(axis=2, keepdims=True) + 0.15)
     sh, sw = small.shape[:2]
     gx = np.zeros((sh, sw), np.float32)
     gy = np.zeros((sh, sw), np.float32)
     gx[:, :-1] = np.abs(np.diff(small, axis=1)).max(axis=2)
     gy[:-1, :] = np.abs(np.diff(small, axis=0)).max(axis=2)
     edges = (gx + gy) >= config.color_edge_threshold
+    blocked = np.zeros_like(edges)  # pixels no proposal may hold (no depth, support planes)
     if depth is not None:
         z = depth[: sh * factor : factor, : sw * factor : factor].astype(np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -236,6 +301,12 @@ def propose_regions(
             vy = valid.copy()
             vy[:-1, :] &= valid[1:, :]
             edges |= (vx & (zx > config.depth_edge_ratio)) | (vy & (zy > config.depth_edge_ratio))
+            if config.depth_required:
+                blocked |= ~valid
+            if config.remove_support_planes and intrinsics is not None:
+                if world_from_camera is not None:
+                    blocked |= support_plane_mask(z, intrinsics, world_from_camera, config, factor)
+            edges |= blocked
     regions, n = ndimage.label(~edges)
     label_image = np.full((h, w), -1, np.int32)
     if n == 0:
@@ -247,10 +318,75 @@ def propose_regions(
     remap = np.full(n + 1, -1, np.int32)
     remap[cand + 1] = np.arange(len(cand), dtype=np.int32)
     small_labels = remap[regions]
+    for _ in range(config.grow_regions_px):  # edge pixels (and specks) join their neighbours
+        free = (small_labels < 0) & ~blocked
+        if not free.any():
+            break
+        grown = ndimage.grey_dilation(small_labels, size=(3, 3))
+        small_labels = np.where(free & (grown >= 0), grown, small_labels)
     rows = np.minimum(np.arange(h) // factor, sh - 1)
     cols = np.minimum(np.arange(w) // factor, sw - 1)
     label_image = small_labels[rows[:, None], cols[None, :]]
     return label_image.astype(np.int32), len(cand)
+
+
+def _merge_parts(
+    label_image: np.ndarray,
+    ids: np.ndarray,
+    centroids: np.ndarray,
+    extents: np.ndarray,
+    max_m: float,
+    slack_m: float = 0.025,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Join proposals stacked on each other (3D boxes touching, footprints overlapping by
+    half the smaller one) whose joint box fits within ``max_m`` (union-find, greedy);
+    (label image, ids 0..K'-1) or None when nothing joins."""
+    ok = np.all(np.isfinite(centroids), axis=1)
+    lo = centroids - extents / 2
+    hi = centroids + extents / 2
+    parent = list(range(len(ids)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    box_lo, box_hi = lo.copy(), hi.copy()
+    joined = False
+    for i in range(len(ids)):
+        for j in range(i + 1, len(ids)):
+            ri, rj = root(i), root(j)
+            if ri == rj or not (ok[i] and ok[j]):
+                continue
+            touch = np.all(lo[i] <= hi[j] + slack_m) and np.all(lo[j] <= hi[i] + slack_m)
+            # stacked (one above the other: their footprints overlap), not side by side
+            # (a cube beside a piece of the tray it stands in)
+            # (footprints grown by 1 cm: a thin front face has almost no depth)
+            g = 0.01
+            overlap = np.clip(
+                np.minimum(hi[i, :2], hi[j, :2]) - np.maximum(lo[i, :2], lo[j, :2]) + 2 * g,
+                0,
+                None,
+            )
+            small = min(
+                np.prod(hi[i, :2] - lo[i, :2] + 2 * g), np.prod(hi[j, :2] - lo[j, :2] + 2 * g)
+            )
+            touch = touch and float(np.prod(overlap)) >= 0.5 * float(small)
+            u_lo = np.minimum(box_lo[ri], box_lo[rj])
+            u_hi = np.maximum(box_hi[ri], box_hi[rj])
+            if touch and float(np.max(u_hi - u_lo)) <= max_m:
+                parent[rj] = ri
+                box_lo[ri], box_hi[ri] = u_lo, u_hi
+                joined = True
+    if not joined:
+        return None
+    roots = [root(i) for i in range(len(ids))]
+    order = sorted(set(roots), key=roots.index)
+    new_id = np.array([order.index(r) for r in roots], np.int32)
+    lut = np.full(int(ids.max()) + 1, -1, np.int32)
+    lut[ids] = new_id
+    out = np.where(label_image >= 0, lut[np.clip(label_image, 0, len(lut) - 1)], -1)
+    return out.astype(np.int32), np.arange(len(order), dtype=np.int32)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -378,7 +514,9 @@ class ObjectExtractor:
             confidences = np.ones(len(ids), np.float32)
             open_vocab = False
         else:
-            label_image, k = propose_regions(rgb, depth, cfg)
+            label_image, k = propose_regions(
+                rgb, depth, cfg, intrinsics=intrinsics, world_from_camera=world_from_camera
+            )
             if k == 0 and cfg.grid_fallback > 0:
                 label_image = _grid_label_image(h, w, cfg.grid_fallback)
                 k = cfg.grid_fallback**2
@@ -397,6 +535,16 @@ class ObjectExtractor:
             centroids, extents, _counts3d = object_boxes_3d(
                 cloud.points, point_ids, ids, trim_percentile=cfg.trim_percentile
             )
+            if open_vocab and cfg.merge_parts_max_m > 0 and len(ids) > 1:
+                merged = _merge_parts(label_image, ids, centroids, extents, cfg.merge_parts_max_m)
+                if merged is not None:  # parts of one small object: one proposal
+                    label_image, ids = merged
+                    obj_labels, confidences = ["object"] * len(ids), np.zeros(len(ids), np.float32)
+                    boxes = _boxes_from_label_image(label_image, ids)
+                    point_ids = cloud.sample(label_image)
+                    centroids, extents, _counts3d = object_boxes_3d(
+                        cloud.points, point_ids, ids, trim_percentile=cfg.trim_percentile
+                    )
         else:
             centroids = np.full((len(ids), 3), np.nan, np.float32)
             extents = np.zeros((len(ids), 3), np.float32)
@@ -409,6 +557,25 @@ class ObjectExtractor:
             else:
                 centroids[no_3d] = np.asarray(world_from_camera, dtype=np.float32)[:3, 3]
             extents[no_3d] = 0.0
+        if open_vocab and cfg.max_object_size_m > 0:
+            keep = extents.max(axis=1) <= cfg.max_object_size_m
+            if not keep.all():  # furniture and walls are not objects
+                remap = np.full(len(ids), -1, np.int32)
+                remap[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+                label_image = np.where(label_image >= 0, remap[np.maximum(label_image, 0)], -1)
+                ids = np.arange(int(keep.sum()), dtype=np.int32)
+                boxes, centroids, extents = boxes[keep], centroids[keep], extents[keep]
+                no_3d, confidences = no_3d[keep], confidences[keep]
+                obj_labels = [lb for lb, k in zip(obj_labels, keep) if k]
+                if len(ids) == 0:
+                    dim = (
+                        self.encoder.dim
+                        if (self.encoder is not None and cfg.embed_regions)
+                        else None
+                    )
+                    out = Objects.empty(dim)
+                    out.label_image = label_image.astype(np.int32)
+                    return out
         embeddings = None
         if self.encoder is not None and cfg.embed_regions:
             embeddings = self._region_embeddings(rgb, boxes, label_image, ids, camera)

@@ -31,7 +31,9 @@ label. Per update, for T live tracks and K detections:
      ``embedding_weight``).
 
    A pair is admissible only if it passes every gate that applies (distance <=
-   ``max_distance_m`` or IoU >= ``min_iou``; cosine >= ``min_embedding_cos``).
+   ``max_distance_m`` or IoU >= ``min_iou``; cosine >= ``min_embedding_cos``, unless
+   both are within ``same_place_m`` of each other in 3D: a lamp that lights up looks
+   different but has not moved).
 4. **Assignment.** The Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
    minimises the total cost; inadmissible pairs get a prohibitive cost and are
    discarded from its answer. Matched tracks take the detection's box, centroid and
@@ -96,6 +98,10 @@ class TrackerConfig:
     min_iou: float = 0.1
     # least cosine of track and detection embeddings (appearance gate), [-1, 1)
     min_embedding_cos: float = 0.5
+    # a detection this close (3D) to a track passes the appearance gate whatever its look
+    # (a lamp lighting up, a shadow falling: two objects cannot share one spot), metres;
+    # 0 = the appearance gate always applies
+    same_place_m: float = 0.0
     # farthest a detection's world centroid may be from the track's (3D gate), metres
     max_distance_m: float = 0.3
     # weight of the geometric term (distance or 1 - IoU) in the association cost
@@ -123,6 +129,7 @@ class TrackerConfig:
             ("min_iou", 0.0 <= self.min_iou < 1.0, "in [0, 1)"),
             ("min_embedding_cos", -1.0 <= self.min_embedding_cos < 1.0, "in [-1, 1)"),
             ("max_distance_m", self.max_distance_m > 0, "> 0"),
+            ("same_place_m", self.same_place_m >= 0, ">= 0"),
             ("geometry_weight", self.geometry_weight > 0, "> 0"),
             ("embedding_weight", self.embedding_weight >= 0, ">= 0"),
             ("max_age_frames", self.max_age_frames >= 0, ">= 0"),
@@ -440,7 +447,8 @@ class ObjectTracker:
                     cfg.geometry_weight + cfg.embedding_weight
                 )
                 cost = np.where(has_emb[:, None], mixed, geo)
-                ok &= ~has_emb[:, None] | (cos >= cfg.min_embedding_cos)
+                same_place = in_3d & (dist <= cfg.same_place_m)  # look may change, place not
+                ok &= ~has_emb[:, None] | (cos >= cfg.min_embedding_cos) | same_place
         cost = np.where(ok, cost, _INADMISSIBLE)
         from scipy.optimize import linear_sum_assignment
 

@@ -24,36 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engram.sim._gl import import_mujoco
+from engram.sim.object_kinds import OBJECT_CLASSES
 
 mujoco = import_mujoco()
 
 __all__ = ["OBJECT_CLASSES", "CropSet", "class_prompts", "render_crops"]
-
-#: object kind -> (body names of the tabletop scene, descriptions people use)
-OBJECT_CLASSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "red cube": (("cube_red",), ("a red cube", "a red block", "a small red box")),
-    "green cube": (("cube_green",), ("a green cube", "a green block", "a small green box")),
-    "blue cube": (("cube_blue",), ("a blue cube", "a blue block", "a small blue box")),
-    "yellow cube": (("prize",), ("a yellow cube", "a yellow block", "a small golden cube")),
-    "white mug": (("mug_white",), ("a white mug", "a coffee mug", "a white cup with a handle")),
-    "blue bowl": (("bowl_blue",), ("a blue bowl", "a blue dish", "a shallow blue bowl")),
-    "white plate": (("plate_white",), ("a white plate", "a flat white dish", "a dinner plate")),
-    "cup": (
-        ("cup_0", "cup_1", "cup_2", "cup_3"),
-        ("an upside-down cup", "a brown cup", "an opaque cup turned over"),
-    ),
-    "red button": (("button_red",), ("a red button", "a red push button", "a red switch")),
-    "green button": (
-        ("button_green",),
-        ("a green button", "a green push button", "a green switch"),
-    ),
-    "blue button": (("button_blue",), ("a blue button", "a blue push button", "a blue switch")),
-    "yellow button": (
-        ("button_yellow",),
-        ("a yellow button", "a yellow push button", "a yellow switch"),
-    ),
-    "tray": (("tray",), ("a wooden tray", "a brown tray", "a flat serving tray")),
-}
 
 _TABLE_TOP_Z_M = 0.40  # table surface height in tabletop.xml
 _TABLE_HALF_M = (0.45, 0.40)  # usable half extents of the table top (x, y)

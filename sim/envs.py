@@ -590,7 +590,7 @@ class SimEnv(gymnasium.Env):
         return self._render_frame(camera=camera)
 
     def close(self) -> None:
-        for attr in ("_renderer", "_obs_renderer"):
+        for attr in ("_renderer", "_obs_renderer", "_self_filter"):  # _self_filter: camera mode
             renderer = getattr(self, attr, None)
             if renderer is not None:
                 renderer.close()

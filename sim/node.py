@@ -101,6 +101,9 @@ class SimNodeConfig(NodeConfig):
     # labels for free); "camera": RGB-D and the camera pose only, as a real camera gives, so
     # perception must find, track and name objects itself (ground truth stays with the scorer)
     perception: str = "ground_truth"
+    # camera mode: drop the depth pixels on the robot's own body (its geometry posed by the
+    # joint state, as ROS's robot_self_filter does; engram.sim.self_filter)
+    self_filter: bool = True
 
 
 class SimNode(Node[SimNodeConfig]):
@@ -440,11 +443,14 @@ class SimNode(Node[SimNodeConfig]):
     def _frame(self, env) -> Frame:
         f = env.render_frame()
         if self.config.perception == "camera":
+            from engram.sim.self_filter import self_filter_depth
+
             return Frame(
                 stamp_ns=self.stamp_ns(),
                 camera=f.camera,
                 rgb=f.rgb,
-                depth=f.depth,
+                # the robot's self-filter (its own geometry posed by qpos): no depth on it
+                depth=self_filter_depth(env, f) if self.config.self_filter else f.depth,
                 intrinsics=f.intrinsics,
                 world_from_camera=f.world_from_camera,
             )

@@ -10,7 +10,8 @@ objects visible at that time (Hungarian assignment on world distance, within
 - **missed detection**: a visible object with no percept object near it;
 - **false positive**: a percept object near no tracked object (clutter, robot parts);
 - **wrong label**: a matched object whose label is neither the object's kind
-  (``kind_of(name)``, e.g. ``cup_2 -> "cup"``) nor its own name (ground-truth mode
+  (``engram.sim.object_kinds.kind_of``, e.g. ``cup_2 -> "cup"``, ``button_red_cap ->
+  "red button"``) nor its own name (ground-truth mode
   labels with body names); objects with no kind are not scored;
 - **identity switch**: a tracked object matched to a different percept id than the
   last time it was matched (the tracker lost it);
@@ -143,10 +144,9 @@ def camera_perception_errors(
     from dataclasses import replace
 
     from engram.planners.evaluation.pipeline import EvalConfig, Pipeline
-    from engram.sim.encoder_data import OBJECT_CLASSES
+    from engram.sim.object_kinds import kind_of
 
     config = config or EvalConfig()
-    kind = {body: name for name, (bodies, _) in OBJECT_CLASSES.items() for body in bodies}
     total: dict[str, int] = {}
     errors: list[float] = []
     seeds = list(seeds)
@@ -162,7 +162,7 @@ def camera_perception_errors(
         )
         sub = pipe.bus.subscribe("/percepts", f"all({max_percepts})")
         pipe.run()
-        counts, errs = _count(sub.drain(), truths[0], kind.get, 0.08)
+        counts, errs = _count(sub.drain(), truths[0], kind_of, 0.08)
         errors += errs
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value

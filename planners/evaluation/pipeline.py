@@ -66,6 +66,9 @@ class EvalConfig:
     # "ground_truth": the sim's segmentation gives identity and labels; "camera": RGB-D and
     # pose only, perception proposes, tracks and names objects (the sim-trained encoder)
     perception: str = "ground_truth"
+    # camera mode: the robot's self-filter, support-plane removal, chromaticity edges and
+    # the object size limit (False: the first camera mode's proposals, for before/after)
+    camera_filters: bool = True
 
     @classmethod
     def quick(cls) -> EvalConfig:
@@ -159,9 +162,12 @@ def graph_overrides(
         },
     }
     if config.perception == "camera":
-        camera = camera_perception_params()
+        camera = camera_perception_params(filters=config.camera_filters)
+        overrides["sim"]["self_filter"] = config.camera_filters
         overrides["perception"]["objects"].update(camera.pop("objects"))
         overrides["perception"].update(camera)
+        # perception's labels name kinds (three cups are all "cup"): key objects by id
+        overrides["planner"]["key_objects_by_id"] = True
     elif config.perception != "ground_truth":
         raise ValueError(
             f"EvalConfig.perception must be ground_truth or camera, got {config.perception!r}"
@@ -169,14 +175,35 @@ def graph_overrides(
     return overrides
 
 
-def camera_perception_params() -> dict[str, Any]:
+def camera_perception_params(*, filters: bool = True) -> dict[str, Any]:
     """Perception as on a real camera, in the simulation: the sim-trained image-text
-    encoder (``sim_clip``) names the proposals from the words for the sim's objects."""
-    from engram.sim.encoder_data import OBJECT_CLASSES
+    encoder (``sim_clip``) names the proposals from the words for the sim's objects.
+    ``filters``: proposals without the robot's pixels (the sim's self-filter), support
+    planes, shading edges and furniture (False: colour and depth edges only)."""
+    from engram.sim.object_kinds import OBJECT_CLASSES
 
+    words = {"vocabulary": list(OBJECT_CLASSES), "prompt_template": "a photo of a {}"}
+    if not filters:
+        return {"encoder": "sim_clip", "objects": words}
     return {
         "encoder": "sim_clip",
-        "objects": {"vocabulary": list(OBJECT_CLASSES), "prompt_template": "a photo of a {}"},
+        # the planner reads lamps off the thumbnail inside each object's box; a whole
+        # button's box (cap and housing) needs more than 64 px across the frame
+        "thumbnail_width_px": 160,
+        # a lit lamp looks different but stays put: same place, same track (and label)
+        "tracker": {"same_place_m": 0.02},
+        "objects": {
+            **words,
+            "depth_required": True,  # self-filtered robot pixels propose nothing
+            "remove_support_planes": True,  # table top and floor are not objects
+            "chroma_edges": True,  # a cup's lit and shaded faces are one region
+            "color_edge_threshold": 0.2,  # hue changes only (chromaticity is noisier)
+            "proposal_width_px": 640,  # full resolution: a 3 cm cube is 6 px wide
+            "max_proposals": 12,
+            "max_object_size_m": 0.3,  # tabletop objects; furniture and walls are not
+            "merge_parts_max_m": 0.075,  # a button's cap and housing are one button
+            "grow_regions_px": 3,  # colour-edge pixels join the object they lie on
+        },
     }
 
 

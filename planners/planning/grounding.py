@@ -9,6 +9,7 @@ learning: ``layout_key`` names a layout, objects on a 3 cm grid).
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from typing import Any
@@ -18,11 +19,12 @@ import numpy as np
 from engram.memory.answer.names import SOUND_BANDS_HZ
 from engram.planners.planning.memory_client import MemoryClient
 from engram.planners.planning.skills.base import WorldView
+from engram.sim.object_kinds import kind_of, strip_track_id
 
 __all__ = ["Grounding", "jsonable", "layout_key"]
 
-_FIRST_SAW = re.compile(r"^first saw (\S+) \((\w+)\)")
-_OBSERVE = re.compile(r"observe\((\w+), ([^)\s]+)\)")
+_FIRST_SAW = re.compile(r"^first saw (.+?) \((\w+)\)")
+_OBSERVE = re.compile(r"observe\((\w+), ([^)]+)\)")
 _HZ = re.compile(r"\((\d+(?:\.\d+)?) Hz")
 _REASON = re.compile(r"(\w+)=(\S*)")
 
@@ -50,17 +52,22 @@ class Grounding:
         return self._note(question, self.memory.answer(question))
 
     def object_position(self, label: str) -> tuple[np.ndarray, int] | None:
-        """Where is ``label`` now (its latest remembered position, and when seen)."""
+        """Where is ``label`` now (its latest remembered position, and when seen). The
+        records labelled ``label`` count; when there are none, those of its kind
+        (``prize`` finds what camera-mode perception called "yellow cube", see
+        ``same_kind``)."""
         hits = self.memory.recall(label, memories=("spatial", "episodic"), top_k=40)
         best: tuple[np.ndarray, int] | None = None
-        for prefer in ("spatial", "episodic"):
+        for exact, prefer in itertools.product((True, False), ("spatial", "episodic")):
+            if not exact and prefer == "spatial":
+                hits = hits + self._kind_hits(label, "", ("spatial", "episodic"))
             for h in hits:
                 d = h.get("data", {})
                 if h.get("memory") != prefer or d.get("kind") != "object":
                     continue
-                if d.get("label") != label or h.get("position") is None:
+                if not _names(label, str(d.get("label", "")), exact):
                     continue
-                if d.get("present") is False:
+                if h.get("position") is None or d.get("present") is False:
                     continue
                 stamp = int(d.get("last_seen_ns", h.get("stamp_ns", 0)))
                 if best is None or stamp > best[1]:
@@ -69,24 +76,37 @@ class Grounding:
                 break
         return self._note(f"where is {label}", best)
 
+    def _kind_hits(self, label: str, prefix: str, memories: tuple[str, ...]) -> list[dict]:
+        """Recall hits for ``label``'s kind in words (``prize`` -> "yellow cube"); [] when
+        the kind is the label itself or unknown (the label's own recall covers it)."""
+        kind = kind_of(label)
+        if kind is None or kind == label:
+            return []
+        return self.memory.recall(f"{prefix}{kind}", memories=memories, top_k=40)
+
     def first_position(self, label: str, *, since_ns: int = 0) -> tuple[np.ndarray, int] | None:
         """Where was ``label`` when first seen (at or after ``since_ns``)."""
         hits = self.memory.recall(f"first saw {label}", memories=("episodic",), top_k=40)
         best: tuple[np.ndarray, int] | None = None
-        for h in hits:
-            m = _FIRST_SAW.match(h.get("text", ""))
-            if not m or m.group(1) != label or h.get("position") is None:
-                continue
-            stamp = int(h.get("stamp_ns", 0))
-            if stamp >= since_ns and (best is None or stamp < best[1]):
-                best = (np.asarray(h["position"], np.float64), stamp)
+        for exact in (True, False):
+            if not exact:
+                hits = hits + self._kind_hits(label, "first saw ", ("episodic",))
+            for h in hits:
+                m = _FIRST_SAW.match(h.get("text", ""))
+                if not m or not _names(label, m.group(1), exact) or h.get("position") is None:
+                    continue
+                stamp = int(h.get("stamp_ns", 0))
+                if stamp >= since_ns and (best is None or stamp < best[1]):
+                    best = (np.asarray(h["position"], np.float64), stamp)
+            if best is not None:
+                break
         if best is None:
             hits = self.memory.recall(
                 f"when was {label} first seen", memories=("temporal",), top_k=10, t0_ns=since_ns
             )
             for h in hits:
                 d = h.get("data", {})
-                if d.get("object") == label and h.get("position") is not None:
+                if _names(label, str(d.get("object", "")), False) and h.get("position") is not None:
                     best = (np.asarray(h["position"], np.float64), int(h.get("stamp_ns", 0)))
                     break
         return self._note(f"where was {label} at the start", best)
@@ -216,6 +236,18 @@ class Grounding:
                 if fields.get("layout") == layout and fields.get("question", question) == question:
                     out.append((fields.get("answer", ""), d["outcome"]))
         return self._note(f"earlier attempts at {question} here", out)
+
+
+def _names(name: str, label: str, exact: bool) -> bool:
+    """Does a memory record labelled ``label`` name ``name``: the same label (``exact``),
+    or the same kind of object (``kind_of``: ``prize`` / ``yellow cube``, ``cup_2`` /
+    ``cup``), so one recipe grounds ground-truth names and camera-mode labels alike."""
+    if name == label or strip_track_id(label) == name:
+        return True
+    if exact:
+        return False
+    kind = kind_of(name)
+    return kind is not None and kind_of(label) == kind
 
 
 def _shortest_route(

@@ -21,6 +21,7 @@ from engram.planners.planning.plans import Subgoal
 from engram.planners.planning.recipes import Recipe, choose
 from engram.planners.planning.skills.base import SkillError
 from engram.sim.envs import EnvConfig, TabletopEnv
+from engram.sim.object_kinds import kind_of, strip_track_id
 from engram.sim.scene import load_scene
 from engram.sim.tasks._skills import arm_hold, arm_press
 from engram.sim.tasks._tabletop import BUTTON_COLOURS, ButtonPanel, sample_positions
@@ -136,11 +137,16 @@ class ButtonSequenceRecipe(Recipe):
         buttons = sorted(
             label for label in ctx.world.objects if "button" in label and label.endswith("_cap")
         )
+        if not buttons:  # camera mode: one object per button, named by colour ("red button")
+            buttons = sorted(
+                {strip_track_id(k) for k in ctx.world.objects if "button" in (kind_of(k) or "")}
+            )
         if not buttons:
             raise SkillError("no button in view")
         lit = ctx.grounding.observations("light_on", since_ns=ctx.episode_start_ns)
         order: list[str] = []
         for _, label in lit:
+            label = label if label in buttons else strip_track_id(label)
             if label in buttons and label not in order:
                 order.append(label)
         remembered = ",".join(order) if len(order) == len(buttons) else None

@@ -22,6 +22,7 @@ from engram.planners.planning.recipes import Recipe, label_like, xy_token
 from engram.planners.planning.skills.base import resolve_label
 from engram.sim._gl import import_mujoco
 from engram.sim.envs import TabletopEnv
+from engram.sim.object_kinds import strip_track_id
 from engram.sim.tasks._skills import arm_hold, arm_move, arm_pick, arm_place, arm_press
 from engram.sim.tasks._tabletop import ButtonPanel, sample_positions
 from engram.sim.tasks.spec import TaskSpec
@@ -183,8 +184,10 @@ class PutBackRecipe(Recipe):
 
     def initial(self, ctx):
         cube = label_like(ctx.world, "red cube") if ctx.world.objects else "cube_red"
+        cube = strip_track_id(cube)  # camera mode: "red cube", whichever track it is now
         tray = resolve_label("tray", ctx.world.objects) or "tray"
         button = resolve_label("blue button cap", ctx.world.objects) or "button_blue_cap"
+        tray, button = strip_track_id(tray), strip_track_id(button)
         return [
             Subgoal("wait", {"duration_s": 0.3}),
             Subgoal("pick", {"object": cube}, alternatives=[{"grasp_dz_m": -0.006}]),

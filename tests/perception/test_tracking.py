@@ -447,3 +447,41 @@ def test_real_rgbd_proposals_keep_their_ids_through_the_node(rgbd_sample_dir):
     base_share, base_pairs, base_precision = _kept_share(local)
     assert base_pairs == pairs  # the same proposals, only the ids differ
     assert base_share < 0.85 or base_precision < 0.9, (base_share, base_precision)
+
+
+def test_a_lamp_lighting_up_keeps_its_track_when_it_stays_put():
+    """Same place, new look (a button's lamp lights up): one track with same_place_m; a
+    new track (an identity switch) without it; an object that moved still needs its look."""
+    rng = np.random.default_rng(3)
+    dark, lit = _unit(rng, 2)
+    for same_place_m, want_same in ((0.02, True), (0.0, False)):
+        tr = ObjectTracker(TrackerConfig(first_id=1, same_place_m=same_place_m))
+        for k in range(3):  # seen dark a few times: its label is "blue button"
+            a = tr.update(
+                _objs(
+                    [_box(10, 10)],
+                    emb=dark[None],
+                    centroids=[[0.1, 0.2, 0.43]],
+                    labels=["blue button"],
+                ),
+                stamp_ns=(k + 1) * FRAME_NS,
+            )
+        b = tr.update(
+            _objs(
+                [_box(10, 10)], emb=lit[None], centroids=[[0.1, 0.205, 0.43]], labels=["blue bowl"]
+            ),
+            stamp_ns=4 * FRAME_NS,
+        )
+        assert bool(a.ids[0] == b.ids[0]) is want_same
+        if want_same:
+            assert b.labels == ["blue button"]  # the track's majority label holds
+    tr = ObjectTracker(TrackerConfig(first_id=1, same_place_m=0.02))
+    a = tr.update(
+        _objs([_box(10, 10)], emb=dark[None], centroids=[[0.1, 0.2, 0.43]]), stamp_ns=FRAME_NS
+    )
+    b = tr.update(
+        _objs([_box(10, 10)], emb=lit[None], centroids=[[0.2, 0.2, 0.43]]), stamp_ns=2 * FRAME_NS
+    )
+    assert a.ids[0] != b.ids[0]
+    with pytest.raises(ValueError, match="same_place_m"):
+        TrackerConfig(same_place_m=-1.0)

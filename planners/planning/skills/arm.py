@@ -45,15 +45,27 @@ class _ArmSkill(Skill):
         obj = world().require(label)
         tcp_z, yaw = self._grasp(world, obj, dz)
         self.notes.update(start=obj.position.tolist(), grasp_z=tcp_z, yaw=yaw)
-        above = [obj.position[0], obj.position[1], tcp_z + cfg.approach_dz_m]
-        yield from self._arm_move(world, above, gripper=0.0, yaw=yaw)
+        x, y = _top_centre(obj)
+        yield from self._arm_move(world, [x, y, tcp_z + cfg.approach_dz_m], gripper=0.0, yaw=yaw)
         obj = world().get(label) or obj  # re-centre on the freshest sighting
-        yield from self._arm_move(
-            world, [obj.position[0], obj.position[1], tcp_z], gripper=0.0, yaw=yaw, tol_m=0.004
-        )
+        x, y = _top_centre(obj)
+        yield from self._arm_move(world, [x, y, tcp_z], gripper=0.0, yaw=yaw, tol_m=0.004)
         yield self._hold_arm(1.0, cfg.grasp_hold_steps)
         pos, _, _ = world().ee()
         yield from self._arm_move(world, [pos[0], pos[1], lift_to_z], gripper=1.0)
+
+
+def _top_centre(obj: ObjectView, band_m: float = 0.01) -> tuple[float, float]:
+    """Where to grasp from above: the xy centre of the object's points within ``band_m``
+    of its top (a camera also sees side faces and, on a tray, bits of the rim in front,
+    which pull the whole box's centre towards the camera); its box centre without points."""
+    pts = obj.points
+    if len(pts) >= 6:
+        top = pts[pts[:, 2] >= float(pts[:, 2].max()) - band_m]
+        if len(top) >= 3:
+            lo, hi = top[:, :2].min(axis=0), top[:, :2].max(axis=0)
+            return float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2
+    return float(obj.position[0]), float(obj.position[1])
 
 
 class Pick(_ArmSkill):

@@ -58,10 +58,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engram.planners.planning.skills.scene import SceneMonitor
+from engram.planners.planning.skills.scene import SceneMonitor, object_key
 from engram.runtime import registry
 from engram.runtime.messages import Percept, RobotState
 from engram.sim.motion import FINGER_HALF_LENGTH_M, wrap_angle, yaw_of
+from engram.sim.object_kinds import kind_of, strip_track_id
 from engram.sim.robots import ROBOT_PART_LABELS
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "WorldView",
     "estimate_yaw",
     "make_skill",
+    "object_key",
     "resolve_label",
 ]
 
@@ -171,16 +173,22 @@ class WorldView:
         *,
         max_age_s: float = 1.0,
         scene: SceneMonitor | None = None,
+        key_by_id: bool = False,
     ) -> WorldView:
         """Objects of the newest percept, plus those of older percepts within ``max_age_s``
-        of it that the newest one did not see (a hand can hide an object for a frame)."""
+        of it that the newest one did not see (a hand can hide an object for a frame).
+        ``key_by_id``: labels name kinds, not objects (camera mode: three cups are all
+        "cup"), so each object is keyed ``label#id`` (``object_key``)."""
         objects: dict[str, ObjectView] = {}
         newest = max((p.stamp_ns for p in percepts), default=0)
         for p in sorted(percepts, key=lambda p: p.stamp_ns, reverse=True):
             if newest - p.stamp_ns > max_age_s * 1e9:
                 continue
-            for k, label in enumerate(p.object_labels):
-                if label in objects or label in ROBOT_PART_LABELS:
+            for k, name in enumerate(p.object_labels):
+                if name in ROBOT_PART_LABELS:
+                    continue
+                label = object_key(name, int(p.object_ids[k]), key_by_id)
+                if label in objects:
                     continue
                 pts = np.zeros((0, 3), np.float32)
                 if p.points is not None and p.point_object_ids is not None:
@@ -226,6 +234,12 @@ class WorldView:
     # ---- objects -----------------------------------------------------------------------
     def get(self, label: str) -> ObjectView | None:
         name = resolve_label(label, self.objects)
+        if name and name != label and strip_track_id(name) != name:
+            # a kind, not one object ("red cube" among "red cube#5", "red cube#9"): the
+            # one seen most recently (an older track may be a stale view of the same one)
+            base = strip_track_id(name)
+            same = [o for k, o in self.objects.items() if strip_track_id(k) == base]
+            return max(same, key=lambda o: (o.stamp_ns, o.object_id))
         return self.objects.get(name) if name else None
 
     def require(self, label: str) -> ObjectView:
@@ -238,16 +252,20 @@ class WorldView:
 
 def resolve_label(name: str, labels: Any) -> str:
     """The label among ``labels`` that ``name`` refers to ("red cube" -> ``cube_red``,
-    "blue button" -> ``button_blue_cap``); "" when none matches."""
+    "blue button" -> ``button_blue_cap``; a body name or a kind finds a key of the same
+    kind: ``prize`` -> ``yellow cube#17``, ``cup`` -> ``cup#5``); "" when none matches.
+    A key with an id (``cup#5``) refers to that object only."""
     labels = list(labels)
     if name in labels:
         return name
+    if strip_track_id(name) != name:  # one object by id: that one or none
+        return ""
     want = set(_words(name))
     if not want:
         return ""
     best, best_score = "", 0.0
     for label in labels:
-        have = set(_words(label))
+        have = set(_words(strip_track_id(label)))
         if not have:
             continue
         common = len(want & have)
@@ -257,7 +275,11 @@ def resolve_label(name: str, labels: Any) -> str:
         score = (common / len(want) + common / len(have)) / 2
         if score > best_score or (score == best_score and label < best):
             best, best_score = label, score
-    return best
+    if best:
+        return best
+    kind = kind_of(name)  # ground-truth body names vs camera-mode kinds
+    same = sorted(label for label in labels if kind is not None and kind_of(label) == kind)
+    return same[0] if same else ""
 
 
 def _words(text: str) -> list[str]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from engram.planners.planning.skills.base import ARM_SPACE, Skill, SkillError, Verdict, WorldView
 from engram.sim.motion import wrap_angle
+from engram.sim.object_kinds import kind_of, strip_track_id
 
 __all__ = ["LookFor", "Wait", "Watch"]
 
@@ -102,10 +103,11 @@ class Watch(Skill):
         if until == "still":
             return quiet
         if until.startswith("hidden:"):
-            label = until.split(":", 1)[1]
-            if label not in scene.first_seen:
+            keys = _keys_naming(until.split(":", 1)[1], scene.first_seen)
+            if not keys:
                 return idle
-            return now - scene.last_seen.get(label, now) >= settle_ns and quiet
+            gone = all(now - scene.last_seen.get(k, now) >= settle_ns for k in keys)
+            return gone and quiet
         if until.startswith("gone:"):
             prefix = until.split(":", 1)[1]
             seen = [lb for lb in scene.last_seen if lb.startswith(prefix)]
@@ -137,3 +139,13 @@ class Watch(Skill):
 
     def check(self, before, after, trace, args):
         return Verdict(True, "", {"timed_out": bool(self.notes.get("timed_out"))})
+
+
+def _keys_naming(name: str, keys: Any) -> list[str]:
+    """The scene's keys that name ``name``: the label itself (or ``label#id`` keys of it),
+    else those of its kind (``prize`` -> ``yellow cube#17``; camera mode)."""
+    out = [k for k in keys if k == name or strip_track_id(k) == name]
+    kind = kind_of(name)
+    if not out and kind is not None:
+        out = [k for k in keys if kind_of(k) == kind]
+    return out

@@ -7,7 +7,13 @@ import numpy as np
 from engram.runtime.messages import Percept
 from engram.sim.robots import ROBOT_PART_LABELS
 
-__all__ = ["SceneMonitor"]
+__all__ = ["SceneMonitor", "object_key"]
+
+
+def object_key(label: str, object_id: int, by_id: bool) -> str:
+    """How the planner names one perceived object: its label, or ``label#id`` when
+    labels name kinds rather than objects (``by_id``, camera mode)."""
+    return f"{label}#{int(object_id)}" if by_id else label
 
 
 class SceneMonitor:
@@ -29,8 +35,11 @@ class SceneMonitor:
         move_tol_m: float = 0.005,
         lit_ratio: float = 1.6,
         lit_min: float = 0.4,
+        key_by_id: bool = False,
     ) -> None:
         self.window_s = window_s
+        # key objects "label#id" (camera mode: labels name kinds, several objects share one)
+        self.key_by_id = key_by_id
         self.move_tol_m = move_tol_m
         self.lit_ratio = lit_ratio
         self.lit_min = lit_min
@@ -71,8 +80,12 @@ class SceneMonitor:
         self.newest_ns = max(self.newest_ns, stamp)
         events: list[tuple[str, str, int]] = []
         visible = set()
-        for k, label in enumerate(percept.object_labels):
-            if label in ROBOT_PART_LABELS:
+        keys = [
+            object_key(label, int(oid), self.key_by_id)
+            for label, oid in zip(percept.object_labels, percept.object_ids)
+        ]
+        for k, label in enumerate(keys):
+            if percept.object_labels[k] in ROBOT_PART_LABELS:
                 continue
             visible.add(label)
             self.first_seen.setdefault(label, stamp)
@@ -84,7 +97,7 @@ class SceneMonitor:
             self.positions[label] = pos
         lamps = [
             (label, self.brightness(percept, k))
-            for k, label in enumerate(percept.object_labels)
+            for k, label in enumerate(keys)
             if self.lamp_like(label)
         ]
         lamps = [(label, b) for label, b in lamps if b is not None]

@@ -88,6 +88,9 @@ def test_camera_mode_end_to_end_finds_and_names_objects_without_segmentation():
         graph_overrides(replace(cfg, perception="oracle"), "cups")
     s = camera_perception_errors("cups", [5], config=cfg)
     assert s["frames"] > 10 and s["perception"] == "camera"
-    assert s["detection_recall"] > 0.3  # objects found from depth + colour alone
+    # objects found from depth + colour alone: with the robot's self-filter and the
+    # support planes removed, the 3 cm cube is found too (first camera mode: 0.65, 0.28)
+    assert s["detection_recall"] > 0.9
+    assert s["precision"] > 0.45
     assert s["label_accuracy"] > 0.8  # and named right by the sim-trained encoder
     assert s["position_error_m"]["median"] < 0.08
