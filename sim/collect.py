@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CODEBASE_VERSION", "collect", "load_episode", "read_meta"]
+__all__ = ["CODEBASE_VERSION", "collect", "load_episode", "object_offsets", "read_meta"]
 
 CODEBASE_VERSION = "v3.0"  # LeRobotDataset format version written here
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -75,6 +75,45 @@ def _stats(values: np.ndarray) -> dict[str, Any]:
         "max": v.max(0).tolist(),
         "count": [len(v)],
     }
+
+
+def _offsets(env: Any) -> dict[str, list[float]]:
+    """Per tracked object: the centre of its geometry's bounding box minus its body
+    origin (m, world frame, as it stands now). ``observation.objects`` gives body
+    origins (a cup's is at its rim-down base); perception reports the centre of what
+    it sees, so a learned policy fed percepts subtracts this."""
+    from engram.sim._gl import import_mujoco
+
+    mujoco = import_mujoco()
+    u = env.unwrapped
+    m, d = u.model, u.data
+    mujoco.mj_forward(m, d)
+    out: dict[str, list[float]] = {}
+    for name in getattr(u, "tracked", []):
+        body = u._body(name)
+        lo, hi = [], []
+        for g in np.flatnonzero(m.geom_bodyid == body):
+            rot = d.geom_xmat[g].reshape(3, 3)
+            centre = d.geom_xpos[g] + rot @ m.geom_aabb[g, :3]
+            half = np.abs(rot) @ m.geom_aabb[g, 3:]
+            lo.append(centre - half)
+            hi.append(centre + half)
+        if lo:
+            mid = (np.min(lo, 0) + np.max(hi, 0)) / 2 - u.body_pos(name)
+            out[name] = [round(float(v), 4) for v in mid]
+    return out
+
+
+def object_offsets(task: str) -> dict[str, list[float]]:
+    """``_offsets`` of ``task``'s tracked objects (an episode reset at seed 0)."""
+    from engram.sim.envs import make
+
+    env = make(task)
+    try:
+        env.reset(seed=0)
+        return _offsets(env)
+    finally:
+        env.close()
 
 
 def collect(
@@ -148,6 +187,7 @@ def collect(
             pol = registry.get("policy", policy)(seed=ep_seed)
             obs, info = env.reset(seed=ep_seed)
             engram.setdefault("object_names", list(info.get("object_names", [])))
+            engram.setdefault("object_offsets_m", _offsets(env))
             pol.reset(env)
             frames: list[dict[str, Any]] = []
             while True:

@@ -3,7 +3,13 @@
 For each subgoal it runs the skill's controller chunk by chunk (``tick`` returns the
 next action chunk), lets the robot settle, asks the ``Critic`` (fresh percepts and
 memory), records the outcome with the ``LoopDetector`` and, on failure, retries, asks
-the planner for an alternative, or aborts with a clear reason. Every status change is
+the planner for an alternative, or aborts with a clear reason. Subgoals whose skill is
+in ``external_skills`` (``executor: expert``: the ``MOTION_SKILLS``) are executed by
+another node (the policy node): for those the loop holds while that executor works and
+waits for its report (``report``: a ``PlanStep`` for the running subgoal, status
+``succeeded`` or ``failed``, ``args["subgoal_seq"]`` = the running step's seq), then
+settles and lets the critic check the outcome as for its own skills; no controller runs
+on the side. Every status change is
 reported as a ``PlanStep`` (the node publishes them; the memory system stores them in
 the episode), including each ``decide`` with its answer and the layout it was made
 for, so that a later attempt at the same layout can avoid a choice that failed.
@@ -32,7 +38,11 @@ from engram.planners.planning.skills.base import (
 )
 from engram.runtime.messages import Instruction, PlanStep
 
-__all__ = ["ClosedLoop"]
+__all__ = ["MOTION_SKILLS", "ClosedLoop"]
+
+_OVER_CAP_M = 0.012  # tool within this of a button cap's centre (xy) counts as over it
+#: skills that move the arm: what an external executor (the policy node) runs
+MOTION_SKILLS = ("pick", "lift", "place", "press", "push")
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,11 @@ class ClosedLoop:
         seed: int = 0,
         settle_steps: int = 2,
         hold_steps: int = 2,
+        external_skills: tuple[str, ...] = (),
+        external_budget_steps: int = 200,
     ) -> None:
+        """``external_skills``: skills another node executes and reports on (``report``);
+        ``external_budget_steps``: steps to wait for its report before failing."""
         self.planner = planner
         self.grounding = grounding
         self.critic = critic or Critic()
@@ -77,6 +91,23 @@ class ClosedLoop:
         self._gen: Iterator[np.ndarray] | None = None
         self._gripper: float | None = None  # last gripper command sent (arm)
         self._episode_start_ns = 0
+        self.external_skills = tuple(external_skills)
+        self.external_budget_steps = int(external_budget_steps)
+        self._report: PlanStep | None = None
+
+    def report(self, step: PlanStep) -> bool:
+        """The external executor's verdict on the running subgoal; True when it was
+        for the running subgoal (others, e.g. late reports, are ignored)."""
+        sg = self.current
+        if (
+            sg is None
+            or sg.skill not in self.external_skills
+            or step.status not in ("succeeded", "failed")
+            or int(step.args.get("subgoal_seq", -1)) != self.current_seq
+        ):
+            return False
+        self._report = step
+        return True
 
     # ---- control --------------------------------------------------------------------------
     def start(self, instruction: Instruction, *, episode_start_ns: int | None = None) -> None:
@@ -218,6 +249,8 @@ class ClosedLoop:
             return Verdict(False, str(exc))
         before = self._world
         trace: list[WorldView] = []
+        if sg.skill in self.external_skills:
+            return (yield from self._execute_external(sg, skill))
         try:
             for chunk in skill.run(lambda: self._world, sg.args):
                 yield chunk
@@ -230,3 +263,59 @@ class ClosedLoop:
         if sg.skill not in ("watch", "decide") and self.settle_steps:
             yield self._hold(self.settle_steps)  # let fresh percepts arrive
         return self.critic.evaluate(sg, skill, before, self._world, trace, grounding=self.grounding)
+
+    def _execute_external(self, sg: Subgoal, skill) -> Iterator[np.ndarray]:  # noqa: ANN001
+        """Hold while the external executor works on ``sg``; its report ends it."""
+        before = self._world
+        trace: list[WorldView] = []
+        self._report = None
+        steps = 0
+        while self._report is None and steps < self.external_budget_steps:
+            yield self._hold(1)
+            steps += 1
+            if len(trace) < 256:
+                trace.append(self._world)
+        rep = self._report
+        self._report = None
+        if rep is None:
+            return Verdict(False, f"the executor did not report on {sg.skill} in {steps} steps")
+        if rep.status != "succeeded":
+            return Verdict(False, f"executor: {rep.reason or rep.status}")
+        _external_notes(skill, sg.args, before, trace)
+        if self.settle_steps:
+            yield self._hold(self.settle_steps)  # let fresh percepts arrive
+        return self.critic.evaluate(sg, skill, before, self._world, trace, grounding=self.grounding)
+
+
+def _external_notes(skill, args: dict, before: WorldView, trace: list[WorldView]) -> None:  # noqa: ANN001
+    """What a skill's check reads from its own run (``notes``), taken from the views
+    of another executor's run instead: a press's cap height and lowest tool height,
+    a place's target."""
+    label = str(args.get("object", ""))
+    if _skill_name(skill) == "press":
+        cap = before.get(f"{label}_cap") or before.get(label)
+        if cap is None:
+            return
+        skill.notes["cap_top_z"] = float(cap.top_z)
+        # the depth counts only where the tool was over the cap: an executor that
+        # went down beside it pressed nothing (its own controller aims by construction)
+        over = max(_OVER_CAP_M, float(np.max(cap.extent[:2])) / 2 + 0.005)
+        zs = [
+            float(v.ee()[0][2])
+            for v in trace
+            if v.robot is not None
+            and float(np.linalg.norm(v.ee()[0][:2] - cap.position[:2])) <= over
+        ]
+        if zs:
+            skill.notes["lowest_z"] = min(zs)
+    elif _skill_name(skill) == "place":
+        on = args.get("on")
+        base = before.get(on) if on else None
+        if base is not None:
+            skill.notes["target"] = base.position[:2].tolist()
+        elif args.get("target") is not None:
+            skill.notes["target"] = list(np.asarray(args["target"], float)[:2])
+
+
+def _skill_name(skill) -> str:  # noqa: ANN001
+    return str(getattr(skill, "name", ""))

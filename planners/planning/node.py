@@ -32,9 +32,10 @@ the lights is in episodic memory when the planner asks for it.
 ``executor: expert`` hands the subgoals to the diffusion action expert: the node
 publishes every grounded subgoal (skill + target from memory) on ``/plan`` as before
 but no ActionChunks; the policy node (``engram.planners.policies.node``, node type
-``policy``) executes the running subgoal. The skill controllers still run here,
-unpublished, on the fresh percepts, so a subgoal ends (and the critic checks it) when
-the controller would have finished it from the state the expert brought about.
+``policy``) executes the running motion subgoal (``loop.MOTION_SKILLS``) and decides
+when it is done: it reports ``succeeded`` / ``failed`` on ``/subgoal_status`` (a
+``PlanStep`` naming the running step's seq), and only then does this node settle, let
+its critic check the outcome and go on. No skill controller runs for those subgoals.
 
 ``use_memory: false`` is the ablation: no recall (the planner sees the current
 view only) and no lifelong learning; plan steps are still published.
@@ -55,7 +56,7 @@ import numpy as np
 
 from engram.planners.planning.critic import Critic, LoopConfig, LoopDetector
 from engram.planners.planning.grounding import Grounding
-from engram.planners.planning.loop import ClosedLoop
+from engram.planners.planning.loop import MOTION_SKILLS, ClosedLoop
 from engram.planners.planning.memory_client import MemoryClient
 from engram.planners.planning.planner import Planner
 from engram.planners.planning.skills.base import SkillConfig, WorldView
@@ -103,9 +104,12 @@ class PlannerNodeConfig(NodeConfig):
     reasoner_model: str = "local"  # planner "llm": model name sent to the server
     reasoner_timeout_s: float = 30.0  # planner "llm": HTTP timeout
     # who moves the robot: "skills" (this node's skill controllers publish the chunks)
-    # or "expert" (a policy node executes the grounded subgoals published on /plan;
-    # the controllers still run, unpublished, to tell when a subgoal is done)
+    # or "expert" (a policy node executes the grounded motion subgoals published on
+    # /plan and reports on /subgoal_status when each is done)
     executor: str = "skills"
+    # labels name kinds, not objects (camera mode: three cups are all "cup"): the planner
+    # keys each perceived object "label#id" (the tracker's id) instead of by its label
+    key_objects_by_id: bool = False
 
 
 def make_planner(cfg: PlannerNodeConfig) -> Planner:
@@ -123,6 +127,8 @@ class PlannerNode(Node[PlannerNodeConfig]):
         "instruction": Input("Instruction", policy="queue(8)"),
         "percepts": Input("Percept", policy="queue(16)"),
         "robot_state": Input("RobotState", policy="latest"),
+        # executor: expert: the policy node's verdicts on the subgoals it executes
+        "subgoal_status": Input("PlanStep", policy="queue(16)"),
     }
     OUTPUTS: ClassVar[dict[str, Output]] = {
         "actions": Output("ActionChunk"),
@@ -143,7 +149,7 @@ class PlannerNode(Node[PlannerNodeConfig]):
         self.percepts: collections.deque[Percept] = collections.deque(maxlen=cfg.percept_buffer)
         self.robot: RobotState | None = None
         self.instruction: Instruction | None = None
-        self.scene = SceneMonitor()
+        self.scene = SceneMonitor(key_by_id=cfg.key_objects_by_id)
         self.memory = MemoryClient(self._ask, enabled=cfg.use_memory)
         self.grounding = Grounding(self.memory)
         self.loop = ClosedLoop(
@@ -158,6 +164,7 @@ class PlannerNode(Node[PlannerNodeConfig]):
             seed=cfg.seed,
             settle_steps=cfg.settle_steps,
             hold_steps=cfg.hold_steps,
+            external_skills=MOTION_SKILLS if cfg.executor == "expert" else (),
         )
         self._chunk: np.ndarray | None = None
         self._chunk_stamp_ns = 0
@@ -223,6 +230,14 @@ class PlannerNode(Node[PlannerNodeConfig]):
         finally:
             self.count("handled")
 
+    def on_subgoal_status(self, msg: PlanStep) -> None:
+        try:
+            with self._lock:
+                if not self.loop.report(msg):
+                    log.debug("subgoal status for seq %s ignored", msg.args.get("subgoal_seq"))
+        finally:
+            self.count("handled")
+
     def on_robot_state(self, msg: RobotState) -> None:
         try:
             with self._lock:
@@ -267,6 +282,7 @@ class PlannerNode(Node[PlannerNodeConfig]):
                 self.robot,
                 max_age_s=self.config.percept_window_s,
                 scene=self.scene,
+                key_by_id=self.config.key_objects_by_id,
             )
 
     def step(self) -> ActionChunk | None:

@@ -7,6 +7,8 @@ Ports (default topics)::
              robot_state  RobotState   latest     proprioception; with autotick, a tick
              plan         PlanStep     queue(64)  the planner's grounded subgoals
     outputs  actions      ActionChunk             (H, A) for the robot (sim or ROS 2)
+             subgoal_status PlanStep              planner mode: this node's verdict on
+                                                  the subgoal it executed (see below)
 
 Which executor moves the robot is a launch-graph choice (``launch/sim_full.yaml``,
 ``executor: skills | expert``): with ``skills`` the planner's skill controllers
@@ -21,13 +23,19 @@ diffusion action expert (``diffusion/policy.py``, the shipped checkpoint by defa
   ``push``) is turned into the conditioning text ``<skill> <object>``
   (``features.subgoal_text``) and its target (the ``target`` arg, else the ``on`` /
   ``object`` label's perceived position) fills the state's goal slots. Between motion
-  subgoals (watching, deciding, settling) the node holds the arm still.
+  subgoals (watching, deciding, settling) the node holds the arm still. This node
+  decides when the subgoal is done (``completion.SubgoalTracker``: the rule the
+  training segments were cut by) and says so on ``/subgoal_status``: a ``PlanStep``
+  with the subgoal's skill and args plus ``subgoal_seq`` (the running step's seq),
+  status ``succeeded`` or ``failed`` and a reason; the planner's critic then checks
+  it. After reporting it holds until the planner's next subgoal.
 - ``end_to_end`` (MemoryVLA style): the instruction is the conditioning text, and the
   expert's own perceptual-cognitive memory bank must carry what the show phase revealed.
 
 The observation is built from the messages only (``features.py``'s tabletop layout):
 the robot vector from ``RobotState``; per object slot of the task (the checkpoint's
-``object_names``) the newest perceived centroid within ``percept_window_s`` and
+``object_names``) the newest perceived centroid within ``percept_window_s`` (less the
+object's centroid offset, ``object_offsets_m``: training saw body origins) and
 whether the lamp is lit (``SceneMonitor``, the planner's own lamp detector); the time
 since the episode's instruction. Each step the node either publishes the rest of its
 current chunk (writing the step into the expert's memory, ``observe``) or, when
@@ -53,6 +61,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engram.planners.planning.loop import MOTION_SKILLS
+from engram.planners.policies.completion import SubgoalTracker
 from engram.runtime.messages import ActionChunk, Instruction, Percept, PlanStep, RobotState
 from engram.runtime.node import Input, Node, NodeConfig, Output
 
@@ -61,8 +71,6 @@ __all__ = ["MODES", "MOTION_SKILLS", "PolicyNode", "PolicyNodeConfig"]
 log = logging.getLogger(__name__)
 
 MODES = ("planner", "end_to_end")
-#: subgoals the expert executes; any other running subgoal means "hold still"
-MOTION_SKILLS = ("pick", "lift", "place", "press", "push")
 
 
 @dataclass
@@ -78,7 +86,10 @@ class PolicyNodeConfig(NodeConfig):
     task: str = ""  # object slots of this task ("" = the instruction's task field)
     execute_steps: int = 4  # actions of a chunk executed before the next one is sampled
     autotick: bool = True  # step() on every RobotState (off: the caller steps)
-    percept_window_s: float = 1.0  # an object seen this long ago still counts as in view
+    # an object seen this long ago still counts as in view. Short: the expert was
+    # trained on "visible now" (a covered cube must vanish from its slot at once; 1 s
+    # of a stale "visible" prize after the cups came down broke planner-mode cups)
+    percept_window_s: float = 0.15
     percept_buffer: int = 16  # percepts kept (bounded)
     device: str = "cpu"  # torch device of the expert: cpu | cuda | auto
     seed: int = 0  # seeds the expert's sampling (reproducible runs)
@@ -105,7 +116,10 @@ class PolicyNode(Node[PolicyNodeConfig]):
         "robot_state": Input("RobotState", policy="latest"),
         "plan": Input("PlanStep", policy="queue(64)"),
     }
-    OUTPUTS: ClassVar[dict[str, Output]] = {"actions": Output("ActionChunk")}
+    OUTPUTS: ClassVar[dict[str, Output]] = {
+        "actions": Output("ActionChunk"),
+        "subgoal_status": Output("PlanStep"),
+    }
     Config: ClassVar[type] = PolicyNodeConfig
 
     def __init__(self, config: PolicyNodeConfig | dict | None = None, **kwargs: Any) -> None:
@@ -141,11 +155,16 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self.robot: RobotState | None = None
         self.instruction: Instruction | None = None
         self.subgoal: PlanStep | None = None
+        self.tracker = SubgoalTracker()
+        self._last_seen: dict[str, np.ndarray] = {}  # label -> last centroid this episode
+        self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
+        self._tracking = False  # the running subgoal is being tracked (not yet reported)
+        self._reported: set[int] = set()  # seqs of subgoals already reported
         self._episode_start_ns = 0
         self._queue: list[np.ndarray] = []
         self._step = 0
         self._gripper = 0.0
-        for name in ("handled", "steps", "chunks", "holds", "subgoals"):
+        for name in ("handled", "steps", "chunks", "holds", "subgoals", "reports"):
             self.counters[name] = 0
 
     def on_configure(self) -> None:
@@ -165,7 +184,11 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         self.policy.reset(seed=self.config.seed)
                     self.scene.reset()
                     self.percepts.clear()
+                    self._last_seen.clear()
+                    self._goal = (-1, None)
                     self.subgoal = None
+                    self._tracking = False
+                    self._reported.clear()
                     self._step = 0
                     self._gripper = 0.0
                 self.instruction = msg
@@ -179,6 +202,9 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 if msg.stamp_ns >= self._episode_start_ns:
                     self.percepts.append(msg)
                     self.scene.update(msg)
+                    for label, c in zip(msg.object_labels, msg.object_centroids):
+                        if label in self._last_seen or len(self._last_seen) < 256:  # bounded
+                            self._last_seen[label] = np.asarray(c, np.float32)
         finally:
             self.count("handled")
 
@@ -189,9 +215,12 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     return
                 cur = self.subgoal
                 if msg.status == "running":
+                    if msg.seq in self._reported:
+                        return  # done here; the planner is settling / checking it
                     if cur is None or cur.seq != msg.seq or cur.skill != msg.skill:
                         self._queue = []  # a new subgoal: sample afresh
                         self.count("subgoals")
+                        self._tracking = False
                     self.subgoal = msg
                 elif cur is not None and msg.skill == cur.skill:
                     self.subgoal = None  # finished (succeeded / failed / aborted)
@@ -220,12 +249,14 @@ class PolicyNode(Node[PolicyNodeConfig]):
             )
         return task
 
-    def positions(self) -> dict[str, np.ndarray]:
-        """label -> newest perceived centroid (3,) within ``percept_window_s``."""
+    def positions(self, window_s: float | None = None) -> dict[str, np.ndarray]:
+        """label -> newest perceived centroid (3,) within ``window_s`` (default
+        ``percept_window_s``)."""
         out: dict[str, np.ndarray] = {}
         if self.robot is None:
             return out
-        oldest = self.robot.stamp_ns - self.config.percept_window_s * 1e9
+        window = self.config.percept_window_s if window_s is None else window_s
+        oldest = self.robot.stamp_ns - window * 1e9
         for p in self.percepts:
             if p.stamp_ns < oldest:
                 continue
@@ -238,13 +269,16 @@ class PolicyNode(Node[PolicyNodeConfig]):
         from engram.planners.policies.diffusion import features as F
 
         assert self.robot is not None
-        names = self.policy.config.object_names[self._task()]
+        task = self._task()
+        names = self.policy.config.object_names[task]
+        offsets = self.policy.config.object_offsets_m.get(task, {})
         pos = self.positions()
         slots = np.zeros((len(names), 5), np.float32)
         for i, label in enumerate(names):
             if label in pos:
                 slots[i, 0] = 1.0
-                slots[i, 1:4] = pos[label]
+                # perceived centroid -> the position convention the state was trained on
+                slots[i, 1:4] = pos[label] - np.asarray(offsets.get(label, (0, 0, 0)), np.float32)
                 slots[i, 4] = float(label in self.scene.lit)
         time_s = max(0.0, (self.robot.stamp_ns - self._episode_start_ns) / 1e9)
         state = F.state_vector(robot_vector(self.robot), slots, time_s, goal)
@@ -258,15 +292,21 @@ class PolicyNode(Node[PolicyNodeConfig]):
         if self.config.mode == "end_to_end":
             return self.instruction.text, None
         sg = self.subgoal
-        if sg is None or sg.skill not in MOTION_SKILLS:
+        if sg is None or sg.skill not in MOTION_SKILLS or sg.seq in self._reported:
             return None
         label = str(sg.args.get("object", ""))
-        return F.subgoal_text(sg.skill, label), F.goal_from_plan(sg.args, self.positions())
+        # the target is fixed when the subgoal starts, as in training (a segment's target
+        # is one point); later views of the object are partly hidden by the arm
+        if self._goal[0] != sg.seq or self._goal[1] is None:
+            seen = {**self._last_seen, **self.positions()}
+            self._goal = (sg.seq, F.goal_from_plan(sg.args, seen))
+        return F.subgoal_text(sg.skill, label), self._goal[1]
 
     # ---- acting ---------------------------------------------------------------------------
     def step(self) -> ActionChunk | None:
         """Publish the actions from now on; None before a robot state and an instruction."""
         cfg: PolicyNodeConfig = self.config
+        report: PlanStep | None = None
         with self._lock:
             robot, ins = self.robot, self.instruction
             if robot is None or ins is None or not self.active:
@@ -285,14 +325,18 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 obs = self.observation(goal)
                 emb = self.text(text)
                 if not self._queue:
-                    chunk = self.policy.act(obs, instruction_embedding=emb)
+                    chunk = self.policy.act(obs, instruction_embedding=emb, raw=True)
                     self._queue = list(chunk.actions[: cfg.execute_steps])
                     self.count("chunks")
                 else:
                     self.policy.observe(obs, instruction_embedding=emb)
-                actions = np.stack(self._queue)
+                # the rest of the chunk, tracked from the pose measured now (waypoints)
+                actions = self.policy.to_controller(np.stack(self._queue), robot_vector(robot))
                 self._queue.pop(0)
+                prev_grip = self._gripper
                 self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
+                if cfg.mode == "planner":
+                    report = self._track(actions[0], robot_vector(robot), prev_grip)
             self._step += 1
             out = ActionChunk(
                 stamp_ns=robot.stamp_ns,
@@ -304,7 +348,35 @@ class PolicyNode(Node[PolicyNodeConfig]):
             )
             self.count("steps")
         self.publish("actions", out)
+        if report is not None:
+            self.publish("subgoal_status", report)
         return out
+
+    def _track(self, action: np.ndarray, robot: np.ndarray, prev_grip: float) -> PlanStep | None:
+        """Follow the running subgoal (``prev_grip``: the gripper command before this
+        step); its report when this step finished it."""
+        sg = self.subgoal
+        assert sg is not None
+        if not self._tracking:
+            self.tracker.start(sg.skill, robot, gripper=prev_grip)
+            self._tracking = True
+        verdict = self.tracker.update(action, robot)
+        if verdict is None:
+            return None
+        status, reason = verdict
+        self._reported.add(sg.seq)
+        self._tracking = False
+        self._queue = []
+        self.count("reports")
+        return PlanStep(
+            stamp_ns=self.robot.stamp_ns if self.robot is not None else 0,
+            skill=sg.skill,
+            args={**sg.args, "subgoal_seq": sg.seq},
+            status=status,
+            attempt=sg.attempt,
+            reason=reason,
+            episode_id=sg.episode_id,
+        )
 
     def health(self) -> dict[str, Any]:
         sg = self.subgoal

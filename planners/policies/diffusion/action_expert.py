@@ -80,6 +80,13 @@ class ActionExpertConfig:
     tasks: tuple[str, ...] = ()  # tasks in the training data (multi-task)
     # per task: the tracked objects' labels, in state-slot order (tabletop layout)
     object_names: dict[str, list[str]] = field(default_factory=dict)
+    # what the actions are (features.ACTION_MODES): "delta" = the controller's actions
+    # as recorded; "waypoint" = end-effector targets the executor tracks (tabletop)
+    action_mode: str = "delta"
+    # per task, per object label: where perception's centroid sits relative to the
+    # position the state was trained on (m; a cup's body origin is its base, its
+    # centroid 4.5 cm up); the policy node subtracts it from perceived centroids
+    object_offsets_m: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -106,6 +113,10 @@ class ActionExpertConfig:
         if self.token_dim % self.num_heads:
             raise ValueError(
                 f"ActionExpertConfig.token_dim ({self.token_dim}) must divide by num_heads ({self.num_heads})"
+            )
+        if self.action_mode not in ("delta", "waypoint"):
+            raise ValueError(
+                f"ActionExpertConfig.action_mode must be 'delta' or 'waypoint', got {self.action_mode!r}"
             )
         if self.ddim_steps > self.diffusion_steps:
             raise ValueError("ActionExpertConfig.ddim_steps must be <= diffusion_steps")

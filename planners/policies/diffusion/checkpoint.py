@@ -104,7 +104,9 @@ def check_config(config: dict[str, Any], source: str | Path) -> None:
         raise ValueError(f"{source}: checkpoint has no configuration")
     known = {f.name for f in fields(ActionExpertConfig)}
     unknown = sorted(set(config) - known)
-    missing = sorted(known - set(config))
+    # fields added later, with defaults that mean what older checkpoints did: deltas,
+    # no centroid offsets
+    missing = sorted(known - set(config) - {"action_mode", "object_offsets_m"})
     if unknown or missing:
         raise ValueError(
             f"{source}: checkpoint configuration does not match this code "

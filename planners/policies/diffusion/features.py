@@ -17,7 +17,9 @@ so the node can fill every slot from ``Percept`` messages.
 Subgoals (planner mode). A demonstration's act phase is cut at its events: the
 gripper closing while the arm holds still (a grasp), opening (a release), and the
 end effector turning from descending to rising with the gripper unchanged (a press).
-Each segment, up to and including its event, is the subgoal ``<skill> <object>``
+Each segment, up to and including its event and the event's follow-through (holding
+still, then rising straight up: the lift after a grasp, the back-off after a release
+or a press), is the subgoal ``<skill> <object>``
 (``pick``, ``lift`` for a grasp that is the last event, ``place``, ``press``; the
 object nearest to the end effector at the event, the held one for a release) with
 the event's end-effector position as its target; steps after the last event belong
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ACTION_MODES",
     "FEATURES",
     "MAX_OBJECTS",
     "ROBOT_DIM",
@@ -41,6 +44,8 @@ __all__ = [
     "objects_from_env",
     "state_vector",
     "subgoal_text",
+    "waypoint_labels",
+    "waypoints_to_deltas",
 ]
 
 FEATURES = "engram-tabletop/1"  # layout name, saved in checkpoints; change it on any change
@@ -52,6 +57,17 @@ _GRIP = 4  # action index of the gripper command
 _HOLD_M = 1e-3  # an action moving less than this holds the arm
 _DZ_M = 5e-3  # vertical speed that counts as descending / rising (m per step)
 _TIE_M = 0.03  # objects this much farther than the nearest still count as near
+_SIDEWAYS_M = 5e-3  # a step moving this much sideways ends an event's follow-through
+#: what the expert's actions are: ``delta`` = the controller's arm_ee_delta as recorded;
+#: ``waypoint`` = [x, y, z (m, world), yaw (rad), gripper]: the end-effector pose the
+#: arm should head for, which the executor tracks with ``waypoints_to_deltas``
+ACTION_MODES = ("delta", "waypoint")
+# the scripted experts' tracking law (sim/tasks/_skills.py arm_move): delta =
+# GAIN * (target - measured), its norm clipped to STEP_M; dyaw = GAIN * yaw error,
+# clipped to YAW_STEP_RAD. Waypoint labels invert it; the executor applies it.
+TRACK_GAIN = 0.9
+TRACK_STEP_M = 0.04
+TRACK_YAW_STEP_RAD = 0.5
 
 
 def subgoal_text(skill: str, label: str) -> str:
@@ -148,13 +164,30 @@ def label_subgoals(
             held = ""
         else:
             skill, label = "press", nearest
-        end = steps if k == len(events) - 1 else t + 1
+        end = steps if k == len(events) - 1 else _settled(t, actions, act)
         item = (subgoal_text(skill, label), ee[:2].copy())
         for s in range(start, end):
             if act[s]:
                 out[s] = item
         start = end
     return out
+
+
+def _settled(t: int, actions: np.ndarray, act: np.ndarray) -> int:
+    """The step after event ``t``'s segment: the event's own follow-through (holding
+    still while the fingers move, rising straight up: the lift after a grasp, the back
+    off after a release or a press) still belongs to it; the segment ends where the arm
+    moves sideways or down again. The executor ends a subgoal by the same rule
+    (``policies/completion.py``)."""
+    s = t + 1
+    while (
+        s < len(actions)
+        and act[s]
+        and float(np.linalg.norm(actions[s, :2])) < _SIDEWAYS_M
+        and actions[s, 2] > -_HOLD_M
+    ):
+        s += 1
+    return s
 
 
 def goal_from_plan(args: Mapping[str, Any], positions: Mapping[str, np.ndarray]) -> Any:
@@ -168,3 +201,71 @@ def goal_from_plan(args: Mapping[str, Any], positions: Mapping[str, np.ndarray])
         if label and label in positions:
             return np.asarray(positions[label], np.float32)[:2]
     return None
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def waypoint_labels(robot: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """arm_ee_delta demonstrations -> waypoint actions (T, 5): [x, y, z, yaw, gripper].
+
+    Why: a delta is relative to the controller's *commanded* pose, which runs ahead
+    of the measured one and is not observed, and while the arm travels its size is a
+    clipped, time-varying function of how far it still has to go. The scripted expert
+    itself steers to fixed targets (``TRACK_*``): the cup's xy at grasp height, the
+    tray, the button. Those targets are what the expert decided and are a direct
+    function of the objects' positions, so they are the labels: an unclipped step
+    reveals its target exactly (measured + delta / gain); a clipped step heads for the
+    target of the next unclipped step (the end of the same move). The gripper stays
+    absolute. robot (T, 11) measured (ee xyz, yaw first), actions (T, 5)."""
+    robot = np.asarray(robot, np.float64)
+    actions = np.asarray(actions, np.float64)
+    steps = actions.shape[0]
+    out = np.zeros((steps, 5), np.float32)
+    pos = robot[:, :3] + actions[:, :3] / TRACK_GAIN
+    yaw = robot[:, 3] + actions[:, 3] / TRACK_GAIN
+    clipped = np.linalg.norm(actions[:, :3], axis=1) >= TRACK_STEP_M - 1e-4
+    yaw_clipped = np.abs(actions[:, 3]) >= TRACK_YAW_STEP_RAD - 1e-3
+    for t in range(steps - 2, -1, -1):  # back-fill clipped steps from the move's end
+        if clipped[t]:
+            # only from the same move: its target lies along this step's direction, at
+            # least a clipped step away (a move that ended on a clipped step keeps
+            # measured + delta / gain, which tracks to the same clipped delta)
+            err = pos[t + 1] - robot[t, :3]
+            n = float(np.linalg.norm(err))
+            cos = float(err @ actions[t, :3]) / max(
+                n * float(np.linalg.norm(actions[t, :3])), 1e-12
+            )
+            if cos > 0.999 and TRACK_GAIN * n >= TRACK_STEP_M - 1e-4:
+                pos[t] = pos[t + 1]
+        if yaw_clipped[t]:
+            e = float(_wrap(yaw[t + 1] - robot[t, 3]))
+            if e * actions[t, 3] > 0 and TRACK_GAIN * abs(e) >= TRACK_YAW_STEP_RAD - 1e-3:
+                yaw[t] = yaw[t + 1]
+    out[:, :3] = pos
+    out[:, 3] = yaw
+    out[:, 4] = actions[:, 4]
+    return out
+
+
+def waypoints_to_deltas(waypoints: np.ndarray, robot: np.ndarray) -> np.ndarray:
+    """Waypoint actions (H, 5) -> arm_ee_delta actions (H, 5) from the measured robot
+    vector (ee xyz, yaw first), by the tracking law the demonstrations used; later
+    actions assume the earlier ones were tracked (call it again with a fresh robot
+    vector each step to close the loop)."""
+    wps = np.asarray(waypoints, np.float64).reshape(-1, 5)
+    robot = np.asarray(robot, np.float64).reshape(-1)
+    ee, yaw = robot[:3].copy(), float(robot[3])
+    out = np.zeros((wps.shape[0], 5), np.float32)
+    for k, wp in enumerate(wps):
+        d = TRACK_GAIN * (wp[:3] - ee)
+        n = float(np.linalg.norm(d))
+        if n > TRACK_STEP_M:
+            d *= TRACK_STEP_M / n
+        dyaw = float(
+            np.clip(TRACK_GAIN * _wrap(wp[3] - yaw), -TRACK_YAW_STEP_RAD, TRACK_YAW_STEP_RAD)
+        )
+        out[k, :3], out[k, 3], out[k, 4] = d, dyaw, np.clip(wp[4], 0.0, 1.0)
+        ee, yaw = ee + d, yaw + dyaw
+    return out

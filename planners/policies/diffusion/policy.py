@@ -107,10 +107,16 @@ class ActionExpertPolicy(Policy):
         *,
         instruction_embedding: np.ndarray | None = None,
         memory: Any = None,
+        raw: bool = False,
         **context: Any,
     ) -> ActionChunk:
         """``memory``: a working-memory bank to read and write instead of the expert's own
-        (``memory/working.py``); ignored when ``use_memory`` is False."""
+        (``memory/working.py``); ignored when ``use_memory`` is False.
+
+        A waypoint expert's chunk is turned into the controller's actions from the
+        observed robot pose (``to_controller``) unless ``raw``: then the chunk holds the
+        waypoints, for callers that convert one step at a time from fresh robot states
+        (the policy node, the env rollout)."""
         import torch
 
         cfg = self.config
@@ -123,14 +129,27 @@ class ActionExpertPolicy(Policy):
             actions = self.expert.sample(
                 cond, sampler=self.sampler, num_steps=self.num_steps, generator=self._generator
             )
+        out = actions[0].float().cpu().numpy()
+        if cfg.action_mode == "waypoint" and not raw:
+            out = self.to_controller(out, state[0, : _robot_dim()].cpu().numpy())
         stamp = observation.get("stamp_ns")
         extra = {} if stamp is None else {"stamp_ns": int(stamp)}
         return ActionChunk(
-            actions=actions[0].float().cpu().numpy(),
+            actions=out,
             action_space=cfg.action_space,
             dt_s=cfg.dt_s,
             **extra,
         )
+
+    def to_controller(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+        """The expert's actions (H, A) -> the controller's (``action_space``), given the
+        measured robot vector (ee xyz, yaw, ...): waypoints are tracked with
+        ``features.waypoints_to_deltas``; delta actions are returned as they are."""
+        if self.config.action_mode != "waypoint":
+            return np.asarray(actions, np.float32)
+        from engram.planners.policies.diffusion.features import waypoints_to_deltas
+
+        return waypoints_to_deltas(actions, robot)
 
     def observe(
         self,
@@ -241,6 +260,12 @@ class ActionExpertPolicy(Policy):
             ) from exc
         keep = {k: v for k, v in payload.items() if k not in ("model", "ema", "optimizer")}
         return cls(expert, task=str(payload.get("task", "")), checkpoint=keep, **kwargs)
+
+
+def _robot_dim() -> int:
+    from engram.planners.policies.diffusion.features import ROBOT_DIM
+
+    return ROBOT_DIM
 
 
 def _vector(value: Any, n: int, name: str) -> np.ndarray:

@@ -6,7 +6,8 @@ own observation (robot, objects, task extras: what ``features.py`` lays out) and
 instruction's MiniLM embedding. In the show phase it only writes the step into its
 memory bank (``observe``; the robot's actions are ignored there); in the act phase it
 samples a chunk every ``execute_steps`` steps and executes that many of its actions,
-observing the steps in between (receding horizon). Without memory (``use_memory``
+observing the steps in between (receding horizon); a waypoint expert's actions are
+turned into the arm's deltas one step at a time, from the pose measured then. Without memory (``use_memory``
 False on the policy) the bank is emptied before every chunk, so the same network
 must act from the current observation alone.
 """
@@ -69,12 +70,13 @@ def run_env_episode(
                 action = env.stop_action()
             else:
                 if not queue:
-                    chunk = policy.act(o, instruction_embedding=emb)
+                    chunk = policy.act(o, instruction_embedding=emb, raw=True)
                     queue = list(chunk.actions[: max(1, execute_steps)])
                     chunks += 1
                 else:
                     policy.observe(o, instruction_embedding=emb)
-                action = queue.pop(0)
+                # closed loop: a waypoint is tracked from the arm's pose now
+                action = policy.to_controller(queue.pop(0)[None], obs["robot"])[0]
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if terminated or truncated:

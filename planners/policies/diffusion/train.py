@@ -84,6 +84,23 @@ class TrainConfig:
     time_budget_s: float = 0.0  # stop (with a checkpoint) after this much wall time; 0 = none
 
 
+def object_offsets(tasks: Any) -> dict[str, dict[str, list[float]]]:
+    """Per simulated task: its objects' centroid offsets (``sim/collect.py``
+    ``object_offsets``), which the policy node needs to read percepts the way the
+    training state was laid out; {} for tasks the simulator does not know."""
+    try:
+        from engram.sim.collect import object_offsets as offsets_of
+    except ImportError:  # no simulator installed
+        return {}
+    from engram.runtime import registry
+
+    out = {}
+    for task in sorted(set(tasks)):
+        if task in registry.known("task"):
+            out[task] = offsets_of(task)
+    return out
+
+
 def default_out_dir(task: str) -> Path:
     """``$ENGRAM_CACHE/experts/<task>`` (``~/.cache/engram`` by default)."""
     root = Path(os.environ.get("ENGRAM_CACHE", Path.home() / ".cache" / "engram"))
@@ -205,6 +222,16 @@ class _Run:
             image_size_px=ecfg.image_size_px,
         )
         first = episodes[0]
+        if ecfg.action_mode == "waypoint" and (
+            not first.features or (first.action_space or "arm_ee_delta") != "arm_ee_delta"
+        ):
+            log.warning("waypoint actions need tabletop arm_ee_delta data: learning deltas")
+            ecfg = replace(ecfg, action_mode="delta")
+        if ecfg.action_mode == "waypoint":
+            from engram.planners.policies.diffusion.features import ROBOT_DIM, waypoint_labels
+
+            for ep in episodes:
+                ep.actions = waypoint_labels(ep.state[:, :ROBOT_DIM], ep.actions)
         if payload is None:
             ecfg = replace(
                 ecfg,
@@ -216,6 +243,7 @@ class _Run:
                 features=first.features,
                 tasks=tuple(sorted({ep.task for ep in episodes if ep.task})),
                 object_names={ep.task: list(ep.object_names) for ep in episodes if ep.task},
+                object_offsets_m=object_offsets(ep.task for ep in episodes if ep.features),
             )
         self.tcfg = tcfg
         self.data = Demonstrations(
@@ -477,6 +505,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--horizon", type=int, default=None, help="actions per chunk (default 8)")
     parser.add_argument(
+        "--actions",
+        choices=("waypoint", "delta"),
+        default="waypoint",
+        help="learn end-effector waypoints the executor tracks (default; tabletop "
+        "arm_ee_delta data, else deltas) or the recorded controller deltas",
+    )
+    parser.add_argument(
         "--images",
         type=int,
         default=0,
@@ -508,7 +543,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram.planners.policies.diffusion.action_expert import ActionExpertConfig
 
-    ecfg = ActionExpertConfig(use_memory=not args.no_memory, image_size_px=max(0, args.images))
+    ecfg = ActionExpertConfig(
+        use_memory=not args.no_memory,
+        image_size_px=max(0, args.images),
+        action_mode=getattr(args, "actions", "delta"),
+    )
     if args.horizon:
         ecfg = replace(ecfg, horizon=args.horizon)
     tcfg = TrainConfig(

@@ -75,6 +75,67 @@ def test_planner_mode_executes_motion_subgoals_and_holds_otherwise(ckpt, cups_wo
     assert node.counters["subgoals"] == 1 and node.counters["holds"] == 1
     obs = node.observation()
     assert obs["state"][11] == 1.0  # slot 0 (cup_0) seen, from the percept
+    # perception gives centroids, training saw body origins (a cup's is its base):
+    # the checkpoint carries the offset and the node takes it off
+    offset = node.policy.config.object_offsets_m["cups"]["cup_0"]
+    assert offset[2] == pytest.approx(0.045, abs=0.005)
+    i = percept.object_labels.index("cup_0")
+    centroid = percept.object_centroids[i]
+    assert obs["state"][14] == pytest.approx(centroid[2] - offset[2], abs=1e-6)
+
+
+def test_planner_mode_reports_the_subgoal_it_finished_and_then_holds(ckpt, cups_world):
+    """The executor, not a controller on the side, ends a subgoal: here by its step
+    budget; the report names the running step's seq and the node then holds."""
+    import dataclasses
+
+    robot, percept, text = cups_world
+    node = PolicyNode({"checkpoint": str(ckpt), "mode": "planner", "execute_steps": 2})
+    node.tracker.config.budget_steps = 3
+    lift = PlanStep(stamp_ns=1, skill="lift", args={"object": "cup_1"}, status="running")
+    ticks = [
+        ("robot_state", dataclasses.replace(robot, stamp_ns=robot.stamp_ns + k * 100_000_000))
+        for k in range(1, 6)
+    ]
+    out = run_node(node, [*_inputs(robot, percept, text, ("plan", lift)), *ticks])
+    (report,) = out["subgoal_status"]
+    assert report.skill == "lift" and report.status == "failed"
+    assert "not finished after 3 steps" in report.reason
+    assert report.args["subgoal_seq"] == node.subgoal.seq and report.args["object"] == "cup_1"
+    assert node.counters["chunks"] == 2 and node.counters["holds"] == 3  # then holds
+    assert out["actions"][-1].actions.shape == (1, 5)
+
+
+def test_a_covered_object_leaves_its_slot_but_a_subgoal_target_stays(ckpt, cups_world):
+    """Training saw "visible now": once the cups cover the prize its slot must empty at
+    once (a 1 s window kept it "visible" and broke planner-mode cups); the running
+    subgoal's target is fixed when it starts."""
+    import dataclasses
+
+    robot, percept, text = cups_world
+    node = PolicyNode({"checkpoint": str(ckpt), "mode": "planner"})
+    lift = PlanStep(stamp_ns=1, skill="lift", args={"object": "prize"}, status="running")
+    keep = [i for i, n in enumerate(percept.object_labels) if n != "prize"]
+    later = dataclasses.replace(
+        percept,
+        stamp_ns=percept.stamp_ns + 300_000_000,
+        object_ids=percept.object_ids[keep],
+        object_labels=[percept.object_labels[i] for i in keep],
+        object_confidences=percept.object_confidences[keep],
+        object_boxes=percept.object_boxes[keep],
+        object_centroids=percept.object_centroids[keep],
+        object_extents=percept.object_extents[keep],
+    )
+    now = dataclasses.replace(robot, stamp_ns=later.stamp_ns)
+    run_node(
+        node,
+        [*_inputs(robot, percept, text, ("plan", lift)), ("percepts", later), ("robot_state", now)],
+    )
+    slot = node.policy.config.object_names["cups"].index("prize")
+    assert node.observation()["state"][11 + 5 * slot] == 0.0  # not visible any more
+    _, goal = node.conditioning()
+    prize = percept.object_centroids[percept.object_labels.index("prize")]
+    np.testing.assert_allclose(goal, prize[:2], atol=1e-6)  # where it was last seen
 
 
 def test_end_to_end_mode_and_idle_with_skills(ckpt, cups_world):
