@@ -165,9 +165,11 @@ def plot_results(doc: dict[str, Any], path: str | Path) -> Path:
             if all(v is None for v in vals):
                 continue
             heights = [float(v) if v is not None else 0.0 for v in vals]
+            # clamped at 0: a rate of 1.0 (or 0.0) with an interval rounded to fewer
+            # digits than the rate gives a tiny negative length, which matplotlib refuses
             errs = [
-                [h - r.get(f"{prefix}_low", h) for h, r in zip(heights, group)],
-                [r.get(f"{prefix}_high", h) - h for h, r in zip(heights, group)],
+                [max(0.0, h - r.get(f"{prefix}_low", h)) for h, r in zip(heights, group)],
+                [max(0.0, r.get(f"{prefix}_high", h) - h) for h, r in zip(heights, group)],
             ]
             peers = sorted({str(r.get("peer")) for r in group if r.get("peer")})
             name = label or ("peer: " + ", ".join(peers) if peers else "peer")

@@ -97,3 +97,28 @@ def test_write_report_embeds_commit_packages_config_and_a_plot(tmp_path):
 def test_provenance_without_config():
     prov = provenance(None, ["engram", "eval"])
     assert prov["command"] == ["engram", "eval"] and prov["config"] is None
+
+
+def test_plot_accepts_a_full_success_rate_whose_interval_rounds_below_it(tmp_path):
+    """6/6: the rate is 1.0 and the rounded interval's top can come out a hair under it;
+    the plot (and so the JSON written after it) must not fail on that."""
+    from engram.planners.evaluation.report import plot_results
+
+    doc = {
+        "bench": "eval",
+        "results": [
+            {
+                "case": "cups",
+                "metric": "success_rate",
+                "value": 1.0,
+                "ci95_low": 0.61,
+                "ci95_high": 0.9999999,
+                "peer": "no memory",
+                "peer_value": 0.0,
+                "peer_ci95_low": 1e-9,
+                "peer_ci95_high": 0.39,
+            }
+        ],
+    }
+    out = plot_results(doc, tmp_path / "eval.png")
+    assert out.exists() and out.stat().st_size > 0
