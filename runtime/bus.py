@@ -34,6 +34,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from engram.runtime import registry
 from engram.runtime.messages import Message
@@ -228,6 +229,16 @@ class Bus(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release sockets and threads; further use raises ``BusClosed``."""
+
+    def loan(self, topic: str, *specs: tuple[tuple[int, ...], Any]) -> list[Any]:
+        """Writable arrays, one per ``(shape, dtype)``, to build the first array fields of
+        the next message on ``topic`` in (a camera decodes or renders straight into them).
+        Here plain arrays; a bus with shared memory (``ZmqBus`` on ``ipc://``) lays them in
+        a ring slot so that ``publish`` copies none of their bytes. Do not write into them
+        after publishing."""
+        import numpy as np
+
+        return [np.empty(shape, dtype) for shape, dtype in specs]
 
     def __enter__(self) -> Bus:
         return self

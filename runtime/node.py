@@ -266,6 +266,11 @@ class Node(Generic[ConfigT]):
         with self._lock:
             self.counters["published"] += 1
 
+    def loan(self, port: str, *specs: tuple[tuple[int, ...], Any]) -> list[Any]:
+        """Arrays to build the next message on output ``port`` in, without a copy on the
+        way out where the bus has shared memory (``Bus.loan``)."""
+        return self.bus.loan(self.topic(port), *specs)
+
     def add_timer(self, rate_hz: float, fn: Callable[[], None]) -> None:
         """Call ``fn`` at ``rate_hz`` while running (add in ``on_configure``)."""
         if rate_hz <= 0:
