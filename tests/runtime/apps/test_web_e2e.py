@@ -7,18 +7,14 @@ entries appear, not their words. A screenshot of the page is saved in tmp_path.
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from engram.runtime.apps.live import LiveConfig, LiveDemo
+from tests.runtime._browser import headless_chromium, wait_for
 from tests.runtime._media import write_speech, write_video
 from tests.runtime.bridges.test_rerun import rrd_entities
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -48,45 +44,8 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for exe in (CHROMIUM, CHROMEDRIVER):
-        if not Path(exe).is_file():
-            pytest.fail(f"{exe} is missing (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1500,1250",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _wait(driver, predicate, timeout_s: float, what: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.2).until(lambda d: predicate(d))
-    except Exception as exc:  # TimeoutException: say what did not happen
-        raise AssertionError(
-            f"the page did not show {what} within {timeout_s} s ({exc!r})"
-        ) from exc
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1500,1250") as d:
+        yield d
 
 
 def test_live_page_end_to_end(live, browser, tmp_path):
@@ -98,7 +57,9 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     css = browser.find_element
 
     # frames arrive over the WebSocket and are drawn on the canvas
-    _wait(browser, lambda d: int(css(By.ID, "video").get_attribute("data-seq")) >= 3, 30, "frames")
+    wait_for(
+        browser, lambda d: int(css(By.ID, "video").get_attribute("data-seq")) >= 3, 30, "frames"
+    )
     assert css(By.ID, "conn").text == "live"
     # random weights are said on the page, not only in a stderr warning
     badge = css(By.ID, "model-warning")
@@ -120,7 +81,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     assert red_fraction > 0.03
 
     # the running transcript updates (whisper with random weights: any text)
-    _wait(
+    wait_for(
         browser,
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#transcript .entry")) >= 1,
         60,
@@ -131,7 +92,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     assert ":" in entry.find_element(By.CSS_SELECTOR, ".t").text  # a clock time
 
     # memories: keyframes with thumbnails on the timeline
-    _wait(
+    wait_for(
         browser,
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline .event.keyframe img")) >= 1,
         30,
@@ -163,7 +124,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
         box.clear()
         box.send_keys(question)
         css(By.ID, "ask-button").click()
-        _wait(
+        wait_for(
             browser,
             lambda d: (
                 d.find_element(By.ID, "answer-text").is_displayed()
@@ -196,7 +157,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
 
     # health: every node reports; fps and latency appear
     nodes_js = "return [...document.querySelectorAll('#health tbody tr')].map(r => r.dataset.node);"
-    _wait(
+    wait_for(
         browser,
         lambda d: (
             set(d.execute_script(nodes_js))
@@ -205,7 +166,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
         30,
         "heartbeats of every node",
     )
-    _wait(browser, lambda d: css(By.ID, "latency").text not in ("", "–"), 20, "a latency")
+    wait_for(browser, lambda d: css(By.ID, "latency").text not in ("", "–"), 20, "a latency")
     assert float(css(By.ID, "camera-fps").text) > 0
     perception_row = browser.execute_script(  # the table is rebuilt on every update
         "return document.querySelector('#health tr[data-node=\"perception\"]').textContent;"
@@ -213,7 +174,7 @@ def test_live_page_end_to_end(live, browser, tmp_path):
     assert "encode" in perception_row
 
     # the top-down map of the spatial memory: its places graph and objects
-    _wait(
+    wait_for(
         browser,
         lambda d: int(css(By.ID, "map").get_attribute("data-places") or 0) >= 1,
         20,
