@@ -182,6 +182,11 @@ class MemoryNode(Node[MemoryNodeConfig]):
         self._submit("percepts", msg)
 
     def on_transcripts(self, msg: Message) -> None:
+        if not getattr(msg, "final", True):
+            # a partial: the utterance is still being spoken and its final replaces it;
+            # stored, it would leave half-heard sentences as episodes and facts
+            self.count("partial_transcripts_skipped")
+            return
         self._submit("transcripts", msg)
 
     def on_sound_events(self, msg: Message) -> None:

@@ -4,6 +4,7 @@ replies, heartbeat health, registration as node type "memory"."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import shutil
 import tempfile
@@ -186,4 +187,24 @@ def test_spoken_memories_are_answered_over_the_bus() -> None:
         plain = bus.request("/memory/query", MemoryQuery(text="red mug"), timeout_s=5)
         assert plain.answer == {} and plain.hits  # no answer unless asked for
         assert node.heartbeat().counters["answers"] == 2
+    bus.close()
+
+
+def test_partial_transcripts_are_not_stored_only_their_final() -> None:
+    """The speech node publishes partials (final=False) while someone speaks; only the
+    final sentence becomes a memory, so a half-heard one leaves no episode or fact."""
+    bus = InProcBus("memory-node-partials-test")
+    node = make_node(bus, minilm())
+    with node:
+        partial = transcript(5, "the keys are in the kit", speaker="ann")
+        partial.final = False
+        bus.publish("/transcripts", partial)
+        bus.publish("/transcripts", transcript(5, "the keys are in the kitchen drawer"))
+        assert wait_until(lambda: node.system.stats()["submitted"] == 1)
+        node.system.flush()
+        assert node.heartbeat().counters["partial_transcripts_skipped"] == 1
+        reply = bus.request("/memory/query", MemoryQuery(text="keys kit", top_k=20), timeout_s=5)
+        blob = json.dumps(reply.hits, default=str)
+        assert "the keys are in the kitchen drawer" in blob
+        assert '"the keys are in the kit"' not in blob
     bus.close()

@@ -123,7 +123,8 @@ def test_spoken_sentence_through_the_page_microphone_is_remembered(spoken, brows
         answer = browser.find_element(By.ID, "answer-text").text
         if "kitchen drawer" not in answer.lower():
             time.sleep(0.5)  # the transcript may still be on its way into the memory
-    assert "kitchen drawer" in answer.lower(), answer
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#transcript .text")]
+    assert "kitchen drawer" in answer.lower(), f"{answer!r}; transcripts shown: {shown}"
     assert browser.find_element(By.ID, "answer-text").get_attribute("class") == "answered"
     hits = browser.find_elements(By.CSS_SELECTOR, "#answers .hit")
     assert any("kitchen drawer" in h.text.lower() for h in hits), [h.text for h in hits]
