@@ -135,7 +135,12 @@ _REL = r"(in|on|at|inside|under|near|next to|on top of)"
 # its shortest prefix; trailing fillers ("now", "again") are dropped by _place
 _PLACE = r"(?:the\s+|a\s+|an\s+|my\s+|your\s+)?([a-z][a-z0-9_]*(?:\s+[a-z0-9_]+){0,2})"
 _SAY_PATTERNS = [
-    re.compile(rf"\b{_NAME}\s+(?:is|are|was|were)\s+(?:now\s+|still\s+)?{_REL}\s+{_PLACE}"),
+    # "is in", "'s in", and a speaker's belief ("must be in", "should be on"): speech
+    # recognition hears "the keys are in" as "the key must be in" often enough to matter
+    re.compile(
+        rf"\b{_NAME}(?:\s+(?:is|are|was|were)|'s|\s+(?:must|should|will|would|could|might|may)\s+be)"
+        rf"\s+(?:now\s+|still\s+)?{_REL}\s+{_PLACE}"
+    ),
     re.compile(rf"\b(?:put|placed|left|moved|dropped)\s+{_NAME}\s+{_REL}\s+{_PLACE}"),
 ]
 _FILLER = re.compile(r"(?:\s+(?:now|again|please|today|there|here|too|for you|for me))+$")

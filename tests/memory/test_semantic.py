@@ -72,6 +72,9 @@ def test_facts_from_speech() -> None:
     ]
     assert parse("The Red Mug is next to the sink!") == [("red_mug", "near", "sink")]
     assert parse("hello there") == []
+    # what speech recognition made of "the keys are in the kitchen drawer" in a live run
+    assert parse("The key must be in the kitchen drawer.") == [("key", "in", "kitchen_drawer")]
+    assert parse("The remote's on the sofa") == [("remote", "on", "sofa")]
     assert normalise_name("  The Red  Mug ") == "red_mug"
     mem = SemanticMemory()
     mem.write(transcript(0, "the keys are in the drawer", speaker="ann"), topic="/transcripts")
