@@ -4,24 +4,31 @@ Cases: 640x480x3 and 1920x1080x3 uint8 ``Frame`` messages, published by one OS p
 and received by another, over ipc:// and tcp:// (loopback). Measured in the same run:
 
 - **engram shared memory** (ipc only): ``ZmqBus`` as ``engram launch`` process groups get it
-  without configuration: the payload goes through a shared-memory ring, ZeroMQ carries a
-  descriptor, the subscriber reads a view of the slot (``runtime/shm.py``);
+  without configuration: the payload goes through a shared-memory ring, the publisher's
+  thread sends the descriptor as a unix datagram straight to the subscription's receiver
+  thread (``runtime/shm_notify.py``), which hands out a view of the slot
+  (``runtime/shm.py``); subscription ``queue(8)``;
 - **engram shared memory with a loan** (ipc only): the publisher gets the frame's array from
   ``ZmqBus.loan`` (a writable view of a ring slot), writes the image into it and publishes:
   no copy at all (the write is the camera's own work, outside the timed span, as building
   the frame is for the other cases; in the throughput phase it is inside: every frame is
-  filled, which the other cases do not do);
+  filled, which the other cases do not do); ``queue(8)``;
+- **the same loan with an ``all(8)`` subscription**: lossless subscriptions keep the
+  descriptor on ZeroMQ's lossless socket (backpressure, order): the previous notification
+  path (two ZeroMQ I/O threads), a peer for the datagram;
 - **engram ZeroMQ** (the path before shared memory, ``ENGRAM_SHM=0``): ``ZmqBus`` with codec
-  frames sent and received without copies; on tcp:// this is the only engram path.
-  Both engram cases subscribe with policy ``all(8)`` so nothing is dropped;
+  frames sent and received without copies, ``queue(8)``; on tcp:// the only engram path;
 - **peer: pickle over pyzmq**: the naive way, ``send_pyobj(frame)`` / ``recv_pyobj()`` on a
   plain PUB/SUB pair (HWM 16 so a fast sender cannot eat the memory);
-- **floor: in-process memcpy** of the same bytes (``np.copyto``).
+- **floor: in-process memcpy** of the same bytes (``np.copyto``);
+- with ``--iceoryx2``: raw iceoryx2 0.10 pub/sub of the same bytes, the subscriber either
+  polling every 50 us or woken by iceoryx2's event service (a notifier/listener pair).
 
 Metrics: one-way latency p50/p99 in ms (publisher stamps ``time.monotonic_ns()`` just before
 publishing, the subscriber reads the clock when its ``get``/``recv`` returns; paced sends, so
 no queueing), and throughput in frames/s and GB/s (sender flat out; frames *delivered* per
-second at the receiver).
+second at the receiver; lossy subscriptions, ``queue(8)`` and pickle's PUB, drop when the
+reader lags: ``delivered_fraction`` per kind; ``all(8)`` is the lossless comparison).
 
 Also, on ipc: an ``engram launch`` graph with no bus settings (640x480 synthetic camera at
 30 Hz in a process group, ``frame_stats`` in the launcher), arrival latency p50/p95 with
@@ -112,7 +119,7 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
     frames = {c: Frame(rgb=rgb, camera=c) for c in ("warmup", "latency", "throughput", "end")}
 
     def make(camera: str) -> Frame:
-        if kind != "loan":
+        if not kind.startswith("loan"):
             return frames[camera]
         # "loan": the frame is written straight into a shared-memory slot (as a camera
         # driver would decode into it), then published: the publish copies nothing
@@ -159,7 +166,7 @@ def _measure(kind: str, transport: str, size: str, plan: Plan, workdir: str) -> 
     if kind != "naive":
         broker = serve_broker(url)
         bus = ZmqBus(url)
-        sub = bus.subscribe("/frames", "all(8)")
+        sub = bus.subscribe("/frames", "all(8)" if kind.endswith("-all") else "queue(8)")
 
         def receive():  # noqa: ANN202
             return sub.get(timeout_s=10)
@@ -267,13 +274,22 @@ def _iox_service(node, name: str):  # noqa: ANN001, ANN202 - iceoryx2 objects
     )
 
 
-def _iox_publisher(name: str, nbytes: int, plan: Plan, go: mp.Event) -> None:  # type: ignore[valid-type]
+def _iox_publisher(name: str, nbytes: int, plan: Plan, go: mp.Event, event: bool) -> None:  # type: ignore[valid-type]
     import ctypes
 
     import iceoryx2 as iox2
 
     node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
     pub = _iox_service(node, name).publisher_builder().initial_max_slice_len(nbytes).create()
+    notifier = (
+        node.service_builder(iox2.ServiceName.new(name + "-ev"))
+        .event()
+        .open_or_create()
+        .notifier_builder()
+        .create()
+        if event
+        else None
+    )
     src = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
     go.wait(30)
     time.sleep(0.2)
@@ -285,6 +301,8 @@ def _iox_publisher(name: str, nbytes: int, plan: Plan, go: mp.Event) -> None:  #
         head = (ctypes.c_uint64 * 2).from_address(sample.payload_ptr)
         head[0], head[1] = stamp, phase
         sample.assume_init().send()
+        if notifier is not None:
+            notifier.notify()
 
     for _ in range(plan.n_latency):
         send(1)
@@ -297,19 +315,30 @@ def _iox_publisher(name: str, nbytes: int, plan: Plan, go: mp.Event) -> None:  #
         send(3)
 
 
-def _measure_iceoryx2(size: str, plan: Plan) -> dict[str, float]:
+def _measure_iceoryx2(size: str, plan: Plan, event: bool) -> dict[str, float]:
     """Raw iceoryx2 0.10 pub/sub of the same bytes: loan, memmove, send; the subscriber
-    polls every 50 us (no Message, no freshness policies, no ZeroMQ)."""
+    polls every 50 us, or (``event``) sleeps in an event-service listener that the
+    publisher notifies after each send (no Message, no freshness policies, no ZeroMQ)."""
     import iceoryx2 as iox2
 
     shape = SIZES[size]
     nbytes = shape[0] * shape[1] * 3
-    name = f"engram-bench-{os.getpid()}-{size}"
+    name = f"engram-bench-{os.getpid()}-{size}-{int(event)}"
     node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
     sub = _iox_service(node, name).subscriber_builder().create()
+    listener = (
+        node.service_builder(iox2.ServiceName.new(name + "-ev"))
+        .event()
+        .open_or_create()
+        .listener_builder()
+        .create()
+        if event
+        else None
+    )
     ctx = mp.get_context("spawn")
     go = ctx.Event()
-    child = ctx.Process(target=_iox_publisher, args=(name, nbytes, plan, go), daemon=True)
+    args = (name, nbytes, plan, go, event)
+    child = ctx.Process(target=_iox_publisher, args=args, daemon=True)
     child.start()
     go.set()
     lat: list[float] = []
@@ -319,7 +348,10 @@ def _measure_iceoryx2(size: str, plan: Plan) -> dict[str, float]:
         while time.monotonic() < deadline:
             sample = sub.receive()
             if sample is None:
-                time.sleep(50e-6)
+                if listener is not None:
+                    listener.timed_wait(iox2.Duration.from_millis(100))
+                else:
+                    time.sleep(50e-6)
                 continue
             now = time.monotonic_ns()
             stamp, phase = np.frombuffer(sample.payload().as_memory_view(), np.uint64, 2)
@@ -388,8 +420,10 @@ def _stages(size: str, n: int) -> dict[str, float]:
     """CPU time (us, median, this thread) of each in-process stage of a shared-memory hop,
     paced like the latency phase (caches as cold as there): codec encode; ``wrap`` (ring
     slot + the copy + descriptor); ``wrap`` of a frame built in a loaned slot (no copy);
-    the subscriber's ``resolve`` + codec decode (zero-copy views, message validation).
-    The rest of a hop's latency is ZeroMQ's notification and four thread wake-ups."""
+    the subscriber's ``resolve`` + codec decode (zero-copy views, message validation);
+    decode of the same frame with a depth image, inline (every depth value checked) and
+    from shared memory (``trusted``: values were checked where the frame was built).
+    The rest of a hop's latency is the notification and the thread wake-ups."""
     from engram.runtime.codec import decode, encode
     from engram.runtime.messages import Frame
     from engram.runtime.shm import ShmReader, ShmWriter
@@ -397,7 +431,12 @@ def _stages(size: str, n: int) -> dict[str, float]:
     shape = (*SIZES[size], 3)
     rgb = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     writer, reader = ShmWriter(), ShmReader(False)
-    out: dict[str, list[int]] = {"encode": [], "wrap_copy": [], "wrap_loaned": [], "decode": []}
+    out: dict[str, list[int]] = {
+        k: [] for k in ("encode", "wrap_copy", "wrap_loaned", "decode", "decode_depth_inline")
+    }
+    out["decode_depth_shm"] = []
+    depth = np.random.default_rng(1).uniform(0.3, 4.0, shape[:2]).astype(np.float32)
+    with_depth = [bytes(f) for f in encode(Frame(rgb=rgb, depth=depth))]
     clock = time.thread_time_ns
     try:
         for _ in range(n):
@@ -407,7 +446,7 @@ def _stages(size: str, n: int) -> dict[str, float]:
             t1 = clock()
             desc = writer.wrap("/f", frames)
             t2 = clock()
-            msg = decode(reader.frames(desc[1:]))  # type: ignore[index]
+            msg = decode(reader.frames(desc[1:]), trusted=True)  # type: ignore[index]
             t3 = clock()
             del msg
             (buf,) = writer.loan("/g", [(shape, np.uint8)])  # type: ignore[misc]
@@ -416,11 +455,17 @@ def _stages(size: str, n: int) -> dict[str, float]:
             t4 = clock()
             writer.wrap("/g", loaned)
             t5 = clock()
+            decode(with_depth)
+            t6 = clock()
+            decode(with_depth, trusted=True)
+            t7 = clock()
             for key, dt in (
                 ("encode", t1 - t0),
                 ("wrap_copy", t2 - t1),
                 ("decode", t3 - t2),
                 ("wrap_loaned", t5 - t4),
+                ("decode_depth_inline", t6 - t5),
+                ("decode_depth_shm", t7 - t6),
             ):
                 out[key].append(dt)
             time.sleep(0.004)
@@ -481,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         for size, plan in plans.items():
             for transport in args.transports.split(","):
                 # shared memory is a same-host path: ipc:// only (tcp:// may cross hosts)
-                kinds = ["shm", "loan", "zmq", "naive"] if transport == "ipc" else ["zmq", "naive"]
+                kinds = ["shm", "loan", "loan-all", "zmq", "naive"]
+                if transport != "ipc":
+                    kinds = ["zmq", "naive"]
                 runs: dict[str, list[dict]] = {k: [] for k in kinds}
                 for r in range(args.repeats):  # interleaved, rotated: load hits all alike
                     for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
@@ -491,10 +538,20 @@ def main(argv: list[str] | None = None) -> int:
                     for k, vs in runs.items()
                 }
                 shm, inline, naive = med.get("shm"), med["zmq"], med["naive"]
-                loan = med.get("loan")
+                loan, loan_all = med.get("loan"), med.get("loan-all")
                 case = f"{size} rgb, {transport}, 2 processes"
                 for metric, key, better in _METRICS:
-                    if loan is not None:
+                    if loan is not None and loan_all is not None:
+                        rows.append(
+                            result(
+                                f"{case}, loan, datagram notification vs ZeroMQ notification (all(8))",
+                                metric,
+                                loan[key],
+                                better,
+                                peer="loan, all(8): descriptor over ZeroMQ",
+                                peer_value=loan_all[key],
+                            )
+                        )
                         rows.append(
                             result(
                                 f"{case}, shared memory with a loan (frame built in the slot)",
@@ -536,18 +593,16 @@ def main(argv: list[str] | None = None) -> int:
                             peer_value=naive[key],
                         )
                     )
-                rows.append(
-                    result(
-                        case,
-                        "peer_delivered_fraction",
-                        naive["delivered"],
-                        "higher",
+                for kind, v in med.items():  # lossy policies may drop when the reader lags
+                    rows.append(
+                        result(f"{case}, {kind}", "delivered_fraction", v["delivered"], "higher")
                     )
-                )
             if args.iceoryx2:
-                iox = _measure_iceoryx2(size, plan)
-                case = f"{size} rgb, iceoryx2 0.10 raw bytes, 2 processes (reference engine)"
-                rows += [result(case, metric, iox[key], better) for metric, key, better in _METRICS]
+                for event in (False, True):
+                    iox = _measure_iceoryx2(size, plan, event)
+                    how = "event-service wake-up" if event else "50 us polling"
+                    case = f"{size} rgb, iceoryx2 0.10 raw bytes, 2 processes, {how} (reference engine)"
+                    rows += [result(case, m, iox[k], better) for m, k, better in _METRICS]
             if "ipc" in args.transports.split(","):
                 stages = _stages(size, 60 if args.quick else 300)
                 case = f"{size} rgb, stage CPU time (in-process, paced)"

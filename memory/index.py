@@ -11,9 +11,13 @@ Engram uses):
   grown ``rebuild_growth`` times) or HNSW-Flat. Recall@10 against exact search is
   measured in ``tests/memory/test_index.py`` and ``bench/memory.py``.
 
-The exact matrix is always kept (it is the source of truth for persistence,
-candidate-subset search and re-ranking). numpy's BLAS, ``argpartition`` and FAISS
-release the GIL, so searches in different memories run in parallel threads.
+Up to ``exact_max`` the float32 matrix is the store. Above it FAISS holds the vectors
+(IVF-Flat's lists with a direct map, HNSW behind ``IndexIDMap2``) and the matrix is
+dropped: a large index costs its vectors once, not twice. ``get``, ``vectors``,
+candidate-subset and ``exact`` searches then read the vectors back from FAISS
+(``reconstruct_batch``; exact copies of what was added), as does a retraining. numpy's
+BLAS, ``argpartition`` and FAISS release the GIL, so searches in different memories run
+in parallel threads.
 
 Embedding spaces and the injected text encoders are in ``engram.memory.embedding``.
 
@@ -114,8 +118,19 @@ class VectorIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(N, D) float32 vectors in row order (a view)."""
-        return self._vecs[: self._n]
+        """(N, D) float32 vectors in row order (a view; above ``exact_max`` a copy read
+        back from FAISS)."""
+        if self._faiss is None:
+            return self._vecs[: self._n]
+        return self._stored(np.arange(self._n))
+
+    def _stored(self, rows: np.ndarray) -> np.ndarray:
+        """(M,) rows -> (M, D) float32: from the matrix, or from FAISS above the threshold."""
+        if self._faiss is None:
+            return self._vecs[rows]
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self._faiss.reconstruct_batch(np.ascontiguousarray(self._slot_of_row[rows]))
 
     @property
     def uses_faiss(self) -> bool:
@@ -125,7 +140,7 @@ class VectorIndex:
         """(M,) ids -> (M, D) vectors; ``KeyError`` for an unknown id."""
         keys = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
         row = self._row
-        return self._vecs[[row[i] for i in keys]]
+        return self._stored(np.asarray([row[i] for i in keys], np.int64))
 
     # ---- writes -------------------------------------------------------------------------
     def add(self, ids: np.ndarray | Iterable[int], vectors: np.ndarray) -> None:
@@ -148,13 +163,14 @@ class VectorIndex:
             self.remove(ids[existing])
         self._reserve(self._n + len(ids))
         start = self._n
-        self._vecs[start : start + len(ids)] = vecs
+        if self._faiss is None:
+            self._vecs[start : start + len(ids)] = vecs
         self._ids[start : start + len(ids)] = ids
         for k, x in enumerate(id_list):
             self._row[x] = start + k
         self._n += len(ids)
         if self._faiss is not None:
-            self._faiss_add(np.arange(start, self._n))
+            self._faiss_add(np.arange(start, self._n), vecs)
         self._maybe_switch()
 
     def remove(self, ids: np.ndarray | Iterable[int]) -> int:
@@ -176,13 +192,17 @@ class VectorIndex:
                     self._slot_of_row[row] = moved_slot
                     self._slot_row[moved_slot] = row
             if row != last:
-                self._vecs[row] = self._vecs[last]
+                if self._faiss is None:
+                    self._vecs[row] = self._vecs[last]
                 self._ids[row] = self._ids[last]
                 self._row[int(self._ids[row])] = row
             self._n -= 1
         if self._faiss is not None:
-            if self._n <= self.config.exact_max // 2:
-                self._faiss = None  # back to exact search
+            if self._n <= self.config.exact_max // 2:  # back to exact search
+                vecs = self._stored(np.arange(self._n))
+                self._faiss = None
+                self._vecs = np.zeros((len(self._ids), self.dim), np.float32)
+                self._vecs[: self._n] = vecs
             elif self._dead_slots > 0.2 * max(self._n, 1):
                 self._build_faiss()
         return removed
@@ -234,7 +254,10 @@ class VectorIndex:
         nq = len(q)
         out_s = np.full((nq, k), -np.inf, np.float32)
         out_i = np.full((nq, k), -1, np.int64)
-        mat = self._vecs[: self._n] if rows is None else self._vecs[rows]
+        if self._faiss is None:
+            mat = self._vecs[: self._n] if rows is None else self._vecs[rows]
+        else:  # read back from FAISS (a copy of the rows searched)
+            mat = self._stored(np.arange(self._n) if rows is None else rows)
         ids = self._ids[: self._n] if rows is None else self._ids[rows]
         n = len(mat)
         if n == 0:
@@ -273,43 +296,45 @@ class VectorIndex:
         cfg = self.config
         faiss.omp_set_num_threads(max(1, cfg.faiss_threads))
         n = self._n
+        vecs = self._stored(np.arange(n))  # from the matrix, or the old index (retraining)
         if cfg.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = cfg.hnsw_ef_construction
             index.hnsw.efSearch = cfg.hnsw_ef_search
-            index = faiss.IndexIDMap(index)
+            index = faiss.IndexIDMap2(index)  # keeps id -> vector: reconstruct by slot
         else:
             nlist = int(np.clip(cfg.ivf_lists_per_sqrt_n * np.sqrt(n), 8, 65536))
             quant = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quant, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(0)
             take = min(n, max(cfg.ivf_train_max, 40 * nlist))
-            sample = (
-                self._vecs[rng.choice(n, size=take, replace=False)] if take < n else self.vectors
-            )
+            sample = vecs[rng.choice(n, size=take, replace=False)] if take < n else vecs
             index.train(np.ascontiguousarray(sample))
             index.nprobe = min(cfg.ivf_nprobe, nlist)
+            # reconstruct by slot (DirectMap is in faiss, not in its type stubs)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # pyright: ignore[reportAttributeAccessIssue]
         self._faiss = index
+        self._vecs = np.zeros((0, self.dim), np.float32)  # FAISS holds them now
         self._trained_n = n
-        self._slot_of_row = np.zeros(len(self._vecs), np.int64)
+        self._slot_of_row = np.zeros(len(self._ids), np.int64)
         self._slot_row = {}
         self._next_slot = 0
         self._dead_slots = 0
-        self._faiss_add(np.arange(n))
+        self._faiss_add(np.arange(n), vecs)
 
-    def _faiss_add(self, rows: np.ndarray) -> None:
+    def _faiss_add(self, rows: np.ndarray, vecs: np.ndarray) -> None:
         if len(rows) == 0:
             return
         slots = np.arange(self._next_slot, self._next_slot + len(rows), dtype=np.int64)
         self._next_slot += len(rows)
-        if len(self._slot_of_row) < len(self._vecs):
-            grown = np.zeros(len(self._vecs), np.int64)
+        if len(self._slot_of_row) < len(self._ids):
+            grown = np.zeros(len(self._ids), np.int64)
             grown[: len(self._slot_of_row)] = self._slot_of_row
             self._slot_of_row = grown
         self._slot_of_row[rows] = slots
         for s, r in zip(slots.tolist(), rows.tolist()):
             self._slot_row[s] = r
-        self._faiss.add_with_ids(np.ascontiguousarray(self._vecs[rows]), slots)
+        self._faiss.add_with_ids(np.ascontiguousarray(vecs, np.float32), slots)
 
     def _faiss_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # Over-fetch to make up for removed (dead) slots still in the FAISS index.
@@ -332,20 +357,22 @@ class VectorIndex:
 
     # ---- storage growth -----------------------------------------------------------------
     def _reserve(self, n: int) -> None:
-        if n <= len(self._vecs):
-            return
-        cap = max(n, int(len(self._vecs) * 1.5) + 64)
-        vecs = np.zeros((cap, self.dim), np.float32)
-        vecs[: self._n] = self._vecs[: self._n]
-        ids = np.zeros(cap, np.int64)
-        ids[: self._n] = self._ids[: self._n]
-        self._vecs, self._ids = vecs, ids
+        """Room for ``n`` ids (and, below the FAISS threshold, ``n`` vectors)."""
+        if n > len(self._ids):
+            ids = np.zeros(max(n, int(len(self._ids) * 1.5) + 64), np.int64)
+            ids[: self._n] = self._ids[: self._n]
+            self._ids = ids
+        if self._faiss is None and len(self._vecs) < len(self._ids):
+            vecs = np.zeros((len(self._ids), self.dim), np.float32)
+            vecs[: self._n] = self._vecs[: self._n]
+            self._vecs = vecs
 
     def stats(self) -> dict[str, object]:
         return {
             "vectors": self._n,
             "dim": self.dim,
             "backend": (f"faiss-{self.config.kind}" if self._faiss is not None else "exact"),
+            "matrix_bytes": int(self._vecs.nbytes),  # the float32 copy (0 above the threshold)
         }
 
 

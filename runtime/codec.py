@@ -69,6 +69,7 @@ import msgpack
 import numpy as np
 
 from engram.runtime.messages import MESSAGE_TYPES, Message
+from engram.runtime.trust import set_trusted
 
 __all__ = [
     "HEADER_MAGIC",
@@ -209,11 +210,13 @@ def _pad(offset: int) -> bytes:
 # decode
 
 
-def decode(frames: Sequence[Any]) -> Message:
+def decode(frames: Sequence[Any], *, trusted: bool = False) -> Message:
     """Rebuild a message from ``[header, array buffer, ...]``.
 
     Frames may be ``bytes``, ``memoryview`` or ``zmq.Frame``. Arrays are zero-copy views of
     the frames (possibly read-only). Raises ``DecodeError`` for any malformed input.
+    ``trusted``: the arrays' values were validated where the message was built (same-host
+    shared memory): checks that scan whole arrays are skipped (``runtime/trust.py``).
     """
     try:
         n = len(frames)
@@ -225,7 +228,13 @@ def decode(frames: Sequence[Any]) -> Message:
         views = [_view(f) for f in frames]
     except TypeError as exc:
         raise DecodeError(str(exc)) from None
-    return _decode_views(views)
+    if not trusted:
+        return _decode_views(views)
+    set_trusted(True)
+    try:
+        return _decode_views(views)
+    finally:
+        set_trusted(False)
 
 
 def unpack(data: bytes | memoryview) -> Message:

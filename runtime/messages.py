@@ -39,6 +39,8 @@ from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
+from engram.runtime.trust import scan_values  # payload scans skipped for shm (see there)
+
 __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_TOP_K",
@@ -373,7 +375,7 @@ class Frame(Message):
         if self.intrinsics[0, 0] <= 0 or self.intrinsics[1, 1] <= 0:
             _fail(self, "intrinsics", "focal lengths fx, fy must be positive")
         _pose(self, "world_from_camera")
-        if self.depth is not None and np.any(self.depth < 0):
+        if self.depth is not None and scan_values() and np.any(self.depth < 0):
             _fail(self, "depth", "negative depth values")
 
 
@@ -457,6 +459,9 @@ class Percept(Message):
     object_depth_valid: (K,) bool, False where an object's centroid is not measured
     (no depth: placed along the camera ray through its box at a nominal range, extent 0);
     None = all measured.
+    object_brightness: (K,) float32 in [0, 1], how bright each object's own pixels are
+    (90th percentile of the max RGB channel over its mask in the full frame: a lamp that
+    lights up raises it); None = not measured.
     """
 
     TYPE: ClassVar[str] = "Percept"
@@ -479,6 +484,7 @@ class Percept(Message):
     image_width_px: int = 0
     image_height_px: int = 0
     object_depth_valid: np.ndarray | None = None
+    object_brightness: np.ndarray | None = None
 
     def validate(self) -> None:
         _nonneg(self, "frame_seq")
@@ -513,6 +519,11 @@ class Percept(Message):
             self.object_ids
         ):
             _fail(self, "object_depth_valid", "must have one entry per object")
+        _array(self, "object_brightness", "float32", (None,), optional=True, finite=True)
+        if self.object_brightness is not None and len(self.object_brightness) != len(
+            self.object_ids
+        ):
+            _fail(self, "object_brightness", "must have one entry per object")
         _array(self, "points", "float32", (None, 3), optional=True, finite=True)
         _array(self, "point_object_ids", "int32", (None,), optional=True)
         if self.point_object_ids is not None and (

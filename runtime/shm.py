@@ -10,8 +10,10 @@ host by construction) publishes a message whose array payload is at least
 ZeroMQ sockets as before, only ``[topic, descriptor, codec header]``. The subscriber maps
 the ring and hands out arrays that are **read-only views of the slot** (no copy). Topics,
 freshness policies, subscriber counting, ordering and the broker are untouched: ZeroMQ still
-carries every message, only the bytes travel through shared memory. ``tcp://`` buses (other
-hosts, CURVE) never use it. ``ENGRAM_SHM=0`` turns it off.
+carries every message, only the bytes travel through shared memory (for ``latest`` /
+``queue(n)`` subscriptions the descriptor goes as a unix datagram instead, straight to the
+subscriber's receiver thread: ``runtime/shm_notify.py``). ``tcp://`` buses (other hosts,
+CURVE) never use it. ``ENGRAM_SHM=0`` turns it off.
 
 Ring file layout (little-endian u64 words)::
 
@@ -429,6 +431,7 @@ class ShmWriter:
         self.sent = 0  # messages whose payload went through shared memory
         self.inline = 0  # large messages sent inline (no free slot, or over a cap)
         self.loaned = 0  # messages whose arrays were built in their slot (``loan``)
+        self.full = False  # the last ``wrap`` found every slot of its ring needed
         self._loans: dict[str, _Loan] = {}  # topic -> its slot lent out by ``loan``
         sweep_stale_rings(self.config.stale_age_s)
 
@@ -436,6 +439,7 @@ class ShmWriter:
         """``[key, header, *arrays]`` -> ``[key, descriptor, header]``, or None (send inline)."""
         arrays = frames[2:]
         loan = self._loans.pop(topic, None)
+        self.full = False
         if not arrays:
             self._release(loan)
             return None
@@ -461,6 +465,7 @@ class ShmWriter:
             slot = ring.acquire() if ring is not None else None
             if ring is None or slot is None:
                 self.inline += 1
+                self.full = ring is not None
                 return None
             ring.write(slot, arrays, lengths)
             seq = ring.seq

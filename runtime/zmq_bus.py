@@ -30,8 +30,11 @@ Every process calls ``make_bus(url)`` with the same ``url`` (``ipc:///path/prefi
   topic matching exact (ZeroMQ filters by prefix, at the publisher); the 8-byte publisher id
   after it lets a lossless subscriber tell each publisher's sequence numbers apart.
 - **Same host, large payloads** (``ipc://`` buses): the array bytes go through a
-  shared-memory ring and the frames carry a small descriptor instead (``runtime/shm.py``);
-  topics, policies and ordering are unchanged. ``tcp://`` (other hosts, CURVE) stays inline.
+  shared-memory ring and the frames carry a small descriptor instead (``runtime/shm.py``),
+  sent by the publisher's thread as a unix datagram straight to each subscription's
+  receiver thread (``runtime/shm_notify.py``: no ZeroMQ I/O threads on the way; frame 0
+  then carries a tag byte before the publisher id); topics and policies are unchanged.
+  ``tcp://`` (other hosts, CURVE) stays inline.
 - **Request/reply goes through the broker**: a bus serving a topic runs one thread with a
   DEALER that registers the topic (``SERVE``, repeated as soft state); ``request`` sends
   ``REQ`` to the broker, which forwards it round-robin to a live server of that topic and
@@ -100,6 +103,7 @@ from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
 from engram.runtime.shm import ShmDropped, ShmReader, ShmWriter, empty_arrays, shm_supported
+from engram.runtime.shm_notify import DIRECT, INLINE, MAX_DATAGRAM, NotifyReceiver, NotifySender
 from engram.runtime.zmq_broker import (
     BYE,
     ERR,
@@ -158,6 +162,10 @@ class ZmqBusConfig:
 _MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a lossless subscription keeps a last seq for
 
 
+def _nbytes(frame: Any) -> int:
+    return memoryview(getattr(frame, "buffer", frame)).nbytes
+
+
 def _topic_key(topic: str) -> bytes:
     if not isinstance(topic, str) or not topic or "\0" in topic:
         raise ValueError(f"bad topic {topic!r}: must be a non-empty str without NUL")
@@ -196,7 +204,17 @@ class _Receiver:
         sock.linger = 0
         if bus.curve is not None:
             curve_client(sock, bus.curve, None)
-        sock.subscribe(self.key)
+        # same host with shared memory: inline messages over ZeroMQ, shared-memory ones as
+        # datagrams to our own socket (its address travels in a subscription)
+        notify = NotifyReceiver() if bus._notify is not None and not self.lossless else None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if notify is not None:
+            sock.subscribe(self.key + INLINE)
+            sock.subscribe(notify.subscription(self.key))
+            poller.register(notify.fileno(), zmq.POLLIN)
+        else:
+            sock.subscribe(self.key)
         connected: dict[str, _Peer] = {}
         seen_version = -1
         poll_ms = max(1, int(cfg.poll_s * 1000))
@@ -205,8 +223,17 @@ class _Receiver:
                 if bus._peers_version != seen_version:
                     seen_version = bus._peers_version
                     self._sync(sock, connected, bus._peer_snapshot())
-                if not sock.poll(poll_ms):
+                if not poller.poll(poll_ms):
                     continue
+                while notify is not None and not self.stop.is_set():
+                    try:
+                        parts = notify.recv()
+                    except DecodeError as exc:
+                        self._undecodable(exc)
+                        continue
+                    if parts is None:
+                        break
+                    self._deliver(parts)
                 for _ in range(256):  # then look at the peer list again
                     if self.stop.is_set():
                         break
@@ -220,6 +247,8 @@ class _Receiver:
                 log.error("subscription %s: socket error %s", self.sub.topic, exc)
         finally:
             sock.close(linger=0)
+            if notify is not None:
+                notify.close()
             self.shm.close()
 
     def _sync(self, sock: zmq.Socket, connected: dict[str, _Peer], peers: set[_Peer]) -> None:
@@ -243,25 +272,31 @@ class _Receiver:
                     continue
                 connected[endpoint] = peer
 
-    def _deliver(self, frames: list[zmq.Frame]) -> None:
+    def _deliver(self, frames: list[Any]) -> None:
         try:
-            msg = decode(self.shm.frames(frames[1:]))
+            parts = frames[1:]
+            views = self.shm.frames(parts)  # views of a same-host ring if a descriptor
+            msg = decode(views, trusted=views is not parts)  # values checked at the source
         except ShmDropped:  # its slot was reused first: a drop (lossless: seen as a gap)
             if not self.lossless:
                 self.sub.mailbox.dropped += 1
             return
         except DecodeError as exc:
-            self.sub.decode_errors += 1
-            self.log.warning(
-                "subscription %s: dropped an undecodable message (%d so far): %s",
-                self.sub.topic,
-                self.sub.decode_errors,
-                exc,
-            )
+            self._undecodable(exc)
             return
-        if self.lossless:
-            self._count_gap(frames[0].bytes[len(self.key) :], msg.seq)
+        if self.lossless:  # frame 0: topic NUL, tag byte, publisher id
+            head = getattr(frames[0], "bytes", None) or bytes(frames[0])
+            self._count_gap(head[len(self.key) + 1 :], msg.seq)
         self.sub.mailbox.put(msg)  # "all": blocks here while full = backpressure
+
+    def _undecodable(self, exc: Exception) -> None:
+        self.sub.decode_errors += 1
+        self.log.warning(
+            "subscription %s: dropped an undecodable message (%d so far): %s",
+            self.sub.topic,
+            self.sub.decode_errors,
+            exc,
+        )
 
     def _count_gap(self, publisher: bytes, seq: int) -> None:
         """Messages a publisher dropped for us (it timed out on our full queue) show as a
@@ -371,6 +406,8 @@ class ZmqBus(Bus):
         self._id = os.urandom(8)  # publisher id, after the topic's NUL in frame 0
         # ipc: every peer is on this host, so large payloads go through shared memory
         self._shm = ShmWriter() if self._url.scheme == "ipc" and shm_supported() else None
+        # ... and their notifications go straight to the subscribers' threads as datagrams
+        self._notify = NotifySender() if self._shm is not None else None
         self.stalled: dict[str, int] = collections.defaultdict(int)  # forced drops per topic
         self._state_lock = threading.Lock()
         self._seq: dict[str, int] = collections.defaultdict(int)
@@ -521,18 +558,28 @@ class ZmqBus(Bus):
             if msg.seq == 0:
                 self._seq[topic] += 1
                 msg.seq = self._seq[topic]
-            frames = [key + self._id, *encode(msg)]
+            frames = [key + DIRECT + self._id, *encode(msg)]
             self._drain_subscriptions(self._lossy)
-            if self._shm is not None and (
-                self._counts[id(self._lossy)][key] or self._counts[id(self._lossless)].get(key)
-            ):
+            lossy, counts = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
+            n_lossless = counts.get(key, 0)
+            if self._shm is not None and (lossy[key] or lossy[key + INLINE] or n_lossless):
                 frames = self._shm.wrap(topic, frames) or frames  # None: stays inline
-            if self._counts[id(self._lossy)][key] > 0:
+            # Same-host lossy subscriptions get it as a datagram if it fits; if not, and only
+            # because every ring slot was in use, it is dropped for them (over ZeroMQ it
+            # could overtake or trail their datagrams); else (INLINE) ZeroMQ carries it.
+            notify = self._notify
+            direct = notify is not None and sum(map(_nbytes, frames)) < MAX_DATAGRAM
+            if not direct and not (self._shm is not None and self._shm.full):
+                frames[0] = key + INLINE + self._id
+            if lossy[key] + (lossy[key + INLINE] if frames[0][len(key)] == INLINE[0] else 0):
                 self._lossy.send_multipart(frames, copy=False)
-        counts = self._counts[id(self._lossless)]
+            if notify is not None and direct:
+                notify.send(key, frames)
+            elif notify is not None and frames[0][len(key)] == DIRECT[0]:
+                notify.dropped += notify.count(key)
         # Busy (another publish waits on a full subscriber): a topic that no lossless
         # subscriber had a moment ago does not queue behind it (heartbeats, lossy topics).
-        if not self._lossless_lock.acquire(blocking=counts.get(key, 0) > 0):
+        if not self._lossless_lock.acquire(blocking=n_lossless > 0):
             return
         try:
             self._check_open()
@@ -589,6 +636,8 @@ class ZmqBus(Bus):
         counts = self._counts[id(sock)]
         while cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:  # EVENTS is an int
             event = sock.recv()
+            if self._notify is not None and self._notify.on_event(event):
+                continue  # a subscription's datagram address (not counted twice)
             if event[:1] == b"\x01":
                 counts[event[1:]] += 1
             elif event[:1] == b"\x00" and counts[event[1:]] > 0:
@@ -602,7 +651,7 @@ class ZmqBus(Bus):
         for sock, lock in ((self._lossy, self._lossy_lock), (self._lossless, self._lossless_lock)):
             with lock:
                 self._drain_subscriptions(sock)
-                total += self._counts[id(sock)][key]
+                total += self._counts[id(sock)][key] + self._counts[id(sock)][key + INLINE]
         return total
 
     def wait_for_subscribers(self, topic: str, count: int = 1, timeout_s: float = 5.0) -> bool:
@@ -728,6 +777,8 @@ class ZmqBus(Bus):
             self._lossy.close()
             if self._shm is not None:
                 self._shm.close()
+            if self._notify is not None:
+                self._notify.close()
         with self._lossless_lock:
             self._lossless.close()
         for sock in self._request_socks:

@@ -104,19 +104,48 @@ def apply_updates(  # pragma: no cover - compiled; compared with the numpy path 
     weighted by the voxel's hits when ``miss_weight_hits`` > 0), hit count, stamp and
     object id; a voxel that flips occupied -> free loses its object id and is flagged
     dynamic when it had ``dynamic_min_hits``. Clears ``rest`` for the codes found;
-    returns (freed, flagged). The same float32 operations as the numpy path."""
+    returns (freed, flagged). The same float32 operations as the numpy path.
+
+    ``upd`` is sorted (checked: else each code is looked up on its own), so each lookup
+    gallops forward from the previous one (1, 2, 4, ... then bisection inside the last
+    step) instead of bisecting all ``codes``: a frame's ~7k codes into a 2e5-voxel map
+    touch nearby cache lines, not 18 scattered ones each."""
     n = codes.shape[0]
+    m = upd.shape[0]
     freed = 0
     flagged = 0
     if n == 0:
         return 0, 0
-    for i in range(upd.shape[0]):
+    ascending = True
+    for i in range(1, m):
+        if upd[i] <= upd[i - 1]:
+            ascending = False
+            break
+    start = 0  # every code before ``start`` is below the current target (ascending only)
+    for i in range(m):
         if not rest[i]:
             continue
-        p = np.searchsorted(codes, upd[i])
+        target = upd[i]
+        if ascending:
+            left = start
+            step = 1
+            while left + step < n and codes[left + step] < target:
+                left += step
+                step *= 2
+            right = min(left + step, n)  # the first code >= target is in [left, right]
+            while left < right:
+                mid = (left + right) // 2
+                if codes[mid] < target:
+                    left = mid + 1
+                else:
+                    right = mid
+            p = left
+            start = p
+        else:
+            p = np.searchsorted(codes, target)
         if p >= n:
             p = n - 1
-        if codes[p] != upd[i]:
+        if codes[p] != target:
             continue
         rest[i] = False
         old = log_odds[p]

@@ -106,3 +106,39 @@ def test_a_huge_k_costs_what_the_index_holds() -> None:
     assert np.all(np.diff(scores[0]) <= 1e-6)
     _, few = idx.search(np.zeros(16, np.float32), 10**9, candidates=[1, 2, 3])
     assert few.shape == (1, 1024) and sorted(few[0, :3].tolist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_above_the_threshold_faiss_holds_the_vectors_once(kind: str) -> None:
+    """No float32 matrix beside FAISS (it was a second copy of every vector); vectors read
+    back are the ones added, through upserts, removals, a retraining and the way back."""
+    n, d = 6_000, 32
+    x = clustered(n, d)
+    idx = VectorIndex(d, config=IndexConfig(exact_max=1_000, kind=kind, rebuild_growth=2.0))
+    ref = VectorIndex(d, config=IndexConfig(exact_max=10**9))  # exact, keeps its matrix
+    for start in range(0, n, 1_500):  # crosses the threshold, IVF retrains as it grows
+        ids = np.arange(start, start + 1_500)
+        idx.add(ids, x[start : start + 1_500])
+        ref.add(ids, x[start : start + 1_500])
+    assert idx.uses_faiss and idx.stats()["matrix_bytes"] == 0
+    assert ref.stats()["matrix_bytes"] >= n * d * 4
+    some = np.array([0, 17, 4_321, n - 1])
+    assert np.array_equal(idx.get(some), x[some])
+    new = clustered(2, d, seed=5)
+    idx.add([17, 99_999], new)  # an upsert and a new id
+    ref.add([17, 99_999], new)
+    idx.remove([0, 4_321])
+    ref.remove([0, 4_321])
+    assert np.array_equal(idx.get([17, 99_999]), new)
+    order = np.argsort(idx.ids)
+    assert np.array_equal(idx.vectors[order], ref.vectors[np.argsort(ref.ids)])
+    q = clustered(5, d, seed=9)
+    cand = np.arange(100, 900)
+    for kw in ({"candidates": cand}, {"exact": True}):
+        s1, i1 = idx.search(q, 10, **kw)  # exact searches over vectors read back
+        s2, i2 = ref.search(q, 10, **kw)
+        assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-6)
+    idx.remove(np.arange(1, 5_800))  # under half the threshold: back to the exact matrix
+    ref.remove(np.arange(1, 5_800))
+    assert not idx.uses_faiss and idx.stats()["matrix_bytes"] >= len(idx) * d * 4
+    assert np.array_equal(idx.get(idx.ids), ref.get(idx.ids))

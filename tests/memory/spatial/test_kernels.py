@@ -88,3 +88,37 @@ def test_engram_numba_0_selects_the_numpy_path(monkeypatch):
     monkeypatch.setattr(octree, "_KERNELS", [])
     monkeypatch.setenv("ENGRAM_NUMBA", "0")
     assert octree._kernels() is None
+
+
+def test_galloping_column_merge_finds_what_a_bisection_finds():
+    """``apply_updates`` walks sorted updates forward through the sorted codes: found and
+    missed codes, clipped log-odds and hit counts equal a per-code ``searchsorted``;
+    unsorted updates take the plain lookup."""
+    kernels = octree._kernels()
+    if kernels is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        codes = np.unique(rng.integers(0, 4000, int(rng.integers(1, 300)))).astype(np.int64)
+        upd = np.unique(rng.integers(-10, 4010, int(rng.integers(1, 200)))).astype(np.int64)
+        if trial % 3 == 2:
+            upd = upd[::-1].copy()  # not ascending
+        n, m = len(codes), len(upd)
+        is_hit = rng.random(m) < 0.4
+        delta = np.where(is_hit, np.float32(0.85), np.float32(-0.4)).astype(np.float32)
+        start = rng.uniform(-1, 3, n).astype(np.float32)
+        log_odds, hits = start.copy(), np.zeros(n, np.uint32)
+        rest = np.ones(m, bool)
+        kernels.apply_updates(
+            codes, log_odds, hits, np.zeros(n, np.int64), np.full(n, -1, np.int32),
+            np.zeros(n, np.uint8), upd, is_hit, np.full(m, -1, np.int32), delta, rest, 5,
+            np.float32(0.0), np.float32(-2.0), np.float32(3.5), np.float32(0.0),
+            np.float32(0.1), 3, np.uint8(FLAG_DYNAMIC),
+        )  # fmt: skip
+        pos = np.searchsorted(codes, upd)
+        found = codes[np.minimum(pos, n - 1)] == upd
+        want = start.copy()
+        want[pos[found]] = np.clip(start[pos[found]] + delta[found], -2.0, 3.5)
+        assert np.array_equal(rest, ~found), trial
+        assert np.array_equal(log_odds, want), trial
+        assert np.array_equal(hits[pos[found & is_hit]], np.ones(int((found & is_hit).sum())))

@@ -1,0 +1,180 @@
+"""Same-host notifications of shared-memory messages: a unix datagram straight to the
+subscriber's receiver thread, so a frame does not pass through ZeroMQ's I/O threads.
+
+Why
+===
+
+With shared-memory payloads (``runtime/shm.py``) a 640x480 frame's hop was mostly thread
+hand-offs: publisher -> its ZeroMQ I/O thread -> unix socket -> the subscriber's ZeroMQ I/O
+thread -> the subscription's receiver thread -> the consumer. On 2 shared cores each wake-up
+costs tens of microseconds and, under load, a scheduling slice. Here the publisher's own
+thread ``sendto``s a small datagram (``[frame 0, descriptor, codec header]``, a few hundred
+bytes) to a unix datagram socket that the receiver thread polls beside its ZeroMQ SUB socket
+(``zmq.Poller`` takes raw file descriptors): publisher -> receiver thread -> consumer.
+Measured beside the ZeroMQ notification and iceoryx2 in ``bench/transport.py``.
+
+How a publisher learns the address: the subscription itself
+============================================================
+
+A ``latest`` / ``queue(n)`` subscription on a same-host (``ipc://``, shared memory on)
+bus subscribes its SUB socket to two prefixes instead of ``topic\\0``:
+
+- ``topic\\0`` + ``INLINE`` (``b"I"``): messages too large for a datagram that cannot go
+  through shared memory (over a size cap, no ring) still come over ZeroMQ;
+- ``topic\\0`` + ``NOTIFY_MARK`` + its datagram address (an abstract unix name: no file to
+  clean up, gone with the process).
+
+ZeroMQ carries subscriptions to every publisher (also ones that connect later) and, with
+``XPUB_VERBOSER``, reports each (un)subscription to the publishing bus, which keeps the
+addresses per topic in a ``NotifySender``. Frame 0 of every message is ``topic\\0`` + a tag + the publisher id. A message whose frames fit in
+``MAX_DATAGRAM`` (a shared-memory descriptor, or any small message) is tagged ``DIRECT``:
+it goes as a datagram to every registered address and over ZeroMQ only to subscribers
+without one (``ENGRAM_SHM=0`` in their process); a larger one is tagged ``INLINE`` and goes
+over ZeroMQ to everyone. So each subscription gets every message exactly once.
+
+Semantics kept
+==============
+
+- Freshness policies: unchanged (the receiver thread puts messages into the same bounded
+  ``Mailbox``). The datagram queue of a socket is bounded by the kernel
+  (``net.unix.max_dgram_qlen``).
+- Only ``latest`` / ``queue(n)`` subscriptions take datagrams, sent without waiting: a full
+  datagram queue (the receiver thread stalled) drops the message for that subscriber only,
+  as ZeroMQ's lossy HWM does. ``all`` subscriptions (backpressure, ordered, gap counting)
+  stay on ZeroMQ's lossless socket, unchanged, with the payload in shared memory.
+- A subscriber that dies: its SUB socket's pipe ends, ZeroMQ reports the unsubscription and
+  the address is forgotten; a send to a vanished address (``ECONNREFUSED``) forgets it too.
+  Its ring slots are released by ``runtime/shm.py`` (reader-table locks).
+- Ordering: a large message that cannot go through shared memory because every slot of
+  its ring is in use is *dropped* for datagram subscriptions (``NotifySender.dropped``)
+  rather than sent over ZeroMQ, where it could overtake or trail their datagrams; one
+  that cannot for a lasting reason (over a size cap, no ring) is ``INLINE`` for all.
+- Cross-host (``tcp://``, CURVE) never uses this: those subscriptions subscribe to
+  ``topic\\0`` as before and everything stays on ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import socket
+import struct
+import threading
+from typing import Any
+
+from engram.runtime.codec import DecodeError
+
+__all__ = ["DIRECT", "INLINE", "MAX_DATAGRAM", "NOTIFY_MARK", "NotifyReceiver", "NotifySender"]
+
+INLINE = b"I"  # frame-0 tag: over ZeroMQ to every subscription (too large for a datagram)
+DIRECT = b"D"  # frame-0 tag: datagrams to same-host subscriptions, ZeroMQ to the others
+NOTIFY_MARK = b"\xffN"  # after ``topic\0`` in a subscription: the datagram address follows
+_ADDR_RE = re.compile(rb"^engram-n\.\d+\.[0-9a-f]{12}$")
+MAX_DATAGRAM = 60_000  # bytes of frames one datagram carries at most (kernel buffer 208 KiB)
+_MAX_FRAMES = 64
+
+
+class NotifySender:
+    """Publisher side: the datagram addresses of subscriptions (from the XPUB events of the
+    lossy socket) and the sends, which never wait."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self._peers: dict[bytes, dict[bytes, int]] = {}  # key -> address -> subscriptions
+        self._lock = threading.Lock()
+        self.sent = 0  # datagrams sent
+        self.dropped = 0  # messages not delivered to a subscription (its queue / the ring full)
+
+    def on_event(self, event: bytes) -> bool:
+        """An XPUB (un)subscription event; True when it was a notify address (handled)."""
+        if len(event) < 2 or event[:1] not in (b"\x00", b"\x01"):
+            return False
+        nul = event.find(b"\0", 1)
+        if nul < 0 or event[nul + 1 : nul + 1 + len(NOTIFY_MARK)] != NOTIFY_MARK:
+            return False
+        key, addr = event[1 : nul + 1], event[nul + 1 + len(NOTIFY_MARK) :]
+        if not _ADDR_RE.match(addr):
+            return True  # not ours: ignored
+        with self._lock:
+            peers = self._peers.setdefault(key, {})
+            if event[:1] == b"\x01":
+                peers[addr] = peers.get(addr, 0) + 1
+            elif addr in peers:
+                peers[addr] -= 1
+                if peers[addr] <= 0:
+                    del peers[addr]
+                if not peers:
+                    del self._peers[key]
+        return True
+
+    def count(self, key: bytes) -> int:
+        """Subscriptions to ``key`` that take notifications."""
+        return len(self._peers.get(key, ()))
+
+    def send(self, key: bytes, frames: list[Any]) -> None:
+        """Send the message's frames (``[frame 0, *codec or descriptor frames]``, together
+        at most ``MAX_DATAGRAM`` bytes) to every address of ``key``. A subscription whose
+        queue is full (its receiver thread stalled) misses it, as at a ZeroMQ HWM."""
+        peers = self._peers.get(key)
+        if not peers:
+            return
+        views = [memoryview(getattr(f, "buffer", f)).cast("B") for f in frames]
+        head = struct.pack(f"<B{len(views)}I", len(views), *(v.nbytes for v in views))
+        data = b"".join([head, *views])
+        for addr in list(peers):
+            try:
+                self._sock.sendto(data, b"\0" + addr)
+                self.sent += 1
+            except (BlockingIOError, InterruptedError):
+                self.dropped += 1
+            except OSError as exc:  # gone (ECONNREFUSED, ENOENT): forget it
+                if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                    raise
+                with self._lock:
+                    peers.pop(addr, None)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class NotifyReceiver:
+    """Subscriber side: an abstract-namespace unix datagram socket, read without waiting by
+    the subscription's receiver thread (which polls its file descriptor)."""
+
+    def __init__(self) -> None:
+        self.address = f"engram-n.{os.getpid()}.{secrets.token_hex(6)}".encode()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(b"\0" + self.address)
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def subscription(self, key: bytes) -> bytes:
+        """The prefix to subscribe to so that publishers of ``key`` notify this socket."""
+        return key + NOTIFY_MARK + self.address
+
+    def recv(self) -> list[memoryview] | None:
+        """The frames of the next datagram (``[frame 0, ...]``), or None when none is
+        waiting. Raises ``DecodeError`` for a malformed one."""
+        try:
+            data = self._sock.recv(MAX_DATAGRAM + 8 + 4 * _MAX_FRAMES)
+        except (BlockingIOError, InterruptedError):
+            return None
+        n = data[0] if data else 0
+        at = 1 + 4 * n
+        if not 2 <= n <= _MAX_FRAMES or len(data) < at:
+            raise DecodeError(f"bad notification ({len(data)} bytes, {n} frames)")
+        view, frames = memoryview(data), []
+        for length in struct.unpack_from(f"<{n}I", data, 1):
+            frames.append(view[at : at + length])
+            at += length
+        if at != len(data):
+            raise DecodeError(f"notification of {len(data)} bytes, its frames say {at}")
+        return frames
+
+    def close(self) -> None:
+        self._sock.close()
