@@ -44,7 +44,11 @@ def main() -> None:
     from engram.planners.evaluation.perception_errors import camera_perception_errors
     from engram.planners.evaluation.pipeline import EvalConfig
 
-    tasks = ["cups"] if args.quick else ["cups", "button_sequence", "put_back", "count"]
+    tasks = (
+        ["cups"]
+        if args.quick
+        else ["cups", "button_sequence", "put_back", "count", "fetch_seen"]  # + the apartment
+    )
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     cfg = EvalConfig()
     rows, details = [], {}

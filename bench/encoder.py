@@ -3,7 +3,8 @@ random weights, on held-out MuJoCo renders (seeds no training run used).
 
 Cases:
 - **zero-shot accuracy**: each object crop is labelled with the nearest class prompt
-  ("a photo of a red cube"); peer: the untrained tower (about chance, 1/13).
+  ("a photo of a red cube"); peer: the untrained tower (about chance: 1 / 21, the 20 kinds
+  and "wall or furniture").
 - **recall@5**: the crop's class is among the 5 nearest prompts; same peer.
 - **text -> image precision@5**: a paraphrase that is never a prompt ("a small red box")
   retrieves the 5 nearest crops; share of them that show that kind of object.

@@ -72,7 +72,7 @@ from engram.perception.audio import AudioSegment, SegmenterConfig
 from engram.perception.encoders import Encoder, make_encoder
 from engram.perception.geometry import backproject, voxel_downsample
 from engram.perception.keyframes import CheapDecision, KeyframeConfig, KeyframeSelector, thumbnail
-from engram.perception.objects import ObjectExtractor, Objects, ObjectsConfig
+from engram.perception.objects import ObjectExtractor, Objects, ObjectsConfig, object_brightness
 from engram.perception.speech.recognizers import RecognizerConfig
 from engram.perception.speech.streaming import SpeechConfig, SpeechStream, Utterance
 from engram.perception.speech.vad import SileroConfig
@@ -592,6 +592,11 @@ class PerceptionNode(Node[PerceptionConfig]):
             image_height_px=int(frame.rgb.shape[0]),
             object_depth_valid=(
                 np.ones(len(objs), bool) if objs.located is None else objs.located.astype(bool)
+            ),
+            object_brightness=(
+                None
+                if objs.label_image is None
+                else object_brightness(frame.rgb, objs.label_image, objs.ids, objs.boxes)
             ),
         )
 

@@ -51,6 +51,7 @@ __all__ = [
     "Objects",
     "ObjectsConfig",
     "bearing_points",
+    "object_brightness",
     "propose_regions",
     "support_plane_mask",
 ]
@@ -98,7 +99,8 @@ class ObjectsConfig:
     min_object_pixels: int = 64
     # per-axis percentile trimmed from each object's 3D box (flying pixels), percent
     trim_percentile: float = 1.0
-    # segmentation labels never reported as objects (e.g. "floor")
+    # labels never reported as objects: segmentation names (e.g. "floor"), and vocabulary
+    # words for what is no object (a proposal named "wall or furniture" is dropped)
     ignore_labels: tuple[str, ...] = ()
     # also skip the segments the frame lists as the robot's own parts (Frame.robot_labels)
     skip_robot_labels: bool = True
@@ -144,6 +146,14 @@ class ObjectsConfig:
     support_plane_min_frac: float = 0.05
     # pixels within this height of a support plane are on it, metres
     support_plane_tol_m: float = 0.006
+    # with remove_support_planes: pixels more than under_support_margin_m below a support
+    # plane and under its seen extent (table legs, what lies beneath a table) belong to no
+    # proposal: what a tabletop robot handles stands on the surface, not under it
+    remove_under_support: bool = False
+    # how far below a support plane a pixel must be to count as under it, metres
+    under_support_margin_m: float = 0.03
+    # cell of the grid that holds a support plane's seen extent (grown by one cell), metres
+    under_support_cell_m: float = 0.05
     # colour edges from chromaticity (r, g, b over their sum): shading changes brightness,
     # not hue, so one object's lit and shaded faces stay one region; False: from RGB
     chroma_edges: bool = False
@@ -221,6 +231,30 @@ def _boxes_from_label_image(label_image: np.ndarray, ids: np.ndarray) -> np.ndar
     return boxes
 
 
+def object_brightness(
+    rgb: np.ndarray, label_image: np.ndarray, ids: np.ndarray, boxes: np.ndarray
+) -> np.ndarray:
+    """(K,) float32 in [0, 1]: the 90th percentile of the max RGB channel over each
+    object's own pixels (``label_image == id`` inside its box). A lamp's cap that lights
+    up raises it; the table around a small button does not (it is not the button's
+    pixels), and the percentile reads a lit cap on a dark housing when the cap covers
+    more than a tenth of the object. 0 for an object with no pixels."""
+    out = np.zeros(len(ids), np.float32)
+    if not len(ids):
+        return out
+    h, w = label_image.shape
+    for i, (oid, box) in enumerate(zip(ids.tolist(), np.asarray(boxes).tolist())):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        mine = label_image[y1:y2, x1:x2] == oid
+        if mine.any():
+            vals = rgb[y1:y2, x1:x2][mine].max(axis=1)
+            out[i] = np.percentile(vals, 90) / 255.0
+    return out
+
+
 def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, C) -> (H // f, W // f, C) float32 block means (top-left aligned)."""
     h, w = img.shape[:2]
@@ -229,33 +263,80 @@ def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     return crop.reshape(th, factor, tw, factor, -1).mean(axis=(1, 3))
 
 
-def support_plane_mask(
-    z: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, config: ObjectsConfig, step: int
-) -> np.ndarray:
-    """(h, w) bool: pixels of the depth grid ``z`` (every ``step``-th pixel of the
-    image ``K`` describes) lying on a dominant horizontal plane: a 1 cm bin of world
-    heights holding at least ``support_plane_min_frac`` of the valid pixels (vertical
-    surfaces spread over many heights; table tops and floors pile up in one)."""
+def _world_heights(
+    z: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """World (x, y, z) of every pixel of the depth grid ``z`` ((h, w, 3); every
+    ``step``-th pixel of the image ``K`` describes) and its validity (h, w)."""
     h, w = z.shape
     valid = np.isfinite(z) & (z > 0)
-    if valid.sum() < 16:
-        return np.zeros_like(valid)
     K = np.asarray(K, np.float64)
     pose = np.asarray(world_from_camera, np.float64)
     v, u = np.mgrid[0:h, 0:w].astype(np.float64) * step
     y = (v - K[1, 2]) / K[1, 1]
     x = ((u - K[0, 2]) - K[0, 1] * y) / K[0, 0]
     zz = np.where(valid, z, 0.0)
-    height = pose[2, 0] * x * zz + pose[2, 1] * y * zz + pose[2, 2] * zz + pose[2, 3]
-    hv = height[valid]
+    cam = np.stack([x * zz, y * zz, zz], axis=-1)
+    return cam @ pose[:3, :3].T + pose[:3, 3], valid
+
+
+def _support_planes(world: np.ndarray, valid: np.ndarray, config: ObjectsConfig) -> list[float]:
+    """Heights of the dominant horizontal planes: 1 cm bins of world heights holding at
+    least ``support_plane_min_frac`` of the valid pixels."""
+    hv = world[..., 2][valid]
     lo = float(np.floor(hv.min() * 100) / 100)
-    counts = np.bincount(((hv - lo) * 100).astype(np.int64))
+    bins = ((hv - lo) * 100).astype(np.int64)
+    counts = np.bincount(bins)
+    return [
+        float(np.median(hv[bins == b]))
+        for b in np.flatnonzero(counts >= config.support_plane_min_frac * len(hv))
+    ]
+
+
+def support_plane_mask(
+    z: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, config: ObjectsConfig, step: int
+) -> np.ndarray:
+    """(h, w) bool: pixels of the depth grid ``z`` (every ``step``-th pixel of the
+    image ``K`` describes) lying on a dominant horizontal plane: a 1 cm bin of world
+    heights holding at least ``support_plane_min_frac`` of the valid pixels (vertical
+    surfaces spread over many heights; table tops and floors pile up in one).
+    With ``remove_under_support`` also the pixels under a plane (see the option)."""
+    world, valid = _world_heights(z, K, world_from_camera, step)
+    if valid.sum() < 16:
+        return np.zeros_like(valid)
+    height = world[..., 2]
     on = np.zeros_like(valid)
-    for b in np.flatnonzero(counts >= config.support_plane_min_frac * len(hv)):
-        sel = hv[((hv - lo) * 100).astype(np.int64) == b]
-        plane = float(np.median(sel))
-        on |= valid & (np.abs(height - plane) <= config.support_plane_tol_m)
+    for plane in _support_planes(world, valid, config):
+        this = valid & (np.abs(height - plane) <= config.support_plane_tol_m)
+        on |= this
+        if config.remove_under_support:
+            on |= _under(world, valid, this, plane, config)
     return on
+
+
+def _under(
+    world: np.ndarray, valid: np.ndarray, plane_px: np.ndarray, plane_m: float, config
+) -> np.ndarray:
+    """Pixels more than ``under_support_margin_m`` below the plane at ``plane_m`` whose
+    (x, y) falls in a grid cell the plane was seen in, or next to one (the cells of its
+    own pixels ``plane_px``, grown by one)."""
+    from scipy import ndimage
+
+    below = valid & (world[..., 2] < plane_m - config.under_support_margin_m)
+    if not below.any() or not plane_px.any():
+        return np.zeros_like(valid)
+    cell = config.under_support_cell_m
+    xy = world[..., :2]
+    lo = np.minimum(xy[plane_px].min(axis=0), xy[below].min(axis=0))
+    idx = np.floor((xy - lo) / cell).astype(np.int64)
+    hi = idx[plane_px | below].max(axis=0) + 1
+    grid = np.zeros((int(hi[0]) + 1, int(hi[1]) + 1), bool)
+    grid[idx[plane_px][:, 0], idx[plane_px][:, 1]] = True
+    grid = ndimage.binary_dilation(grid, iterations=1)
+    out = np.zeros_like(valid)
+    bi = idx[below]
+    out[below] = grid[bi[:, 0], bi[:, 1]]
+    return out
 
 
 def propose_regions(
@@ -318,16 +399,62 @@ def propose_regions(
     remap = np.full(n + 1, -1, np.int32)
     remap[cand + 1] = np.arange(len(cand), dtype=np.int32)
     small_labels = remap[regions]
-    for _ in range(config.grow_regions_px):  # edge pixels (and specks) join their neighbours
-        free = (small_labels < 0) & ~blocked
-        if not free.any():
-            break
-        grown = ndimage.grey_dilation(small_labels, size=(3, 3))
-        small_labels = np.where(free & (grown >= 0), grown, small_labels)
+    if config.grow_regions_px > 0:
+        small_labels = _grow(small_labels, blocked, z if depth is not None else None, config)
     rows = np.minimum(np.arange(h) // factor, sh - 1)
     cols = np.minimum(np.arange(w) // factor, sw - 1)
     label_image = small_labels[rows[:, None], cols[None, :]]
     return label_image.astype(np.int32), len(cand)
+
+
+def _keep_objects(objs: Objects, keep: np.ndarray) -> Objects:
+    """The objects where ``keep`` (K,) is True; the others' pixels unlabelled."""
+    idx = np.flatnonzero(keep)
+    label_image = objs.label_image
+    if label_image is not None:
+        gone = objs.ids[~keep]
+        label_image = np.where(np.isin(label_image, gone), -1, label_image).astype(np.int32)
+    return Objects(
+        ids=objs.ids[idx],
+        labels=[objs.labels[i] for i in idx],
+        confidences=objs.confidences[idx],
+        boxes=objs.boxes[idx],
+        centroids=objs.centroids[idx],
+        extents=objs.extents[idx],
+        embeddings=None if objs.embeddings is None else objs.embeddings[idx],
+        label_image=label_image,
+        located=None if objs.located is None else objs.located[idx],
+    )
+
+
+def _grow(
+    labels: np.ndarray, blocked: np.ndarray, z: np.ndarray | None, config: ObjectsConfig
+) -> np.ndarray:
+    """Free pixels (colour-edge pixels, specks; never ``blocked`` ones) join a 4-neighbour's
+    region, ``grow_regions_px`` times. With depth ``z`` only a neighbour at the same depth
+    (relative jump <= ``depth_edge_ratio``): a small far object must not grow into the
+    wall behind it (its 3D box would then span metres and it would be dropped)."""
+    h, w = labels.shape
+    for _ in range(config.grow_regions_px):
+        free = (labels < 0) & ~blocked
+        if not free.any():
+            break
+        out = labels.copy()
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            src_y = slice(max(dy, 0), h + min(dy, 0))  # the neighbour ...
+            src_x = slice(max(dx, 0), w + min(dx, 0))
+            dst_y = slice(max(-dy, 0), h + min(-dy, 0))  # ... of this pixel
+            dst_x = slice(max(-dx, 0), w + min(-dx, 0))
+            nb = labels[src_y, src_x]
+            take = free[dst_y, dst_x] & (nb >= 0) & (out[dst_y, dst_x] < 0)
+            if z is not None:
+                here, there = z[dst_y, dst_x], z[src_y, src_x]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    jump = np.abs(here - there) / np.minimum(here, there)
+                take &= ~(jump > config.depth_edge_ratio)  # NaN (no depth): allowed
+            out[dst_y, dst_x] = np.where(take, nb, out[dst_y, dst_x])
+        labels = out
+    return labels
 
 
 def _merge_parts(
@@ -588,7 +715,7 @@ class ObjectExtractor:
                 best = probs.argmax(axis=1)
                 obj_labels = [cfg.vocabulary[b] for b in best]
                 confidences = probs[np.arange(len(best)), best].astype(np.float32)
-        return Objects(
+        out = Objects(
             ids=ids,
             labels=obj_labels,
             confidences=confidences,
@@ -599,6 +726,11 @@ class ObjectExtractor:
             label_image=label_image,
             located=~no_3d,
         )
+        if open_vocab and cfg.ignore_labels:  # proposals named as no object ("wall")
+            keep = np.array([lb not in cfg.ignore_labels for lb in obj_labels], bool)
+            if not keep.all():
+                out = _keep_objects(out, keep)
+        return out
 
     def _region_embeddings(
         self,

@@ -7,7 +7,9 @@ times from a hundred objects. The simulator's segmentation ids are already stabl
 and do not go through a tracker.
 
 ``ObjectTracker.update(objects, *, stamp_ns) -> Objects``: the same objects, in the
-same order, with ``ids`` (and ``label_image``) replaced by track ids and, when
+same order (those whose track has been matched ``min_hits`` times: tentative ones are
+left out, their pixels unlabelled), with ``ids`` (and ``label_image``) replaced by
+track ids and, when
 ``smooth_labels``, ``labels`` / ``confidences`` replaced by the track's majority
 label. Per update, for T live tracks and K detections:
 
@@ -114,6 +116,10 @@ class TrackerConfig:
     max_age_s: float = 5.0
     # most live tracks kept; beyond it the least recently seen are dropped
     max_tracks: int = 256
+    # a track is reported once it has been matched in this many updates (SORT's min_hits):
+    # a proposal seen in one frame only (a shadow, a region split while the arm moves) is
+    # not an object; 1 = report every detection at once
+    min_hits: int = 1
     # replace labels / confidences by the track's majority label
     smooth_labels: bool = True
     # recent label votes a track keeps for its majority label, observations
@@ -136,6 +142,7 @@ class TrackerConfig:
             ("max_age_s", self.max_age_s > 0, "> 0"),
             ("max_tracks", self.max_tracks >= 1, ">= 1"),
             ("label_window", self.label_window >= 1, ">= 1"),
+            ("min_hits", self.min_hits >= 1, ">= 1"),
             ("embedding_momentum", 0.0 < self.embedding_momentum <= 1.0, "in (0, 1]"),
             ("first_id", -1 <= self.first_id <= _INT32_MAX, "-1 or in [0, 2**31)"),
         )
@@ -287,6 +294,22 @@ def _remap(label_image: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndar
     return np.where(hit, new[order][pos], -1).astype(np.int32)
 
 
+def _select(objects: Objects, keep: np.ndarray) -> Objects:
+    """The objects where ``keep`` (K,) bool is True, in order (label_image unchanged)."""
+    idx = np.flatnonzero(keep)
+    return dataclasses.replace(
+        objects,
+        ids=objects.ids[idx],
+        labels=[objects.labels[i] for i in idx],
+        confidences=np.asarray(objects.confidences)[idx],
+        boxes=np.asarray(objects.boxes)[idx],
+        centroids=np.asarray(objects.centroids)[idx],
+        extents=np.asarray(objects.extents)[idx],
+        embeddings=None if objects.embeddings is None else np.asarray(objects.embeddings)[idx],
+        located=None if objects.located is None else np.asarray(objects.located)[idx],
+    )
+
+
 def track_id_source(config: TrackerConfig) -> Iterator[int]:
     """Ids for new tracks: ``config.first_id``, ``first_id + 1``, ... With ``first_id == -1``
     the start is the wall clock in milliseconds modulo 2**30 (plus 1): a restarted
@@ -314,7 +337,13 @@ class ObjectTracker:
         self._tracks: list[_Track] = []
         self._updates = 0
         self._last_stamp_ns: int | None = None
-        self.stats = {"updates": 0, "tracks_started": 0, "tracks_dropped": 0, "resets": 0}
+        self.stats = {
+            "updates": 0,
+            "tracks_started": 0,
+            "tracks_dropped": 0,
+            "resets": 0,
+            "tentative": 0,  # detections not reported: their track had < min_hits matches
+        }
 
     def __len__(self) -> int:
         return len(self._tracks)
@@ -408,12 +437,19 @@ class ObjectTracker:
         self.stats["tracks_dropped"] += aged
         self.stats["updates"] += 1
         ids32 = out_ids.astype(np.int32)
+        confirmed = np.array(
+            [det_track[d].observations >= cfg.min_hits for d in range(len(det.ids))], bool
+        )
         label_image = objects.label_image
         if label_image is not None:
-            label_image = _remap(label_image, det.ids, ids32)
-        return dataclasses.replace(
+            label_image = _remap(label_image, det.ids[confirmed], ids32[confirmed])
+        out = dataclasses.replace(
             objects, ids=ids32, labels=labels, confidences=confidences, label_image=label_image
         )
+        if confirmed.all():
+            return out
+        self.stats["tentative"] += int((~confirmed).sum())
+        return _select(out, confirmed)
 
     # ---- internals ---------------------------------------------------------------------
     def _associate(self, tracks: list[_Track], det: _Checked) -> list[tuple[_Track, int]]:

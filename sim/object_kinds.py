@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OBJECT_CLASSES", "kind_of", "strip_track_id"]
+__all__ = [
+    "APARTMENT_KINDS",
+    "BACKGROUND",
+    "OBJECT_CLASSES",
+    "is_kind_label",
+    "kind_of",
+    "names_prefix",
+    "strip_track_id",
+]
 
 #: object kind -> (body names of the tabletop scene, descriptions people use)
 OBJECT_CLASSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -38,7 +46,45 @@ OBJECT_CLASSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("a yellow button", "a yellow push button", "a yellow switch"),
     ),
     "tray": (("tray",), ("a wooden tray", "a brown tray", "a flat serving tray")),
+    "pink token": (
+        ("token_0", "token_1", "token_2", "token_3", "token_4"),
+        ("a pink token", "a pink disc", "a small pink counting token"),
+    ),
+    # the apartment's things (sim/assets/apartment.xml; kinds = how its tasks name them)
+    "red mug": (("mug_red",), ("a red mug", "a red coffee mug", "a red cup with a handle")),
+    "blue ball": (("ball_blue",), ("a blue ball", "a round blue ball", "a blue sphere")),
+    "green book": (("book_green",), ("a green book", "a closed green book", "a green notebook")),
+    "potted plant": (
+        ("plant",),
+        ("a potted plant", "a green plant in a brown pot", "a small house plant"),
+    ),
+    "brown teddy bear": (
+        ("teddy_brown",),
+        ("a brown teddy bear", "a brown stuffed toy", "a soft toy bear"),
+    ),
+    "yellow bottle": (
+        ("bottle_yellow",),
+        ("a yellow bottle", "a yellow plastic bottle", "a tall yellow bottle"),
+    ),
 }
+
+#: what perception's proposals are when they are no object: a class of its own in training
+#: (crops of walls, furniture, floor and table legs) and a word in camera mode's vocabulary
+#: whose proposals are dropped (``ObjectsConfig.ignore_labels``)
+BACKGROUND: tuple[str, tuple[str, ...]] = (
+    "wall or furniture",
+    ("a wall or furniture", "a plain wall", "a piece of furniture", "the floor", "a table leg"),
+)
+
+#: the kinds that live in the apartment scene (all others are on the tabletop)
+APARTMENT_KINDS: tuple[str, ...] = (
+    "red mug",
+    "blue ball",
+    "green book",
+    "potted plant",
+    "brown teddy bear",
+    "yellow bottle",
+)
 
 _BODY_KIND = {body: kind for kind, (bodies, _) in OBJECT_CLASSES.items() for body in bodies}
 _PART_SUFFIX = re.compile(r"_(cap|light)$")  # a button's moving cap and lamp are the button
@@ -60,3 +106,22 @@ def kind_of(name: str) -> str | None:
         return name
     body = _PART_SUFFIX.sub("", name)
     return _BODY_KIND.get(body)
+
+
+def is_kind_label(label: str) -> bool:
+    """Whether ``label`` names a kind rather than one object (camera mode's ``pink token``,
+    ``cup``: several objects share it), as opposed to a body name (``token_2``, and
+    ``tray``, which is both, counts as a body)."""
+    label = strip_track_id(label)
+    return label in OBJECT_CLASSES and label not in _BODY_KIND
+
+
+def names_prefix(label: str, prefix: str) -> bool:
+    """Whether ``prefix`` names ``label`` (its track id stripped): the label starts with
+    it (``token`` -> ``token_2``), or the label is a kind with ``prefix`` as one of its
+    words (``token`` -> ``pink token``, camera mode)."""
+    label = strip_track_id(label)
+    if label.startswith(prefix):
+        return True
+    words = prefix.replace("_", " ").strip()
+    return bool(words) and label in OBJECT_CLASSES and words in label.split()

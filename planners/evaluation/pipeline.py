@@ -162,7 +162,9 @@ def graph_overrides(
         },
     }
     if config.perception == "camera":
-        camera = camera_perception_params(filters=config.camera_filters)
+        camera = camera_perception_params(
+            filters=config.camera_filters, scene="apartment" if apartment else "tabletop"
+        )
         overrides["sim"]["self_filter"] = config.camera_filters
         overrides["perception"]["objects"].update(camera.pop("objects"))
         overrides["perception"].update(camera)
@@ -175,14 +177,26 @@ def graph_overrides(
     return overrides
 
 
-def camera_perception_params(*, filters: bool = True) -> dict[str, Any]:
+def camera_perception_params(*, filters: bool = True, scene: str = "tabletop") -> dict[str, Any]:
     """Perception as on a real camera, in the simulation: the sim-trained image-text
     encoder (``sim_clip``) names the proposals from the words for the sim's objects.
     ``filters``: proposals without the robot's pixels (the sim's self-filter), support
-    planes, shading edges and furniture (False: colour and depth edges only)."""
-    from engram.sim.object_kinds import OBJECT_CLASSES
+    planes, shading edges and furniture (False: colour and depth edges only).
+    ``scene``: "tabletop" or "apartment": the vocabulary is the kinds of things found
+    there (an open-vocabulary detector is given the words of its deployment; a far red
+    mug in the apartment is then not called a red cube)."""
+    from engram.sim.object_kinds import APARTMENT_KINDS, BACKGROUND, OBJECT_CLASSES
 
-    words = {"vocabulary": list(OBJECT_CLASSES), "prompt_template": "a photo of a {}"}
+    if scene not in ("tabletop", "apartment"):
+        raise ValueError(f"scene must be tabletop or apartment, got {scene!r}")
+    kinds = [k for k in OBJECT_CLASSES if (k in APARTMENT_KINDS) == (scene == "apartment")]
+    words = {"vocabulary": kinds, "prompt_template": "a photo of a {}"}
+    if filters:  # a word for what is no object; proposals it names are dropped
+        words = {
+            "vocabulary": [*kinds, BACKGROUND[0]],
+            "prompt_template": "a photo of a {}",
+            "ignore_labels": [BACKGROUND[0]],
+        }
     if not filters:
         return {"encoder": "sim_clip", "objects": words}
     return {
@@ -196,10 +210,13 @@ def camera_perception_params(*, filters: bool = True) -> dict[str, Any]:
             **words,
             "depth_required": True,  # self-filtered robot pixels propose nothing
             "remove_support_planes": True,  # table top and floor are not objects
+            "remove_under_support": True,  # nor the table's legs beneath its top
             "chroma_edges": True,  # a cup's lit and shaded faces are one region
             "color_edge_threshold": 0.2,  # hue changes only (chromaticity is noisier)
             "proposal_width_px": 640,  # full resolution: a 3 cm cube is 6 px wide
-            "max_proposals": 12,
+            # the apartment's rooms show many walls and furniture faces (larger regions,
+            # proposed first) besides its few small things
+            "max_proposals": 24 if scene == "apartment" else 12,
             "max_object_size_m": 0.3,  # tabletop objects; furniture and walls are not
             "merge_parts_max_m": 0.075,  # a button's cap and housing are one button
             "grow_regions_px": 3,  # colour-edge pixels join the object they lie on

@@ -19,10 +19,13 @@ import numpy as np
 from engram.memory.answer.names import SOUND_BANDS_HZ
 from engram.planners.planning.memory_client import MemoryClient
 from engram.planners.planning.skills.base import WorldView
-from engram.sim.object_kinds import kind_of, strip_track_id
+from engram.sim.object_kinds import is_kind_label, kind_of, names_prefix, strip_track_id
 
 __all__ = ["Grounding", "jsonable", "layout_key"]
 
+#: two remembered objects of one kind closer than this are one object (camera mode: its
+#: track broke and it came back under a new id); the count task's tokens stand >= 7 cm apart
+SAME_OBJECT_M = 0.04
 _FIRST_SAW = re.compile(r"^first saw (.+?) \((\w+)\)")
 _OBSERVE = re.compile(r"observe\((\w+), ([^)]+)\)")
 _HZ = re.compile(r"\((\d+(?:\.\d+)?) Hz")
@@ -112,25 +115,51 @@ class Grounding:
         return self._note(f"where was {label} at the start", best)
 
     def labels_seen(self, prefix: str, *, since_ns: int = 0) -> list[str]:
-        """Distinct object labels starting with ``prefix`` seen since ``since_ns``."""
+        """Distinct objects named by ``prefix`` (``names_prefix``) seen since ``since_ns``:
+        their labels; objects whose label is a kind several share (camera mode: every
+        token is a "pink token") count once per object, as ``label#object_id``."""
         # Spatial memory keeps one record per segmented object and the timeline keeps
         # each percept's labels; the episodic memory is not asked here because its
         # entity resolution may merge identical-looking objects (two tokens -> one).
         words = prefix.replace("_", " ").strip()
-        labels = set()
+        labels: set[str] = set()
+        kind_ids: dict[str, dict[int, np.ndarray | None]] = {}
         for mem in ("spatial", "temporal"):
             for h in self.memory.recall(words, memories=(mem,), top_k=100, t0_ns=since_ns):
                 d = h.get("data", {})
+                oid = None
                 if d.get("kind") == "object":
                     names = [str(d.get("label", ""))]
                     last = int(d.get("last_seen_ns", h.get("stamp_ns", 0)))
+                    oid = d.get("object_id")
                 elif d.get("kind") == "percept":
                     names = [str(x) for x in d.get("labels", [])]
                     last = int(h.get("stamp_ns", 0))
                 else:
                     continue
-                if last >= since_ns:
-                    labels.update(n for n in names if n.startswith(prefix))
+                if last < since_ns:
+                    continue
+                for n in names:
+                    if not names_prefix(n, prefix):
+                        continue
+                    if oid is not None and is_kind_label(n):
+                        pos = h.get("position")
+                        kind_ids.setdefault(n, {})[int(oid)] = (
+                            None if pos is None else np.asarray(pos, np.float64)
+                        )
+                    else:
+                        labels.add(n)
+        # a kind's objects by id; the timeline's bare kind only when no object record has it
+        labels -= set(kind_ids)
+        for kind, ids in kind_ids.items():
+            kept: list[np.ndarray] = []
+            for oid, pos in sorted(ids.items()):
+                # two ids of one kind at one spot are one object whose track broke
+                if pos is not None and any(np.linalg.norm(pos - q) < SAME_OBJECT_M for q in kept):
+                    continue
+                if pos is not None:
+                    kept.append(pos)
+                labels.add(f"{kind}#{oid}")
         return self._note(f"which {prefix} were seen", sorted(labels))
 
     def observations(self, event: str, *, since_ns: int = 0) -> list[tuple[int, str]]:

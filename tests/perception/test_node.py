@@ -157,6 +157,9 @@ def test_node_keeps_up_with_30_fps_for_10_s(bus):
     p = got[-1]
     assert p.embedding.shape == (256,) and abs(np.linalg.norm(p.embedding) - 1) < 1e-4
     assert sorted(p.object_labels) == ["blue_box", "red_box"]
+    # each object's brightness from its own pixels (the planner's lamp reading)
+    assert p.object_brightness is not None and p.object_brightness.shape == (2,)
+    assert np.all((p.object_brightness > 0) & (p.object_brightness <= 1))
     assert p.points.shape[1] == 3 and len(p.points) == len(p.point_object_ids)
     assert {3, 8} <= set(np.unique(p.point_object_ids).tolist())
     assert p.thumbnail.shape == (48, 64, 3)

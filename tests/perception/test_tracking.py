@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -485,3 +486,41 @@ def test_a_lamp_lighting_up_keeps_its_track_when_it_stays_put():
     assert a.ids[0] != b.ids[0]
     with pytest.raises(ValueError, match="same_place_m"):
         TrackerConfig(same_place_m=-1.0)
+
+
+def test_min_hits_reports_a_track_once_it_is_confirmed():
+    """A proposal seen in one frame only (a flicker) is never reported with min_hits 2;
+    a steady object is reported from its second frame on, with its pixels labelled
+    only then; min_hits 1 reports everything at once."""
+    steady = [[0.1, 0.2, 0.43]]
+    flicker = [[0.4, 0.0, 0.43]]
+    label_image = np.full((60, 120), -1, np.int32)
+    label_image[10:50, 10:50] = 0
+    label_image[10:50, 70:110] = 1
+
+    def frame(with_flicker: bool) -> Objects:
+        objs = _objs(
+            [_box(10, 10), _box(70, 10)] if with_flicker else [_box(10, 10)],
+            centroids=steady + flicker if with_flicker else steady,
+            labels=["red cube", "white mug"] if with_flicker else ["red cube"],
+        )
+        img = label_image if with_flicker else np.where(label_image == 1, -1, label_image)
+        return dataclasses.replace(objs, label_image=img)
+
+    tr = ObjectTracker(TrackerConfig(first_id=1, min_hits=2))
+    out = [tr.update(frame(k == 2), stamp_ns=(k + 1) * FRAME_NS) for k in range(4)]
+    assert [len(o) for o in out] == [0, 1, 1, 1]  # the cube from frame 2; never the flicker
+    assert [o.labels for o in out[1:]] == [["red cube"]] * 3
+    assert set(np.unique(out[0].label_image)) == {-1}
+    assert set(np.unique(out[2].label_image)) == {-1, int(out[2].ids[0])}
+    assert out[2].centroids.shape == (1, 3) and out[2].located.tolist() == [True]
+    assert tr.stats["tentative"] == 2
+    once = ObjectTracker(TrackerConfig(first_id=1))
+    assert [len(once.update(frame(k == 2), stamp_ns=(k + 1) * FRAME_NS)) for k in range(4)] == [
+        1,
+        1,
+        2,
+        1,
+    ]
+    with pytest.raises(ValueError, match="min_hits"):
+        TrackerConfig(min_hits=0)

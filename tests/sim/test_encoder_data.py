@@ -14,11 +14,12 @@ from engram.sim.encoder_data import OBJECT_CLASSES, class_prompts, render_crops 
 
 
 def test_crops_cover_every_class_and_differ_by_seed():
-    a = render_crops(frames=12, seed=1)
-    b = render_crops(frames=12, seed=2)
+    a = render_crops(frames=16, seed=1)  # 45% apartment views: its six things too
+    b = render_crops(frames=16, seed=2)
     assert a.images.shape[1:] == (64, 64, 3) and a.images.dtype == np.uint8
     assert len(a) == len(a.labels) > 12
-    assert set(a.labels.tolist()) | set(b.labels.tolist()) == set(range(len(OBJECT_CLASSES)))
+    assert a.classes[-1] == "wall or furniture" and len(a.classes) == len(OBJECT_CLASSES) + 1
+    assert set(a.labels.tolist()) | set(b.labels.tolist()) == set(range(len(a.classes)))
     assert len(a.captions) == len(a.classes) == len(class_prompts(a.classes))
     assert not np.array_equal(a.images[:5], b.images[:5])
 
@@ -36,6 +37,22 @@ def test_red_cube_crops_are_red_and_blue_bowl_crops_are_blue():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="frames"):
         render_crops(frames=0, seed=0)
+    with pytest.raises(ValueError, match="apartment_share"):
+        render_crops(frames=1, seed=0, apartment_share=1.5)
+
+
+def test_tabletop_only_and_apartment_only_views():
+    from engram.sim.object_kinds import APARTMENT_KINDS
+
+    flat = render_crops(frames=6, seed=4, apartment_share=0.0)
+    flat_kinds = {flat.classes[i] for i in flat.labels.tolist()}
+    assert flat_kinds and not flat_kinds & set(APARTMENT_KINDS)
+    home = render_crops(frames=6, seed=4, apartment_share=1.0)
+    home_kinds = {home.classes[i] for i in home.labels.tolist()}
+    assert home_kinds and home_kinds <= {*APARTMENT_KINDS, "wall or furniture"}
+    assert "wall or furniture" in home_kinds  # one background patch per view
+    bare = render_crops(frames=6, seed=4, apartment_share=1.0, background=False)
+    assert len(bare) and "wall or furniture" not in {bare.classes[i] for i in bare.labels.tolist()}
 
 
 def test_train_encoder_command_writes_loadable_weights(tmp_path, capsys):

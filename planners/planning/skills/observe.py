@@ -10,7 +10,7 @@ import numpy as np
 
 from engram.planners.planning.skills.base import ARM_SPACE, Skill, SkillError, Verdict, WorldView
 from engram.sim.motion import wrap_angle
-from engram.sim.object_kinds import kind_of, strip_track_id
+from engram.sim.object_kinds import kind_of, names_prefix, strip_track_id
 
 __all__ = ["LookFor", "Wait", "Watch"]
 
@@ -110,7 +110,7 @@ class Watch(Skill):
             return gone and quiet
         if until.startswith("gone:"):
             prefix = until.split(":", 1)[1]
-            seen = [lb for lb in scene.last_seen if lb.startswith(prefix)]
+            seen = [lb for lb in scene.last_seen if names_prefix(lb, prefix)]
             if not seen:
                 return idle
             return all(now - scene.last_seen[lb] >= settle_ns for lb in seen)

@@ -21,9 +21,9 @@ class SceneMonitor:
 
     Per label: when it was first / last in view (since the monitor was reset), its
     position, and for lamp-like objects (labels containing ``button``, ``light`` or
-    ``lamp``) whether it is *lit*: the brightest pixel of its box in the percept's
-    thumbnail (max over RGB, 0..1) is above ``lit_min`` and ``lit_ratio`` times the
-    median of the lamp-like objects in the same frame (or its own darkest reading).
+    ``lamp``) whether it is *lit*: its brightness (``brightness``: its own pixels, max
+    over RGB, 0..1) is above ``lit_min`` and ``lit_ratio`` times the median of the
+    lamp-like objects in the same frame (or its own darkest reading).
     ``update`` returns the changes it saw: ``("light_on" | "light_off", label, stamp_ns)``.
     It is the current view's short-term state, not a memory: decisions come from memory.
     """
@@ -60,8 +60,15 @@ class SceneMonitor:
         return any(w in label for w in ("button", "light", "lamp"))
 
     def brightness(self, percept: Percept, k: int) -> float | None:
-        """Brightest pixel (max channel, 0..1) of object k's box in the thumbnail (the boxes
-        are in pixels of the ``percept.image_width_px`` wide frame; None when unknown)."""
+        """How bright object k is, 0..1: perception's reading of the object's own pixels
+        in the full frame (``Percept.object_brightness``) when it sent one; else (an older
+        perception) the brightest pixel of the middle of its box in the thumbnail (the
+        boxes are in pixels of the ``percept.image_width_px`` wide frame; None when
+        unknown). The thumbnail reading mixes in what surrounds a small lamp (a 64 px
+        thumbnail gives a whole button 3 px), so a dark cap on a bright table read high."""
+        own = percept.object_brightness
+        if own is not None and k < len(own):
+            return float(own[k])
         thumb = percept.thumbnail
         if thumb is None or thumb.size == 0 or percept.image_width_px <= 0:
             return None

@@ -29,7 +29,8 @@ def _percept(stamp_ns: int, ids: list[int], labels: list[str], cents: list) -> P
 def test_body_names_and_camera_labels_share_kinds():
     assert kind_of("prize") == kind_of("yellow cube") == kind_of("yellow cube#17") == "yellow cube"
     assert kind_of("cup_2") == "cup" and kind_of("button_blue_cap") == "blue button"
-    assert kind_of("token_0") is None and strip_track_id("cup#-5") == "cup"
+    assert kind_of("token_0") == "pink token" and kind_of("mug_red") == "red mug"
+    assert kind_of("table_leg_0") is None and strip_track_id("cup#-5") == "cup"
     keys = ["cup#3", "yellow cube#9", "red button#4"]
     assert resolve_label("prize", keys) == "yellow cube#9"  # body name -> what the camera says
     assert resolve_label("button_red_cap", keys) == "red button#4"
@@ -74,3 +75,42 @@ def test_grounding_finds_the_prize_by_what_the_camera_called_it():
     assert start is not None and np.allclose(start[0], [0.3, 0.0, 0.42])
     assert g.observations("light_on") == [(3, "red button#4")]
     assert g.object_position("cup_2") is None
+
+
+def test_tokens_are_counted_per_object_when_the_camera_calls_them_all_pink_token():
+    """Regression (round 2: count 0/4 in camera mode): ``labels_seen("token")`` found no
+    "pink token" (it is not a prefix) and would have counted one label for three tokens."""
+    from engram.sim.object_kinds import is_kind_label, names_prefix
+
+    def obj(label, oid, stamp=5):
+        return {"memory": "spatial", "position": [0.0, 0.1 * oid, 0.42],
+                "data": {"kind": "object", "label": label, "object_id": oid,
+                         "last_seen_ns": stamp}}  # fmt: skip
+
+    camera = [
+        obj("pink token", 11),
+        obj("pink token", 12),
+        obj("pink token", 13),
+        obj("pink token", 14, stamp=1),  # seen before the episode: not counted
+        {"memory": "spatial", "position": [0.0, 1.21, 0.42],  # token 12 under a new id
+         "data": {"kind": "object", "label": "pink token", "object_id": 15,
+                  "last_seen_ns": 7}},
+        obj("blue button", 20),
+        {"memory": "temporal", "stamp_ns": 6,
+         "data": {"kind": "percept", "labels": ["pink token", "blue button"]}},
+    ]  # fmt: skip
+    truth = [
+        obj("token_0", 3),
+        obj("token_1", 4),
+        {"memory": "temporal", "stamp_ns": 6,
+         "data": {"kind": "percept", "labels": ["token_0", "token_1", "token_2"]}},
+    ]  # fmt: skip
+    for records, want in (
+        (camera, ["pink token#11", "pink token#12", "pink token#13"]),
+        (truth, ["token_0", "token_1", "token_2"]),
+    ):
+        g = Grounding(MemoryClient(lambda query, r=records: Recall(hits=r)))
+        assert g.labels_seen("token", since_ns=2) == want
+    assert names_prefix("pink token#3", "token") and names_prefix("token_2", "token")
+    assert not names_prefix("pink token", "tok") and not names_prefix("red cube", "token")
+    assert is_kind_label("cup#4") and not is_kind_label("cup_1") and not is_kind_label("tray")
