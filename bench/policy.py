@@ -49,6 +49,20 @@ def _policy(use_memory: bool, device: str):
     return ActionExpertPolicy(ActionExpert(cfg, device=device), cpu_threads=None)  # --threads rules
 
 
+def _kw(policy, emb: np.ndarray) -> dict:
+    """A goal-frame expert with a pointer acts end to end through its pointer: it needs
+    a text embedder for the subgoal it points at and the task's object names."""
+    if not policy.config.pointer_slots:
+        return {}
+    return {"text": lambda _text: emb, "task_name": next(iter(policy.config.object_names), "")}
+
+
+def _state(rng: np.random.Generator) -> np.ndarray:
+    s = rng.standard_normal(STATE_DIM).astype(np.float32)
+    s[-1] = 0.0  # no goal: end to end (a goal-frame expert's full path: pointer + chunk)
+    return s
+
+
 def _prepare(policy, *, sampler: str = "ddim"):
     """Reset, fill the bank past capacity (so every act consolidates), warm up."""
     rng = np.random.default_rng(0)
@@ -58,7 +72,7 @@ def _prepare(policy, *, sampler: str = "ddim"):
     for _ in range(policy.config.memory_capacity + 2):
         policy.observe({"state": rng.standard_normal(STATE_DIM)}, instruction_embedding=emb)
     for _ in range(3):
-        policy.act({"state": rng.standard_normal(STATE_DIM)}, instruction_embedding=emb)
+        policy.act({"state": _state(rng)}, instruction_embedding=emb, **_kw(policy, emb))
     return policy
 
 
@@ -67,10 +81,11 @@ def _time_acts(policy, n: int) -> list[float]:
     rng = np.random.default_rng(1)
     emb = rng.standard_normal(384).astype(np.float32)
     times = []
+    kw = _kw(policy, emb)
     for _ in range(n):
-        obs = {"state": rng.standard_normal(STATE_DIM).astype(np.float32)}
+        obs = {"state": _state(rng)}
         t0 = time.perf_counter()
-        policy.act(obs, instruction_embedding=emb)
+        policy.act(obs, instruction_embedding=emb, **kw)
         times.append(time.perf_counter() - t0)
     return times
 

@@ -299,6 +299,12 @@ class PolicyNode(Node[PolicyNodeConfig]):
         # is one point); later views of the object are partly hidden by the arm
         if self._goal[0] != sg.seq or self._goal[1] is None:
             seen = {**self._last_seen, **self.positions()}
+            # perceived centroids -> the positions training's targets were (body origins)
+            offsets = self.policy.config.object_offsets_m.get(self._task(), {})
+            seen = {
+                k: np.asarray(v, np.float32) - np.asarray(offsets.get(k, (0, 0, 0)), np.float32)
+                for k, v in seen.items()
+            }
             self._goal = (sg.seq, F.goal_from_plan(sg.args, seen))
         return F.subgoal_text(sg.skill, label), self._goal[1]
 
@@ -325,7 +331,14 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 obs = self.observation(goal)
                 emb = self.text(text)
                 if not self._queue:
-                    chunk = self.policy.act(obs, instruction_embedding=emb, raw=True)
+                    # end to end, a goal-frame expert embeds the subgoal it points at
+                    chunk = self.policy.act(
+                        obs,
+                        instruction_embedding=emb,
+                        raw=True,
+                        text=self.text,
+                        task_name=self._task(),
+                    )
                     self._queue = list(chunk.actions[: cfg.execute_steps])
                     self.count("chunks")
                 else:
@@ -337,6 +350,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
                 if cfg.mode == "planner":
                     report = self._track(actions[0], robot_vector(robot), prev_grip)
+                elif self.policy.executed(actions[0], robot_vector(robot)):
+                    self._queue = []  # end to end: the pointed subgoal is done
             self._step += 1
             out = ActionChunk(
                 stamp_ns=robot.stamp_ns,
@@ -386,5 +401,10 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 "use_memory": self.config.use_memory,
                 "checkpoint": self.config.checkpoint,
                 "subgoal": sg.skill if sg is not None else "",
+                "pointed": (
+                    " ".join(self.policy.pointed[:3])
+                    if self.policy is not None and self.policy.pointed
+                    else ""
+                ),
             }
         }

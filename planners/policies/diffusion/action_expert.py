@@ -87,6 +87,15 @@ class ActionExpertConfig:
     # position the state was trained on (m; a cup's body origin is its base, its
     # centroid 4.5 cm up); the policy node subtracts it from perceived centroids
     object_offsets_m: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # "" = states and waypoints in the world frame; "goal" (tabletop waypoints): a
+    # subgoal-conditioned chunk sees the state and predicts waypoints relative to the
+    # subgoal's target (x, y), without memory; the instruction-conditioned (end-to-end)
+    # pass reads the memory bank and points: which skill, object slot and frame slot
+    # (the target) the next subgoal is (``pointer_*`` heads), then runs the goal pass
+    frame: str = ""
+    pointer_slots: int = 0  # object slots the pointer chooses among (0 = no pointer)
+    pointer_skills: tuple[str, ...] = ()  # skills the pointer chooses among
+    pointer_loss_weight: float = 0.2  # weight of the pointer's cross-entropy
 
     def __post_init__(self) -> None:
         for name in (
@@ -118,6 +127,8 @@ class ActionExpertConfig:
             raise ValueError(
                 f"ActionExpertConfig.action_mode must be 'delta' or 'waypoint', got {self.action_mode!r}"
             )
+        if self.frame not in ("", "goal"):
+            raise ValueError(f"ActionExpertConfig.frame must be '' or 'goal', got {self.frame!r}")
         if self.ddim_steps > self.diffusion_steps:
             raise ValueError("ActionExpertConfig.ddim_steps must be <= diffusion_steps")
 
@@ -129,7 +140,7 @@ class ActionExpertConfig:
         """Ignores unknown keys (older / newer checkpoints), fails on bad values."""
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in known}
-        for key in ("state_keys", "tasks"):
+        for key in ("state_keys", "tasks", "pointer_skills"):
             if key in kept:
                 kept[key] = tuple(kept[key])
         return cls(**kept)
@@ -244,6 +255,13 @@ def _build(config: ActionExpertConfig):  # noqa: ANN202 - returns an nn.Module
             self.denoiser = nn.TransformerDecoder(layer, cfg.denoiser_layers)
             self.out_norm = nn.LayerNorm(d)
             self.act_out = nn.Linear(d, a)
+            if cfg.pointer_slots:
+                # end-to-end pointer: fused cognitive token + mean perceptual token ->
+                # logits of [skill | object slot | frame slot]
+                n = len(cfg.pointer_skills) + 2 * cfg.pointer_slots
+                self.pointer = nn.Sequential(
+                    nn.LayerNorm(2 * d), nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, n)
+                )
             nn.init.normal_(self.act_pos, std=0.02)
             if s:
                 nn.init.normal_(self.state_pos, std=0.02)
@@ -276,6 +294,12 @@ def _build(config: ActionExpertConfig):  # noqa: ANN202 - returns an nn.Module
             return self.act_out(self.out_norm(h))
 
     return _Expert()
+
+
+def torch_cat(*xs: Any) -> Any:
+    import torch
+
+    return torch.cat(xs, dim=-1)
 
 
 def _perceptual_tokens(cfg: ActionExpertConfig) -> int:
@@ -450,7 +474,33 @@ class ActionExpert:
         t = self.schedule.sample_timesteps(bsz, device=x0.device, generator=generator)
         x_t = self.schedule.add_noise(x0, noise, t)
         eps = self.module.denoise(x_t, t, cond)
-        return torch.nn.functional.mse_loss(eps, noise)
+        if "diffuse" not in batch:
+            return torch.nn.functional.mse_loss(eps, noise)
+        # goal frame: only the subgoal-conditioned samples train the denoiser, the
+        # instruction-conditioned ones train the pointer
+        w = batch["diffuse"].float()
+        per = ((eps - noise) ** 2).mean(dim=(1, 2))
+        total = (per * w).sum() / w.sum().clamp(min=1.0)
+        if cfg.pointer_slots and "pointer" in batch:
+            total = total + cfg.pointer_loss_weight * self._pointer_loss(p, c, batch["pointer"])
+        return total
+
+    def pointer_logits(self, p: Any, c: Any) -> tuple[Any, Any, Any]:
+        """Fused perceptual (B, Np, D), cognitive (B, 1, D) -> logits of the skill
+        (B, K), object slot (B, N), frame slot (B, N)."""
+        cfg = self.config
+        z = self.module.pointer(torch_cat(c[:, 0], p.mean(dim=1)))
+        k, n = len(cfg.pointer_skills), cfg.pointer_slots
+        return z[:, :k], z[:, k : k + n], z[:, k + n :]
+
+    def _pointer_loss(self, p: Any, c: Any, target: Any) -> Any:
+        import torch.nn.functional as F
+
+        total = p.new_zeros(())
+        for logits, col in zip(self.pointer_logits(p, c), target.T):
+            if bool((col >= 0).any()):
+                total = total + F.cross_entropy(logits, col, ignore_index=-1)
+        return total
 
     def _fuse_training_memory(self, p: Any, c: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
         """Encode each sample's M past steps and fuse them through the bank (differentiable)."""
@@ -496,7 +546,15 @@ class ActionExpert:
             self.module.memory.reset(1)
 
     def online_condition(
-        self, state: Any, image: Any, instruction: Any, *, step: int, bank: Any = None
+        self,
+        state: Any,
+        image: Any,
+        instruction: Any,
+        *,
+        step: int,
+        bank: Any = None,
+        memory: bool = True,
+        fused: list[Any] | None = None,
     ) -> Any:
         """One control step of an episode -> conditioning tokens (1, Np + 1, D).
 
@@ -516,6 +574,8 @@ class ActionExpert:
                 _check_compatible(own, bank)
                 with _entries_installed(own, {k: getattr(bank, k) for k in _ENTRY_BUFFERS}):
                     p, c = own(p, c, t, write=True)  # writes in place into bank's buffers
+        if fused is not None:
+            fused.extend((p, c))
         return self.module.condition(p, c)
 
     def observe(

@@ -105,8 +105,16 @@ def check_config(config: dict[str, Any], source: str | Path) -> None:
     known = {f.name for f in fields(ActionExpertConfig)}
     unknown = sorted(set(config) - known)
     # fields added later, with defaults that mean what older checkpoints did: deltas,
-    # no centroid offsets
-    missing = sorted(known - set(config) - {"action_mode", "object_offsets_m"})
+    # no centroid offsets, the world frame and no pointer
+    later = {
+        "action_mode",
+        "object_offsets_m",
+        "frame",
+        "pointer_slots",
+        "pointer_skills",
+        "pointer_loss_weight",
+    }
+    missing = sorted(known - set(config) - later)
     if unknown or missing:
         raise ValueError(
             f"{source}: checkpoint configuration does not match this code "

@@ -80,6 +80,9 @@ class Episode:
     subgoal_index: np.ndarray | None = None
     goal: np.ndarray | None = None
     object_names: list[str] = field(default_factory=list)
+    # (T, 3) int64 per step: the subgoal's skill (features.SKILLS), object slot and
+    # frame slot (features.segment_parts); -1 where none (tabletop layout only)
+    pointer: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -188,6 +191,7 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
         subgoals: list[str] = []
         subgoal_index = None
         goal = None
+        pointer = None
         if tabletop:
             robot = cols["observation.robot"][rows]
             objects = cols["observation.objects"][rows].reshape(len(rows), -1, 5)
@@ -208,6 +212,16 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
             goal = np.stack(
                 [np.zeros(2, np.float32) if x is None else x[1] for x in labels]
             ).astype(np.float32)
+            slots = state[:, F.ROBOT_DIM : F.ROBOT_DIM + F.MAX_OBJECTS * 5].reshape(
+                len(rows), F.MAX_OBJECTS, 5
+            )
+            skill, obj, frame, where = F.segment_parts(labels, slots, names)
+            pointer = np.stack([skill, obj, frame], axis=1)
+            # a subgoal's target is its object's position where the segment starts (what
+            # the planner grounds it to; the tool's offset from it at the event is part
+            # of the label); a place keeps the release point (the planner's target arg)
+            grounded = (frame >= 0) & (skill != F.SKILLS.index("place"))
+            goal[grounded] = where[grounded]
         else:
             state = state_all[rows]
         images = None
@@ -237,6 +251,7 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
                 subgoal_index=subgoal_index,
                 goal=goal,
                 object_names=names,
+                pointer=pointer,
             )
         )
     return episodes
@@ -379,6 +394,8 @@ _BATCH_KEYS = (
     "mem_step",
     "mem_mask",
     "mem_image",
+    "diffuse",
+    "pointer",
 )
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]  # B strings -> (B, E) float32
@@ -424,7 +441,11 @@ class Demonstrations:
         text_embedder: TextEmbedder | None = None,
         subgoal_fraction: float = 0.5,
         augment_m: float = 0.0,
+        frame: str = "",
     ) -> None:
+        """``frame`` (``ActionExpertConfig.frame``): ``goal`` = subgoal samples see the
+        state and their waypoint labels relative to the subgoal's target, with no
+        memory; instruction samples train only the pointer (see ``batch``)."""
         if not episodes:
             raise ValueError("Demonstrations need at least one episode")
         self.episodes = episodes
@@ -432,6 +453,7 @@ class Demonstrations:
         self.memory_context = int(memory_context)
         self.subgoal_fraction = float(subgoal_fraction)
         self.augment_m = float(augment_m)
+        self.frame = frame if episodes[0].features and episodes[0].goal is not None else ""
         need = sorted(
             {t for ep in episodes if ep.instruction_embeddings is None for t in ep.instructions}
             | {t for ep in episodes for t in ep.subgoals}
@@ -475,9 +497,23 @@ class Demonstrations:
         self.object_names = {ep.task: ep.object_names for ep in episodes if ep.task}
 
     def stats(self) -> dict[str, np.ndarray]:
-        """Normalisation stats: action_min/max (A,) over target steps, state_mean/std (S,)."""
-        actions = np.concatenate([ep.actions[ep.target] for ep in self.episodes])
-        states = np.concatenate([ep.state for ep in self.episodes])
+        """Normalisation stats: action_min/max (A,) over target steps, state_mean/std (S,)
+        (goal frame: over the relative labels, and the states in both frames)."""
+        if self.frame == "goal":
+            from engram.planners.policies.diffusion import features as F
+
+            acts, rel = [], []
+            for ep in self.episodes:
+                has = ep.target & (ep.subgoal_index >= 0)
+                a = ep.actions[has].copy()
+                a[:, :2] -= ep.goal[has]
+                acts.append(a)
+                rel.append(F.to_goal_frame(ep.state[has], ep.goal[has]))
+            actions = np.concatenate(acts)
+            states = np.concatenate([ep.state for ep in self.episodes] + rel)
+        else:
+            actions = np.concatenate([ep.actions[ep.target] for ep in self.episodes])
+            states = np.concatenate([ep.state for ep in self.episodes])
         std = states.std(0)
         if self.features:
             from engram.planners.policies.diffusion.features import STATE_DIM
@@ -499,7 +535,7 @@ class Demonstrations:
             return state
         from engram.planners.policies.diffusion import features as F
 
-        if with_goal and ep.goal is not None:
+        if with_goal and ep.goal is not None and self.frame != "goal":
             has = ep.subgoal_index[idx] >= 0
             state[has, F.STATE_DIM - 3 : F.STATE_DIM - 1] = ep.goal[idx][has]
             state[has, F.STATE_DIM - 1] = 1.0
@@ -525,14 +561,28 @@ class Demonstrations:
                 and ep.subgoal_index[t] >= 0
                 and rng.random() < self.subgoal_fraction
             )
-            cols["state"].append(self._state(e, np.array([t]), use_sub, rng)[0])
-            cols["actions"].append(ep.actions[idx])
+            state = self._state(e, np.array([t]), use_sub, rng)[0]
+            actions = ep.actions[idx]
+            goal_frame = self.frame == "goal"
+            if goal_frame and use_sub:
+                from engram.planners.policies.diffusion.features import to_goal_frame
+
+                g = ep.goal[t]
+                state = to_goal_frame(state, g)
+                actions = actions.copy()
+                actions[:, :2] -= g
+            cols["state"].append(state)
+            cols["actions"].append(actions)
             cols["instruction"].append(sub[t] if use_sub else self.instruction[e][t])
             cols["step"].append(t)
+            if goal_frame:
+                ptr = ep.pointer[t] if ep.pointer is not None else np.full(3, -1)
+                cols["diffuse"].append(bool(use_sub))
+                cols["pointer"].append(np.full(3, -1) if use_sub else ptr)
             if ep.images is not None:
                 cols["image"].append(ep.images[t])
             if m:
-                k = min(m, int(t))
+                k = 0 if goal_frame and use_sub else min(m, int(t))
                 past = _stratified(rng, int(t), k)
                 padded = np.zeros(m, np.int64)
                 padded[:k] = past
@@ -543,4 +593,6 @@ class Demonstrations:
                     cols["mem_image"].append(ep.images[padded])
         out = {k: np.stack(v) for k, v in cols.items() if v}
         out["step"] = out["step"].astype(np.int64)
+        if "pointer" in out:
+            out["pointer"] = out["pointer"].astype(np.int64)
         return out

@@ -42,8 +42,10 @@ __all__ = [
     "STATE_DIM",
     "label_subgoals",
     "objects_from_env",
+    "segment_parts",
     "state_vector",
     "subgoal_text",
+    "to_goal_frame",
     "waypoint_labels",
     "waypoints_to_deltas",
 ]
@@ -66,6 +68,8 @@ ACTION_MODES = ("delta", "waypoint")
 # GAIN * (target - measured), its norm clipped to STEP_M; dyaw = GAIN * yaw error,
 # clipped to YAW_STEP_RAD. Waypoint labels invert it; the executor applies it.
 TRACK_GAIN = 0.9
+#: the skills of subgoal texts, in the order of the end-to-end pointer's skill head
+SKILLS = ("pick", "lift", "place", "press")
 TRACK_STEP_M = 0.04
 TRACK_YAW_STEP_RAD = 0.5
 
@@ -170,6 +174,75 @@ def label_subgoals(
             if act[s]:
                 out[s] = item
         start = end
+    return out
+
+
+def segment_parts(
+    labels: Sequence[tuple[str, np.ndarray] | None],
+    slots: np.ndarray,
+    names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What an end-to-end expert must point at, per step: (skill index into
+    ``SKILLS``, object slot, frame slot), each (T,) int64, -1 where a step has no
+    subgoal, and the frame slot's position [x, y] where the segment starts (T, 2)
+    (zeros where none).
+
+    ``labels``: ``label_subgoals``' output; ``slots`` (T, N, 5) the state's object
+    slots (visible, x, y, z, lit). The object slot is the subgoal's object; the frame
+    slot, whose position becomes the target the goal-frame expert steers by, is the
+    same object, except for a place: the object nearest the release point among those
+    seen up to the step the segment starts, the held one excluded (a tray)."""
+    steps = len(labels)
+    skill = np.full(steps, -1, np.int64)
+    obj = np.full(steps, -1, np.int64)
+    frame = np.full(steps, -1, np.int64)
+    where = np.zeros((steps, 2), np.float32)
+    norm = [n.replace("_", " ") for n in names]
+    last = np.full((slots.shape[1], 2), np.nan, np.float32)
+    cur: tuple[str, int, int, int] | None = None
+    for t, item in enumerate(labels):
+        vis = slots[t, :, 0] > 0.5
+        last[vis] = slots[t, vis, 1:3]
+        if item is None:
+            cur = None
+            continue
+        text, goal = item
+        if cur is None or cur[0] != text:
+            sk, _, label = text.partition(" ")
+            o = norm.index(label) if label in norm else -1
+            dist = np.linalg.norm(last - np.asarray(goal, np.float32)[:2], axis=1)
+            dist = np.where(np.isnan(dist), np.inf, dist)
+            if sk == "place" and o >= 0:
+                dist[o] = np.inf
+            if sk != "place" and o >= 0:
+                f = o  # a grasp or press steers by its own object
+            else:
+                f = int(np.argmin(dist)) if np.isfinite(dist).any() else -1
+            xy = last[f].copy() if f >= 0 else np.zeros(2, np.float32)
+            cur = (text, SKILLS.index(sk) if sk in SKILLS else -1, o, f, xy)
+        skill[t], obj[t], frame[t], where[t] = cur[1], cur[2], cur[3], cur[4]
+    return skill, obj, frame, where
+
+
+def to_goal_frame(state: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+    """States (..., STATE_DIM) -> the same with every x, y (end effector, seen
+    objects, goal) relative to ``goal_xy`` (..., 2): the goal-frame expert's input.
+
+    Why: copying an absolute target from a 45-dim input through an MLP is what left
+    presses 2-5 cm beside a button cap; relative to the target, the final waypoint of
+    a press or a grasp is a near-constant offset and the expert is translation
+    invariant (the planner's grounded target carries the precision)."""
+    out = np.array(state, np.float32, copy=True)
+    g = np.asarray(goal_xy, np.float32)
+    out[..., 0:2] -= g
+    objs = out[..., ROBOT_DIM : ROBOT_DIM + MAX_OBJECTS * _OBJ].reshape(
+        *out.shape[:-1], MAX_OBJECTS, _OBJ
+    )
+    seen = objs[..., 0:1] > 0.5
+    objs[..., 1:3] -= seen * g[..., None, :]
+    out[..., ROBOT_DIM : ROBOT_DIM + MAX_OBJECTS * _OBJ] = objs.reshape(*out.shape[:-1], -1)
+    out[..., STATE_DIM - 3 : STATE_DIM - 1] = 0.0
+    out[..., STATE_DIM - 1] = 1.0
     return out
 
 

@@ -62,6 +62,7 @@ class ActionExpertPolicy(Policy):
         checkpoint: dict[str, Any] | None = None,
         cpu_threads: int | None = 1,
         use_memory: bool = True,
+        noise_scale: float = 1.0,
     ) -> None:
         """``sampler``: ``ddim`` (``num_steps`` or the config's ddim_steps) or ``ddpm``.
 
@@ -87,6 +88,20 @@ class ActionExpertPolicy(Policy):
         self._checkpoint = checkpoint or {}
         self._generator: Any = None
         self._next_step = 0
+        # goal frame: scale of the DDIM start noise (0 = the deterministic sample from
+        # zero noise; see ``noise_scale`` in the checkpoint card for the measured choice)
+        self.noise_scale = float(noise_scale)
+        # end-to-end pointer (goal frame): where each slot was last seen this episode,
+        # and the subgoal it chose last (skill, object, frame slot, target [x, y])
+        self._slot_xy: np.ndarray | None = None
+        self.pointed: tuple[str, str, str, np.ndarray] | None = None
+        self._pointed_key: tuple[int, int, int] | None = None
+        # end to end, the pointed subgoal is kept until ``executed`` sees it finish
+        # (the completion rule of planner mode, ``completion.SubgoalTracker``)
+        self._committed = False
+        self._tracker: Any = None
+        self._grip = 0.0
+        self._robot: np.ndarray | None = None
         self.reset()
 
     # ---------------------------------------------------------------- lifecycle
@@ -99,6 +114,11 @@ class ActionExpertPolicy(Policy):
         self.expert.eval()
         self._generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
         self._next_step = 0
+        self._slot_xy = None
+        self.pointed = None
+        self._pointed_key = None
+        self._committed = False
+        self._grip = 0.0
 
     def act(
         self,
@@ -108,10 +128,20 @@ class ActionExpertPolicy(Policy):
         instruction_embedding: np.ndarray | None = None,
         memory: Any = None,
         raw: bool = False,
+        text: Any = None,
+        task_name: str = "",
         **context: Any,
     ) -> ActionChunk:
         """``memory``: a working-memory bank to read and write instead of the expert's own
         (``memory/working.py``); ignored when ``use_memory`` is False.
+
+        A goal-frame expert (``config.frame == "goal"``) with ``observation["goal"]``
+        [x, y] (planner mode) samples its chunk relative to that target, without memory.
+        Without a goal (end to end) it first reads its memory bank with the instruction
+        and points at the next subgoal (skill, object slot, frame slot of
+        ``task_name``'s objects; ``self.pointed``), then runs the goal pass on
+        ``<skill> <object>`` (embedded with ``text``: str -> (E,)) and that slot's
+        position.
 
         A waypoint expert's chunk is turned into the controller's actions from the
         observed robot pose (``to_controller``) unless ``raw``: then the chunk holds the
@@ -124,12 +154,29 @@ class ActionExpertPolicy(Policy):
         if not self.use_memory:
             self.expert.reset_memory()
             memory = None
+        goal = observation.get("goal")
+        if goal is None and cfg.frame == "goal" and float(state[0, -1]) > 0.5:
+            goal = state[0, -3:-1].cpu().numpy()  # a prepared tabletop state with its goal
         with torch.inference_mode():
-            cond = self.expert.online_condition(state, image, instr, step=step, bank=memory)
-            actions = self.expert.sample(
-                cond, sampler=self.sampler, num_steps=self.num_steps, generator=self._generator
-            )
-        out = actions[0].float().cpu().numpy()
+            if cfg.frame == "goal":
+                self._see_slots(state)
+                self._robot = state[0, : _robot_dim()].cpu().numpy()
+                if goal is None:
+                    fused: list[Any] = []
+                    self.expert.online_condition(
+                        state, image, instr, step=step, bank=memory, fused=fused
+                    )
+                    goal, emb = self._point(fused, text, task_name)
+                    instr = torch.from_numpy(
+                        _vector(emb, cfg.instruction_dim, "subgoal embedding")
+                    )[None].to(state.device)
+                out = self._goal_chunk(state, image, instr, step, goal)
+            else:
+                cond = self.expert.online_condition(state, image, instr, step=step, bank=memory)
+                actions = self.expert.sample(
+                    cond, sampler=self.sampler, num_steps=self.num_steps, generator=self._generator
+                )
+                out = actions[0].float().cpu().numpy()
         if cfg.action_mode == "waypoint" and not raw:
             out = self.to_controller(out, state[0, : _robot_dim()].cpu().numpy())
         stamp = observation.get("stamp_ns")
@@ -140,6 +187,98 @@ class ActionExpertPolicy(Policy):
             dt_s=cfg.dt_s,
             **extra,
         )
+
+    def _goal_chunk(self, state: Any, image: Any, instr: Any, step: int, goal: Any) -> np.ndarray:
+        """The goal-frame pass: waypoints (H, A) in the world frame."""
+        import torch
+
+        from engram.planners.policies.diffusion.features import to_goal_frame
+
+        g = np.asarray(goal, np.float32).reshape(-1)[:2]
+        rel = to_goal_frame(state[0].cpu().numpy(), g)
+        rel_t = torch.from_numpy(rel)[None].to(state.device)
+        cond = self.expert.online_condition(rel_t, image, instr, step=step, memory=False)
+        noise = None
+        if self.noise_scale != 1.0:
+            cfg = self.config
+            noise = self.noise_scale * torch.randn(
+                (1, cfg.horizon, cfg.action_dim), generator=self._generator
+            ).to(cond.device)
+        actions = self.expert.sample(
+            cond,
+            sampler=self.sampler,
+            num_steps=self.num_steps,
+            generator=self._generator,
+            noise=noise,
+        )
+        out = actions[0].float().cpu().numpy()
+        out[:, :2] += g
+        return out
+
+    def _see_slots(self, state: Any) -> None:
+        from engram.planners.policies.diffusion.features import MAX_OBJECTS, ROBOT_DIM
+
+        s = state[0].cpu().numpy() if hasattr(state, "cpu") else np.asarray(state)
+        objs = s[ROBOT_DIM : ROBOT_DIM + MAX_OBJECTS * 5].reshape(MAX_OBJECTS, 5)
+        if self._slot_xy is None:
+            self._slot_xy = np.full((MAX_OBJECTS, 2), np.nan, np.float32)
+        vis = objs[:, 0] > 0.5
+        self._slot_xy[vis] = objs[vis, 1:3]
+
+    def _point(self, fused: list[Any], text: Any, task_name: str) -> tuple[np.ndarray, Any]:
+        """The pointer's choice -> (target [x, y], the subgoal text's embedding)."""
+        from engram.planners.policies.diffusion.features import subgoal_text
+
+        cfg = self.config
+        if not cfg.pointer_slots:
+            raise ValueError("this goal-frame expert has no pointer: pass observation['goal']")
+        if text is None:
+            raise ValueError("end-to-end acting needs text= (subgoal text -> embedding)")
+        names = cfg.object_names.get(task_name or self.task)
+        if names is None:
+            raise ValueError(
+                f"end-to-end acting needs task_name, one of {sorted(cfg.object_names)}; "
+                f"got {task_name!r}"
+            )
+        if self._committed and self.pointed is not None:
+            skill, obj, _, xy = self.pointed
+            return xy, text(subgoal_text(skill, obj))
+        skill_l, obj_l, frame_l = (
+            x[0].float().cpu().numpy() for x in self.expert.pointer_logits(*fused)
+        )
+        n = len(names)
+        assert self._slot_xy is not None
+        known = np.isfinite(self._slot_xy[:n, 0])
+        k = int(np.argmax(skill_l))
+        o = int(np.argmax(obj_l[:n]))
+        f_scores = np.where(known, frame_l[:n], -np.inf)
+        f = int(np.argmax(f_scores)) if known.any() else o
+        key = (k, o, f)
+        if key != self._pointed_key or self.pointed is None:
+            xy = self._slot_xy[f] if known.any() else np.zeros(2, np.float32)
+            self._pointed_key = key
+            self.pointed = (cfg.pointer_skills[k], names[o], names[f], xy.copy())
+        skill, obj, _, xy = self.pointed
+        from engram.planners.policies.completion import SubgoalTracker
+
+        self._tracker = self._tracker or SubgoalTracker()
+        self._tracker.start(skill, self._robot, gripper=self._grip)
+        self._committed = True
+        return xy, text(subgoal_text(skill, obj))
+
+    def executed(self, action: np.ndarray, robot: np.ndarray) -> bool:
+        """End to end with a pointer: the controller action (A,) just sent and the robot
+        vector measured with it. True when that finished the pointed subgoal (the
+        caller then drops the rest of its chunk, and the next ``act`` points anew)."""
+        a = np.asarray(action, np.float32).reshape(-1)
+        done = False
+        if self._committed and self._tracker is not None:
+            verdict = self._tracker.update(a, robot)
+            if verdict is not None:
+                self._committed = False
+                done = True
+        self._grip = float(a[4]) if a.shape[0] > 4 else 0.0
+        return done
 
     def to_controller(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
         """The expert's actions (H, A) -> the controller's (``action_space``), given the
@@ -165,6 +304,8 @@ class ActionExpertPolicy(Policy):
         import torch
 
         state, image, instr, step = self._inputs(observation, instruction_embedding)
+        if self.config.frame == "goal":
+            self._see_slots(state)
         if self.config.use_memory and self.use_memory:
             with torch.inference_mode():
                 self.expert.observe(state, image, instr, step=step, bank=memory)

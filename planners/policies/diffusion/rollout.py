@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TextCache", "run_env_episode", "validate"]
+__all__ = ["TextCache", "oracle_subgoals", "run_env_episode", "run_env_planner_episode", "validate"]
 
 
 class TextCache:
@@ -70,13 +70,17 @@ def run_env_episode(
                 action = env.stop_action()
             else:
                 if not queue:
-                    chunk = policy.act(o, instruction_embedding=emb, raw=True)
+                    chunk = policy.act(
+                        o, instruction_embedding=emb, raw=True, text=text, task_name=task
+                    )
                     queue = list(chunk.actions[: max(1, execute_steps)])
                     chunks += 1
                 else:
                     policy.observe(o, instruction_embedding=emb)
                 # closed loop: a waypoint is tracked from the arm's pose now
                 action = policy.to_controller(queue.pop(0)[None], obs["robot"])[0]
+                if getattr(policy, "executed", None) and policy.executed(action, obs["robot"]):
+                    queue = []  # the pointed subgoal is done: point anew
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if terminated or truncated:
@@ -103,3 +107,142 @@ def validate(
         )
         out[task] = ok / max(1, episodes)
     return out
+
+
+def oracle_subgoals(task: str, seed: int) -> list[tuple[str, str, np.ndarray]]:
+    """The scripted expert's subgoals for (task, seed), in order: (skill, object label,
+    target [x, y]) as ``features.label_subgoals`` cuts its demonstration (what a
+    perfect planner with perfect grounding hands the executor)."""
+    from engram.planners.policies.diffusion import features as F
+    from engram.planners.policies.scripted import ExpertPolicy, run_episode
+    from engram.sim.envs import make
+
+    env = make(task)
+    rec: dict[str, list[Any]] = {"robot": [], "actions": [], "act": [], "objects": []}
+    state: dict[str, Any] = {}
+
+    def on_step(obs: Any, action: Any, info: Any) -> None:
+        rec["robot"].append(state["obs"]["robot"])
+        rec["objects"].append(state["obs"]["objects"])
+        rec["act"].append(state["info"].get("phase") == "act")
+        rec["actions"].append(np.asarray(action, np.float32))
+        state["obs"], state["info"] = obs, info
+
+    try:
+        obs, info = env.reset(seed=seed)
+        state["obs"], state["info"] = obs, info
+        names = list(info.get("object_names", []))
+        policy = ExpertPolicy()
+        # run_episode resets the env itself with the same seed: the same episode
+        orig_reset = env.reset
+
+        def reset(**kw: Any) -> Any:
+            o, i = orig_reset(**kw)
+            state["obs"], state["info"] = o, i
+            return o, i
+
+        env.reset = reset  # type: ignore[method-assign]
+        run_episode(env, policy, seed=seed, on_step=on_step)
+    finally:
+        env.close()
+    labels = F.label_subgoals(
+        np.stack(rec["robot"]),
+        np.stack(rec["actions"]),
+        np.asarray(rec["act"], bool),
+        np.stack(rec["objects"]).reshape(len(rec["act"]), -1, 5),
+        names,
+    )
+    out: list[tuple[str, str, np.ndarray]] = []
+    prev: Any = None
+    for item in labels:
+        # one tuple per segment (consecutive presses of one button are separate)
+        if item is not None and item is not prev:
+            prev = item
+            skill, _, label = item[0].partition(" ")
+            match = [n for n in names if n.replace("_", " ") == label]
+            out.append((skill, match[0] if match else label, np.asarray(item[1], np.float32)))
+    return out
+
+
+def run_env_planner_episode(
+    policy: Any,
+    task: str,
+    seed: int,
+    *,
+    text: TextCache,
+    execute_steps: int = 4,
+    grounded: bool = True,
+) -> dict[str, Any]:
+    """Planner mode in the simulator with an oracle planner: the scripted expert's
+    subgoals (``oracle_subgoals``) in order, each executed by ``policy`` until the
+    executor's own completion rule (``completion.SubgoalTracker``) reports it; the
+    target is the object's simulated position at the subgoal's start (``grounded``;
+    a place keeps the demonstration's target), else the demonstration's.
+    ``{"task", "seed", "success", "steps", "chunks", "subgoals", "aim_m"}``: aim_m per
+    press / pick, the xy distance from the target where the tool went lowest."""
+    from engram.planners.policies.completion import SubgoalTracker
+    from engram.sim.envs import make
+
+    plan = oracle_subgoals(task, seed)
+    env = make(task)
+    try:
+        obs, info = env.reset(seed=seed)
+        names = list(info.get("object_names", []))
+        policy.reset(seed=seed)
+        tracker = SubgoalTracker()
+        queue: list[np.ndarray] = []
+        steps = chunks = k = 0
+        goal: np.ndarray | None = None
+        started = False
+        aims: list[float] = []
+        low: tuple[float, float] = (np.inf, np.inf)
+        grip = 0.0
+        while True:
+            o = {**obs, "step": steps}
+            if info.get("phase") != "act" or k >= len(plan):
+                emb = text(str(info.get("instruction", "")))
+                policy.observe(o, instruction_embedding=emb)
+                action = env.stop_action()
+            else:
+                skill, label, demo_goal = plan[k]
+                if goal is None:
+                    goal = demo_goal
+                    objs = np.asarray(obs["objects"], np.float32).reshape(-1, 5)
+                    seen = label in names and objs[names.index(label), 0] > 0.5
+                    if grounded and skill != "place" and seen:
+                        goal = objs[names.index(label), 1:3].copy()
+                    tracker.start(skill, obs["robot"], gripper=grip)
+                    started, low = True, (np.inf, np.inf)
+                from engram.planners.policies.diffusion.features import subgoal_text
+
+                emb = text(subgoal_text(skill, label))
+                og = {**o, "goal": goal}
+                if not queue:
+                    chunk = policy.act(og, instruction_embedding=emb, raw=True)
+                    queue = list(chunk.actions[: max(1, execute_steps)])
+                    chunks += 1
+                action = policy.to_controller(queue.pop(0)[None], obs["robot"])[0]
+                grip = float(action[4])
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if started and goal is not None and k < len(plan):
+                z = float(obs["robot"][2])
+                if z < low[0]:
+                    low = (z, float(np.linalg.norm(obs["robot"][:2] - goal)))
+                verdict = tracker.update(action, obs["robot"])
+                if verdict is not None:
+                    if plan[k][0] in ("press", "pick", "lift"):
+                        aims.append(low[1])
+                    k, goal, queue, started = k + 1, None, [], False
+            if terminated or truncated:
+                return {
+                    "task": task,
+                    "seed": seed,
+                    "success": bool(info["success"]),
+                    "steps": steps,
+                    "chunks": chunks,
+                    "subgoals": k,
+                    "aim_m": aims,
+                }
+    finally:
+        env.close()

@@ -77,7 +77,9 @@ class TrainConfig:
     # than 2 (OpenMP workers spin when the cores are oversubscribed).
     cpu_threads: int = 1
     augment_m: float = 0.005  # noise (m) on seen objects' positions (tabletop layout)
-    subgoal_fraction: float = 0.5  # share of samples conditioned on the step's subgoal
+    # share of samples conditioned on the step's subgoal (goal frame: the share that
+    # trains the denoiser; the rest train the end-to-end pointer)
+    subgoal_fraction: float = 0.7
     validate_every: int = 0  # steps between closed-loop validations (0 = none)
     validate_episodes: int = 3  # end-to-end episodes per task in each validation
     validate_seed: int = 900_000  # seeds of validation episodes (not in the training data)
@@ -232,6 +234,13 @@ class _Run:
 
             for ep in episodes:
                 ep.actions = waypoint_labels(ep.state[:, :ROBOT_DIM], ep.actions)
+        if ecfg.frame == "goal" and (ecfg.action_mode != "waypoint" or first.goal is None):
+            log.warning("the goal frame needs tabletop waypoint data: learning in the world frame")
+            ecfg = replace(ecfg, frame="", pointer_slots=0, pointer_skills=())
+        if payload is None and ecfg.frame == "goal":
+            from engram.planners.policies.diffusion.features import MAX_OBJECTS, SKILLS
+
+            ecfg = replace(ecfg, pointer_slots=MAX_OBJECTS, pointer_skills=SKILLS)
         if payload is None:
             ecfg = replace(
                 ecfg,
@@ -253,6 +262,7 @@ class _Run:
             text_embedder=text_embedder,
             subgoal_fraction=tcfg.subgoal_fraction,
             augment_m=tcfg.augment_m,
+            frame=ecfg.frame,
         )
         self.text_embedder = text_embedder
         self.validation: list[dict[str, Any]] = (
@@ -512,6 +522,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "arm_ee_delta data, else deltas) or the recorded controller deltas",
     )
     parser.add_argument(
+        "--frame",
+        choices=("goal", "world"),
+        default="goal",
+        help="goal (default; tabletop waypoints): subgoal chunks relative to the subgoal's "
+        "target, end to end through a pointer at the next subgoal; world: absolute",
+    )
+    parser.add_argument(
         "--images",
         type=int,
         default=0,
@@ -535,6 +552,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--augment-m", type=float, default=d.augment_m, help="object position noise (m)"
     )
     parser.add_argument(
+        "--subgoal-fraction",
+        type=float,
+        default=d.subgoal_fraction,
+        help=f"share of samples conditioned on a subgoal (default {d.subgoal_fraction})",
+    )
+    parser.add_argument(
         "--time-budget-min", type=float, default=0.0, help="stop after this many minutes"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -547,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
         use_memory=not args.no_memory,
         image_size_px=max(0, args.images),
         action_mode=getattr(args, "actions", "delta"),
+        frame="goal" if getattr(args, "frame", "world") == "goal" else "",
     )
     if args.horizon:
         ecfg = replace(ecfg, horizon=args.horizon)
@@ -560,6 +584,7 @@ def run(args: argparse.Namespace) -> int:
         validate_every=max(0, args.validate_every),
         validate_episodes=max(1, args.validate_episodes),
         augment_m=max(0.0, args.augment_m),
+        subgoal_fraction=min(1.0, max(0.0, args.subgoal_fraction)),
         time_budget_s=max(0.0, args.time_budget_min * 60.0),
     )
     try:

@@ -15,32 +15,41 @@ def constant_embedder(texts):
 
 
 _CACHE: dict[tuple[str, ...], Path] = {}
+_ROOTS: dict[tuple[str, ...], Path] = {}
 
 
-def tiny_tabletop_checkpoint(root: Path | None = None, tasks=("cups", "count")) -> Path:
+def tiny_tabletop_checkpoint(
+    root: Path | None = None, tasks=("cups", "count"), frame: str = ""
+) -> Path:
     """Collect 2 episodes of each task under ``root/data``, train 2 steps -> checkpoint.
     Without ``root`` one checkpoint per task set is made once per test session (in a
-    temporary folder) and shared: these tests check plumbing, not skill."""
+    temporary folder) and shared: these tests check plumbing, not skill. ``frame``
+    "goal": a goal-frame waypoint expert with the end-to-end pointer."""
     import tempfile
 
     from engram.planners.policies.diffusion.train import train
     from engram.sim.collect import collect
 
     if root is None:
-        key = tuple(tasks)
+        key = (*tasks, frame)
         if key not in _CACHE:
-            _CACHE[key] = tiny_tabletop_checkpoint(Path(tempfile.mkdtemp(prefix="expert-")), tasks)
+            # one data folder per task set, shared by both frames' checkpoints
+            root = _ROOTS.setdefault(tuple(tasks), Path(tempfile.mkdtemp(prefix="expert-")))
+            _CACHE[key] = tiny_tabletop_checkpoint(root, tasks, frame)
         return _CACHE[key]
 
     for task in tasks:
-        collect(task, 2, root / "data" / task, seed=5, progress=False)
+        if not (root / "data" / task).is_dir():
+            collect(task, 2, root / "data" / task, seed=5, progress=False)
     return train(
         ",".join(tasks),
         root / "data",
-        out_dir=root / "ckpt",
+        out_dir=root / f"ckpt{frame}",
         steps=2,
         device="cpu",
-        expert_config=tiny_config(horizon=4),
+        expert_config=tiny_config(horizon=4, action_mode="waypoint", frame=frame)
+        if frame
+        else tiny_config(horizon=4),
         text_embedder=constant_embedder,
         progress=False,
     )

@@ -214,3 +214,26 @@ def test_the_shipped_checkpoint_loads_by_name_and_matches_the_code():
     policy = ActionExpertPolicy.load("tabletop", device="cpu")
     assert policy.config.features == FEATURES
     assert expert_tasks("tabletop") == ["button_sequence", "count", "cups", "put_back"]
+
+
+def test_goal_frame_expert_steers_by_the_grounded_target_and_points_end_to_end(cups_world):
+    """A goal-frame checkpoint: in planner mode the chunk is sampled relative to the
+    subgoal's target (the perceived cup less its centroid offset); end to end the
+    expert points at a subgoal of the task's objects itself."""
+    goal_ckpt = tiny_tabletop_checkpoint(frame="goal")
+    robot, percept, text = cups_world
+    lift = PlanStep(stamp_ns=1, skill="lift", args={"object": "cup_1"}, status="running")
+    node = PolicyNode({"checkpoint": str(goal_ckpt), "mode": "planner", "execute_steps": 3})
+    assert node.policy.config.frame == "goal" and node.policy.config.pointer_slots
+    out = run_node(node, _inputs(robot, percept, text, ("plan", lift)))["actions"]
+    assert out[-1].actions.shape == (3, 5) and np.isfinite(out[-1].actions).all()
+    i = percept.object_labels.index("cup_1")
+    offset = np.asarray(node.policy.config.object_offsets_m["cups"]["cup_1"], np.float32)
+    np.testing.assert_allclose(node._goal[1], (percept.object_centroids[i] - offset)[:2], atol=1e-6)
+    e2e = PolicyNode({"checkpoint": str(goal_ckpt), "mode": "end_to_end", "execute_steps": 2})
+    out = run_node(e2e, _inputs(robot, percept, text))["actions"]
+    assert out[-1].actions.shape == (2, 5) and np.isfinite(out[-1].actions).all()
+    skill, label, frame_label, _ = e2e.policy.pointed
+    names = e2e.policy.config.object_names["cups"]
+    assert label in names and frame_label in names
+    assert e2e.health()["info"]["pointed"].startswith(skill)
