@@ -75,6 +75,12 @@ def add_arguments(parser: Any) -> None:
         help="with --executor expert: execute the planner's subgoals, or end to end",
     )
     parser.add_argument(
+        "--checkpoint",
+        default="tabletop",
+        help="with --executor expert: a shipped checkpoint's name (tabletop, tabletop_goal) "
+        "or a checkpoint from `engram train`",
+    )
+    parser.add_argument(
         "--perception",
         choices=("ground_truth", "camera"),
         default="ground_truth",
@@ -102,6 +108,21 @@ def run(args: Any) -> int:
     whisper_model = getattr(args, "whisper_model", "tiny.en")
     if check_whisper_model(whisper_model, command="engram demo"):
         return 2
+    if getattr(args, "executor", "skills") == "expert":
+        from engram.planners.policies.diffusion.checkpoint import expert_tasks
+
+        try:  # a missing or mismatched checkpoint is refused before anything starts
+            trained = expert_tasks(args.checkpoint)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"engram demo: {exc}", file=sys.stderr)
+            return 2
+        if trained and args.task not in trained:
+            print(
+                f"engram demo: the expert {args.checkpoint!r} was trained on "
+                f"{', '.join(trained)}, not {args.task!r}",
+                file=sys.stderr,
+            )
+            return 2
     report = run_sim(
         task=args.task,
         seed=args.seed,
@@ -112,6 +133,7 @@ def run(args: Any) -> int:
         executor=getattr(args, "executor", "skills"),
         mode=getattr(args, "mode", "planner"),
         perception=getattr(args, "perception", "ground_truth"),
+        checkpoint=getattr(args, "checkpoint", "tabletop"),
     )
     return 0 if report.get("ran") else 1
 
@@ -128,6 +150,7 @@ def run_sim(
     executor: str = "skills",
     mode: str = "planner",
     perception: str = "ground_truth",
+    checkpoint: str = "tabletop",
 ) -> dict[str, Any]:
     """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
     returns the report (also written to ``<out_dir>/report.json``)."""
@@ -151,6 +174,7 @@ def run_sim(
         "out_dir": str(out),
         "executor": executor,
         "mode": mode if executor == "expert" else "planner",
+        "checkpoint": checkpoint if executor == "expert" else None,
     }
     print(
         f"engram demo: MuJoCo task {task!r}, seed {seed}: sim -> perception -> memory -> planner",
@@ -166,6 +190,7 @@ def run_sim(
             memory_node=memory,
             executor=executor,
             mode=mode,
+            checkpoint=checkpoint,
         )
         pipeline.sim.config.ground_truth_dir = str(out / "ground_truth")
         pipeline.perception.config.whisper_model = whisper_model  # before it configures

@@ -182,3 +182,14 @@ def test_demo_synthetic_in_process_loses_nothing(capsys):
     assert _report_number(out, "frames sent") == 15
     assert _report_number(out, "frames received") == 15
     assert _report_number(out, "lost") == 0
+
+
+def test_demo_refuses_an_unknown_expert_checkpoint_before_starting(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code = cli.main(
+        ["demo", "--executor", "expert", "--checkpoint", "no-such-ckpt", "--out", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no-such-ckpt" in err and "tabletop" in err  # names the shipped ones
+    assert not out.exists()  # nothing started, nothing written
