@@ -7,6 +7,7 @@ import numpy as np
 
 from engram.perception.geometry import backproject
 from engram.perception.objects import ObjectExtractor, ObjectsConfig
+from tests.perception._camera import camera_objects_config
 
 H, W, F = 120, 160, 150.0
 K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1]])
@@ -40,18 +41,7 @@ def _extract(cfg: ObjectsConfig):
 
 
 def test_camera_filters_leave_the_objects_on_the_table():
-    cfg = ObjectsConfig(
-        min_object_pixels=8,
-        grid_fallback=0,
-        depth_required=True,
-        remove_support_planes=True,
-        chroma_edges=True,
-        color_edge_threshold=0.2,
-        proposal_width_px=640,
-        max_object_size_m=0.3,
-        merge_parts_max_m=0.075,
-        grow_regions_px=3,
-    )
+    cfg = camera_objects_config()
     objs = _extract(cfg)
     cents = objs.centroids[np.argsort(objs.centroids[:, 0])]
     assert len(objs) == 2, objs.centroids  # the box and the button; no table, floor, robot
@@ -86,20 +76,7 @@ def test_table_legs_under_the_top_are_not_objects():
     table_z = 0.40
 
     def centroids(under: bool) -> np.ndarray:
-        cfg = ObjectsConfig(
-            embed_regions=False,
-            min_object_pixels=8,
-            grid_fallback=0,
-            depth_required=True,
-            remove_support_planes=True,
-            remove_under_support=under,
-            chroma_edges=True,
-            color_edge_threshold=0.2,
-            proposal_width_px=640,
-            max_object_size_m=0.3,
-            merge_parts_max_m=0.075,
-            grow_regions_px=3,
-        )
+        cfg = camera_objects_config(embed_regions=False, remove_under_support=under)
         return (
             ObjectExtractor(cfg)
             .extract(

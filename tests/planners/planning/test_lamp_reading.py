@@ -19,6 +19,7 @@ from engram.perception.objects import ObjectExtractor, ObjectsConfig, object_bri
 from engram.planners.planning.skills.scene import SceneMonitor  # noqa: E402
 from engram.runtime.messages import Percept  # noqa: E402
 from engram.sim.envs import make  # noqa: E402
+from tests.perception._camera import camera_objects_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +94,7 @@ def test_a_lit_cap_is_seen_from_its_own_pixels(env, colour):
 def test_camera_mode_buttons_read_their_caps(env):
     """In camera mode a button is one proposal (cap on housing, dark grey): the 90th
     percentile of its pixels reads the cap, lit or dark."""
-    cfg = ObjectsConfig(
-        embed_regions=False,
-        min_object_pixels=8,
-        grid_fallback=0,
-        depth_required=True,
-        remove_support_planes=True,
-        chroma_edges=True,
-        color_edge_threshold=0.2,
-        proposal_width_px=640,
-        max_object_size_m=0.3,
-        merge_parts_max_m=0.075,
-        grow_regions_px=3,
-    )
+    cfg = camera_objects_config(embed_regions=False)
     caps = {c: env.body_pos(f"button_{c}_cap") for c in env.colours}
     for colour in env.colours:
         f, objs = _objects(env, colour, cfg, camera=True)
