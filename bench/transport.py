@@ -6,7 +6,8 @@ and received by another, over ipc:// and tcp:// (loopback). Measured in the same
 - **engram shared memory** (ipc only): ``ZmqBus`` as ``engram launch`` process groups get it
   without configuration: the payload goes through a shared-memory ring, the publisher's
   thread sends the descriptor as a unix datagram straight to the subscription's receiver
-  thread (``runtime/shm_notify.py``), which hands out a view of the slot
+  thread (``runtime/shm_notify.py``), or to the consumer itself while it waits in ``get``
+  (``runtime/zmq_receiver.py``: no thread hand-off), which hands out a view of the slot
   (``runtime/shm.py``); subscription ``queue(8)``;
 - **engram shared memory with a loan** (ipc only): the publisher gets the frame's array from
   ``ZmqBus.loan`` (a writable view of a ring slot), writes the image into it and publishes:
@@ -420,7 +421,9 @@ def _stages(size: str, n: int) -> dict[str, float]:
     """CPU time (us, median, this thread) of each in-process stage of a shared-memory hop,
     paced like the latency phase (caches as cold as there): codec encode; ``wrap`` (ring
     slot + the copy + descriptor); ``wrap`` of a frame built in a loaned slot (no copy);
-    the subscriber's ``resolve`` + codec decode (zero-copy views, message validation);
+    the subscriber's ``resolve`` + codec decode (zero-copy views, message validation),
+    and the same as the datagram path does it (``validated``: a same-user publisher's
+    message from our own ring, rebuilt without re-running its constructor's checks);
     decode of the same frame with a depth image, inline (every depth value checked) and
     from shared memory (``trusted``: values were checked where the frame was built).
     The rest of a hop's latency is the notification and the thread wake-ups."""
@@ -435,6 +438,7 @@ def _stages(size: str, n: int) -> dict[str, float]:
         k: [] for k in ("encode", "wrap_copy", "wrap_loaned", "decode", "decode_depth_inline")
     }
     out["decode_depth_shm"] = []
+    out["decode_validated"] = []
     depth = np.random.default_rng(1).uniform(0.3, 4.0, shape[:2]).astype(np.float32)
     with_depth = [bytes(f) for f in encode(Frame(rgb=rgb, depth=depth))]
     clock = time.thread_time_ns
@@ -448,6 +452,11 @@ def _stages(size: str, n: int) -> dict[str, float]:
             t2 = clock()
             msg = decode(reader.frames(desc[1:]), trusted=True)  # type: ignore[index]
             t3 = clock()
+            del msg
+            # the datagram path: a same-user publisher's message, rebuilt unchecked
+            t3a = clock()
+            msg = decode(reader.frames(desc[1:]), trusted=True, validated=True)  # type: ignore[index]
+            t3b = clock()
             del msg
             (buf,) = writer.loan("/g", [(shape, np.uint8)])  # type: ignore[misc]
             np.copyto(buf, rgb)
@@ -463,6 +472,7 @@ def _stages(size: str, n: int) -> dict[str, float]:
                 ("encode", t1 - t0),
                 ("wrap_copy", t2 - t1),
                 ("decode", t3 - t2),
+                ("decode_validated", t3b - t3a),
                 ("wrap_loaned", t5 - t4),
                 ("decode_depth_inline", t6 - t5),
                 ("decode_depth_shm", t7 - t6),

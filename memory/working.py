@@ -303,6 +303,48 @@ def _module_classes() -> tuple[type, type]:
 
 
 _CLASSES: tuple[type, type] | None = None
+_OMP: tuple[Any, ...] | None = None
+
+
+def _omp_controls() -> tuple[Any, ...]:
+    """``(omp_set_num_threads, omp_get_max_threads)`` of torch's OpenMP runtime, or ``()``.
+
+    A write is a few dozen tiny torch ops on a (17, 8, 512) bank: with torch's default
+    intra-op threads each op may wake OpenMP workers, and on 2 busy cores one write took
+    ~4 ms instead of ~0.5 ms single-threaded. ``torch.set_num_threads`` would change the
+    whole process (also perception's and the policy's torch); OpenMP's own setter changes
+    only the calling thread's count (its ICV), restored after the write. Found once:
+    torch's bundled libgomp; checked to take effect (else nothing is changed)."""
+    global _OMP
+    if _OMP is None:
+        import ctypes
+        import glob
+        import os
+
+        import torch
+
+        found: tuple[Any, ...] = ()
+        libs = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")
+        for path in sorted(glob.glob(libs)):
+            try:
+                lib = ctypes.CDLL(path)
+                set_n, get_n = lib.omp_set_num_threads, lib.omp_get_max_threads
+            except (OSError, AttributeError):
+                continue
+            torch.get_num_threads()  # torch's per-thread lazy init first (it sets the count)
+            before = get_n()
+            set_n(1)
+            works = torch.get_num_threads() == 1
+            set_n(before)
+            if works:
+                found = (set_n, get_n)
+            break
+        _OMP = found
+    if _OMP:
+        import torch
+
+        torch.get_num_threads()  # this thread's lazy init, so it does not undo ours later
+    return _OMP
 
 
 def __getattr__(name: str) -> Any:
@@ -383,13 +425,21 @@ class WorkingMemory(Memory):
             pm[0] = True
         c = np.repeat(l2n(msg.embedding)[None], cfg.cognitive_tokens, axis=0)
         dev = cfg.device
-        with torch.inference_mode():
-            merged = bank.write(
-                torch.from_numpy(p)[None].to(dev),
-                torch.from_numpy(c)[None].to(dev),
-                torch.tensor([float(self._step)], device=dev),
-                p_mask=torch.from_numpy(pm)[None].to(dev),
-            )
+        omp = _omp_controls()
+        if omp:  # one OpenMP thread for this thread's torch ops (module note on _omp_controls)
+            prev = omp[1]()
+            omp[0](1)
+        try:
+            with torch.inference_mode():
+                merged = bank.write(
+                    torch.from_numpy(p)[None].to(dev),
+                    torch.from_numpy(c)[None].to(dev),
+                    torch.tensor([float(self._step)], device=dev),
+                    p_mask=torch.from_numpy(pm)[None].to(dev),
+                )
+        finally:
+            if omp:
+                omp[0](prev)
         self._meta.append(
             {
                 "start_ns": msg.stamp_ns,

@@ -35,10 +35,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 import numpy as np
 
+from engram.runtime.msg_checks import (  # validation helpers (split out for size)
+    _INT_RANGE,
+    MessageError,
+    _array,
+    _coerce_plain,
+    _fail,
+    _finite_number,
+    _nonneg,
+    _plain_fields,
+    _plain_problem,
+    _pose,
+    _same_len,
+    pose_problem,
+)
 from engram.runtime.trust import scan_values  # payload scans skipped for shm (see there)
 
 __all__ = [
@@ -64,216 +78,10 @@ __all__ = [
 ]
 
 
-class MessageError(ValueError):
-    """A message field has the wrong shape, dtype or value."""
-
-
 #: largest ``MemoryQuery.top_k`` (a query for more is refused, not run)
 MAX_TOP_K = 1000
 #: longest ``MemoryQuery.text``, in characters (the web form allows 1000)
 MAX_QUERY_CHARS = 4096
-_PLAIN_MAX_DEPTH = 64  # nesting of lists/dicts in a non-array field (the codec's limit too)
-_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack can carry
-
-
-# ---------------------------------------------------------------------------
-# validation helpers
-
-
-def _fail(msg: Message, field_name: str, problem: str) -> NoReturn:
-    raise MessageError(f"{type(msg).__name__}.{field_name}: {problem}")
-
-
-def _array(
-    msg: Message,
-    field_name: str,
-    dtype: str,
-    shape: tuple[int | None, ...],
-    *,
-    optional: bool = False,
-    finite: bool = False,
-) -> None:
-    """Check and normalise ``msg.<field_name>`` in place.
-
-    ``shape`` uses ``None`` for a free dimension. Lossless dtype conversion only:
-    ints to a wider/equal int or to float, float64 -> float32 for float32 fields.
-    """
-    value = getattr(msg, field_name)
-    if value is None:
-        if optional:
-            return
-        _fail(msg, field_name, "is required, got None")
-    if not isinstance(value, np.ndarray):
-        try:
-            value = np.asarray(value)
-        except Exception as exc:  # noqa: BLE001 - reported with the field name
-            _fail(msg, field_name, f"cannot be converted to an array ({exc})")
-    want = np.dtype(dtype)
-    if value.dtype != want:
-        src = value.dtype
-        ok = (
-            (src.kind in "iub" and want.kind in "iuf") or (src.kind == "f" and want.kind == "f")
-        ) and src.kind != "O"
-        if want.kind in "iu" and src.kind == "f":
-            ok = False
-        if want == np.uint8 and src.kind in "iu" and src != np.uint8:
-            ok = bool(value.size == 0 or (value.min() >= 0 and value.max() <= 255))
-        if not ok:
-            _fail(msg, field_name, f"dtype must be {want}, got {src}")
-        value = value.astype(want)
-    if value.ndim != len(shape):
-        _fail(
-            msg, field_name, f"must have {len(shape)} dims {_fmt(shape)}, got shape {value.shape}"
-        )
-    for axis, (got, need) in enumerate(zip(value.shape, shape)):
-        if need is not None and got != need:
-            _fail(
-                msg, field_name, f"dim {axis} must be {need} {_fmt(shape)}, got shape {value.shape}"
-            )
-    if finite and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        _fail(msg, field_name, "contains NaN or inf")
-    object.__setattr__(msg, field_name, value)
-
-
-#: declared type of a plain field -> the Python type its value must have
-_PLAIN_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
-_PLAIN_KINDS.update({t: list for t in ("list[str]", "list[dict[str, Any]]")})
-_PLAIN_KINDS.update({f"dict[str, {t}]": dict for t in ("Any", "float", "int", "str")})
-
-
-_PLAIN_FIELDS: dict[type, list[tuple[str, type | None]]] = {}
-
-
-def _plain_fields(cls: type) -> list[tuple[str, type | None]]:
-    """(name, declared plain type or None) of a message class's fields, cached per class
-    (``dataclasses.fields`` on every construction was a measurable cost)."""
-    out = _PLAIN_FIELDS.get(cls)
-    if out is None:
-        out = _PLAIN_FIELDS[cls] = [
-            (f.name, _PLAIN_KINDS.get(str(f.type))) for f in dataclasses.fields(cls)
-        ]
-    return out
-
-
-def _coerce_plain(msg: Message, name: str, value: Any, kind: type) -> Any:
-    """A plain field's value as its declared type (numpy scalars -> Python; an int for a
-    float field; 0/1 for a bool), or ``MessageError`` naming the field."""
-    if type(value) is kind:  # the common case, nothing to convert
-        return value
-    out: Any = None
-    if kind is str and isinstance(value, str):
-        out = str(value)
-    elif kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        out = int(value)
-    elif kind is float and isinstance(value, (int, float, np.integer, np.floating)):
-        out = float(value) if not isinstance(value, bool) else None
-    elif kind is bool and isinstance(value, (bool, np.bool_)):
-        out = bool(value)
-    elif kind is bool and isinstance(value, (int, np.integer)) and value in (0, 1):
-        out = bool(value)
-    elif kind in (list, dict) and isinstance(value, kind):
-        out = value
-    elif kind is list and isinstance(value, tuple):
-        out = list(value)
-    if out is None:
-        _fail(msg, name, f"must be a {kind.__name__}, got {type(value).__name__}")
-    if out is not value:
-        object.__setattr__(msg, name, out)
-    return out
-
-
-def _plain_problem(value: Any, depth: int) -> str | None:
-    """Why ``value`` cannot travel in a message's non-array field, or None."""
-    if value is None or isinstance(value, (bool, float, np.ndarray, np.bool_, np.floating)):
-        return None
-    if isinstance(value, (int, np.integer)):
-        if not _INT_RANGE[0] <= int(value) <= _INT_RANGE[1]:
-            return f"int {value} does not fit in 64 bits"
-        return None
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"string {value[:40]!r} is not valid Unicode (lone surrogate)"
-        return None
-    if depth >= _PLAIN_MAX_DEPTH:
-        return f"nested deeper than {_PLAIN_MAX_DEPTH}"
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            problem = _plain_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"dict key {key!r:.40} is not a str"
-            problem = _plain_problem(key, depth + 1) or _plain_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"a {type(value).__name__} cannot be sent (plain data only)"
-
-
-def _fmt(shape: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
-
-
-def _pose(msg: Message, field_name: str, *, optional: bool = False) -> None:
-    """A (4, 4) finite rigid transform: orthonormal rotation, det +1, last row 0 0 0 1."""
-    _array(msg, field_name, "float64", (4, 4), optional=optional, finite=True)
-    pose = getattr(msg, field_name)
-    if pose is not None:
-        problem = pose_problem(pose)
-        if problem:
-            _fail(msg, field_name, problem)
-
-
-def pose_problem(pose: np.ndarray) -> str | None:
-    """Why a (4, 4) float array is not a finite rigid transform (orthonormal rotation
-    with determinant +1, last row 0 0 0 1), or None. The one rigidity rule of Engram:
-    messages, perception's geometry and the spatial memory all apply it."""
-    if not np.all(np.isfinite(pose)):
-        return "contains NaN or inf"
-    # Plain max-abs checks: this runs on every decoded message (np.allclose is ~10x slower).
-    if np.abs(pose[3] - _LAST_ROW).max() > 1e-6:
-        return f"last row must be [0 0 0 1], got {pose[3].tolist()}"
-    rot = pose[:3, :3]
-    if np.abs(rot @ rot.T - _EYE3).max() > 1e-4 or np.linalg.det(rot) < 0:
-        return "rotation part is not a proper rotation (not rigid)"
-    return None
-
-
-_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
-_EYE3 = np.eye(3)
-
-
-def _same_len(msg: Message, names: list[str]) -> None:
-    lengths = {n: len(getattr(msg, n)) for n in names if getattr(msg, n) is not None}
-    if len(set(lengths.values())) > 1:
-        _fail(msg, names[0], f"per-item fields must have equal length, got {lengths}")
-
-
-def _nonneg(msg: Message, field_name: str) -> None:
-    value = getattr(msg, field_name)
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        _fail(msg, field_name, f"must be a non-negative int, got {value!r}")
-    object.__setattr__(msg, field_name, int(value))
-
-
-def _finite_number(msg: Message, field_name: str, *, positive: bool = False) -> None:
-    value = getattr(msg, field_name)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        _fail(msg, field_name, f"must be a number, got {value!r}")
-    if not np.isfinite(value) or (positive and value <= 0):
-        _fail(
-            msg,
-            field_name,
-            f"must be a finite{' positive' if positive else ''} number, got {value}",
-        )
-    object.__setattr__(msg, field_name, value)
 
 
 # ---------------------------------------------------------------------------

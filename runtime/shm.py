@@ -390,7 +390,9 @@ class _WriterRing:
         for frame, off, n in zip(arrays, offs, lengths):
             if n:
                 src = np.frombuffer(frame, np.uint8)
-                if src.ctypes.data == self.address + base + off:
+                # small arrays (a pose, intrinsics) are copied: cheaper than asking numpy
+                # where they lie (~3 us)
+                if n >= 4096 and src.ctypes.data == self.address + base + off:
                     in_place += n
                 else:
                     self.bytes[base + off : base + off + n] = src
@@ -565,7 +567,12 @@ class _ReaderRing:
         except OSError as exc:
             raise ShmError(f"cannot open shared-memory ring {name}: {exc}") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if st.st_uid != os.getuid() or st.st_mode & 0o077:
+                # payloads read from it are trusted as validated at their source: only a
+                # ring of our own user that nobody else can write qualifies
+                raise ShmError(f"ring {name} is not ours (uid {st.st_uid}, mode {st.st_mode:o})")
+            size = st.st_size
             if size < _HEADER_BYTES:
                 raise ShmError(f"ring {name} is truncated ({size} bytes)")
             self.mm = _map(fd, size)

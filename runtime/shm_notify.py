@@ -35,8 +35,8 @@ over ZeroMQ to everyone. So each subscription gets every message exactly once.
 Semantics kept
 ==============
 
-- Freshness policies: unchanged (the receiver thread puts messages into the same bounded
-  ``Mailbox``). The datagram queue of a socket is bounded by the kernel
+- Freshness policies: unchanged (the receiver thread, or a consumer waiting in ``get``,
+  puts messages into the same bounded ``Mailbox``: ``runtime/zmq_receiver.py``). The datagram queue of a socket is bounded by the kernel
   (``net.unix.max_dgram_qlen``).
 - Only ``latest`` / ``queue(n)`` subscriptions take datagrams, sent without waiting: a full
   datagram queue (the receiver thread stalled) drops the message for that subscriber only,
@@ -59,6 +59,7 @@ import errno
 import os
 import re
 import secrets
+import select
 import socket
 import struct
 import threading
@@ -74,6 +75,8 @@ NOTIFY_MARK = b"\xffN"  # after ``topic\0`` in a subscription: the datagram addr
 _ADDR_RE = re.compile(rb"^engram-n\.\d+\.[0-9a-f]{12}$")
 MAX_DATAGRAM = 60_000  # bytes of frames one datagram carries at most (kernel buffer 208 KiB)
 _MAX_FRAMES = 64
+WAKE = b"\0"  # a wake-up datagram (no frames): "look at the mailbox"
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
 class NotifySender:
@@ -142,28 +145,57 @@ class NotifySender:
 
 class NotifyReceiver:
     """Subscriber side: an abstract-namespace unix datagram socket, read without waiting by
-    the subscription's receiver thread (which polls its file descriptor)."""
+    the subscription's receiver thread (which polls its file descriptor) or by a consumer
+    thread waiting in ``Subscription.get`` (``runtime/zmq_receiver.py``).
+
+    The kernel attaches each sender's credentials (``SO_PASSCRED``): an abstract socket has
+    no file permissions, so anyone on the host may send to it; ``recv`` says whether the
+    sender runs as our own user (only then is a message rebuilt without re-validation)."""
 
     def __init__(self) -> None:
         self.address = f"engram-n.{os.getpid()}.{secrets.token_hex(6)}".encode()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._sock.bind(b"\0" + self.address)
         self._sock.setblocking(False)
+        self._uid = os.getuid()
+        self._bufsize = MAX_DATAGRAM + 8 + 4 * _MAX_FRAMES
+        self._ancsize = socket.CMSG_SPACE(_UCRED.size)
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN)
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def pending(self) -> bool:
+        """Whether a datagram waits (no wait; one reader thread at a time calls this)."""
+        return bool(self._poll.poll(0))
 
     def subscription(self, key: bytes) -> bytes:
         """The prefix to subscribe to so that publishers of ``key`` notify this socket."""
         return key + NOTIFY_MARK + self.address
 
-    def recv(self) -> list[memoryview] | None:
-        """The frames of the next datagram (``[frame 0, ...]``), or None when none is
-        waiting. Raises ``DecodeError`` for a malformed one."""
+    def wake(self) -> None:
+        """Wake whoever polls this socket (a one-byte datagram, which ``recv`` skips)."""
         try:
-            data = self._sock.recv(MAX_DATAGRAM + 8 + 4 * _MAX_FRAMES)
+            self._sock.sendto(WAKE, b"\0" + self.address)
+        except OSError:
+            pass  # queue full (the poller wakes anyway) or closed
+
+    def recv(self) -> tuple[list[memoryview], bool] | None:
+        """The frames of the next datagram (``[frame 0, ...]``; ``[]`` for a wake-up) and
+        whether its sender runs as our user, or None when none is waiting. Raises
+        ``DecodeError`` for a malformed one."""
+        try:
+            data, anc, _, _ = self._sock.recvmsg(self._bufsize, self._ancsize)
         except (BlockingIOError, InterruptedError):
             return None
+        ours = False
+        for level, kind, cred in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                ours = len(cred) >= _UCRED.size and _UCRED.unpack_from(cred)[1] == self._uid
+        if data == WAKE:
+            return [], ours
         n = data[0] if data else 0
         at = 1 + 4 * n
         if not 2 <= n <= _MAX_FRAMES or len(data) < at:
@@ -174,7 +206,7 @@ class NotifyReceiver:
             at += length
         if at != len(data):
             raise DecodeError(f"notification of {len(data)} bytes, its frames say {at}")
-        return frames
+        return frames, ours
 
     def close(self) -> None:
         self._sock.close()

@@ -102,8 +102,8 @@ import zmq
 from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
-from engram.runtime.shm import ShmDropped, ShmReader, ShmWriter, empty_arrays, shm_supported
-from engram.runtime.shm_notify import DIRECT, INLINE, MAX_DATAGRAM, NotifyReceiver, NotifySender
+from engram.runtime.shm import ShmWriter, empty_arrays, shm_supported
+from engram.runtime.shm_notify import DIRECT, INLINE, MAX_DATAGRAM, NotifySender
 from engram.runtime.zmq_broker import (
     BYE,
     ERR,
@@ -125,6 +125,8 @@ from engram.runtime.zmq_curve import (
     curve_server,
     start_authenticator,
 )
+from engram.runtime.zmq_receiver import Peer as _Peer
+from engram.runtime.zmq_receiver import Receiver as _Receiver
 
 __all__ = ["ZmqBus", "ZmqBusConfig"]
 
@@ -157,9 +159,9 @@ class ZmqBusConfig:
     linger_s: float = 1.0  # how long close() lets queued outgoing messages drain
     poll_s: float = 0.05  # wake-up period of background threads (bounds close latency)
     log_interval_s: float = 5.0  # at most one decode-error log line per subscription per this
-
-
-_MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a lossless subscription keeps a last seq for
+    # same host: a consumer waiting in get() reads datagrams itself; this long after it last
+    # left get() the receiver thread takes them over again (runtime/zmq_receiver.py)
+    direct_grace_s: float = 0.005
 
 
 def _nbytes(frame: Any) -> int:
@@ -174,142 +176,6 @@ def _topic_key(topic: str) -> bytes:
 
 # ---------------------------------------------------------------------------
 # the bus
-
-
-@dataclass(frozen=True)
-class _Peer:
-    lossy: str
-    lossless: str
-    key: bytes | None
-
-
-class _Receiver:
-    """One subscription's SUB socket and thread."""
-
-    def __init__(self, bus: ZmqBus, sub: Subscription, key: bytes) -> None:
-        self.bus = bus
-        self.sub = sub
-        self.key = key
-        self.lossless = sub.policy.kind == "all"
-        self.stop = threading.Event()
-        self.log = RateLimitedLog(bus.config.log_interval_s)
-        self.last_seq: dict[bytes, int] = {}  # lossless: publisher id -> last seq received
-        self.shm = ShmReader(self.lossless)  # payloads same-host peers put in shared memory
-        self.thread = threading.Thread(target=self._run, name=f"zmq-sub:{sub.topic}", daemon=True)
-
-    def _run(self) -> None:
-        bus, cfg = self.bus, self.bus.config
-        sock = bus._ctx.socket(zmq.SUB)
-        sock.rcvhwm = cfg.recv_hwm
-        sock.linger = 0
-        if bus.curve is not None:
-            curve_client(sock, bus.curve, None)
-        # same host with shared memory: inline messages over ZeroMQ, shared-memory ones as
-        # datagrams to our own socket (its address travels in a subscription)
-        notify = NotifyReceiver() if bus._notify is not None and not self.lossless else None
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        if notify is not None:
-            sock.subscribe(self.key + INLINE)
-            sock.subscribe(notify.subscription(self.key))
-            poller.register(notify.fileno(), zmq.POLLIN)
-        else:
-            sock.subscribe(self.key)
-        connected: dict[str, _Peer] = {}
-        seen_version = -1
-        poll_ms = max(1, int(cfg.poll_s * 1000))
-        try:
-            while not self.stop.is_set():
-                if bus._peers_version != seen_version:
-                    seen_version = bus._peers_version
-                    self._sync(sock, connected, bus._peer_snapshot())
-                if not poller.poll(poll_ms):
-                    continue
-                while notify is not None and not self.stop.is_set():
-                    try:
-                        parts = notify.recv()
-                    except DecodeError as exc:
-                        self._undecodable(exc)
-                        continue
-                    if parts is None:
-                        break
-                    self._deliver(parts)
-                for _ in range(256):  # then look at the peer list again
-                    if self.stop.is_set():
-                        break
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._deliver(frames)
-        except zmq.ZMQError as exc:
-            if not self.stop.is_set():
-                log.error("subscription %s: socket error %s", self.sub.topic, exc)
-        finally:
-            sock.close(linger=0)
-            if notify is not None:
-                notify.close()
-            self.shm.close()
-
-    def _sync(self, sock: zmq.Socket, connected: dict[str, _Peer], peers: set[_Peer]) -> None:
-        wanted = {(p.lossless if self.lossless else p.lossy): p for p in peers}
-        for endpoint in [e for e in connected if e not in wanted]:
-            try:
-                sock.disconnect(endpoint)
-            except zmq.ZMQError:
-                pass
-            del connected[endpoint]
-        for endpoint, peer in wanted.items():
-            if endpoint not in connected:
-                try:
-                    if self.bus.curve is not None:
-                        sock.curve_serverkey = peer.key or self.bus.curve.server_public_key
-                    sock.connect(endpoint)
-                except zmq.ZMQError as exc:
-                    self.log.warning(
-                        "subscription %s: cannot connect to %r: %s", self.sub.topic, endpoint, exc
-                    )
-                    continue
-                connected[endpoint] = peer
-
-    def _deliver(self, frames: list[Any]) -> None:
-        try:
-            parts = frames[1:]
-            views = self.shm.frames(parts)  # views of a same-host ring if a descriptor
-            msg = decode(views, trusted=views is not parts)  # values checked at the source
-        except ShmDropped:  # its slot was reused first: a drop (lossless: seen as a gap)
-            if not self.lossless:
-                self.sub.mailbox.dropped += 1
-            return
-        except DecodeError as exc:
-            self._undecodable(exc)
-            return
-        if self.lossless:  # frame 0: topic NUL, tag byte, publisher id
-            head = getattr(frames[0], "bytes", None) or bytes(frames[0])
-            self._count_gap(head[len(self.key) + 1 :], msg.seq)
-        self.sub.mailbox.put(msg)  # "all": blocks here while full = backpressure
-
-    def _undecodable(self, exc: Exception) -> None:
-        self.sub.decode_errors += 1
-        self.log.warning(
-            "subscription %s: dropped an undecodable message (%d so far): %s",
-            self.sub.topic,
-            self.sub.decode_errors,
-            exc,
-        )
-
-    def _count_gap(self, publisher: bytes, seq: int) -> None:
-        """Messages a publisher dropped for us (it timed out on our full queue) show as a
-        gap in its sequence numbers: count them in ``Subscription.lost``."""
-        if len(publisher) != 8 or seq <= 0:
-            return  # not one of our buses (or a replayed message without a seq)
-        last = self.last_seq.get(publisher)
-        if last is not None and seq > last + 1:
-            self.sub.lost += seq - last - 1
-        if last is None or seq > last:
-            if last is None and len(self.last_seq) >= _MAX_PUBLISHERS_TRACKED:
-                self.last_seq.clear()
-            self.last_seq[publisher] = seq
 
 
 class _Server:

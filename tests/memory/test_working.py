@@ -113,3 +113,38 @@ def test_working_memory_wrapper_recall_and_reset() -> None:
     assert len(wm) == 0 and wm.recall(MemoryQuery(embedding=scenes[0])) == []
     with pytest.raises(ValueError, match="dimension 7"):
         wm.write(percept(40, ["x"], embedding=unit(np.ones(7))))
+
+
+def test_a_write_runs_its_torch_ops_on_one_thread_of_the_caller_only() -> None:
+    # Default intra-op threads made each write's tiny torch ops wake OpenMP workers (~4 ms
+    # a write on 2 busy cores instead of ~0.5): the write limits its own thread to one,
+    # restores it after, and leaves every other thread's setting alone.
+    import threading
+
+    wm = WorkingMemory(WorkingConfig(dim=D, perceptual_tokens=NP, capacity=4, heads=4))
+    rng = np.random.default_rng(2)
+    e = unit(rng.normal(size=D))
+    wm.write(percept(0, ["a"], embedding=e, object_embeddings=e[None]))  # builds the bank
+    seen: list[int] = []
+    original = wm.bank.write
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    wm.bank.write = spy
+    outside: list[int] = []
+
+    def writer() -> None:
+        torch.set_num_threads(2)  # this thread's own count (as torch's default on 2 cores)
+        before = torch.get_num_threads()
+        wm.write(percept(1, ["b"], embedding=e, object_embeddings=e[None]))
+        outside.extend([before, torch.get_num_threads()])
+
+    main_before = torch.get_num_threads()
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join()
+    assert seen == [1]  # inside the write
+    assert outside[0] == outside[1]  # restored on the writer's thread
+    torch.set_num_threads(main_before)

@@ -1,0 +1,377 @@
+"""The subscriber side of ``ZmqBus`` (``runtime/zmq_bus.py``): one receiver per subscription.
+
+A ``Receiver`` owns the subscription's ZeroMQ SUB socket and, on a same-host bus with shared
+memory, its datagram socket (``runtime/shm_notify.py``), and runs one thread that connects
+to publishers as they come and go and puts what arrives into the subscription's bounded
+``Mailbox`` (freshness policies: ``runtime/bus.py``).
+
+Receiving on the consumer's thread
+==================================
+
+A hand-off from the receiver thread to the consumer costs a second thread wake-up and a GIL
+switch on every message (tens of microseconds on 2 shared cores, more under load). So for
+``latest`` / ``queue(n)`` subscriptions with a datagram socket, a consumer that waits in
+``Subscription.get`` with an empty mailbox **reads the datagrams itself** (``DirectMailbox``):
+it polls the datagram socket, resolves and decodes on its own thread and returns the
+message. The receiver thread stops watching that socket while a consumer has been inside
+``get`` within the last ``ZmqBusConfig.direct_grace_s`` and takes it over again after that
+(a consumer busy elsewhere), so the mailbox keeps being filled and drained by policy as
+before. A lock makes the two readers take turns; messages that ZeroMQ still carries
+(``INLINE``, peers without shared memory) are put into the mailbox by the receiver thread,
+which then wakes the waiting consumer with a one-byte datagram.
+
+When several datagrams are waiting, only the newest ``depth`` (the policy's) are resolved
+and decoded; the older ones are counted as received and dropped, exactly as the mailbox would
+have counted them (their shared-memory slots were never pinned).
+
+Kept: policies and their counters, ordering per publisher, ``all`` subscriptions (ZeroMQ's
+lossless socket only, unchanged), a dead or slow consumer (the receiver thread takes over
+within ``direct_grace_s``; until then at most ``net.unix.max_dgram_qlen`` datagrams wait in
+the kernel, further ones are dropped for this subscriber at the sender, as at a ZeroMQ HWM).
+
+Decode trust: a message resolved from shared memory is rebuilt without re-running its
+constructor's checks (``codec.decode(validated=True)``) only when its datagram came from a
+process of our own user (kernel credentials) and its ring file is ours with mode 0600
+(``runtime/shm.py``); descriptors that arrive over ZeroMQ keep the shape checks and skip only
+the value scans (``trusted``), inline payloads are fully checked.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from engram.runtime.bus import BusClosed, Mailbox, QueuePolicy, Subscription
+from engram.runtime.codec import DecodeError, decode
+from engram.runtime.messages import Message
+from engram.runtime.shm import ShmDropped, ShmReader, is_descriptor
+from engram.runtime.shm_notify import INLINE, NotifyReceiver
+from engram.runtime.zmq_curve import RateLimitedLog, curve_client
+
+__all__ = ["DirectMailbox", "Peer", "Receiver"]
+
+_MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a lossless subscription keeps a last seq for
+_MAX_BATCH = 64  # datagrams read in one go before looking at the rest of the loop again
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A bus's two publisher endpoints (from the broker's peer list) and its CURVE key."""
+
+    lossy: str
+    lossless: str
+    key: bytes | None
+
+
+class Receiver:
+    """One subscription's SUB socket (and datagram socket) and thread.
+
+    ``bus`` is the ``ZmqBus`` (config, context, CURVE, datagram sender, peer list)."""
+
+    def __init__(self, bus: Any, sub: Subscription, key: bytes) -> None:
+        self.bus = bus
+        self.sub = sub
+        self.key = key
+        self.lossless = sub.policy.kind == "all"
+        self.stop = threading.Event()
+        self.log = RateLimitedLog(bus.config.log_interval_s)
+        self.last_seq: dict[bytes, int] = {}  # lossless: publisher id -> last seq received
+        self.shm = ShmReader(self.lossless)  # payloads same-host peers put in shared memory
+        # same host with shared memory: datagrams to our own socket (its address travels in
+        # a subscription); read by a waiting consumer or by the thread (module docstring)
+        self.notify = NotifyReceiver() if bus._notify is not None and not self.lossless else None
+        self.rx_lock = threading.Lock()  # one reader of the datagram socket at a time
+        self.waiting = 0  # consumers inside get() reading the datagram socket
+        self.last_attend = 0.0  # monotonic time a consumer last left get()
+        self.grace_s = float(getattr(bus.config, "direct_grace_s", 0.005))
+        self.notify_closed = False
+        if self.notify is not None:
+            sub.mailbox = DirectMailbox(sub.policy, self)
+        self.thread = threading.Thread(target=self._run, name=f"zmq-sub:{sub.topic}", daemon=True)
+
+    # ---- the thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        bus, cfg = self.bus, self.bus.config
+        sock = bus._ctx.socket(zmq.SUB)
+        sock.rcvhwm = cfg.recv_hwm
+        sock.linger = 0
+        if bus.curve is not None:
+            curve_client(sock, bus.curve, None)
+        notify = self.notify
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        watching = False  # the datagram socket is in the poller
+        if notify is not None:
+            sock.subscribe(self.key + INLINE)
+            sock.subscribe(notify.subscription(self.key))
+        else:
+            sock.subscribe(self.key)
+        connected: dict[str, Peer] = {}
+        seen_version = -1
+        poll_ms = max(1, int(cfg.poll_s * 1000))
+        grace_ms = max(1, int(self.grace_s * 1000))
+        try:
+            while not self.stop.is_set():
+                if bus._peers_version != seen_version:
+                    seen_version = bus._peers_version
+                    self._sync(sock, connected, bus._peer_snapshot())
+                timeout = poll_ms
+                if notify is not None:
+                    want = not self._attended()
+                    if want != watching:
+                        if want:
+                            poller.register(notify.fileno(), zmq.POLLIN)
+                        else:
+                            poller.unregister(notify.fileno())
+                        watching = want
+                    if not watching:
+                        timeout = grace_ms  # take the socket over once nobody waits
+                if not poller.poll(timeout):
+                    continue
+                if watching and not self.waiting and self.rx_lock.acquire(blocking=False):
+                    try:
+                        self.pump()
+                    finally:
+                        self.rx_lock.release()
+                delivered = 0
+                for _ in range(256):  # then look at the peer list again
+                    if self.stop.is_set():
+                        break
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._deliver(frames[0], frames[1:], False)
+                    delivered += 1
+                if delivered and self.waiting and notify is not None:
+                    notify.wake()  # a consumer waits on the datagram socket, not the mailbox
+        except zmq.ZMQError as exc:
+            if not self.stop.is_set():
+                self.log.warning("subscription %s: socket error %s", self.sub.topic, exc)
+        finally:
+            sock.close(linger=0)
+            if notify is not None:
+                with self.rx_lock:
+                    self.notify_closed = True
+                    notify.close()
+            self.shm.close()
+
+    def _attended(self) -> bool:
+        """A consumer reads the datagram socket now or did within ``grace_s``."""
+        return self.waiting > 0 or time.monotonic() - self.last_attend < self.grace_s
+
+    def _sync(self, sock: zmq.Socket, connected: dict[str, Peer], peers: set[Peer]) -> None:
+        wanted = {(p.lossless if self.lossless else p.lossy): p for p in peers}
+        for endpoint in [e for e in connected if e not in wanted]:
+            try:
+                sock.disconnect(endpoint)
+            except zmq.ZMQError:
+                pass
+            del connected[endpoint]
+        for endpoint, peer in wanted.items():
+            if endpoint not in connected:
+                try:
+                    if self.bus.curve is not None:
+                        sock.curve_serverkey = peer.key or self.bus.curve.server_public_key
+                    sock.connect(endpoint)
+                except zmq.ZMQError as exc:
+                    self.log.warning(
+                        "subscription %s: cannot connect to %r: %s", self.sub.topic, endpoint, exc
+                    )
+                    continue
+                connected[endpoint] = peer
+
+    # ---- reading ------------------------------------------------------------------
+    def pump(self, take: bool = False) -> tuple[int, Message | None]:
+        """Read every waiting datagram (caller holds ``rx_lock``) and deliver the newest
+        ``depth`` of them; the older ones are counted as received and dropped, as the
+        mailbox would have. Returns how many datagrams (wake-ups included) were read and,
+        with ``take`` (a consumer in ``get``), the oldest delivered message when the mailbox
+        held nothing older: handed back directly instead of through the mailbox."""
+        notify = self.notify
+        if notify is None or self.notify_closed:
+            return 0, None
+        batch: list[tuple[list[Any], bool]] = []
+        read = 0
+        while read < _MAX_BATCH:
+            if read and not notify.pending():
+                break  # (a poll, not a failing recv: no exception per message)
+            try:
+                got = notify.recv()
+            except DecodeError as exc:
+                self._undecodable(exc)
+                read += 1
+                continue
+            except OSError:
+                break  # closed under us
+            if got is None:
+                break
+            read += 1
+            if got[0]:
+                batch.append(got)
+        skip = len(batch) - self.sub.policy.depth
+        if skip > 0:
+            mailbox = self.sub.mailbox
+            if isinstance(mailbox, DirectMailbox):
+                mailbox.skipped(skip)
+            batch = batch[skip:]
+        taken = None
+        mailbox = self.sub.mailbox
+        for frames, ours in batch:
+            if take and taken is None and isinstance(mailbox, DirectMailbox):
+                msg = self._decode(frames[1:], ours)
+                if msg is not None and not mailbox.took(msg):
+                    mailbox.put(msg)  # something older arrived over ZeroMQ meanwhile
+                elif msg is not None:
+                    taken = msg
+                continue
+            self._deliver(frames[0], frames[1:], ours)
+        return read, taken
+
+    def _deliver(self, head: Any, parts: list[Any], ours: bool) -> None:
+        msg = self._decode(parts, ours)
+        if msg is None:
+            return
+        if self.lossless:  # frame 0: topic NUL, tag byte, publisher id
+            head = getattr(head, "bytes", None) or bytes(head)
+            self._count_gap(head[len(self.key) + 1 :], msg.seq)
+        self.sub.mailbox.put(msg)  # "all": blocks here while full = backpressure
+
+    def _decode(self, parts: list[Any], ours: bool) -> Message | None:
+        """The message of a datagram's or ZeroMQ message's frames after frame 0, or None
+        (counted: a slot reused first is a drop, bad input a decode error)."""
+        try:
+            if parts and is_descriptor(parts[0]):
+                views = self.shm.resolve(parts)  # views of a same-host ring
+                # built and validated by a publisher of our own user, in our own ring:
+                # rebuilt without re-running the checks (datagrams only, see the docstring)
+                msg = decode(views, trusted=True, validated=ours)
+            else:
+                msg = decode(parts)
+        except ShmDropped:  # its slot was reused first: a drop (lossless: seen as a gap)
+            if not self.lossless:
+                self.sub.mailbox.dropped += 1
+            return None
+        except DecodeError as exc:
+            self._undecodable(exc)
+            return None
+        return msg
+
+    def _undecodable(self, exc: Exception) -> None:
+        self.sub.decode_errors += 1
+        self.log.warning(
+            "subscription %s: dropped an undecodable message (%d so far): %s",
+            self.sub.topic,
+            self.sub.decode_errors,
+            exc,
+        )
+
+    def _count_gap(self, publisher: bytes, seq: int) -> None:
+        """Messages a publisher dropped for us (it timed out on our full queue) show as a
+        gap in its sequence numbers: count them in ``Subscription.lost``."""
+        if len(publisher) != 8 or seq <= 0:
+            return  # not one of our buses (or a replayed message without a seq)
+        last = self.last_seq.get(publisher)
+        if last is not None and seq > last + 1:
+            self.sub.lost += seq - last - 1
+        if last is None or seq > last:
+            if last is None and len(self.last_seq) >= _MAX_PUBLISHERS_TRACKED:
+                self.last_seq.clear()
+            self.last_seq[publisher] = seq
+
+
+class DirectMailbox(Mailbox):
+    """A ``latest`` / ``queue(n)`` mailbox whose ``get`` reads the subscription's datagram
+    socket on the caller's thread while it would otherwise wait (module docstring)."""
+
+    def __init__(self, policy: QueuePolicy, receiver: Receiver) -> None:
+        super().__init__(policy)
+        self._receiver = receiver
+        self._count_lock = threading.Lock()
+
+    def took(self, msg: Message) -> bool:
+        """Count ``msg`` as received and handed straight to the consumer, if nothing older
+        is held (else False: the caller puts it behind those)."""
+        with self._cond:
+            if self._items or self._closed:
+                return False
+            self.received += 1
+            return True
+
+    def skipped(self, n: int) -> None:
+        """``n`` messages received and dropped by policy without being decoded."""
+        with self._cond:
+            self.received += n
+            self.dropped += n
+
+    def get(self, timeout_s: float | None = None) -> Message | None:
+        r = self._receiver
+        notify = r.notify
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        slice_s = max(0.001, float(r.bus.config.poll_s))
+        while True:
+            with self._cond:
+                if self._items:
+                    msg = self._items.popleft()
+                    self._cond.notify_all()
+                    return msg
+                if self._closed:
+                    raise BusClosed("subscription closed")
+            left = None if deadline is None else deadline - time.monotonic()
+            if notify is None or r.notify_closed or r.stop.is_set():
+                return super().get(left)
+            with self._count_lock:
+                r.waiting += 1
+            try:
+                wait_s = slice_s if left is None else min(max(left, 0.0), slice_s)
+                try:  # (returns at once when datagrams are already waiting)
+                    poll = select.poll()
+                    poll.register(notify.fileno(), select.POLLIN)
+                    ready = poll.poll(max(1, int(wait_s * 1000)) if wait_s > 0 else 0)  # no GIL
+                except (OSError, ValueError):
+                    continue  # closed under us: the next turn sees it
+                if not ready:
+                    if left is not None and left <= 0:
+                        return None
+                    continue
+                with r.rx_lock:  # the thread may be reading now: take turns
+                    _, msg = r.pump(take=True)
+                if msg is not None:
+                    return msg
+            finally:
+                with self._count_lock:
+                    r.waiting -= 1
+                    r.last_attend = time.monotonic()
+
+    def drain(self) -> list[Message]:
+        """Every held message, after reading the datagrams waiting in the socket."""
+        r = self._receiver
+        if r.notify is not None and not r.notify_closed:
+            with r.rx_lock:
+                r.pump()
+        return super().drain()
+
+    def __len__(self) -> int:
+        """Held messages, or 1 when none is held but a datagram waits to be read (callers
+        that wait for a subscription to drain, e.g. a node's flush, see it as pending)."""
+        n = len(self._items)
+        notify = self._receiver.notify
+        if n or notify is None or self._receiver.notify_closed:
+            return n
+        try:
+            poll = select.poll()
+            poll.register(notify.fileno(), select.POLLIN)
+            return 1 if poll.poll(0) else 0
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        super().close()
+        notify = self._receiver.notify
+        if notify is not None and not self._receiver.notify_closed:
+            notify.wake()  # a consumer polling the socket sees the close now
