@@ -12,6 +12,8 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   ``check_pose``, ``GeometryError``.
 - ``engram.perception.objects``: ``ObjectExtractor``, ``ObjectsConfig``, ``Objects``,
   ``propose_regions``.
+- ``engram.perception.shapes``: which proposals are objects by their 3D shape
+  (``merge_stacked_parts``, ``horizontal_thickness``, ``furniture_shaped``).
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
   proposals across frames), ``TrackerConfig``, ``box_iou``.
 - ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),

@@ -15,6 +15,9 @@
   region embedding is compared with the CLIP text embeddings of
   ``prompt_template.format(word)`` for every word of ``vocabulary``; the softmax
   probability of the best word (``label_logit_scale`` as in CLIP) is its confidence.
+  Proposals named by an ``ignore_labels`` word ("wall or furniture"), or about as close
+  to one (``ignore_cos_ratio``), or shaped like part of a room (``engram.perception.shapes``:
+  a vertical slab, a post on the floor) are dropped.
   Proposal ids from ``extract`` are frame-local (0..K-1); ``engram.perception.tracking``'s
   ``ObjectTracker`` turns them into persistent track ids across frames (the
   ``PerceptionNode`` does so per camera, unless ``tracker.enabled`` is False).
@@ -44,6 +47,12 @@ import numpy as np
 
 from engram.perception.encoders import Encoder
 from engram.perception.geometry import Cloud, object_boxes_3d
+from engram.perception.shapes import (
+    furniture_shaped,
+    grow_regions,
+    horizontal_thickness,
+    merge_stacked_parts,
+)
 
 __all__ = [
     "DEFAULT_VOCABULARY",
@@ -102,6 +111,10 @@ class ObjectsConfig:
     # labels never reported as objects: segmentation names (e.g. "floor"), and vocabulary
     # words for what is no object (a proposal named "wall or furniture" is dropped)
     ignore_labels: tuple[str, ...] = ()
+    # open-vocabulary proposals whose cosine with an ignore_labels word is at least this
+    # fraction of their best object word's cosine are dropped too (no object, though an
+    # object word wins the softmax); 0 = only proposals named by an ignore word
+    ignore_cos_ratio: float = 0.0
     # also skip the segments the frame lists as the robot's own parts (Frame.robot_labels)
     skip_robot_labels: bool = True
     # compute region embeddings with the image encoder
@@ -160,6 +173,18 @@ class ObjectsConfig:
     # proposals whose 3D box is larger than this on any side are not objects (furniture,
     # walls, the table's front), metres; 0 = no limit
     max_object_size_m: float = 0.0
+    # proposals whose points lie in one vertical plane (thinner than this across their
+    # thinnest horizontal direction, ``shapes.horizontal_thickness``) are a wall or a
+    # furniture face, not an object, metres; 0 = off
+    min_thickness_m: float = 0.0
+    # world height of the floor the robot stands on, metres (None: unknown): proposals
+    # standing on it much taller than wide are legs, posts, door frames (below)
+    floor_z_m: float | None = None
+    # a proposal whose 3D box reaches this close to the floor stands on it, metres
+    floor_contact_m: float = 0.04
+    # a proposal standing on the floor and more than this many times taller than its
+    # widest horizontal side is a post (table leg, door frame), not an object; 0 = off
+    floor_post_aspect: float = 2.5
     # proposals stacked on each other (3D boxes within 2.5 cm, footprints overlapping) that
     # together fit in a cube of this side are parts of one object (a button's coloured cap
     # on its grey housing), metres; 0 = off
@@ -400,7 +425,13 @@ def propose_regions(
     remap[cand + 1] = np.arange(len(cand), dtype=np.int32)
     small_labels = remap[regions]
     if config.grow_regions_px > 0:
-        small_labels = _grow(small_labels, blocked, z if depth is not None else None, config)
+        small_labels = grow_regions(
+            small_labels,
+            blocked,
+            z if depth is not None else None,
+            steps=config.grow_regions_px,
+            depth_edge_ratio=config.depth_edge_ratio,
+        )
     rows = np.minimum(np.arange(h) // factor, sh - 1)
     cols = np.minimum(np.arange(w) // factor, sw - 1)
     label_image = small_labels[rows[:, None], cols[None, :]]
@@ -425,95 +456,6 @@ def _keep_objects(objs: Objects, keep: np.ndarray) -> Objects:
         label_image=label_image,
         located=None if objs.located is None else objs.located[idx],
     )
-
-
-def _grow(
-    labels: np.ndarray, blocked: np.ndarray, z: np.ndarray | None, config: ObjectsConfig
-) -> np.ndarray:
-    """Free pixels (colour-edge pixels, specks; never ``blocked`` ones) join a 4-neighbour's
-    region, ``grow_regions_px`` times. With depth ``z`` only a neighbour at the same depth
-    (relative jump <= ``depth_edge_ratio``): a small far object must not grow into the
-    wall behind it (its 3D box would then span metres and it would be dropped)."""
-    h, w = labels.shape
-    for _ in range(config.grow_regions_px):
-        free = (labels < 0) & ~blocked
-        if not free.any():
-            break
-        out = labels.copy()
-        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-            src_y = slice(max(dy, 0), h + min(dy, 0))  # the neighbour ...
-            src_x = slice(max(dx, 0), w + min(dx, 0))
-            dst_y = slice(max(-dy, 0), h + min(-dy, 0))  # ... of this pixel
-            dst_x = slice(max(-dx, 0), w + min(-dx, 0))
-            nb = labels[src_y, src_x]
-            take = free[dst_y, dst_x] & (nb >= 0) & (out[dst_y, dst_x] < 0)
-            if z is not None:
-                here, there = z[dst_y, dst_x], z[src_y, src_x]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    jump = np.abs(here - there) / np.minimum(here, there)
-                take &= ~(jump > config.depth_edge_ratio)  # NaN (no depth): allowed
-            out[dst_y, dst_x] = np.where(take, nb, out[dst_y, dst_x])
-        labels = out
-    return labels
-
-
-def _merge_parts(
-    label_image: np.ndarray,
-    ids: np.ndarray,
-    centroids: np.ndarray,
-    extents: np.ndarray,
-    max_m: float,
-    slack_m: float = 0.025,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Join proposals stacked on each other (3D boxes touching, footprints overlapping by
-    half the smaller one) whose joint box fits within ``max_m`` (union-find, greedy);
-    (label image, ids 0..K'-1) or None when nothing joins."""
-    ok = np.all(np.isfinite(centroids), axis=1)
-    lo = centroids - extents / 2
-    hi = centroids + extents / 2
-    parent = list(range(len(ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    box_lo, box_hi = lo.copy(), hi.copy()
-    joined = False
-    for i in range(len(ids)):
-        for j in range(i + 1, len(ids)):
-            ri, rj = root(i), root(j)
-            if ri == rj or not (ok[i] and ok[j]):
-                continue
-            touch = np.all(lo[i] <= hi[j] + slack_m) and np.all(lo[j] <= hi[i] + slack_m)
-            # stacked (one above the other: their footprints overlap), not side by side
-            # (a cube beside a piece of the tray it stands in)
-            # (footprints grown by 1 cm: a thin front face has almost no depth)
-            g = 0.01
-            overlap = np.clip(
-                np.minimum(hi[i, :2], hi[j, :2]) - np.maximum(lo[i, :2], lo[j, :2]) + 2 * g,
-                0,
-                None,
-            )
-            small = min(
-                np.prod(hi[i, :2] - lo[i, :2] + 2 * g), np.prod(hi[j, :2] - lo[j, :2] + 2 * g)
-            )
-            touch = touch and float(np.prod(overlap)) >= 0.5 * float(small)
-            u_lo = np.minimum(box_lo[ri], box_lo[rj])
-            u_hi = np.maximum(box_hi[ri], box_hi[rj])
-            if touch and float(np.max(u_hi - u_lo)) <= max_m:
-                parent[rj] = ri
-                box_lo[ri], box_hi[ri] = u_lo, u_hi
-                joined = True
-    if not joined:
-        return None
-    roots = [root(i) for i in range(len(ids))]
-    order = sorted(set(roots), key=roots.index)
-    new_id = np.array([order.index(r) for r in roots], np.int32)
-    lut = np.full(int(ids.max()) + 1, -1, np.int32)
-    lut[ids] = new_id
-    out = np.where(label_image >= 0, lut[np.clip(label_image, 0, len(lut) - 1)], -1)
-    return out.astype(np.int32), np.arange(len(order), dtype=np.int32)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -570,6 +512,22 @@ class _Cached:
 
 
 _MAX_CACHED_CAMERAS = 16
+
+
+def _near_ignored(cos: np.ndarray, cfg: ObjectsConfig) -> np.ndarray:
+    """(K,) bool: proposals whose cosine with an ``ignore_labels`` word of the vocabulary is
+    at least ``ignore_cos_ratio`` times their best cosine with an object word (``cos``:
+    (K, V) region-text cosines). At CLIP's logit scale the softmax calls a 0.32 against
+    0.16 contest certain; such a region is as much "no object" as object."""
+    k = cos.shape[0]
+    if cfg.ignore_cos_ratio <= 0 or not cfg.ignore_labels or k == 0:
+        return np.zeros(k, bool)
+    ignored = np.array([w in cfg.ignore_labels for w in cfg.vocabulary], bool)
+    if ignored.all() or not ignored.any():
+        return np.zeros(k, bool)
+    best_object = cos[:, ~ignored].max(axis=1)
+    best_nothing = cos[:, ignored].max(axis=1)
+    return (best_object <= 0) | (best_nothing >= cfg.ignore_cos_ratio * best_object)
 
 
 def _grid_label_image(h: int, w: int, n: int) -> np.ndarray:
@@ -663,7 +621,9 @@ class ObjectExtractor:
                 cloud.points, point_ids, ids, trim_percentile=cfg.trim_percentile
             )
             if open_vocab and cfg.merge_parts_max_m > 0 and len(ids) > 1:
-                merged = _merge_parts(label_image, ids, centroids, extents, cfg.merge_parts_max_m)
+                merged = merge_stacked_parts(
+                    label_image, ids, centroids, extents, cfg.merge_parts_max_m
+                )
                 if merged is not None:  # parts of one small object: one proposal
                     label_image, ids = merged
                     obj_labels, confidences = ["object"] * len(ids), np.zeros(len(ids), np.float32)
@@ -684,8 +644,26 @@ class ObjectExtractor:
             else:
                 centroids[no_3d] = np.asarray(world_from_camera, dtype=np.float32)[:3, 3]
             extents[no_3d] = 0.0
-        if open_vocab and cfg.max_object_size_m > 0:
-            keep = extents.max(axis=1) <= cfg.max_object_size_m
+        shaped = open_vocab and (cfg.min_thickness_m > 0 or cfg.floor_z_m is not None)
+        if open_vocab and (cfg.max_object_size_m > 0 or shaped):
+            keep = np.ones(len(ids), bool)
+            if cfg.max_object_size_m > 0:
+                keep &= extents.max(axis=1) <= cfg.max_object_size_m
+            if shaped and cloud is not None and len(cloud):
+                keep &= ~furniture_shaped(
+                    centroids,
+                    extents,
+                    horizontal_thickness(
+                        cloud.points,
+                        point_ids,
+                        ids,
+                        trim_percentile=cfg.trim_percentile,
+                    ),
+                    min_thickness_m=cfg.min_thickness_m,
+                    floor_z_m=cfg.floor_z_m,
+                    floor_contact_m=cfg.floor_contact_m,
+                    post_aspect=cfg.floor_post_aspect,
+                )
             if not keep.all():  # furniture and walls are not objects
                 remap = np.full(len(ids), -1, np.int32)
                 remap[keep] = np.arange(int(keep.sum()), dtype=np.int32)
@@ -704,11 +682,14 @@ class ObjectExtractor:
                     out.label_image = label_image.astype(np.int32)
                     return out
         embeddings = None
+        near_nothing = np.zeros(len(ids), bool)  # close to a no-object word (below)
         if self.encoder is not None and cfg.embed_regions:
             embeddings = self._region_embeddings(rgb, boxes, label_image, ids, camera)
             if open_vocab and len(cfg.vocabulary) and "text" in self.encoder.modalities:
                 vocab = self.vocabulary_embeddings()
-                logits = cfg.label_logit_scale * (embeddings @ vocab.T)
+                cos = embeddings @ vocab.T
+                near_nothing = _near_ignored(cos, cfg)
+                logits = cfg.label_logit_scale * cos
                 logits -= logits.max(axis=1, keepdims=True)
                 probs = np.exp(logits)
                 probs /= probs.sum(axis=1, keepdims=True)
@@ -728,6 +709,7 @@ class ObjectExtractor:
         )
         if open_vocab and cfg.ignore_labels:  # proposals named as no object ("wall")
             keep = np.array([lb not in cfg.ignore_labels for lb in obj_labels], bool)
+            keep &= ~near_nothing
             if not keep.all():
                 out = _keep_objects(out, keep)
         return out

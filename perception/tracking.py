@@ -43,7 +43,16 @@ label. Per update, for T live tracks and K detections:
    mean for the first ``1 / embedding_momentum`` observations, then an exponential
    mean with that weight, so an object's look can drift with viewpoint), kept unit
    length. Unmatched detections start new tracks, numbered in detection order.
-5. **Bound.** Beyond ``max_tracks`` live tracks the least recently seen are dropped
+5. **Re-identification** (``reid_extent_frac`` > 0). A detection matched to no live
+   track takes the id of a track of the same (majority) label that is live but
+   unmatched in this update, or was dropped by ageing no more than ``reid_max_age_s``
+   ago, when both are located in 3D and the detection's centroid lies within
+   ``reid_extent_frac`` times that track's largest extent of it (at most ``reid_max_m``);
+   nearest pairs first. A robot that turns away for longer than ``max_age_s`` and back
+   sees the same mug on the same shelf: without this it became a second mug (a new id,
+   a second record in memory, a wrong count). The gate scales with the object's own
+   size, so two tokens 7 cm apart stay two tokens.
+6. **Bound.** Beyond ``max_tracks`` live tracks the least recently seen are dropped
    (among those seen in this very update, the newest), so memory stays bounded
    whatever the input; a detection whose new track was dropped still keeps its
    fresh id in this update's output.
@@ -120,6 +129,15 @@ class TrackerConfig:
     # a proposal seen in one frame only (a shadow, a region split while the arm moves) is
     # not an object; 1 = report every detection at once
     min_hits: int = 1
+    # re-identification: an unmatched detection takes the id of a same-label track (live but
+    # unmatched, or lost by ageing) whose centroid is within this fraction of the track's
+    # largest extent (module docstring, step 5); 0 = off
+    reid_extent_frac: float = 0.0
+    # farthest a re-identified detection may be from the track, metres
+    reid_max_m: float = 0.15
+    # a track lost by ageing can be re-identified for this long after it was last seen,
+    # seconds (stamp time)
+    reid_max_age_s: float = 600.0
     # replace labels / confidences by the track's majority label
     smooth_labels: bool = True
     # recent label votes a track keeps for its majority label, observations
@@ -143,6 +161,9 @@ class TrackerConfig:
             ("max_tracks", self.max_tracks >= 1, ">= 1"),
             ("label_window", self.label_window >= 1, ">= 1"),
             ("min_hits", self.min_hits >= 1, ">= 1"),
+            ("reid_extent_frac", self.reid_extent_frac >= 0, ">= 0"),
+            ("reid_max_m", self.reid_max_m >= 0, ">= 0"),
+            ("reid_max_age_s", self.reid_max_age_s >= 0, ">= 0"),
             ("embedding_momentum", 0.0 < self.embedding_momentum <= 1.0, "in (0, 1]"),
             ("first_id", -1 <= self.first_id <= _INT32_MAX, "-1 or in [0, 2**31)"),
         )
@@ -162,6 +183,7 @@ class _Track:
     last_update: int  # index of the update that last matched it
     last_seen_ns: int
     votes: collections.deque[tuple[str, float]]  # recent (label, confidence)
+    size_m: float = 0.0  # largest side of the largest 3D box it was seen with, metres
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,6 +228,7 @@ class _Checked:
     centroids: np.ndarray  # (K, 3) float64
     located: np.ndarray  # (K,) bool
     embeddings: np.ndarray | None  # (K, D) float32 unit rows
+    sizes: np.ndarray  # (K,) float64 largest side of each 3D box, metres (0 unknown)
 
 
 def _check(objects: Objects, stamp_ns: int) -> _Checked:
@@ -251,6 +274,10 @@ def _check(objects: Objects, stamp_ns: int) -> _Checked:
         raise ValueError(
             f"Objects.located: expected ({k},) bool, got {located.shape} {located.dtype}"
         )
+    sizes = np.zeros(k)
+    if objects.extents is not None and np.shape(objects.extents) == (k, 3):
+        ext = np.asarray(objects.extents, np.float64)
+        sizes = np.where(np.all(np.isfinite(ext), axis=1), np.abs(ext).max(axis=1, initial=0), 0.0)
     emb = None
     if objects.embeddings is not None:
         shape = np.shape(objects.embeddings)
@@ -271,6 +298,7 @@ def _check(objects: Objects, stamp_ns: int) -> _Checked:
         centroids=checked["centroids"],
         located=located,
         embeddings=emb,
+        sizes=sizes,
     )
 
 
@@ -335,6 +363,8 @@ class ObjectTracker:
         self.config = config or TrackerConfig()
         self._ids = id_source if id_source is not None else track_id_source(self.config)
         self._tracks: list[_Track] = []
+        # tracks dropped by ageing, kept for re-identification (oldest first, bounded)
+        self._lost: collections.deque[_Track] = collections.deque(maxlen=self.config.max_tracks)
         self._updates = 0
         self._last_stamp_ns: int | None = None
         self.stats = {
@@ -343,6 +373,7 @@ class ObjectTracker:
             "tracks_dropped": 0,
             "resets": 0,
             "tentative": 0,  # detections not reported: their track had < min_hits matches
+            "reidentified": 0,  # detections given an earlier track's id (step 5)
         }
 
     def __len__(self) -> int:
@@ -356,6 +387,7 @@ class ObjectTracker:
     def reset(self) -> None:
         """Forget every track (a stream restart). Ids keep counting: none is reused."""
         self._tracks = []
+        self._lost.clear()
         self._last_stamp_ns = None
         self.stats["resets"] += 1
 
@@ -369,6 +401,7 @@ class ObjectTracker:
         stamp_ns = int(stamp_ns)
         restart = self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns
         tracks = [] if restart else self._tracks
+        lost = [] if restart else list(self._lost)
         track_dim = next((t.embedding.shape[0] for t in tracks if t.embedding is not None), None)
         if det.embeddings is not None and track_dim is not None:
             if det.embeddings.shape[1] != track_dim:
@@ -385,10 +418,19 @@ class ObjectTracker:
             if update_index - t.last_update - 1 <= cfg.max_age_frames
             and stamp_ns - t.last_seen_ns <= max_age_ns
         ]
-        aged = len(tracks) - len(alive)
+        alive_ids = {t.track_id for t in alive}
+        dropped = [t for t in tracks if t.track_id not in alive_ids]
+        aged = len(dropped)
         matches = self._associate(alive, det)
         matched_dets = {d for _, d in matches}
         fresh = [d for d in range(len(det.ids)) if d not in matched_dets]
+        matched_tracks = {t.track_id for t, _ in matches}
+        reid_pool = [t for t in alive if t.track_id not in matched_tracks] + [
+            t for t in lost + dropped if stamp_ns - t.last_seen_ns <= cfg.reid_max_age_s * 1e9
+        ]
+        reid = self._reidentify(reid_pool, det, fresh)
+        revived = [t for t, _ in reid if t.track_id not in alive_ids]
+        fresh = [d for d in fresh if d not in {d2 for _, d2 in reid}]
         new_ids = {d: int(next(self._ids)) for d in fresh}
         if any(i > _INT32_MAX or i < 0 for i in new_ids.values()):
             raise OverflowError("track ids exhausted the int32 range")
@@ -401,7 +443,14 @@ class ObjectTracker:
         labels = list(det.labels)
         confidences = det.confidences.copy()
         det_track: dict[int, _Track] = {}
-        for t, d in matches:
+        revived_ids = {t.track_id for t in revived}
+        self._lost = collections.deque(
+            [t for t in [*lost, *dropped] if t.track_id not in revived_ids],
+            maxlen=cfg.max_tracks,
+        )
+        alive.extend(revived)
+        self.stats["reidentified"] += len(reid)
+        for t, d in [*matches, *reid]:
             self._observe(t, det, d, update_index, stamp_ns)
             det_track[d] = t
         for d in fresh:
@@ -418,6 +467,7 @@ class ObjectTracker:
                 votes=collections.deque(
                     [(det.labels[d], float(det.confidences[d]))], maxlen=cfg.label_window
                 ),
+                size_m=float(det.sizes[d]),
             )
             alive.append(t)
             det_track[d] = t
@@ -431,6 +481,7 @@ class ObjectTracker:
         if len(alive) > cfg.max_tracks:  # least recently seen first out; ties: newest out
             alive.sort(key=lambda t: (-t.last_update, t.track_id))
             aged += len(alive) - cfg.max_tracks
+            self._lost.extend(alive[cfg.max_tracks :])
             alive = alive[: cfg.max_tracks]
         alive.sort(key=lambda t: t.track_id)
         self._tracks = alive
@@ -491,7 +542,37 @@ class ObjectTracker:
         rows, cols = linear_sum_assignment(cost)
         return [(tracks[r], int(c)) for r, c in zip(rows, cols) if ok[r, c]]
 
+    def _reidentify(
+        self, pool: list[_Track], det: _Checked, fresh: list[int]
+    ) -> list[tuple[_Track, int]]:
+        """Step 5: [(track, detection)] of same-label pairs within the size-scaled gate,
+        nearest first, each track and detection at most once."""
+        cfg = self.config
+        if cfg.reid_extent_frac <= 0 or not pool or not fresh:
+            return []
+        pairs = []
+        for ti, t in enumerate(pool):
+            if not t.located or t.size_m <= 0:
+                continue
+            label = _majority(t.votes)[0]
+            gate = min(cfg.reid_extent_frac * t.size_m, cfg.reid_max_m)
+            for d in fresh:
+                if det.located[d] and det.labels[d] == label:
+                    dist = float(np.linalg.norm(t.centroid - det.centroids[d]))
+                    if dist <= gate:
+                        pairs.append((dist, ti, d))
+        out: list[tuple[_Track, int]] = []
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for _dist, ti, d in sorted(pairs):
+            if ti not in used_t and d not in used_d:
+                used_t.add(ti)
+                used_d.add(d)
+                out.append((pool[ti], d))
+        return out
+
     def _observe(self, t: _Track, det: _Checked, d: int, update_index: int, stamp_ns: int) -> None:
+        t.size_m = max(t.size_m, float(det.sizes[d]))
         t.box = det.boxes[d].copy()
         t.centroid = det.centroids[d].copy()
         t.located = bool(det.located[d])

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     if layouts > 0 and chosen and not args.no_memory and args.executor == "skills":
         lifelong = evaluate_lifelong(chosen, layouts=layouts, seed=args.seed, config=cfg)
     print(format_table(result, lifelong))
-    if cfg.perception == "camera":
+    if cfg.perception == "camera" or cfg.image_encoder == "sim_clip":
         print(
             "model: image encoder sim_clip (weights shipped in perception/weights)", file=sys.stderr
         )

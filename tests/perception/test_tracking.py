@@ -524,3 +524,40 @@ def test_min_hits_reports_a_track_once_it_is_confirmed():
     ]
     with pytest.raises(ValueError, match="min_hits"):
         TrackerConfig(min_hits=0)
+
+
+def test_an_object_seen_again_after_its_track_aged_out_keeps_its_id():
+    """Regression (apartment tour): the robot turned away from the ball for longer than
+    max_age_s and back; the ball, 5 cm from where its track was, got a new id and memory
+    kept two balls. With re-identification it keeps its id, and the gate scales with the
+    object's size: a second token 7 cm from a lost 3 cm token is a second token."""
+
+    def frame(label: str, centroid, size: float) -> Objects:
+        objs = _objs([_box(40, 40)], centroids=[centroid], labels=[label])
+        return dataclasses.replace(objs, extents=np.full((1, 3), size, np.float32))
+
+    def run(cfg: TrackerConfig, label: str, size: float, moved_m: float) -> tuple[int, int]:
+        tr = ObjectTracker(cfg)
+        first = tr.update(frame(label, [3.0, 1.0, 0.7], size), stamp_ns=0)
+        tr.update(_objs(np.zeros((0, 4))), stamp_ns=10 * 10**9)  # 10 s away: aged out
+        assert len(tr) == 0
+        back = tr.update(frame(label, [3.0 + moved_m, 1.0, 0.7], size), stamp_ns=20 * 10**9)
+        return int(first.ids[0]), int(back.ids[0])
+
+    reid = TrackerConfig(first_id=1, reid_extent_frac=0.75)
+    a, b = run(reid, "blue ball", 0.12, 0.05)
+    assert a == b  # one ball
+    a, b = run(TrackerConfig(first_id=1), "blue ball", 0.12, 0.05)
+    assert a != b  # without re-identification: two balls (what round 3 did)
+    a, b = run(reid, "pink token", 0.03, 0.07)
+    assert a != b  # two tokens stay two
+    a, b = run(reid, "blue ball", 0.12, 0.20)
+    assert a != b  # too far: another ball
+    # another label at the same spot is another object
+    tr = ObjectTracker(reid)
+    first = tr.update(frame("blue ball", [3.0, 1.0, 0.7], 0.12), stamp_ns=0)
+    tr.update(_objs(np.zeros((0, 4))), stamp_ns=10 * 10**9)
+    other = tr.update(frame("red mug", [3.0, 1.0, 0.7], 0.12), stamp_ns=20 * 10**9)
+    assert other.ids[0] != first.ids[0] and tr.stats["reidentified"] == 0
+    with pytest.raises(ValueError, match="reid_extent_frac"):
+        TrackerConfig(reid_extent_frac=-1.0)

@@ -33,6 +33,29 @@ def test_sizes_follow_the_task_kind():
     assert not table["perception"]["audio_enabled"] and flat["perception"]["audio_enabled"]
 
 
+def test_camera_mode_settings_per_scene_and_frame_rate():
+    """Camera mode: sim_clip in both modes; the apartment's planes, parts and background
+    ratio; re-identification everywhere; min_hits 2 only where frames come at 5 Hz (a
+    proposal matched once at full rate was a table edge or a leg; at the quick 2.5 Hz far
+    things are seen once)."""
+    from dataclasses import replace
+
+    assert graph_overrides(QUICK, "cups")["perception"]["encoder"] == "sim_clip"
+    cam_quick = replace(QUICK, perception="camera")
+    cam_full = replace(EvalConfig(), perception="camera")
+    table = graph_overrides(cam_full, "cups")["perception"]
+    flat_quick = graph_overrides(cam_quick, "fetch_seen")["perception"]
+    flat_full = graph_overrides(cam_full, "fetch_seen")["perception"]
+    assert table["tracker"]["reid_extent_frac"] > 0 and "min_hits" not in table["tracker"]
+    assert "min_hits" not in flat_quick["tracker"] and flat_full["tracker"]["min_hits"] == 2
+    assert table["objects"]["ignore_cos_ratio"] == 0 < flat_full["objects"]["ignore_cos_ratio"]
+    assert (
+        flat_full["objects"]["support_plane_min_frac"] < table["objects"]["support_plane_min_frac"]
+    )
+    unfiltered = replace(cam_full, camera_filters=False)
+    assert "tracker" not in graph_overrides(unfiltered, "fetch_seen")["perception"]
+
+
 @pytest.mark.parametrize(
     ("use_memory", "planner", "names"),
     [

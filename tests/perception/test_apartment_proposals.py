@@ -1,0 +1,180 @@
+"""Camera mode in the apartment: furniture parts are not things, a plant is one thing.
+
+Regressions from the memory-QA tour (seed 8600, 128 x 96 head camera): brown dining-table
+legs and the table top's edge were named "brown teddy bear" (the tour counted 14 objects
+for 6, and "what is at the teddy's place" found a leg), and the plant's pot was a second
+"brown teddy bear" beside its leaves; a teddy on a brown table was never found. The
+frames below are rendered where the robot stood when it saw them; the real sim-trained
+encoder names the proposals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from engram.perception.geometry import backproject
+from engram.perception.objects import ObjectExtractor, ObjectsConfig
+from engram.perception.shapes import furniture_shaped, horizontal_thickness
+
+pytest.importorskip("mujoco")
+
+# round 3's apartment settings: what the new ones are compared with
+_ROUND3 = {
+    "ignore_cos_ratio": 0.0,
+    "min_thickness_m": 0.0,
+    "floor_z_m": None,
+    "merge_parts_max_m": 0.075,
+    "max_object_size_m": 0.3,
+    "support_plane_min_frac": 0.05,
+}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from engram.perception.encoders import make_encoder
+
+    enc = make_encoder("sim_clip", device="cpu")
+    enc.load()
+    yield enc
+    enc.close()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """(frame, placement) where the tour robot stood: facing the dining table's legs,
+    and facing the plant on its shelf."""
+    import mujoco
+
+    from engram.sim.envs import make
+
+    env = make("where_heard", width_px=128, height_px=96)
+    try:
+        env.reset(seed=8600)
+        truth = {n: np.asarray(s["position_m"], np.float64) for n, s in env.placement.items()}
+        out = []
+        for x, y, yaw in ((-1.531, 1.999, 21.989), (-1.6, -2.0, 5.0)):
+            env.controller.reset(x, y, yaw)
+            mujoco.mj_forward(env.model, env.data)
+            out.append(env.render_frame())
+    finally:
+        env.close()
+    return out, truth
+
+
+def _objects(encoder, frame, **changes):
+    from engram.planners.evaluation.pipeline import camera_perception_params
+
+    params = camera_perception_params(scene="apartment")["objects"]
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    # the eval's frame-size setting (EvalConfig.min_object_pixels) on top
+    cfg = dataclasses.replace(
+        ObjectsConfig(**params), min_object_pixels=8, reuse_max_frames=0, **changes
+    )
+    cloud = backproject(frame.depth, frame.intrinsics, frame.world_from_camera, stride_px=1)
+    return ObjectExtractor(cfg, encoder=encoder).extract(
+        frame.rgb,
+        cloud=cloud,
+        world_from_camera=frame.world_from_camera,
+        depth=frame.depth,
+        intrinsics=frame.intrinsics,
+    )
+
+
+def _misplaced(objs, truth) -> list[tuple[str, list[float]]]:
+    """Objects named as one of the apartment's things but nowhere near it."""
+    from engram.sim.tasks._apartment import OBJECT_LABELS
+
+    where = {OBJECT_LABELS[n]: p for n, p in truth.items()}
+    return [
+        (lb, np.round(c, 2).tolist())
+        for lb, c in zip(objs.labels, objs.centroids)
+        if lb in where and np.linalg.norm(where[lb][:2] - c[:2]) > 0.4
+    ]
+
+
+def test_table_legs_are_not_teddy_bears(encoder, frames):
+    (legs, _plant), truth = frames
+    before = _misplaced(_objects(encoder, legs, **_ROUND3), truth)
+    assert len(before) >= 2, before  # the legs, named "brown teddy bear"
+    assert _misplaced(_objects(encoder, legs), truth) == []
+
+
+def test_a_plant_and_its_pot_are_one_plant(encoder, frames):
+    (_legs, plant), truth = frames
+    before = _objects(encoder, plant, **_ROUND3)
+    assert "brown teddy bear" in before.labels  # the pot, on its own
+    after = _objects(encoder, plant)
+    assert _misplaced(after, truth) == []
+    assert after.labels.count("potted plant") == 1, after.labels
+
+
+def test_wall_slabs_and_floor_posts_are_furniture_shaped():
+    rng = np.random.default_rng(0)
+    # a wall strip at 45 degrees (no axis-aligned box is thin), and a mug's visible half
+    s = rng.uniform(0, 0.3, 200)
+    wall = np.stack([s, s, rng.uniform(0.0, 0.3, 200)], 1)
+    a = rng.uniform(-np.pi / 2, np.pi / 2, 200)
+    mug = np.stack([0.05 * np.cos(a), 0.05 * np.sin(a), rng.uniform(0.7, 0.8, 200)], 1)
+    pts = np.concatenate([wall, mug])
+    ids = np.r_[np.zeros(200, int), np.ones(200, int)]
+    thick = horizontal_thickness(pts, ids, np.array([0, 1]))
+    assert thick[0] < 0.002 and thick[1] > 0.03, thick
+    centroids = np.array([[0.15, 0.15, 0.15], [0.0, 0.0, 0.75], [1, 1, 0.16], [1, 1, 0.6]])
+    extents = np.array([[0.3, 0.3, 0.3], [0.05, 0.1, 0.1], [0.05, 0.05, 0.28], [0.06, 0.06, 0.23]])
+    thickness = np.r_[thick, 0.05, 0.05]
+    shaped = furniture_shaped(
+        centroids,
+        extents,
+        thickness,
+        min_thickness_m=0.008,
+        floor_z_m=0.0,
+        floor_contact_m=0.04,
+        post_aspect=2.5,
+    )
+    # the wall slab and the leg standing on the floor; not the mug, nor a bottle on a shelf
+    assert shaped.tolist() == [True, False, True, False]
+    off = furniture_shaped(
+        centroids,
+        extents,
+        thickness,
+        min_thickness_m=0.0,
+        floor_z_m=None,
+        floor_contact_m=0.04,
+        post_aspect=2.5,
+    )
+    assert not off.any()
+
+
+def test_a_teddy_on_a_brown_table_is_found(encoder):
+    """Regression (fetch_seen seed 9501): the teddy stands on a brown table, brown on
+    brown: no colour edge parts them, and the table top, 4% of the 128 px frame, was
+    under the 5% a support plane needed. Teddy and table were one 0.78 m region, too
+    large to be an object, so the teddy was never remembered and the robot guessed.
+    The apartment's planes need 3% (a table top seen from the head camera is small)."""
+    import mujoco
+
+    from engram.sim.envs import make
+
+    env = make("fetch_seen", width_px=128, height_px=96)
+    try:
+        env.reset(seed=9501)
+        teddy = np.asarray(env.placement["teddy_brown"]["position_m"], np.float64)
+        env.controller.reset(2.0, -1.933, 14.876)
+        mujoco.mj_forward(env.model, env.data)
+        frame = env.render_frame()
+    finally:
+        env.close()
+
+    def teddies(objs) -> list[float]:
+        return [
+            float(np.linalg.norm(c[:2] - teddy[:2]))
+            for lb, c in zip(objs.labels, objs.centroids)
+            if lb == "brown teddy bear"
+        ]
+
+    assert teddies(_objects(encoder, frame, support_plane_min_frac=0.05)) == []
+    found = teddies(_objects(encoder, frame))
+    assert len(found) == 1 and found[0] < 0.1, found
