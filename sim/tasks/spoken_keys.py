@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from difflib import SequenceMatcher
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,6 +41,8 @@ _VOICE = ("en-us", 130, 4)  # espeak-ng voice, words per minute, gap between wor
 #: tiny.en hears best, and a noun)
 SPOKEN_NAMES = OBJECT_LABELS
 QUESTION = "Go to where I left my keys."
+_MIN_SIMILARITY = 0.5  # difflib ratio a misheard name must reach (unrelated names: 0.3-0.45)
+_MIN_MARGIN = 0.1  # ... and its lead over the next-closest name
 
 
 def sentence(obj: str) -> str:
@@ -61,7 +64,26 @@ def transcript_answer(texts: Iterable[str]) -> str | None:
         winners = [o for o, v in scores.items() if v == best]
         if best > 0 and len(winners) == 1:
             return winners[0]
+        heard = _closest_name(" ".join(tail[2:] if tail[:2] == ["next", "to"] else tail))
+        if heard is not None:
+            return heard
     return None
+
+
+def _closest_name(tail: str) -> str | None:
+    """The object whose spoken name the words sound most like, for what tiny.en makes of
+    espeak's voice ("the greenboard", "the round and the air" for "the brown teddy bear"):
+    character similarity (difflib's ratio) of at least ``_MIN_SIMILARITY``, clear of the
+    runner-up by ``_MIN_MARGIN``; else None (no guess from a mumble)."""
+    tail = re.sub(r"^(the|a|an) ", "", tail.strip())
+    if not tail:
+        return None
+    sims = sorted(
+        ((SequenceMatcher(None, tail, name).ratio(), o) for o, name in SPOKEN_NAMES.items()),
+        reverse=True,
+    )
+    (best, obj), (second, _) = sims[0], sims[1]
+    return obj if best >= _MIN_SIMILARITY and best - second >= _MIN_MARGIN else None
 
 
 class SpokenKeysEnv(GoToObjectTask):

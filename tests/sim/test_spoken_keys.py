@@ -32,6 +32,13 @@ def test_transcript_answer_reads_the_object_from_imperfect_transcripts():
     assert transcript_answer(["I left my keys next to my family mayor."]) is None
 
 
+def test_transcript_answer_hears_a_misheard_name_by_its_sound():
+    # what tiny.en made of espeak's "brown teddy bear" / "green book" on seeds 9501 / 9503
+    assert transcript_answer(["I left my keys next to the round and the air."]) == "teddy_brown"
+    assert transcript_answer(["I left my keys next to the greenboard."]) == "book_green"
+    assert transcript_answer(["I left my keys next to the fridge."]) is None  # no guess
+
+
 def test_the_answer_comes_from_the_microphone_stream_through_the_speech_pipeline():
     from engram.perception.speech.streaming import SpeechConfig, SpeechStream
     from engram.planners.policies.scripted import run_episode
