@@ -1,13 +1,13 @@
 """Action-expert inference speed: chunks/s with and without the memory bank, DDIM vs DDPM.
 
-    python bench/policy.py [--quick] [--threads N] [--device cpu|cuda|auto]
+    python bench/policy.py [--quick] [--threads N] [--device cpu|cuda|auto] [--checkpoint NAME]
 
 Cases (the default network size of ``ActionExpertConfig``, the shared tabletop state
 layout of ``features.py``: S = 45, actions A = 5, chunk H = 8; random weights: speed
 does not depend on them):
 
-- the shipped checkpoint (``tabletop``, what ``engram eval --executor expert`` runs),
-  when present: ``act`` with its memory bank full, peer: the same model with its bank
+- the shipped checkpoint (``--checkpoint``, default ``tabletop``: what ``engram eval
+  --executor expert`` runs), when present: ``act`` with its memory bank full, peer: the same model with its bank
   emptied before every chunk (the no-memory condition);
 
 - full ``ActionExpertPolicy.act`` path (numpy in, ``ActionChunk`` out) with a full memory bank
@@ -90,16 +90,16 @@ def _time_acts(policy, n: int) -> list[float]:
     return times
 
 
-def _shipped(device: str, n: int) -> list[dict]:
-    """The shipped ``tabletop`` checkpoint, with and without its memory bank."""
+def _shipped(device: str, n: int, name: str = "tabletop") -> list[dict]:
+    """A shipped checkpoint (``name``), with and without its memory bank."""
     from engram.planners.policies.diffusion.checkpoint import shipped
     from engram.planners.policies.diffusion.policy import ActionExpertPolicy
 
-    if "tabletop" not in shipped():
+    if name not in shipped():
         return []
-    with_mem = _prepare(ActionExpertPolicy.load("tabletop", device=device, cpu_threads=None))
+    with_mem = _prepare(ActionExpertPolicy.load(name, device=device, cpu_threads=None))
     without = _prepare(
-        ActionExpertPolicy.load("tabletop", device=device, cpu_threads=None, use_memory=False)
+        ActionExpertPolicy.load(name, device=device, cpu_threads=None, use_memory=False)
     )
     a, b = [], []
     for _ in range(5):
@@ -107,7 +107,7 @@ def _shipped(device: str, n: int) -> list[dict]:
         b += _time_acts(without, max(1, n // 5))
     return [
         result(
-            f"shipped checkpoint 'tabletop', act with memory, DDIM {with_mem.config.ddim_steps} "
+            f"shipped checkpoint {name!r}, act with memory, DDIM {with_mem.config.ddim_steps} "
             f"steps, {device}",
             "chunks_per_s",
             len(a) / sum(a),
@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch intra-op threads (default 1; 0 = torch's)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument(
+        "--checkpoint", default="tabletop", help="shipped checkpoint to time (default tabletop)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 peer_value=len(other) / sum(other),
             )
         )
-    results += _shipped(device, n)
+    results += _shipped(device, n, args.checkpoint)
     emit("policy", results)
     return 0
 

@@ -28,7 +28,9 @@ diffusion action expert (``diffusion/policy.py``, the shipped checkpoint by defa
   training segments were cut by) and says so on ``/subgoal_status``: a ``PlanStep``
   with the subgoal's skill and args plus ``subgoal_seq`` (the running step's seq),
   status ``succeeded`` or ``failed`` and a reason; the planner's critic then checks
-  it. After reporting it holds until the planner's next subgoal.
+  it. After reporting it holds until the planner's next subgoal. A new subgoal restarts
+  the expert's progress inputs (``begin_subgoal``; a goal-frame checkpoint trained with
+  them sees the rise above the subgoal's lowest point and the steps since it began).
 - ``end_to_end`` (MemoryVLA style): the instruction is the conditioning text, and the
   expert's own perceptual-cognitive memory bank must carry what the show phase revealed.
 
@@ -221,6 +223,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         self._queue = []  # a new subgoal: sample afresh
                         self.count("subgoals")
                         self._tracking = False
+                        if self.policy is not None:
+                            self.policy.begin_subgoal()  # its progress inputs restart
                     self.subgoal = msg
                 elif cur is not None and msg.skill == cur.skill:
                     self.subgoal = None  # finished (succeeded / failed / aborted)
@@ -348,9 +352,11 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 self._queue.pop(0)
                 prev_grip = self._gripper
                 self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
+                # (planner mode: only follows the subgoal's lowest point, never True)
+                done = self.policy.executed(actions[0], robot_vector(robot))
                 if cfg.mode == "planner":
                     report = self._track(actions[0], robot_vector(robot), prev_grip)
-                elif self.policy.executed(actions[0], robot_vector(robot)):
+                elif done:
                     self._queue = []  # end to end: the pointed subgoal is done
             self._step += 1
             out = ActionChunk(

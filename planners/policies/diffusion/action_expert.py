@@ -96,6 +96,9 @@ class ActionExpertConfig:
     pointer_slots: int = 0  # object slots the pointer chooses among (0 = no pointer)
     pointer_skills: tuple[str, ...] = ()  # skills the pointer chooses among
     pointer_loss_weight: float = 0.2  # weight of the pointer's cross-entropy
+    # goal frame: the goal slots (zero there) carry the running subgoal's progress
+    # (features.subgoal_progress: rise above its lowest point, steps since it began)
+    subgoal_progress: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -113,6 +113,7 @@ def check_config(config: dict[str, Any], source: str | Path) -> None:
         "pointer_slots",
         "pointer_skills",
         "pointer_loss_weight",
+        "subgoal_progress",
     }
     missing = sorted(known - set(config) - later)
     if unknown or missing:

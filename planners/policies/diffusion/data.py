@@ -83,6 +83,10 @@ class Episode:
     # (T, 3) int64 per step: the subgoal's skill (features.SKILLS), object slot and
     # frame slot (features.segment_parts); -1 where none (tabletop layout only)
     pointer: np.ndarray | None = None
+    # (T, 2) float32 per step: the running subgoal's progress (features.segment_progress)
+    progress: np.ndarray | None = None
+    # (T, 2) int64 per step: its subgoal segment's [first step, end), -1 where none
+    segment: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -192,6 +196,7 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
         subgoal_index = None
         goal = None
         pointer = None
+        progress = segment = None
         if tabletop:
             robot = cols["observation.robot"][rows]
             objects = cols["observation.objects"][rows].reshape(len(rows), -1, 5)
@@ -217,6 +222,8 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
             )
             skill, obj, frame, where = F.segment_parts(labels, slots, names)
             pointer = np.stack([skill, obj, frame], axis=1)
+            progress = F.segment_progress(labels, robot[:, 2])
+            segment = F.segment_bounds(labels)
             # a subgoal's target is its object's position where the segment starts (what
             # the planner grounds it to; the tool's offset from it at the event is part
             # of the label); a place keeps the release point (the planner's target arg)
@@ -252,6 +259,8 @@ def _read_lerobot(folder: Path, task: str, image_size_px: int) -> list[Episode]:
                 goal=goal,
                 object_names=names,
                 pointer=pointer,
+                progress=progress,
+                segment=segment,
             )
         )
     return episodes
@@ -442,10 +451,16 @@ class Demonstrations:
         subgoal_fraction: float = 0.5,
         augment_m: float = 0.0,
         frame: str = "",
+        progress: bool = False,
+        segment_chunks: bool = False,
     ) -> None:
         """``frame`` (``ActionExpertConfig.frame``): ``goal`` = subgoal samples see the
         state and their waypoint labels relative to the subgoal's target, with no
-        memory; instruction samples train only the pointer (see ``batch``)."""
+        memory; instruction samples train only the pointer (see ``batch``).
+        ``progress`` (``ActionExpertConfig.subgoal_progress``, goal frame): their goal
+        slots carry the running subgoal's progress (``features.subgoal_progress``).
+        ``segment_chunks`` (goal frame): a subgoal sample's chunk ends with its segment
+        (the last waypoint held) instead of running into the next subgoal's motion."""
         if not episodes:
             raise ValueError("Demonstrations need at least one episode")
         self.episodes = episodes
@@ -454,6 +469,15 @@ class Demonstrations:
         self.subgoal_fraction = float(subgoal_fraction)
         self.augment_m = float(augment_m)
         self.frame = frame if episodes[0].features and episodes[0].goal is not None else ""
+        self.progress = bool(progress) and self.frame == "goal"
+        # why: past a segment's end the demonstration heads for the *next* subgoal,
+        # which the running subgoal's text does not say (the next button of a sequence
+        # lies anywhere); those labels taught a mode that left the target before the
+        # press (round 3 traces: waypoints 5-10 cm off mid-press). The executor ends a
+        # subgoal by the segments' own rule and drops the rest of its chunk.
+        self.segment_chunks = bool(segment_chunks) and self.frame == "goal"
+        if self.progress and any(ep.progress is None for ep in episodes):
+            raise ValueError("progress inputs need tabletop demonstrations (subgoal segments)")
         need = sorted(
             {t for ep in episodes if ep.instruction_embeddings is None for t in ep.instructions}
             | {t for ep in episodes for t in ep.subgoals}
@@ -508,7 +532,8 @@ class Demonstrations:
                 a = ep.actions[has].copy()
                 a[:, :2] -= ep.goal[has]
                 acts.append(a)
-                rel.append(F.to_goal_frame(ep.state[has], ep.goal[has]))
+                prog = ep.progress[has] if self.progress else None
+                rel.append(F.to_goal_frame(ep.state[has], ep.goal[has], prog))
             actions = np.concatenate(acts)
             states = np.concatenate([ep.state for ep in self.episodes] + rel)
         else:
@@ -521,10 +546,18 @@ class Demonstrations:
             # the goal slots are mostly zeros in the data: give them a fixed scale
             std[STATE_DIM - 3 : STATE_DIM - 1] = 0.15
             std[STATE_DIM - 1] = 0.5
+        mean = states.mean(0)
+        if self.progress:
+            from engram.planners.policies.diffusion.features import STATE_DIM
+
+            # the progress inputs exist only in goal-frame samples: their own scale
+            ps = np.concatenate(rel)[:, STATE_DIM - 3 : STATE_DIM - 1]
+            mean[STATE_DIM - 3 : STATE_DIM - 1] = ps.mean(0)
+            std[STATE_DIM - 3 : STATE_DIM - 1] = np.maximum(ps.std(0), 0.05)
         return {
             "action_min": actions.min(0),
             "action_max": actions.max(0),
-            "state_mean": states.mean(0),
+            "state_mean": mean,
             "state_std": std,
         }
 
@@ -562,13 +595,15 @@ class Demonstrations:
                 and rng.random() < self.subgoal_fraction
             )
             state = self._state(e, np.array([t]), use_sub, rng)[0]
-            actions = ep.actions[idx]
             goal_frame = self.frame == "goal"
+            if goal_frame and use_sub and self.segment_chunks and ep.segment is not None:
+                idx = np.minimum(idx, ep.segment[t, 1] - 1)
+            actions = ep.actions[idx]
             if goal_frame and use_sub:
                 from engram.planners.policies.diffusion.features import to_goal_frame
 
                 g = ep.goal[t]
-                state = to_goal_frame(state, g)
+                state = to_goal_frame(state, g, ep.progress[t] if self.progress else None)
                 actions = actions.copy()
                 actions[:, :2] -= g
             cols["state"].append(state)

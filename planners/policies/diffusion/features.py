@@ -8,7 +8,9 @@ State vector (``STATE_DIM`` = 45 float32, layout ``FEATURES``)::
     objects 30   MAX_OBJECTS slots x [visible, x, y, z (m), lit]; slot i = the task's
                  i-th tracked object (``object_names``), zeros when unseen or absent
     time     1   seconds since the episode began / 10
-    goal     3   planner mode: the subgoal's target [x, y (m), 1]; end to end: zeros
+    goal     3   planner mode: the subgoal's target [x, y (m), 1]; end to end: zeros.
+                 Goal frame (``to_goal_frame``): the target is the origin, so the first
+                 two carry the running subgoal's progress instead (``subgoal_progress``)
 
 Object yaw is left out (perception reports centroids and extents, not yaw), and
 ``lit`` is the task's lamp state where it has one (button_sequence's task extras),
@@ -42,8 +44,11 @@ __all__ = [
     "STATE_DIM",
     "label_subgoals",
     "objects_from_env",
+    "segment_bounds",
     "segment_parts",
+    "segment_progress",
     "state_vector",
+    "subgoal_progress",
     "subgoal_text",
     "to_goal_frame",
     "waypoint_labels",
@@ -224,14 +229,78 @@ def segment_parts(
     return skill, obj, frame, where
 
 
-def to_goal_frame(state: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+#: progress inputs (goal frame): the rise above the lowest point of the running subgoal
+#: is given in decimetres, and the steps since it began are capped and scaled
+PROGRESS_RISE_SCALE = 10.0
+PROGRESS_MAX_STEPS = 60
+PROGRESS_STEP_SCALE = 20.0
+
+
+def subgoal_progress(z_m: float, lowest_z_m: float, steps: int) -> np.ndarray:
+    """The running subgoal's progress (2,) float32: [rise of the tool above the lowest
+    point it reached since the subgoal began (dm), control steps since it began / 20,
+    capped at 60 steps].
+
+    Why: in the goal frame the state alone cannot tell "hovering above the button
+    before the press" from "risen after it" (about 1.5 cm apart in z), so a chunk
+    sampled there dithered instead of descending (round 3, traced); the rise above the
+    lowest point is 0 before the press and > 1.5 cm after it, and the step count is
+    the demonstration's phase clock (when to close the fingers)."""
+    rise = max(0.0, float(z_m) - float(lowest_z_m)) * PROGRESS_RISE_SCALE
+    step = min(max(int(steps), 0), PROGRESS_MAX_STEPS) / PROGRESS_STEP_SCALE
+    return np.array([rise, step], np.float32)
+
+
+def segment_bounds(labels: Sequence[tuple[str, np.ndarray] | None]) -> np.ndarray:
+    """Per step of a demonstration: its subgoal segment's [first step, end) (T, 2)
+    int64, -1 where a step has no subgoal (``labels``: ``label_subgoals``' output; a
+    segment is a run of the same item)."""
+    out = np.full((len(labels), 2), -1, np.int64)
+    t = 0
+    while t < len(labels):
+        item = labels[t]
+        if item is None:
+            t += 1
+            continue
+        end = t + 1
+        while end < len(labels) and labels[end] is item:
+            end += 1
+        out[t:end] = (t, end)
+        t = end
+    return out
+
+
+def segment_progress(
+    labels: Sequence[tuple[str, np.ndarray] | None], z_m: np.ndarray
+) -> np.ndarray:
+    """Per step of a demonstration: ``subgoal_progress`` of its subgoal segment (T, 2)
+    (zeros where a step has no subgoal). ``labels``: ``label_subgoals``' output (a
+    segment is a run of the same item); ``z_m`` (T,) the tool's measured height."""
+    z = np.asarray(z_m, np.float64).reshape(-1)
+    out = np.zeros((len(labels), 2), np.float32)
+    start, low, prev = 0, np.inf, None
+    for t, item in enumerate(labels):
+        if item is None:
+            prev = None
+            continue
+        if item is not prev:
+            start, low, prev = t, np.inf, item
+        low = min(low, float(z[t]))
+        out[t] = subgoal_progress(float(z[t]), low, t - start)
+    return out
+
+
+def to_goal_frame(
+    state: np.ndarray, goal_xy: np.ndarray, progress: np.ndarray | None = None
+) -> np.ndarray:
     """States (..., STATE_DIM) -> the same with every x, y (end effector, seen
     objects, goal) relative to ``goal_xy`` (..., 2): the goal-frame expert's input.
 
     Why: copying an absolute target from a 45-dim input through an MLP is what left
     presses 2-5 cm beside a button cap; relative to the target, the final waypoint of
     a press or a grasp is a near-constant offset and the expert is translation
-    invariant (the planner's grounded target carries the precision)."""
+    invariant (the planner's grounded target carries the precision). ``progress``
+    (..., 2): ``subgoal_progress``, written into the goal slots (zeros without it)."""
     out = np.array(state, np.float32, copy=True)
     g = np.asarray(goal_xy, np.float32)
     out[..., 0:2] -= g
@@ -241,7 +310,7 @@ def to_goal_frame(state: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
     seen = objs[..., 0:1] > 0.5
     objs[..., 1:3] -= seen * g[..., None, :]
     out[..., ROBOT_DIM : ROBOT_DIM + MAX_OBJECTS * _OBJ] = objs.reshape(*out.shape[:-1], -1)
-    out[..., STATE_DIM - 3 : STATE_DIM - 1] = 0.0
+    out[..., STATE_DIM - 3 : STATE_DIM - 1] = 0.0 if progress is None else progress
     out[..., STATE_DIM - 1] = 1.0
     return out
 

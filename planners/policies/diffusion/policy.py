@@ -102,6 +102,9 @@ class ActionExpertPolicy(Policy):
         self._tracker: Any = None
         self._grip = 0.0
         self._robot: np.ndarray | None = None
+        # goal frame with progress inputs: the running subgoal as [key, step it began,
+        # lowest tool height since] (None: the next goal pass starts a new one)
+        self._sub: list[Any] | None = None
         self.reset()
 
     # ---------------------------------------------------------------- lifecycle
@@ -119,6 +122,31 @@ class ActionExpertPolicy(Policy):
         self._pointed_key = None
         self._committed = False
         self._grip = 0.0
+        self._sub = None
+
+    def begin_subgoal(self) -> None:
+        """A new subgoal begins (planner mode; the env harness and the policy node call
+        it): its progress inputs restart at the next chunk. Without the call a new
+        subgoal is still noticed when its text or target changes, but not a repeat of
+        the same one (pressing one button twice)."""
+        self._sub = None
+
+    def _note_height(self, z_m: float) -> None:
+        if self._sub is not None:
+            self._sub[2] = min(self._sub[2], float(z_m))
+
+    def _progress(self, state: np.ndarray, instr: Any, goal: np.ndarray, step: int) -> Any:
+        """The running subgoal's progress inputs (2,) (None without them)."""
+        if not self.config.subgoal_progress:
+            return None
+        from engram.planners.policies.diffusion.features import subgoal_progress
+
+        key = (tuple(np.round(goal, 4).tolist()), hash(instr.cpu().numpy().tobytes()))
+        z = float(state[2])
+        if self._sub is None or self._sub[0] != key:
+            self._sub = [key, int(step), z]
+        self._note_height(z)
+        return subgoal_progress(z, self._sub[2], int(step) - self._sub[1])
 
     def act(
         self,
@@ -195,7 +223,8 @@ class ActionExpertPolicy(Policy):
         from engram.planners.policies.diffusion.features import to_goal_frame
 
         g = np.asarray(goal, np.float32).reshape(-1)[:2]
-        rel = to_goal_frame(state[0].cpu().numpy(), g)
+        s = state[0].cpu().numpy()
+        rel = to_goal_frame(s, g, self._progress(s, instr, g, step))
         rel_t = torch.from_numpy(rel)[None].to(state.device)
         cond = self.expert.online_condition(rel_t, image, instr, step=step, memory=False)
         noise = None
@@ -264,13 +293,17 @@ class ActionExpertPolicy(Policy):
         self._tracker = self._tracker or SubgoalTracker()
         self._tracker.start(skill, self._robot, gripper=self._grip)
         self._committed = True
+        self.begin_subgoal()
         return xy, text(subgoal_text(skill, obj))
 
     def executed(self, action: np.ndarray, robot: np.ndarray) -> bool:
-        """End to end with a pointer: the controller action (A,) just sent and the robot
-        vector measured with it. True when that finished the pointed subgoal (the
-        caller then drops the rest of its chunk, and the next ``act`` points anew)."""
+        """The controller action (A,) just sent and the robot vector measured with it
+        (every control step; it also follows the running subgoal's lowest point for the
+        progress inputs). End to end with a pointer: True when that finished the pointed
+        subgoal (the caller then drops the rest of its chunk, and the next ``act``
+        points anew); otherwise always False."""
         a = np.asarray(action, np.float32).reshape(-1)
+        self._note_height(float(np.asarray(robot, np.float32).reshape(-1)[2]))
         done = False
         if self._committed and self._tracker is not None:
             verdict = self._tracker.update(a, robot)
@@ -306,6 +339,7 @@ class ActionExpertPolicy(Policy):
         state, image, instr, step = self._inputs(observation, instruction_embedding)
         if self.config.frame == "goal":
             self._see_slots(state)
+            self._note_height(float(state[0, 2]))
         if self.config.use_memory and self.use_memory:
             with torch.inference_mode():
                 self.expert.observe(state, image, instr, step=step, bank=memory)

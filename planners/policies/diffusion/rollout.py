@@ -213,6 +213,8 @@ def run_env_planner_episode(
                         goal = objs[names.index(label), 1:3].copy()
                     tracker.start(skill, obs["robot"], gripper=grip)
                     started, low = True, (np.inf, np.inf)
+                    if getattr(policy, "begin_subgoal", None):
+                        policy.begin_subgoal()
                 from engram.planners.policies.diffusion.features import subgoal_text
 
                 emb = text(subgoal_text(skill, label))
@@ -223,6 +225,8 @@ def run_env_planner_episode(
                     chunks += 1
                 action = policy.to_controller(queue.pop(0)[None], obs["robot"])[0]
                 grip = float(action[4])
+                if getattr(policy, "executed", None):
+                    policy.executed(action, obs["robot"])
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if started and goal is not None and k < len(plan):

@@ -80,6 +80,9 @@ class TrainConfig:
     # share of samples conditioned on the step's subgoal (goal frame: the share that
     # trains the denoiser; the rest train the end-to-end pointer)
     subgoal_fraction: float = 0.7
+    # goal frame: a subgoal sample's chunk ends with its segment (last waypoint held)
+    # instead of running into the next subgoal's motion (data.Demonstrations)
+    segment_chunks: bool = True
     validate_every: int = 0  # steps between closed-loop validations (0 = none)
     validate_episodes: int = 3  # end-to-end episodes per task in each validation
     validate_seed: int = 900_000  # seeds of validation episodes (not in the training data)
@@ -236,7 +239,9 @@ class _Run:
                 ep.actions = waypoint_labels(ep.state[:, :ROBOT_DIM], ep.actions)
         if ecfg.frame == "goal" and (ecfg.action_mode != "waypoint" or first.goal is None):
             log.warning("the goal frame needs tabletop waypoint data: learning in the world frame")
-            ecfg = replace(ecfg, frame="", pointer_slots=0, pointer_skills=())
+            ecfg = replace(
+                ecfg, frame="", pointer_slots=0, pointer_skills=(), subgoal_progress=False
+            )
         if payload is None and ecfg.frame == "goal":
             from engram.planners.policies.diffusion.features import MAX_OBJECTS, SKILLS
 
@@ -263,6 +268,8 @@ class _Run:
             subgoal_fraction=tcfg.subgoal_fraction,
             augment_m=tcfg.augment_m,
             frame=ecfg.frame,
+            progress=ecfg.subgoal_progress,
+            segment_chunks=tcfg.segment_chunks,
         )
         self.text_embedder = text_embedder
         self.validation: list[dict[str, Any]] = (
@@ -529,6 +536,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "target, end to end through a pointer at the next subgoal; world: absolute",
     )
     parser.add_argument(
+        "--subgoal-progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="goal frame: give the subgoal chunks the running subgoal's progress (rise "
+        "above its lowest point, steps since it began; default on)",
+    )
+    parser.add_argument(
+        "--segment-chunks",
+        action=argparse.BooleanOptionalAction,
+        default=d.segment_chunks,
+        help="goal frame: a subgoal's chunk labels end with its segment instead of running "
+        "into the next subgoal's motion (default on)",
+    )
+    parser.add_argument(
         "--images",
         type=int,
         default=0,
@@ -571,6 +592,8 @@ def run(args: argparse.Namespace) -> int:
         image_size_px=max(0, args.images),
         action_mode=getattr(args, "actions", "delta"),
         frame="goal" if getattr(args, "frame", "world") == "goal" else "",
+        subgoal_progress=bool(getattr(args, "subgoal_progress", True))
+        and getattr(args, "frame", "world") == "goal",
     )
     if args.horizon:
         ecfg = replace(ecfg, horizon=args.horizon)
@@ -585,6 +608,7 @@ def run(args: argparse.Namespace) -> int:
         validate_episodes=max(1, args.validate_episodes),
         augment_m=max(0.0, args.augment_m),
         subgoal_fraction=min(1.0, max(0.0, args.subgoal_fraction)),
+        segment_chunks=bool(getattr(args, "segment_chunks", True)),
         time_budget_s=max(0.0, args.time_budget_min * 60.0),
     )
     try:
