@@ -77,6 +77,22 @@ MAX_DATAGRAM = 60_000  # bytes of frames one datagram carries at most (kernel bu
 _MAX_FRAMES = 64
 WAKE = b"\0"  # a wake-up datagram (no frames): "look at the mailbox"
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_HEADS: dict[int, struct.Struct] = {}  # frame count -> its datagram head (count, lengths)
+_UNPACKS: dict[int, struct.Struct] = {}  # frame count -> the lengths after the count byte
+
+
+def _head_struct(n: int) -> struct.Struct:
+    got = _HEADS.get(n)
+    if got is None:
+        got = _HEADS[n] = struct.Struct(f"<B{n}I")
+    return got
+
+
+def _unpack_struct(n: int) -> struct.Struct:
+    got = _UNPACKS.get(n)
+    if got is None:
+        got = _UNPACKS[n] = struct.Struct(f"<{n}I")
+    return got
 
 
 class NotifySender:
@@ -124,9 +140,15 @@ class NotifySender:
         peers = self._peers.get(key)
         if not peers:
             return
-        views = [memoryview(getattr(f, "buffer", f)).cast("B") for f in frames]
-        head = struct.pack(f"<B{len(views)}I", len(views), *(v.nbytes for v in views))
-        data = b"".join([head, *views])
+        # (bytes frames, the common case, are joined as they are: no memoryview each)
+        parts = [
+            f if type(f) is bytes else memoryview(getattr(f, "buffer", f)).cast("B") for f in frames
+        ]
+        n = len(parts)
+        head = _head_struct(n).pack(
+            n, *(f.nbytes if isinstance(f, memoryview) else len(f) for f in parts)
+        )
+        data = b"".join([head, *parts])
         for addr in list(peers):
             try:
                 self._sock.sendto(data, b"\0" + addr)
@@ -201,7 +223,7 @@ class NotifyReceiver:
         if not 2 <= n <= _MAX_FRAMES or len(data) < at:
             raise DecodeError(f"bad notification ({len(data)} bytes, {n} frames)")
         view, frames = memoryview(data), []
-        for length in struct.unpack_from(f"<{n}I", data, 1):
+        for length in _unpack_struct(n).unpack_from(data, 1):
             frames.append(view[at : at + length])
             at += length
         if at != len(data):

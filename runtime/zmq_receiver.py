@@ -293,6 +293,9 @@ class DirectMailbox(Mailbox):
         super().__init__(policy)
         self._receiver = receiver
         self._count_lock = threading.Lock()
+        # each consumer thread's poll object on the datagram socket, made once, not per
+        # get (select.poll objects refuse concurrent poll() calls: one per thread)
+        self._polls = threading.local()
 
     def took(self, msg: Message) -> bool:
         """Count ``msg`` as received and handed straight to the consumer, if nothing older
@@ -330,8 +333,10 @@ class DirectMailbox(Mailbox):
             try:
                 wait_s = slice_s if left is None else min(max(left, 0.0), slice_s)
                 try:  # (returns at once when datagrams are already waiting)
-                    poll = select.poll()
-                    poll.register(notify.fileno(), select.POLLIN)
+                    poll = getattr(self._polls, "poll", None)
+                    if poll is None:
+                        poll = self._polls.poll = select.poll()
+                        poll.register(notify.fileno(), select.POLLIN)
                     ready = poll.poll(max(1, int(wait_s * 1000)) if wait_s > 0 else 0)  # no GIL
                 except (OSError, ValueError):
                     continue  # closed under us: the next turn sees it
