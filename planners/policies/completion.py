@@ -20,7 +20,14 @@ follow-through), read from what the executor itself commands and measures:
   tool then backed off upwards by ``rise_m`` and stopped rising (or rose ``done_m``).
 - ``press``: the tool went straight down (a step of at least ``descend_m``, less than
   ``sideways_m`` sideways) and then back up by ``press_rise_m`` above the lowest point
-  it reached, and stopped rising.
+  it reached, and stopped rising. With the cap's perceived top height (``start(...,
+  cap_top_z=)``, from the percepts / memory the subgoal was grounded on) the press
+  counts only if the fingertips went ``press_register_m`` below that top (the lowest
+  tool height over the cap during the subgoal, from proprioception, less
+  ``finger_half_length_m``), as the skills
+  executor's critic checks (``planning/skills/arm.py`` ``Press.check``); a shallower
+  press fails the subgoal so the planner retries it. Without a known top (or with
+  ``check_press_depth`` off: the old rule) any such down-and-up counts.
 - ``push`` and any other motion: the expert's own actions fell still (``still_steps``
   steps with less than ``still_m`` of motion) after it had moved.
 - Every subgoal fails after ``budget_steps`` control steps without finishing.
@@ -49,6 +56,9 @@ class CompletionConfig:
     descend_m: float = 0.005  # a commanded step down at least this large: descending
     sideways_m: float = 0.005  # a step moving this much sideways is not straight up/down
     press_rise_m: float = 0.015  # rise above the lowest point that completes a press
+    check_press_depth: bool = True  # a press must reach press_register_m (False: old rule)
+    press_register_m: float = 0.006  # fingertip travel below the cap's top that registers
+    finger_half_length_m: float = 0.036  # fingertips below the tool centre point (gripper down)
     still_m: float = 0.001  # commanded motion below this per step: still
     still_steps: int = 4  # still steps that complete a generic motion
     budget_steps: int = 150  # steps after which an unfinished subgoal fails
@@ -65,11 +75,27 @@ class SubgoalTracker:
 
     def __init__(self, config: CompletionConfig | None = None) -> None:
         self.config = config or CompletionConfig()
-        self.skill = ""
-        self.steps = 0
+        self.start("", np.zeros(11))  # no subgoal yet: every field defined
 
-    def start(self, skill: str, robot: np.ndarray, *, gripper: float = 0.0) -> None:
+    def start(
+        self,
+        skill: str,
+        robot: np.ndarray,
+        *,
+        gripper: float = 0.0,
+        cap_top_z: float | None = None,
+        cap_xy: Any = None,
+        cap_over_m: float = 0.012,
+    ) -> None:
+        """``cap_top_z``: a press's button cap top height (world m) as perceived when
+        the subgoal began; None when unknown (the press depth is then not checked).
+        ``cap_xy``: the cap's perceived centre (x, y); the depth counts only from steps
+        with the tool within ``cap_over_m`` of it (None: from every step)."""
         self.skill = skill
+        self._cap_top_z = cap_top_z
+        self._cap_xy = None if cap_xy is None else np.asarray(cap_xy, np.float64)[:2]
+        self._cap_over_m = cap_over_m
+        self._deepest = np.inf  # lowest tool z over the cap during the whole subgoal
         self.steps = 0
         self._closed_steps = 0  # consecutive steps commanded closed
         self._event_z: float | None = None  # tool height at the grasp / release / press
@@ -111,12 +137,20 @@ class SubgoalTracker:
             if self._event_z is not None:
                 out = self._risen(z, a, cfg.rise_m, "released and backed off")
         elif self.skill == "press":
+            # the press may happen before the straight descent the rule looks for (a
+            # diagonal approach that already pushes the cap): depth over the whole subgoal
+            if self._cap_xy is None or np.linalg.norm(r[:2] - self._cap_xy) <= self._cap_over_m:
+                self._deepest = min(self._deepest, z)
             if a[2] <= -cfg.descend_m and float(np.linalg.norm(a[:2])) < cfg.sideways_m:
                 self._descended = True  # straight down (not the approach)
             if self._descended:
                 self._lowest = min(self._lowest, z)
                 self._event_z = self._lowest
                 out = self._risen(z, a, cfg.press_rise_m, "pressed")
+                if out is not None and cfg.check_press_depth and self._cap_top_z is not None:
+                    depth = self._cap_top_z + cfg.finger_half_length_m - self._deepest
+                    if depth < cfg.press_register_m:
+                        out = ("failed", f"pressed only {depth * 1000:.1f} mm deep")
         else:
             motion = float(np.linalg.norm(a[:3]))
             self._moved = self._moved or motion >= cfg.still_m

@@ -159,6 +159,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self.subgoal: PlanStep | None = None
         self.tracker = SubgoalTracker()
         self._last_seen: dict[str, np.ndarray] = {}  # label -> last centroid this episode
+        self._last_top: dict[str, float] = {}  # label -> last perceived top z this episode
+        self._last_half: dict[str, float] = {}  # label -> last perceived xy half-width, m
         self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
         self._tracking = False  # the running subgoal is being tracked (not yet reported)
         self._reported: set[int] = set()  # seqs of subgoals already reported
@@ -187,6 +189,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self.scene.reset()
                     self.percepts.clear()
                     self._last_seen.clear()
+                    self._last_top.clear()
+                    self._last_half.clear()
                     self._goal = (-1, None)
                     self.subgoal = None
                     self._tracking = False
@@ -204,9 +208,13 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 if msg.stamp_ns >= self._episode_start_ns:
                     self.percepts.append(msg)
                     self.scene.update(msg)
-                    for label, c in zip(msg.object_labels, msg.object_centroids):
+                    ext = msg.object_extents
+                    for i, (label, c) in enumerate(zip(msg.object_labels, msg.object_centroids)):
                         if label in self._last_seen or len(self._last_seen) < 256:  # bounded
                             self._last_seen[label] = np.asarray(c, np.float32)
+                            if i < len(ext) and float(ext[i][2]) > 0:  # no depth: extent 0
+                                self._last_top[label] = float(c[2] + ext[i][2] / 2)
+                                self._last_half[label] = float(max(ext[i][:2])) / 2
         finally:
             self.count("handled")
 
@@ -379,7 +387,19 @@ class PolicyNode(Node[PolicyNodeConfig]):
         sg = self.subgoal
         assert sg is not None
         if not self._tracking:
-            self.tracker.start(sg.skill, robot, gripper=prev_grip)
+            # a press is judged by its depth below the cap's perceived top (the skills
+            # executor's critic reads the same): the cap when perceived apart, else the button
+            label = str(sg.args.get("object", ""))
+            key = f"{label}_cap" if f"{label}_cap" in self._last_top else label
+            top, cap = self._last_top.get(key), self._last_seen.get(key)
+            self.tracker.start(
+                sg.skill,
+                robot,
+                gripper=prev_grip,
+                cap_top_z=top,
+                cap_xy=None if cap is None else cap[:2],
+                cap_over_m=max(0.012, self._last_half.get(key, 0.0) + 0.005),
+            )
             self._tracking = True
         verdict = self.tracker.update(action, robot)
         if verdict is None:
