@@ -109,19 +109,12 @@ def run(args: Any) -> int:
     if check_whisper_model(whisper_model, command="engram demo"):
         return 2
     if getattr(args, "executor", "skills") == "expert":
-        from engram.planners.policies.diffusion.checkpoint import expert_tasks
+        from engram.planners.policies.diffusion.checkpoint import check_expert_task
 
         try:  # a missing or mismatched checkpoint is refused before anything starts
-            trained = expert_tasks(args.checkpoint)
+            check_expert_task(args.checkpoint, args.task)
         except (FileNotFoundError, ValueError) as exc:
             print(f"engram demo: {exc}", file=sys.stderr)
-            return 2
-        if trained and args.task not in trained:
-            print(
-                f"engram demo: the expert {args.checkpoint!r} was trained on "
-                f"{', '.join(trained)}, not {args.task!r}",
-                file=sys.stderr,
-            )
             return 2
     report = run_sim(
         task=args.task,

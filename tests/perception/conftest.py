@@ -28,6 +28,17 @@ def tiny_clip():
     return enc
 
 
+@pytest.fixture(scope="session")
+def sim_clip():
+    """The shipped simulation-trained image-text encoder (``sim_clip``), loaded once, CPU."""
+    from engram.perception.encoders import make_encoder
+
+    enc = make_encoder("sim_clip", device="cpu")
+    enc.load()
+    yield enc
+    enc.close()
+
+
 @dataclass
 class Speech:
     """16 kHz mono audio of separately synthesised utterances with known silences."""

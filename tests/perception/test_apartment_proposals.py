@@ -33,16 +33,6 @@ _ROUND3 = {
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    from engram.perception.encoders import make_encoder
-
-    enc = make_encoder("sim_clip", device="cpu")
-    enc.load()
-    yield enc
-    enc.close()
-
-
-@pytest.fixture(scope="module")
 def frames():
     """(frame, placement) where the tour robot stood: facing the dining table's legs,
     and facing the plant on its shelf."""
@@ -95,18 +85,18 @@ def _misplaced(objs, truth) -> list[tuple[str, list[float]]]:
     ]
 
 
-def test_table_legs_are_not_teddy_bears(encoder, frames):
+def test_table_legs_are_not_teddy_bears(sim_clip, frames):
     (legs, _plant), truth = frames
-    before = _misplaced(_objects(encoder, legs, **_ROUND3), truth)
+    before = _misplaced(_objects(sim_clip, legs, **_ROUND3), truth)
     assert len(before) >= 2, before  # the legs, named "brown teddy bear"
-    assert _misplaced(_objects(encoder, legs), truth) == []
+    assert _misplaced(_objects(sim_clip, legs), truth) == []
 
 
-def test_a_plant_and_its_pot_are_one_plant(encoder, frames):
+def test_a_plant_and_its_pot_are_one_plant(sim_clip, frames):
     (_legs, plant), truth = frames
-    before = _objects(encoder, plant, **_ROUND3)
+    before = _objects(sim_clip, plant, **_ROUND3)
     assert "brown teddy bear" in before.labels  # the pot, on its own
-    after = _objects(encoder, plant)
+    after = _objects(sim_clip, plant)
     assert _misplaced(after, truth) == []
     assert after.labels.count("potted plant") == 1, after.labels
 
@@ -148,7 +138,7 @@ def test_wall_slabs_and_floor_posts_are_furniture_shaped():
     assert not off.any()
 
 
-def test_a_teddy_on_a_brown_table_is_found(encoder):
+def test_a_teddy_on_a_brown_table_is_found(sim_clip):
     """Regression (fetch_seen seed 9501): the teddy stands on a brown table, brown on
     brown: no colour edge parts them, and the table top, 4% of the 128 px frame, was
     under the 5% a support plane needed. Teddy and table were one 0.78 m region, too
@@ -175,6 +165,6 @@ def test_a_teddy_on_a_brown_table_is_found(encoder):
             if lb == "brown teddy bear"
         ]
 
-    assert teddies(_objects(encoder, frame, support_plane_min_frac=0.05)) == []
-    found = teddies(_objects(encoder, frame))
+    assert teddies(_objects(sim_clip, frame, support_plane_min_frac=0.05)) == []
+    found = teddies(_objects(sim_clip, frame))
     assert len(found) == 1 and found[0] < 0.1, found

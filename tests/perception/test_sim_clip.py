@@ -23,19 +23,11 @@ def held_out():
     return render_crops(frames=25, seed=987_654)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    enc = make_encoder("sim_clip", device="cpu")
-    enc.load()
-    yield enc
-    enc.close()
-
-
-def test_shipped_weights_load_by_name_with_their_card(trained):
-    assert trained.weights_path == DEFAULT_WEIGHTS
+def test_shipped_weights_load_by_name_with_their_card(sim_clip):
+    assert sim_clip.weights_path == DEFAULT_WEIGHTS
     assert DEFAULT_WEIGHTS.stat().st_size <= 30 * 2**20
     card = load_card(DEFAULT_WEIGHTS)
-    assert card["architecture"]["embed_dim"] == trained.dim == 384
+    assert card["architecture"]["embed_dim"] == sim_clip.dim == 384
     assert card["command"].startswith("engram train-encoder")
     assert card["val_zero_shot_accuracy"] >= 0.9
     # trained on every kind perception is asked to name (the count's tokens and the
@@ -49,10 +41,10 @@ def test_shipped_weights_load_by_name_with_their_card(trained):
     assert list(per_class) == classes and min(per_class.values()) >= 0.8, per_class
 
 
-def test_trained_tower_labels_unseen_renders_and_random_is_near_chance(trained, held_out):
+def test_trained_tower_labels_unseen_renders_and_random_is_near_chance(sim_clip, held_out):
     from engram.sim.train_encoder import zero_shot_accuracy
 
-    acc = zero_shot_accuracy(trained, held_out.images, held_out.labels, held_out.classes)
+    acc = zero_shot_accuracy(sim_clip, held_out.images, held_out.labels, held_out.classes)
     rand = make_encoder("sim_clip", device="cpu", random_weights=True)
     acc_random = zero_shot_accuracy(rand, held_out.images, held_out.labels, held_out.classes)
     chance = 1.0 / len(held_out.classes)
@@ -61,13 +53,13 @@ def test_trained_tower_labels_unseen_renders_and_random_is_near_chance(trained, 
     assert acc > acc_random + 0.5 and acc > 5 * chance
 
 
-def test_regions_texts_and_images_share_one_384_d_space(trained, held_out):
+def test_regions_texts_and_images_share_one_384_d_space(sim_clip, held_out):
     img = np.zeros((120, 160, 3), np.uint8)
     img[30:94, 40:104] = held_out.images[0]
     boxes = np.array([[40, 30, 104, 94], [0, 0, 20, 20]], np.float64)
-    regions = trained.encode_regions(img, boxes)
-    texts = trained.encode_texts(["a red cube", "a blue bowl"])
-    whole = trained.encode_images(held_out.images[:3])
+    regions = sim_clip.encode_regions(img, boxes)
+    texts = sim_clip.encode_texts(["a red cube", "a blue bowl"])
+    whole = sim_clip.encode_images(held_out.images[:3])
     for emb in (regions, texts, whole):
         assert emb.shape[1] == 384 and emb.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)

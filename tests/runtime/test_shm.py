@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -41,13 +38,6 @@ pytestmark = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 
 
 SPAWN = mp.get_context("spawn")
 FAST = {"poll_s": 0.02}
-
-
-@pytest.fixture
-def ipc_url() -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="egs", dir="/tmp")
-    yield f"ipc://{directory}/bus"
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _frame(value: int, shape: tuple[int, int] = (480, 640)) -> Frame:

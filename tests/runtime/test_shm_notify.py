@@ -7,11 +7,8 @@ reordered; a shared-memory payload skips whole-array scans on decode, an inline 
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,21 +18,11 @@ from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Frame
 from engram.runtime.shm import shm_supported
 from engram.runtime.trust import scan_values
-from engram.runtime.zmq_broker import serve_broker
 from engram.runtime.zmq_bus import ZmqBus
 
 pytestmark = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 /dev/shm")
 
 FAST = {"poll_s": 0.02}
-
-
-@pytest.fixture
-def ipc_url() -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="egn", dir="/tmp")
-    broker = serve_broker(f"ipc://{directory}/bus")
-    yield f"ipc://{directory}/bus"
-    broker.close()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _frame(i: int, big: bool) -> Frame:
@@ -53,11 +40,11 @@ def _collect(sub: Subscription, n: int, timeout_s: float = 15.0) -> list[Frame]:
     return got
 
 
-def test_each_subscription_gets_every_message_once_in_order(ipc_url, monkeypatch):
-    pub = ZmqBus(ipc_url, **FAST)
-    fast_bus = ZmqBus(ipc_url, **FAST)
+def test_each_subscription_gets_every_message_once_in_order(broker, monkeypatch):
+    pub = ZmqBus(broker, **FAST)
+    fast_bus = ZmqBus(broker, **FAST)
     monkeypatch.setenv("ENGRAM_SHM", "0")
-    plain_bus = ZmqBus(ipc_url, **FAST)  # reads shared memory, takes no datagrams
+    plain_bus = ZmqBus(broker, **FAST)  # reads shared memory, takes no datagrams
     try:
         fast = fast_bus.subscribe("/cam", "queue(64)")
         lossless = fast_bus.subscribe("/cam", "all(64)")
@@ -86,9 +73,9 @@ def test_each_subscription_gets_every_message_once_in_order(ipc_url, monkeypatch
         pub.close()
 
 
-def test_garbage_datagrams_are_decode_errors_and_the_receiver_lives_on(ipc_url):
-    pub = ZmqBus(ipc_url, **FAST)
-    sub_bus = ZmqBus(ipc_url, **FAST)
+def test_garbage_datagrams_are_decode_errors_and_the_receiver_lives_on(broker):
+    pub = ZmqBus(broker, **FAST)
+    sub_bus = ZmqBus(broker, **FAST)
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sub = sub_bus.subscribe("/cam", "queue(8)")
@@ -110,11 +97,11 @@ def test_garbage_datagrams_are_decode_errors_and_the_receiver_lives_on(ipc_url):
         pub.close()
 
 
-def test_a_frame_that_finds_its_ring_full_is_dropped_for_datagram_subscribers(ipc_url, monkeypatch):
-    pub = ZmqBus(ipc_url, **FAST)
-    fast_bus = ZmqBus(ipc_url, **FAST)
+def test_a_frame_that_finds_its_ring_full_is_dropped_for_datagram_subscribers(broker, monkeypatch):
+    pub = ZmqBus(broker, **FAST)
+    fast_bus = ZmqBus(broker, **FAST)
     monkeypatch.setenv("ENGRAM_SHM", "0")
-    plain_bus = ZmqBus(ipc_url, **FAST)
+    plain_bus = ZmqBus(broker, **FAST)
     try:
         fast = fast_bus.subscribe("/cam", "queue(16)")
         plain = plain_bus.subscribe("/cam", "queue(16)")

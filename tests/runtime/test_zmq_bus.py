@@ -7,11 +7,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import msgpack
 import numpy as np
@@ -29,14 +27,6 @@ SPAWN = mp.get_context("spawn")
 FAST = {"poll_s": 0.02}  # quick shutdown in tests
 
 
-@pytest.fixture
-def ipc_url() -> Iterator[str]:
-    # unix socket paths must stay short (~107 bytes): pytest's tmp_path can be too long
-    directory = tempfile.mkdtemp(prefix="egz", dir="/tmp")
-    yield f"ipc://{directory}/bus"
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,13 +36,6 @@ def _free_port() -> int:
 @pytest.fixture(params=["ipc", "tcp"])
 def any_url(request: pytest.FixtureRequest, ipc_url: str) -> str:
     return ipc_url if request.param == "ipc" else f"tcp://127.0.0.1:{_free_port()}"
-
-
-@pytest.fixture
-def broker(ipc_url: str) -> Iterator[str]:
-    handle = serve_broker(ipc_url)
-    yield ipc_url
-    handle.close()
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> bool:

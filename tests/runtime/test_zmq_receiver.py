@@ -10,12 +10,9 @@ checked ones; the plain-float pose check agrees with the numpy one."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -26,7 +23,6 @@ from engram.runtime.messages import Frame, Heartbeat
 from engram.runtime.msg_checks import _pose_problem_np, pose_problem
 from engram.runtime.shm import SHM_DIR, ShmError, ShmReader, ShmWriter, shm_supported
 from engram.runtime.shm_notify import NotifyReceiver
-from engram.runtime.zmq_broker import serve_broker
 from engram.runtime.zmq_bus import ZmqBus
 
 needs_shm = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 /dev/shm")
@@ -34,21 +30,12 @@ needs_shm = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 /
 FAST = {"poll_s": 0.02}
 
 
-@pytest.fixture
-def ipc_url() -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="egr", dir="/tmp")
-    broker = serve_broker(f"ipc://{directory}/bus")
-    yield f"ipc://{directory}/bus"
-    broker.close()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def _big(i: int) -> Frame:
     return Frame(rgb=np.full((480, 640, 3), i % 256, np.uint8), camera=f"c{i}")
 
 
 @needs_shm
-def test_a_waiting_consumer_resolves_and_decodes_on_its_own_thread(ipc_url, monkeypatch):
+def test_a_waiting_consumer_resolves_and_decodes_on_its_own_thread(broker, monkeypatch):
     threads: list[str] = []
     original = ShmReader.resolve
 
@@ -57,7 +44,7 @@ def test_a_waiting_consumer_resolves_and_decodes_on_its_own_thread(ipc_url, monk
         return original(self, parts)
 
     monkeypatch.setattr(ShmReader, "resolve", resolve)
-    pub, sub_bus = ZmqBus(ipc_url, **FAST), ZmqBus(ipc_url, **FAST)
+    pub, sub_bus = ZmqBus(broker, **FAST), ZmqBus(broker, **FAST)
     try:
         sub = sub_bus.subscribe("/cam", "queue(4)")
         assert pub.wait_for_subscribers("/cam", 1, timeout_s=10)
@@ -87,8 +74,8 @@ def test_a_waiting_consumer_resolves_and_decodes_on_its_own_thread(ipc_url, monk
 
 
 @needs_shm
-def test_without_a_waiting_consumer_the_thread_fills_the_mailbox_by_policy(ipc_url):
-    pub, sub_bus = ZmqBus(ipc_url, **FAST), ZmqBus(ipc_url, **FAST)
+def test_without_a_waiting_consumer_the_thread_fills_the_mailbox_by_policy(broker):
+    pub, sub_bus = ZmqBus(broker, **FAST), ZmqBus(broker, **FAST)
     try:
         latest = sub_bus.subscribe("/cam", "latest")
         assert pub.wait_for_subscribers("/cam", 1, timeout_s=10)
@@ -109,8 +96,8 @@ def test_without_a_waiting_consumer_the_thread_fills_the_mailbox_by_policy(ipc_u
 
 
 @needs_shm
-def test_small_messages_and_closing_reach_a_waiting_consumer(ipc_url):
-    pub, sub_bus = ZmqBus(ipc_url, **FAST), ZmqBus(ipc_url, **FAST)
+def test_small_messages_and_closing_reach_a_waiting_consumer(broker):
+    pub, sub_bus = ZmqBus(broker, **FAST), ZmqBus(broker, **FAST)
     try:
         sub = sub_bus.subscribe("/hb", "queue(8)")
         assert pub.wait_for_subscribers("/hb", 1, timeout_s=10)
@@ -242,9 +229,9 @@ def test_plain_float_pose_check_agrees_with_numpy():
 
 
 @needs_shm
-def test_drain_and_len_see_datagrams_still_in_the_socket(ipc_url):
-    pub = ZmqBus(ipc_url, **FAST)
-    sub_bus = ZmqBus(ipc_url, poll_s=0.02, direct_grace_s=60.0)  # the thread never takes over
+def test_drain_and_len_see_datagrams_still_in_the_socket(broker):
+    pub = ZmqBus(broker, **FAST)
+    sub_bus = ZmqBus(broker, poll_s=0.02, direct_grace_s=60.0)  # the thread never takes over
     try:
         sub = sub_bus.subscribe("/cam", "queue(8)")
         assert pub.wait_for_subscribers("/cam", 1, timeout_s=10)

@@ -203,3 +203,15 @@ def expert_tasks(name_or_path: str | Path) -> list[str]:
     payload = load_checkpoint(name_or_path)
     check_config(payload.get("config"), resolve(name_or_path))
     return list(payload["config"].get("tasks") or [])
+
+
+def check_expert_task(name_or_path: str | Path, task: str) -> list[str]:
+    """``expert_tasks`` of a checkpoint that is to run ``task`` ("all": any it learned).
+    Raises FileNotFoundError / ValueError (missing, mismatched, or not trained on ``task``)
+    with a message for the command line."""
+    trained = expert_tasks(name_or_path)
+    if task != "all" and trained and task not in trained:
+        raise ValueError(
+            f"the expert {str(name_or_path)!r} was trained on {', '.join(trained)}, not {task!r}"
+        )
+    return trained

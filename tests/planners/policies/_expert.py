@@ -53,3 +53,30 @@ def tiny_tabletop_checkpoint(
         text_embedder=constant_embedder,
         progress=False,
     )
+
+
+def goal_frame_policy(*, pointer: bool = False, subgoal_progress: bool = False):
+    """An untrained goal-frame waypoint expert (seed 0) for the count task, behind
+    ``ActionExpertPolicy``: with the end-to-end ``pointer`` head and/or the
+    ``subgoal_progress`` input. For tests of frames and inputs, not of skill."""
+    import torch
+
+    from engram.planners.policies.diffusion import features as F
+    from engram.planners.policies.diffusion.action_expert import ActionExpert
+    from engram.planners.policies.diffusion.policy import ActionExpertPolicy
+
+    cfg = tiny_config(
+        state_dim=F.STATE_DIM,
+        action_dim=5,
+        features=F.FEATURES,
+        action_mode="waypoint",
+        frame="goal",
+        pointer_slots=F.MAX_OBJECTS if pointer else 0,
+        pointer_skills=F.SKILLS if pointer else (),
+        subgoal_progress=subgoal_progress,
+        object_names={"count": ["token_0", "button_blue_cap", "button_green_cap"]},
+    )
+    torch.manual_seed(0)
+    expert = ActionExpert(cfg, device="cpu")
+    expert.set_normalization(action_min=-np.ones(5) * 0.3, action_max=np.ones(5) * 0.3)
+    return ActionExpertPolicy(expert, task="count")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from engram.planners.policies.diffusion import features as F
+from tests.planners.policies._expert import goal_frame_policy
 from tests.planners.policies.test_executor import _demo
 
 
@@ -86,29 +87,6 @@ def test_pointer_labels_name_skill_object_and_frame():
     assert np.all(skill[~act] == -1)
 
 
-def _goal_policy(pointer: bool = False):
-    from engram.planners.policies.diffusion.action_expert import ActionExpert
-    from engram.planners.policies.diffusion.policy import ActionExpertPolicy
-    from tests.planners._synthetic import tiny_config
-
-    cfg = tiny_config(
-        state_dim=F.STATE_DIM,
-        action_dim=5,
-        features=F.FEATURES,
-        action_mode="waypoint",
-        frame="goal",
-        pointer_slots=F.MAX_OBJECTS if pointer else 0,
-        pointer_skills=F.SKILLS if pointer else (),
-        object_names={"count": ["token_0", "button_blue_cap", "button_green_cap"]},
-    )
-    import torch
-
-    torch.manual_seed(0)
-    expert = ActionExpert(cfg, device="cpu")
-    expert.set_normalization(action_min=-np.ones(5) * 0.3, action_max=np.ones(5) * 0.3)
-    return ActionExpertPolicy(expert, task="count")
-
-
 def _obs(shift: np.ndarray, goal: bool = True) -> dict:
     robot = np.array([0.05, -0.1, 0.6, 0.2, 0.04, 0, 0.1, 0.2, 0.3, 0.4, 0.5], np.float32)
     robot[:2] += shift
@@ -124,7 +102,7 @@ def _obs(shift: np.ndarray, goal: bool = True) -> dict:
 
 
 def test_goal_frame_expert_moves_with_the_scene():
-    policy = _goal_policy()
+    policy = goal_frame_policy()
     emb = np.ones(384, np.float32)
     out = []
     for shift in (np.zeros(2, np.float32), np.array([0.13, -0.07], np.float32)):
@@ -136,7 +114,7 @@ def test_goal_frame_expert_moves_with_the_scene():
 
 
 def test_end_to_end_points_keeps_the_subgoal_until_it_ends_then_points_anew():
-    policy = _goal_policy(pointer=True)
+    policy = goal_frame_policy(pointer=True)
     policy.reset(seed=0)
     emb = np.ones(384, np.float32)
     texts: list[str] = []

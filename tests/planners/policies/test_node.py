@@ -203,7 +203,11 @@ def test_exported_safetensors_loads_by_path_and_mismatches_are_refused(ckpt, tmp
 
 
 def test_the_shipped_checkpoint_loads_by_name_and_matches_the_code():
-    from engram.planners.policies.diffusion.checkpoint import expert_tasks, shipped
+    from engram.planners.policies.diffusion.checkpoint import (
+        check_expert_task,
+        expert_tasks,
+        shipped,
+    )
     from engram.planners.policies.diffusion.features import FEATURES
 
     assert "tabletop" in shipped()
@@ -214,6 +218,9 @@ def test_the_shipped_checkpoint_loads_by_name_and_matches_the_code():
     policy = ActionExpertPolicy.load("tabletop", device="cpu")
     assert policy.config.features == FEATURES
     assert expert_tasks("tabletop") == ["button_sequence", "count", "cups", "put_back"]
+    assert check_expert_task("tabletop", "all") == expert_tasks("tabletop")
+    with pytest.raises(ValueError, match="trained on button_sequence, count, cups, put_back"):
+        check_expert_task("tabletop", "fetch_seen")  # what demo and eval refuse with exit 2
 
 
 def test_goal_frame_expert_steers_by_the_grounded_target_and_points_end_to_end(cups_world):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from engram.planners.policies.diffusion import features as F
+from tests.planners.policies._expert import goal_frame_policy
 
 
 def test_segment_bounds_and_progress_follow_each_segment():
@@ -79,25 +80,8 @@ def test_batches_carry_progress_and_end_chunks_with_their_segment(tmp_path):
 
 
 def _progress_policy():
-    from engram.planners.policies.diffusion.action_expert import ActionExpert
-    from engram.planners.policies.diffusion.policy import ActionExpertPolicy
-    from tests.planners._synthetic import tiny_config
-
-    cfg = tiny_config(
-        state_dim=F.STATE_DIM,
-        action_dim=5,
-        features=F.FEATURES,
-        action_mode="waypoint",
-        frame="goal",
-        subgoal_progress=True,
-        object_names={"count": ["token_0", "button_blue_cap", "button_green_cap"]},
-    )
-    import torch
-
-    torch.manual_seed(0)
-    expert = ActionExpert(cfg, device="cpu")
-    expert.set_normalization(action_min=-np.ones(5) * 0.3, action_max=np.ones(5) * 0.3)
-    policy = ActionExpertPolicy(expert, task="count")
+    policy = goal_frame_policy(subgoal_progress=True)
+    expert = policy.expert
     seen: list[np.ndarray] = []
     orig = expert.online_condition
 
