@@ -29,7 +29,9 @@ Metrics: one-way latency p50/p99 in ms (publisher stamps ``time.monotonic_ns()``
 publishing, the subscriber reads the clock when its ``get``/``recv`` returns; paced sends, so
 no queueing), and throughput in frames/s and GB/s (sender flat out; frames *delivered* per
 second at the receiver; lossy subscriptions, ``queue(8)`` and pickle's PUB, drop when the
-reader lags: ``delivered_fraction`` per kind; ``all(8)`` is the lossless comparison).
+reader lags: ``delivered_fraction`` per kind; ``all(8)`` is the lossless comparison; a
+datagram subscription whose kernel queue is full gets the newest frames over ZeroMQ
+instead, and the older queued ones are then dropped as stale: ``runtime/shm_notify.py``).
 
 Also, on ipc: an ``engram launch`` graph with no bus settings (640x480 synthetic camera at
 30 Hz in a process group, ``frame_stats`` in the launcher), arrival latency p50/p95 with

@@ -26,7 +26,9 @@ bus subscribes its SUB socket to two prefixes instead of ``topic\\0``:
 
 ZeroMQ carries subscriptions to every publisher (also ones that connect later) and, with
 ``XPUB_VERBOSER``, reports each (un)subscription to the publishing bus, which keeps the
-addresses per topic in a ``NotifySender``. Frame 0 of every message is ``topic\\0`` + a tag + the publisher id. A message whose frames fit in
+addresses per topic in a ``NotifySender``. Frame 0 of every message is ``topic\\0`` + a tag +
+the publisher id + its wire number (u64, one count per publishing bus: see "Ordering"). A
+message whose frames fit in
 ``MAX_DATAGRAM`` (a shared-memory descriptor, or any small message) is tagged ``DIRECT``:
 it goes as a datagram to every registered address and over ZeroMQ only to subscribers
 without one (``ENGRAM_SHM=0`` in their process); a larger one is tagged ``INLINE`` and goes
@@ -38,17 +40,24 @@ Semantics kept
 - Freshness policies: unchanged (the receiver thread, or a consumer waiting in ``get``,
   puts messages into the same bounded ``Mailbox``: ``runtime/zmq_receiver.py``). The datagram queue of a socket is bounded by the kernel
   (``net.unix.max_dgram_qlen``).
-- Only ``latest`` / ``queue(n)`` subscriptions take datagrams, sent without waiting: a full
-  datagram queue (the receiver thread stalled) drops the message for that subscriber only,
-  as ZeroMQ's lossy HWM does. ``all`` subscriptions (backpressure, ordered, gap counting)
+- Only ``latest`` / ``queue(n)`` subscriptions take datagrams, sent without waiting. A full
+  datagram queue (its reader lags: the kernel holds ``net.unix.max_dgram_qlen``, 10 here)
+  does not drop the message: the publisher sends it to that subscription alone over
+  ZeroMQ's lossy socket (frame 0: ``topic\\0`` + ``NOTIFY_MARK`` + its address + id + wire
+  number, matching only that subscription's prefix; ``NotifySender.fallback`` counts them),
+  where ZeroMQ's high-water marks bound it. ``all`` subscriptions (backpressure, ordered, gap counting)
   stay on ZeroMQ's lossless socket, unchanged, with the payload in shared memory.
 - A subscriber that dies: its SUB socket's pipe ends, ZeroMQ reports the unsubscription and
   the address is forgotten; a send to a vanished address (``ECONNREFUSED``) forgets it too.
   Its ring slots are released by ``runtime/shm.py`` (reader-table locks).
-- Ordering: a large message that cannot go through shared memory because every slot of
-  its ring is in use is *dropped* for datagram subscriptions (``NotifySender.dropped``)
-  rather than sent over ZeroMQ, where it could overtake or trail their datagrams; one
-  that cannot for a lasting reason (over a size cap, no ring) is ``INLINE`` for all.
+- Ordering: a subscription that takes datagrams gets messages on two paths, which can
+  overtake each other. It hands out each publisher's messages in wire-number order: one
+  older than a message it already delivered from that publisher is dropped as stale
+  (counted as received and dropped, like a full queue's oldest; a stale datagram is not
+  even decoded). A large message that cannot go through shared memory because every slot
+  of its ring is in use is *dropped* for datagram subscriptions (``NotifySender.dropped``):
+  sent inline it would cost the lagging readers more; one that cannot for a lasting reason
+  (over a size cap, no ring) is ``INLINE`` for all.
 - Cross-host (``tcp://``, CURVE) never uses this: those subscriptions subscribe to
   ``topic\\0`` as before and everything stays on ZeroMQ.
 """
@@ -105,7 +114,8 @@ class NotifySender:
         self._peers: dict[bytes, dict[bytes, int]] = {}  # key -> address -> subscriptions
         self._lock = threading.Lock()
         self.sent = 0  # datagrams sent
-        self.dropped = 0  # messages not delivered to a subscription (its queue / the ring full)
+        self.dropped = 0  # messages not delivered to a subscription (every ring slot in use)
+        self.fallback = 0  # datagrams refused (a full queue), sent over ZeroMQ instead
 
     def on_event(self, event: bytes) -> bool:
         """An XPUB (un)subscription event; True when it was a notify address (handled)."""
@@ -133,13 +143,14 @@ class NotifySender:
         """Subscriptions to ``key`` that take notifications."""
         return len(self._peers.get(key, ()))
 
-    def send(self, key: bytes, frames: list[Any]) -> None:
+    def send(self, key: bytes, frames: list[Any]) -> list[bytes]:
         """Send the message's frames (``[frame 0, *codec or descriptor frames]``, together
-        at most ``MAX_DATAGRAM`` bytes) to every address of ``key``. A subscription whose
-        queue is full (its receiver thread stalled) misses it, as at a ZeroMQ HWM."""
+        at most ``MAX_DATAGRAM`` bytes) to every address of ``key``; returns the addresses
+        whose datagram queue was full (their reader lags): the bus sends those the message
+        over ZeroMQ instead (``fallback``), so the newest message is not the one lost."""
         peers = self._peers.get(key)
         if not peers:
-            return
+            return []
         # (bytes frames, the common case, are joined as they are: no memoryview each)
         parts = [
             f if type(f) is bytes else memoryview(getattr(f, "buffer", f)).cast("B") for f in frames
@@ -149,17 +160,20 @@ class NotifySender:
             n, *(f.nbytes if isinstance(f, memoryview) else len(f) for f in parts)
         )
         data = b"".join([head, *parts])
+        full: list[bytes] = []
         for addr in list(peers):
             try:
                 self._sock.sendto(data, b"\0" + addr)
                 self.sent += 1
             except (BlockingIOError, InterruptedError):
-                self.dropped += 1
+                full.append(addr)
             except OSError as exc:  # gone (ECONNREFUSED, ENOENT): forget it
                 if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
                     raise
                 with self._lock:
                     peers.pop(addr, None)
+        self.fallback += len(full)
+        return full
 
     def close(self) -> None:
         self._sock.close()

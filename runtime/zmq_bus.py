@@ -24,16 +24,19 @@ Every process calls ``make_bus(url)`` with the same ``url`` (``ipc:///path/prefi
   ``heartbeat_s`` as soft state) and gets back, and is pushed on every change, the list of all
   endpoints (``PEERS``); subscription threads connect to new endpoints as they appear and
   disconnect from peers that left (``BYE``) or stopped announcing (expired).
-- A message travels as ``[topic + b"\\0" + publisher id, header, array buffers...]`` (codec
+- A message travels as ``[topic + b"\\0" + tag + publisher id + wire number, header, array
+  buffers...]`` (codec
   frames, see ``runtime/codec.py``), sent with ``copy=False`` and received with
   ``copy=False``, so a camera frame is not copied in Python on either side. The NUL makes
   topic matching exact (ZeroMQ filters by prefix, at the publisher); the 8-byte publisher id
-  after it lets a lossless subscriber tell each publisher's sequence numbers apart.
+  after it lets a lossless subscriber tell each publisher's sequence numbers apart, and the
+  u64 wire number (messages this bus published) keeps each publisher's order where a
+  subscription gets messages on two paths (``runtime/shm_notify.py``).
 - **Same host, large payloads** (``ipc://`` buses): the array bytes go through a
   shared-memory ring and the frames carry a small descriptor instead (``runtime/shm.py``),
   sent by the publisher's thread as a unix datagram straight to each subscription's
-  receiver thread (``runtime/shm_notify.py``: no ZeroMQ I/O threads on the way; frame 0
-  then carries a tag byte before the publisher id); topics and policies are unchanged.
+  receiver thread (``runtime/shm_notify.py``: no ZeroMQ I/O threads on the way; over
+  ZeroMQ when its datagram queue is full); topics and policies are unchanged.
   ``tcp://`` (other hosts, CURVE) stays inline.
 - **Request/reply goes through the broker**: a bus serving a topic runs one thread with a
   DEALER that registers the topic (``SERVE``, repeated as soft state); ``request`` sends
@@ -103,7 +106,7 @@ from engram.runtime.bus import Bus, BusClosed, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode, encode
 from engram.runtime.messages import Message
 from engram.runtime.shm import ShmWriter, empty_arrays, shm_supported
-from engram.runtime.shm_notify import DIRECT, INLINE, MAX_DATAGRAM, NotifySender
+from engram.runtime.shm_notify import DIRECT, INLINE, MAX_DATAGRAM, NOTIFY_MARK, NotifySender
 from engram.runtime.zmq_broker import (
     BYE,
     ERR,
@@ -133,6 +136,7 @@ __all__ = ["ZmqBus", "ZmqBusConfig"]
 log = logging.getLogger(__name__)
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_WIRE = struct.Struct("<Q")  # frame 0's wire number
 _BUS_NUMBERS = itertools.count(1)  # distinguishes buses of one process in ipc paths
 
 
@@ -166,6 +170,8 @@ class ZmqBusConfig:
 
 
 def _nbytes(frame: Any) -> int:
+    if type(frame) is bytes:  # frame 0, descriptor, header: no memoryview each
+        return len(frame)
     return memoryview(getattr(frame, "buffer", frame)).nbytes
 
 
@@ -271,6 +277,7 @@ class ZmqBus(Bus):
         self._lossy_lock = threading.Lock()
         self._lossless_lock = threading.Lock()
         self._id = os.urandom(8)  # publisher id, after the topic's NUL in frame 0
+        self._wire = 0  # messages published (frame 0, after the id: order across two paths)
         # ipc: every peer is on this host, so large payloads go through shared memory
         self._shm = ShmWriter() if self._url.scheme == "ipc" and shm_supported() else None
         # ... and their notifications go straight to the subscribers' threads as datagrams
@@ -425,7 +432,9 @@ class ZmqBus(Bus):
             if msg.seq == 0:
                 self._seq[topic] += 1
                 msg.seq = self._seq[topic]
-            frames = [key + DIRECT + self._id, *encode(msg)]
+            self._wire += 1  # (frame 0's wire number: a subscription's order, two paths)
+            tail = self._id + _WIRE.pack(self._wire)
+            frames = [key + DIRECT + tail, *encode(msg)]
             self._drain_subscriptions(self._lossy)
             lossy, counts = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
             n_lossless = counts.get(key, 0)
@@ -437,11 +446,15 @@ class ZmqBus(Bus):
             notify = self._notify
             direct = notify is not None and sum(map(_nbytes, frames)) < MAX_DATAGRAM
             if not direct and not (self._shm is not None and self._shm.full):
-                frames[0] = key + INLINE + self._id
+                frames[0] = key + INLINE + tail
             if lossy[key] + (lossy[key + INLINE] if frames[0][len(key)] == INLINE[0] else 0):
                 self._lossy.send_multipart(frames, copy=False)
             if notify is not None and direct:
-                notify.send(key, frames)
+                # a subscription whose datagram queue is full (its reader lags) gets this
+                # one over ZeroMQ, to its own prefix: the newest message is not the one lost
+                for addr in notify.send(key, frames):
+                    fallback = [key + NOTIFY_MARK + addr + tail, *frames[1:]]
+                    self._lossy.send_multipart(fallback, copy=False)
             elif notify is not None and frames[0][len(key)] == DIRECT[0]:
                 notify.dropped += notify.count(key)
         # Busy (another publish waits on a full subscriber): a topic that no lossless

@@ -27,7 +27,14 @@ have counted them (their shared-memory slots were never pinned).
 Kept: policies and their counters, ordering per publisher, ``all`` subscriptions (ZeroMQ's
 lossless socket only, unchanged), a dead or slow consumer (the receiver thread takes over
 within ``direct_grace_s``; until then at most ``net.unix.max_dgram_qlen`` datagrams wait in
-the kernel, further ones are dropped for this subscriber at the sender, as at a ZeroMQ HWM).
+the kernel; the publisher sends further ones over ZeroMQ, to this subscription's own
+prefix, and the receiver thread delivers them).
+
+Order across the two paths: frame 0 ends with the publisher id and its wire number
+(``runtime/zmq_bus.py``); ``DirectMailbox`` delivers each publisher's messages in that order
+and drops (counted as received and dropped) one older than a message already delivered,
+before decoding it when it is a datagram. So a consumer never sees a publisher go back in
+time, and after a full datagram queue it gets the newest message first.
 
 Decode trust: a message resolved from shared memory is rebuilt without re-running its
 constructor's checks (``codec.decode(validated=True)``) only when its datagram came from a
@@ -50,13 +57,24 @@ from engram.runtime.bus import BusClosed, Mailbox, QueuePolicy, Subscription
 from engram.runtime.codec import DecodeError, decode
 from engram.runtime.messages import Message
 from engram.runtime.shm import ShmDropped, ShmReader, is_descriptor
-from engram.runtime.shm_notify import INLINE, NotifyReceiver
+from engram.runtime.shm_notify import INLINE, NOTIFY_MARK, NotifyReceiver
 from engram.runtime.zmq_curve import RateLimitedLog, curve_client
 
 __all__ = ["DirectMailbox", "Peer", "Receiver"]
 
-_MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a lossless subscription keeps a last seq for
+_MAX_PUBLISHERS_TRACKED = 1024  # publisher ids a subscription keeps a last seq / wire for
 _MAX_BATCH = 64  # datagrams read in one go before looking at the rest of the loop again
+_ORDER_TAIL = 16  # frame 0 ends with the publisher id (8 bytes) and its wire number (u64)
+
+
+def _order(head: Any, klen: int) -> tuple[bytes, int] | None:
+    """The publisher id and wire number at the end of frame 0 (``runtime/zmq_bus.py``), or
+    None for a frame 0 without them (nothing to order by)."""
+    view = head if type(head) is memoryview else memoryview(getattr(head, "buffer", head))
+    if len(view) < klen + 1 + _ORDER_TAIL:
+        return None
+    tail = view[-_ORDER_TAIL:].tobytes()
+    return tail[:8], int.from_bytes(tail[8:], "little")
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,9 @@ class Receiver:
         self.last_attend = 0.0  # monotonic time a consumer last left get()
         self.grace_s = float(getattr(bus.config, "direct_grace_s", 0.005))
         self.notify_closed = False
+        # ZeroMQ messages were put since the consumer last read the datagram socket: what
+        # waits there is likely older (stale), so the consumer reads it before the mailbox
+        self.overtaken = False
         if self.notify is not None:
             sub.mailbox = DirectMailbox(sub.policy, self)
         self.thread = threading.Thread(target=self._run, name=f"zmq-sub:{sub.topic}", daemon=True)
@@ -139,6 +160,7 @@ class Receiver:
                     finally:
                         self.rx_lock.release()
                 delivered = 0
+                batch: list[list[Any]] = []  # (datagram subscriptions: see _deliver_batch)
                 for _ in range(256):  # then look at the peer list again
                     if self.stop.is_set():
                         break
@@ -146,8 +168,15 @@ class Receiver:
                         frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    if notify is not None:
+                        batch.append(frames)
+                        continue
+                    if not self.lossless and self._not_ours(frames[0]):
+                        continue  # another subscription's datagram fallback (its prefix)
                     self._deliver(frames[0], frames[1:], False)
                     delivered += 1
+                if batch:
+                    delivered += self._deliver_batch(batch)
                 if delivered and self.waiting and notify is not None:
                     notify.wake()  # a consumer waits on the datagram socket, not the mailbox
         except zmq.ZMQError as exc:
@@ -160,6 +189,12 @@ class Receiver:
                     self.notify_closed = True
                     notify.close()
             self.shm.close()
+
+    def _not_ours(self, head: Any) -> bool:
+        """A datagram fallback for another subscription of this topic (``topic\\0`` +
+        ``NOTIFY_MARK`` + its address...): our plain ``topic\\0`` prefix matches it too."""
+        klen = len(self.key)
+        return memoryview(head.buffer)[klen : klen + len(NOTIFY_MARK)] == NOTIFY_MARK
 
     def _attended(self) -> bool:
         """A consumer reads the datagram socket now or did within ``grace_s``."""
@@ -194,9 +229,11 @@ class Receiver:
         with ``take`` (a consumer in ``get``), the oldest delivered message when the mailbox
         held nothing older: handed back directly instead of through the mailbox."""
         notify = self.notify
-        if notify is None or self.notify_closed:
+        mailbox = self.sub.mailbox
+        if notify is None or self.notify_closed or not isinstance(mailbox, DirectMailbox):
             return 0, None
-        batch: list[tuple[list[Any], bool]] = []
+        batch: list[tuple[list[Any], bool, tuple[bytes, int] | None]] = []
+        klen, stale = len(self.key), 0
         read = 0
         while read < _MAX_BATCH:
             if read and not notify.pending():
@@ -212,35 +249,63 @@ class Receiver:
             if got is None:
                 break
             read += 1
-            if got[0]:
-                batch.append(got)
-        skip = len(batch) - self.sub.policy.depth
-        if skip > 0:
-            mailbox = self.sub.mailbox
-            if isinstance(mailbox, DirectMailbox):
-                mailbox.skipped(skip)
+            frames, ours = got
+            if frames:
+                order = _order(frames[0], klen)
+                if order is not None and mailbox.stale(order):
+                    stale += 1  # older than one delivered over ZeroMQ: not even decoded
+                else:
+                    batch.append((frames, ours, order))
+        skip = max(0, len(batch) - self.sub.policy.depth)
+        if skip or stale:
+            mailbox.skipped(skip + stale)
             batch = batch[skip:]
         taken = None
-        mailbox = self.sub.mailbox
-        for frames, ours in batch:
-            if take and taken is None and isinstance(mailbox, DirectMailbox):
-                msg = self._decode(frames[1:], ours)
-                if msg is not None and not mailbox.took(msg):
-                    mailbox.put(msg)  # something older arrived over ZeroMQ meanwhile
-                elif msg is not None:
-                    taken = msg
-                continue
-            self._deliver(frames[0], frames[1:], ours)
+        for frames, ours, order in batch:
+            msg = self._decode(frames[1:], ours)
+            # handed straight back when nothing older is held; else by policy, in order
+            if msg is not None and mailbox.offer(msg, order, take and taken is None):
+                taken = msg
         return read, taken
 
+    def _deliver_batch(self, batch: list[list[Any]]) -> int:
+        """ZeroMQ messages of a datagram subscription (``INLINE``, or sent over ZeroMQ
+        because its datagram queue was full), read together: stale ones (older than one
+        delivered) and all but the newest ``depth`` are counted and dropped undecoded, as
+        ``pump`` does for datagrams; the rest go to the mailbox in order. Returns how many
+        were put."""
+        mailbox = self.sub.mailbox
+        if not isinstance(mailbox, DirectMailbox):
+            return 0
+        klen, keep, stale = len(self.key), [], 0
+        for frames in batch:
+            order = _order(frames[0], klen)
+            if order is not None and mailbox.stale(order):
+                stale += 1
+            else:
+                keep.append((frames, order))
+        skip = max(0, len(keep) - self.sub.policy.depth)
+        if skip or stale:
+            mailbox.skipped(skip + stale)
+        put = 0
+        for frames, order in keep[skip:]:
+            msg = self._decode(frames[1:], False)
+            if msg is not None:
+                mailbox.offer(msg, order, False)
+                put += 1
+        self.overtaken = self.overtaken or put > 0
+        return put
+
     def _deliver(self, head: Any, parts: list[Any], ours: bool) -> None:
+        mailbox = self.sub.mailbox
         msg = self._decode(parts, ours)
         if msg is None:
             return
-        if self.lossless:  # frame 0: topic NUL, tag byte, publisher id
+        if self.lossless:  # frame 0: topic NUL, tag byte, publisher id, wire number
             head = getattr(head, "bytes", None) or bytes(head)
-            self._count_gap(head[len(self.key) + 1 :], msg.seq)
-        self.sub.mailbox.put(msg)  # "all": blocks here while full = backpressure
+            at = len(self.key) + 1
+            self._count_gap(head[at : at + 8], msg.seq)
+        mailbox.put(msg)  # "all": blocks here while full = backpressure
 
     def _decode(self, parts: list[Any], ours: bool) -> Message | None:
         """The message of a datagram's or ZeroMQ message's frames after frame 0, or None
@@ -296,18 +361,41 @@ class DirectMailbox(Mailbox):
         # each consumer thread's poll object on the datagram socket, made once, not per
         # get (select.poll objects refuse concurrent poll() calls: one per thread)
         self._polls = threading.local()
+        # publisher id -> highest wire number delivered (datagrams and ZeroMQ may overtake
+        # each other: runtime/shm_notify.py, "Ordering")
+        self._last: dict[bytes, int] = {}
 
-    def took(self, msg: Message) -> bool:
-        """Count ``msg`` as received and handed straight to the consumer, if nothing older
-        is held (else False: the caller puts it behind those)."""
+    def stale(self, order: tuple[bytes, int]) -> bool:
+        """Whether a message from publisher ``order[0]`` with wire number ``order[1]`` is
+        older than one already delivered from it (a hint without the lock: the number only
+        grows; ``offer`` decides)."""
+        last = self._last.get(order[0])
+        return last is not None and order[1] <= last
+
+    def offer(self, msg: Message, order: tuple[bytes, int] | None, take: bool) -> bool:
+        """Deliver ``msg`` in its publisher's order: older than one already delivered, it
+        is counted as received and dropped; with ``take`` and nothing older held, it is
+        counted as received and True is returned (the caller hands it out); else it is
+        put by policy."""
         with self._cond:
-            if self._items or self._closed:
-                return False
-            self.received += 1
-            return True
+            if order is not None:
+                pub, wire = order
+                last = self._last.get(pub)
+                if last is not None and wire <= last:
+                    self.received += 1
+                    self.dropped += 1
+                    return False
+                if last is None and len(self._last) >= _MAX_PUBLISHERS_TRACKED:
+                    self._last.clear()
+                self._last[pub] = wire
+            if take and not self._items and not self._closed:
+                self.received += 1
+                return True
+            self.put(msg)  # (the condition's lock is reentrant)
+            return False
 
     def skipped(self, n: int) -> None:
-        """``n`` messages received and dropped by policy without being decoded."""
+        """``n`` messages received and dropped (policy, stale) without being decoded."""
         with self._cond:
             self.received += n
             self.dropped += n
@@ -318,6 +406,14 @@ class DirectMailbox(Mailbox):
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         slice_s = max(0.001, float(r.bus.config.poll_s))
         while True:
+            if r.overtaken and notify is not None and not r.notify_closed:
+                # Datagrams queued behind messages that came over ZeroMQ are stale: read
+                # them now (counted, not decoded) so the kernel queue empties and the next
+                # messages come as datagrams again instead of over ZeroMQ (a full queue
+                # would keep sending them there while the mailbox is never empty).
+                r.overtaken = False
+                with r.rx_lock:
+                    r.pump()
             with self._cond:
                 if self._items:
                     msg = self._items.popleft()

@@ -12,7 +12,6 @@ import signal
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
 
@@ -27,6 +26,8 @@ from engram.runtime.shm import (
     ShmError,
     ShmReader,
     ShmWriter,
+    _descriptor,
+    _parse_descriptor,
     is_descriptor,
     shm_supported,
     sweep_stale_rings,
@@ -183,7 +184,7 @@ def test_lossless_reader_slots_are_kept_until_read_and_lossy_ones_are_overwritte
 
 def _slot(desc: list | None) -> int:
     assert desc is not None and is_descriptor(desc[0])
-    return msgpack.unpackb(desc[0][len(DESCRIPTOR_MAGIC) :])[1]
+    return _parse_descriptor(memoryview(desc[0])[len(DESCRIPTOR_MAGIC) :])[1]
 
 
 def test_a_reader_that_keeps_up_gets_the_same_warm_slot_and_a_held_view_moves_the_writer():
@@ -315,15 +316,18 @@ def test_ring_of_a_killed_writer_is_swept_and_a_live_one_is_kept():
 def test_bad_descriptors_are_clear_errors():
     reader = ShmReader(False)
     header = encode(_frame(0, (8, 8)))[0]
-    for desc in (b"EGSH\x01garbage", b"EGSH\x01" + b"\x94\xa3abc\x00\x02\x90"):
+    for desc in (
+        DESCRIPTOR_MAGIC + b"garbage",
+        DESCRIPTOR_MAGIC + b"\x94\xa3abc\x00\x02\x90" * 3,
+        _descriptor(b"engram-shm.1.0123456789ab.1", 0, 2, [10])[:-1],  # cut short
+        _descriptor(b"\xff\xfe", 0, 2, [10]),  # a name that is not text
+    ):
         with pytest.raises(ShmError, match=r"bad shared-memory descriptor|bad ring"):
             reader.resolve([desc, header])
-    import msgpack
-
-    traversal = b"EGSH\x01" + msgpack.packb(["../../etc/passwd", 0, 2, [10]])
+    traversal = _descriptor(b"../../etc/passwd", 0, 2, [10])
     with pytest.raises(DecodeError, match="bad ring"):
         reader.resolve([traversal, header])
-    missing = b"EGSH\x01" + msgpack.packb(["engram-shm.1.0123456789ab.1", 0, 2, [10]])
+    missing = _descriptor(b"engram-shm.1.0123456789ab.1", 0, 2, [10])
     with pytest.raises(ShmDropped, match="gone"):
         reader.resolve([missing, header])
     assert is_descriptor(missing) and not is_descriptor(header)

@@ -3,10 +3,12 @@ shared-memory descriptors and small messages straight from the publisher's threa
 ones (shared memory off in their process) and lossless ones over ZeroMQ, each message
 exactly once and in order; a closed subscription is forgotten; garbage datagrams are
 decode errors; a frame that finds its ring full is dropped for datagram subscribers, not
-reordered; a shared-memory payload skips whole-array scans on decode, an inline one not."""
+reordered; a full datagram queue sends the newest messages over ZeroMQ, handed out in
+order; a shared-memory payload skips whole-array scans on decode, an inline one not."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 
@@ -150,3 +152,46 @@ def test_shared_memory_payloads_skip_whole_array_scans_inline_ones_do_not():
     with pytest.raises(DecodeError):  # shapes and sizes are still checked
         decode(bad_shape, trusted=True)
     assert scan_values()
+
+
+def test_a_full_datagram_queue_sends_the_newest_over_zeromq_in_order(broker, monkeypatch):
+    """A consumer that lags leaves ``net.unix.max_dgram_qlen`` datagrams in the kernel; the
+    messages after them go to it over ZeroMQ (not dropped at the sender: the newest is
+    delivered), the older datagrams are then stale (dropped, never handed out after a newer
+    message) and a plain subscriber of the same topic does not get the fallbacks twice."""
+    qlen = int(open("/proc/sys/net/unix/max_dgram_qlen").read())
+    n = qlen + 5
+    pub = ZmqBus(broker, **FAST)
+    sub_bus = ZmqBus(broker, poll_s=0.02, direct_grace_s=60.0)  # the thread never takes over
+    monkeypatch.setenv("ENGRAM_SHM", "0")
+    plain_bus = ZmqBus(broker, **FAST)
+    try:
+        sub = sub_bus.subscribe("/cam", f"queue({n + 4})")
+        plain = plain_bus.subscribe("/cam", f"queue({n + 4})")
+        assert pub.wait_for_subscribers("/cam", 2, timeout_s=10)
+        time.sleep(0.2)
+        pub.publish("/cam", _frame(0, big=True))
+        first = sub.get(timeout_s=5)  # a consumer was here: its datagrams wait for it
+        assert isinstance(first, Frame) and first.seq == 1
+        assert sub.get(timeout_s=0.05) is None  # (waited on the socket: the thread stops
+        time.sleep(0.1)  # watching it at its next poll)
+        for i in range(1, n + 1):
+            pub.publish("/cam", _frame(i, big=i % 2 == 0))  # shared memory and small
+            time.sleep(0.001)
+        assert pub._notify is not None
+        over = pub._notify.fallback  # (the kernel holds qlen or qlen + 1)
+        assert 1 <= over <= n - qlen and pub._notify.sent == 1 + n - over
+        deadline = time.monotonic() + 5  # the receiver thread delivers the fallbacks
+        while sub.received < 1 + over and time.monotonic() < deadline:
+            time.sleep(0.01)
+        got = [m.seq for m in sub.drain()]  # reads the queued (older) datagrams too
+        assert got == list(range(n + 2 - over, n + 2)), got  # the newest, in order
+        assert sub.received == n + 1 and sub.dropped == n - over  # the stale ones counted
+        # over ZeroMQ (its high-water marks may drop some of a burst under load), never twice
+        seqs = [m.seq for m in _collect(plain, n + 1, 3.0)]
+        assert seqs[:1] == [1] and all(a < b for a, b in itertools.pairwise(seqs)), seqs
+        assert plain.get(timeout_s=0.2) is None  # nothing twice
+    finally:
+        plain_bus.close()
+        sub_bus.close()
+        pub.close()

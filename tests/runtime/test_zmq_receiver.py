@@ -5,7 +5,8 @@ and decodes the datagram itself (no hand-off from the receiver thread); when nob
 receiver thread keeps filling the mailbox by policy; closing wakes a waiting consumer; a ring
 file that is not ours and private is refused (its payloads would be trusted); a datagram says
 whether its sender runs as our user; messages rebuilt without their constructor equal the
-checked ones; the plain-float pose check agrees with the numpy one."""
+checked ones; the plain-float pose check agrees with the numpy one; ZeroMQ messages read
+together are decoded only for the newest ``depth`` and never handed out out of order."""
 
 from __future__ import annotations
 
@@ -250,4 +251,42 @@ def test_drain_and_len_see_datagrams_still_in_the_socket(broker):
         assert sub.received == 4 and sub.dropped == 0
     finally:
         pub.close()
+        sub_bus.close()
+
+
+@needs_shm
+@pytest.mark.parametrize("policy", ["latest", "queue(2)"])
+def test_zeromq_messages_read_together_keep_the_newest_in_publisher_order(broker, policy):
+    """A datagram subscription's receiver thread reads its ZeroMQ messages (inline ones, and
+    those sent there because its datagram queue was full) in one go: only the newest
+    ``depth`` are decoded and put, in order; one older than a delivered message (another
+    path overtook it) is dropped, counted, never handed out after it."""
+    sub_bus = ZmqBus(broker, **FAST)
+    try:
+        sub = sub_bus.subscribe("/cam", policy)
+        (receiver,) = sub_bus._receivers
+        decoded: list[int] = []
+        original = receiver._decode
+
+        def counting(parts, ours):  # noqa: ANN001, ANN202
+            msg = original(parts, ours)
+            decoded.append(msg.seq)
+            return msg
+
+        receiver._decode = counting  # type: ignore[method-assign]
+        key, pub_id = b"/cam\0", os.urandom(8)
+
+        def message(wire: int) -> list[bytes]:
+            head = key + b"I" + pub_id + wire.to_bytes(8, "little")
+            return [head, *(bytes(f) for f in encode(Heartbeat(node="n", seq=wire)))]
+
+        depth = sub.policy.depth
+        assert receiver._deliver_batch([message(w) for w in (3, 4, 5, 6, 7)]) == depth
+        assert decoded == list(range(8 - depth, 8))  # the older ones were never decoded
+        assert receiver._deliver_batch([message(2), message(7)]) == 0  # stale: not put
+        assert receiver._deliver_batch([message(9)]) == 1
+        got = [m.seq for m in sub.drain()]
+        assert got == ([9] if depth == 1 else [7, 9])
+        assert sub.received == 8 and sub.dropped == 8 - len(got)
+    finally:
         sub_bus.close()
