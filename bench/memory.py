@@ -11,6 +11,8 @@ Cases (measured in the same run):
   one after another in one thread, in alternating blocks of 50 messages so that a busy
   machine's load falls on both alike; second peer: the previous path (the spatial
   memory's numpy kernels instead of the compiled ones, 1 worker), also journaled.
+  Beside it, the spatial write's CPU per percept (thread time, load-independent): the
+  fused insert vs the per-stage path, and how much of it runs without the GIL.
 - **fan-out**: recall latency of the filled system asking every memory in parallel
   (``MemorySystem.recall``) vs one after another (``parallel=False``), and the same for
   four memories whose recall is real vector work (an exact ``VectorIndex`` of 5e4-2e5
@@ -164,6 +166,65 @@ def _query(world: World, i: int) -> MemoryQuery:
 # cases
 
 
+def bench_spatial_write(msgs: list) -> list[dict]:
+    """CPU per percept of the spatial write: the fused insert (one frame in three compiled
+    calls without the GIL) vs the per-stage path (numpy glue between the compiled
+    kernels), in alternating blocks of 50 percepts, thread CPU time (so other processes'
+    load does not count). ``nogil_ms`` is the part in the fused path's compiled calls:
+    what the other memory lanes can overlap with; the rest holds the GIL."""
+    import engram.memory.spatial.fused as fused
+    from engram.memory.spatial import SpatialMemory
+
+    percepts = [(m, t) for m, t in msgs if isinstance(m, Percept)]
+    new, old = SpatialMemory(), SpatialMemory()
+    old.octree.fused = False
+    nogil = [0]
+    kernels = {k: getattr(fused, k) for k in ("_frame_codes", "_frame_carve", "_frame_apply")}
+
+    def timed(fn):
+        def call(*a):
+            t0 = time.thread_time_ns()
+            try:
+                return fn(*a)
+            finally:
+                nogil[0] += time.thread_time_ns() - t0
+
+        return call
+
+    new.write(percepts[0][0], topic=percepts[0][1])  # compiles or loads the kernels
+    old.write(percepts[0][0], topic=percepts[0][1])
+    t_new = t_old = 0
+    try:
+        for k, fn in kernels.items():
+            setattr(fused, k, timed(fn))
+        for b in range(1, len(percepts), 50):
+            chunk = percepts[b : b + 50]
+            t0 = time.thread_time_ns()
+            for m, t in chunk:
+                new.write(m, topic=t)
+            t_new += time.thread_time_ns() - t0
+            t0 = time.thread_time_ns()
+            for m, t in chunk:
+                old.write(m, topic=t)
+            t_old += time.thread_time_ns() - t0
+    finally:
+        for k, fn in kernels.items():
+            setattr(fused, k, fn)
+    n = len(percepts) - 1
+    return [
+        result(
+            f"spatial write CPU per percept ({n} percepts, 256 points each)",
+            "cpu_ms",
+            t_new / n / 1e6,
+            "lower",
+            peer="per-stage path: numpy glue between the compiled kernels",
+            peer_value=t_old / n / 1e6,
+            nogil_ms=round(nogil[0] / n / 1e6, 4),
+            gil_held_ms=round((t_new - nogil[0]) / n / 1e6, 4),
+        )
+    ]
+
+
 def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
     from engram.memory.system import MemorySystem, MemorySystemConfig
 
@@ -217,6 +278,7 @@ def bench_ingest_and_fanout(n: int, n_queries: int, root: Path) -> list[dict]:
         system.flush()
         t_par += time.perf_counter() - t0
     old_system.close(checkpoint=False)
+    out += bench_spatial_write(msgs)
     out.append(
         result(
             f"ingest {n_percepts} percepts (+ transcripts) into 5 memories (spatial, temporal, "

@@ -252,14 +252,15 @@ def _module_classes() -> tuple[type, type]:
             """Merge the most similar adjacent pair of every batch element over capacity."""
             merged = [-1] * self.batch_size
             cap = self.config.capacity
+            # buffers read once: each ``self.bank_*`` goes through nn.Module.__getattr__
+            bank_p, bank_c, bank_pm = self.bank_p, self.bank_c, self.bank_pm
             with torch.no_grad():
-                for bi in range(self.batch_size):
-                    n = int(self.count[bi])
+                for bi, n in enumerate(self.count.tolist()):
                     if n <= cap:
                         continue
-                    pm = self.bank_pm[bi, :n, :, None].float()  # (n, Np, 1)
-                    pooled_p = (self.bank_p[bi, :n] * pm).sum(1) / pm.sum(1).clamp(min=1.0)
-                    feats = torch.cat([pooled_p, self.bank_c[bi, :n].mean(1)], dim=-1)  # (n, 2D)
+                    pm = bank_pm[bi, :n, :, None].float()  # (n, Np, 1)
+                    pooled_p = (bank_p[bi, :n] * pm).sum(1) / pm.sum(1).clamp(min=1.0)
+                    feats = torch.cat([pooled_p, bank_c[bi, :n].mean(1)], dim=-1)  # (n, 2D)
                     feats = torch.nn.functional.normalize(feats, dim=-1)
                     sim = (feats[:-1] * feats[1:]).sum(-1)  # (n-1,) adjacent cosine
                     i = int(torch.argmax(sim))
@@ -268,15 +269,14 @@ def _module_classes() -> tuple[type, type]:
             return merged
 
         def _merge(self, bi: int, i: int, n: int) -> None:
-            a, b = self.bank_pm[bi, i].float(), self.bank_pm[bi, i + 1].float()
+            bank_p, bank_c, bank_pm, bank_t = self.bank_p, self.bank_c, self.bank_pm, self.bank_t
+            a, b = bank_pm[bi, i].float(), bank_pm[bi, i + 1].float()
             w = (a + b).clamp(min=1.0)[:, None]
-            self.bank_p[bi, i] = (
-                self.bank_p[bi, i] * a[:, None] + self.bank_p[bi, i + 1] * b[:, None]
-            ) / w
-            self.bank_pm[bi, i] = self.bank_pm[bi, i] | self.bank_pm[bi, i + 1]
-            self.bank_c[bi, i] = (self.bank_c[bi, i] + self.bank_c[bi, i + 1]) / 2
-            self.bank_t[bi, i] = (self.bank_t[bi, i] + self.bank_t[bi, i + 1]) / 2
-            for buf in (self.bank_p, self.bank_c, self.bank_pm, self.bank_t):
+            bank_p[bi, i] = (bank_p[bi, i] * a[:, None] + bank_p[bi, i + 1] * b[:, None]) / w
+            bank_pm[bi, i] = bank_pm[bi, i] | bank_pm[bi, i + 1]
+            bank_c[bi, i] = (bank_c[bi, i] + bank_c[bi, i + 1]) / 2
+            bank_t[bi, i] = (bank_t[bi, i] + bank_t[bi, i + 1]) / 2
+            for buf in (bank_p, bank_c, bank_pm, bank_t):
                 buf[bi, i + 1 : n - 1] = buf[bi, i + 2 : n].clone()
                 buf[bi, n - 1] = 0
             self.count[bi] = n - 1
@@ -445,7 +445,13 @@ class WorkingMemory(Memory):
                 "start_ns": msg.stamp_ns,
                 "end_ns": msg.stamp_ns,
                 "labels": list(msg.object_labels[:np_tok]),
-                "provenance": Provenance.of(msg, topic).to_dict(),
+                # = Provenance.of(msg, topic).to_dict(), without dataclasses.asdict's deep copy
+                "provenance": {
+                    "source_topic": topic,
+                    "stamp_ns": msg.stamp_ns,
+                    "seq": msg.seq,
+                    "producer": "",
+                },
                 "frames": 1,
             }
         )

@@ -31,6 +31,13 @@ from engram.memory.index import l2n
 __all__ = ["EntityResolution"]
 
 
+def _norm(v: np.ndarray) -> float:
+    """``float(np.linalg.norm(v))`` of a 1-D float vector, bit for bit (norm computes
+    ``sqrt(v.dot(v))``), without norm's argument handling: ~2 us less per call, and the
+    resolution of one percept's objects makes ~25 calls."""
+    return float(np.sqrt(v.dot(v)))
+
+
 class EntityResolution(RecordLedger):
     """Entity resolution, entity-entity merges and their undo (see the module docstring)."""
 
@@ -99,7 +106,7 @@ class EntityResolution(RecordLedger):
             ev = ent.embs.get(space)
             cos = float(ev @ emb) if (ev is not None and emb is not None) else None
             dist = (
-                float(np.linalg.norm(np.subtract(ent.position, pos)))
+                _norm(np.subtract(ent.position, pos))
                 if (ent.position is not None and pos is not None)
                 else None
             )
@@ -143,7 +150,7 @@ class EntityResolution(RecordLedger):
         if (
             old_pos is not None
             and pos is not None
-            and float(np.linalg.norm(np.subtract(old_pos, pos))) >= cfg.move_event_m
+            and _norm(np.subtract(old_pos, pos)) >= cfg.move_event_m
         ):
             if reason == "moved":
                 self._log(

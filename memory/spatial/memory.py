@@ -325,7 +325,7 @@ class SpatialMemory(SpatialRecall, Memory):
             self.last_insert = self.octree.insert(
                 plan.points, origin=origin, stamp_ns=stamp, object_ids=pids, hit_mask=~dyn_mask
             )
-            seen_ids = set(morton.sorted_unique(pids[pids >= 0])[0].tolist())
+            seen_ids = set(pids[pids >= 0].tolist())
             # 4. transient dynamics memory
             vel = np.zeros((len(pids), 3), np.float32)
             moving = sorted(oid for oid, m in motions.items() if np.any(m.velocity))

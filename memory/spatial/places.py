@@ -25,6 +25,12 @@ import numpy as np
 __all__ = ["Path", "Place", "PlaceGraph", "PlaceGraphConfig", "graph_shortest_path"]
 
 
+def _norm(v: np.ndarray) -> float:
+    """``float(np.linalg.norm(v))`` of a 1-D float vector, bit for bit (norm computes
+    ``sqrt(v.dot(v))``, float32 stays float32), without norm's argument handling."""
+    return float(np.sqrt(v.dot(v)))
+
+
 def graph_shortest_path(
     n: int, edges: Iterable[tuple[int, int, float]], start: int, goal: int
 ) -> tuple[list[int], float] | None:
@@ -140,7 +146,7 @@ class PlaceGraph:
         cfg = self.config
         pos = np.asarray(position, dtype=np.float64)
         if self._last_pos is not None:
-            self._travel_m += float(np.linalg.norm(pos - self._last_pos))
+            self._travel_m += _norm(pos - self._last_pos)
         self._last_pos = pos.copy()
         chosen = -1
         if self.places:
@@ -165,11 +171,7 @@ class PlaceGraph:
         if self.current >= 0 and chosen != self.current:
             prev = self.places[self.current]
             exit_pos = self._exit_pos if self._exit_pos is not None else prev.position
-            cost = (
-                float(np.linalg.norm(exit_pos - prev.position))
-                + self._travel_m
-                + float(np.linalg.norm(pos - place.position))
-            )
+            cost = _norm(exit_pos - prev.position) + self._travel_m + _norm(pos - place.position)
             self._add_edge(self.current, chosen, cost)
         self.current = chosen
         self._exit_pos = pos.copy()
@@ -204,13 +206,13 @@ class PlaceGraph:
 
     def _similarities(self, embedding: np.ndarray, idx: np.ndarray) -> np.ndarray:
         e = np.asarray(embedding, dtype=np.float32)
-        e = e / max(float(np.linalg.norm(e)), 1e-12)
+        e = e / max(_norm(e), 1e-12)
         out = np.ones(len(idx), np.float32)  # a place without a descriptor matches any view
         for j, i in enumerate(idx.tolist()):
             desc = self.places[i].descriptor
             if desc is not None and len(desc) == len(e):
                 dv = desc.astype(np.float32)
-                out[j] = float(np.dot(dv, e)) / max(float(np.linalg.norm(dv)), 1e-12)
+                out[j] = float(np.dot(dv, e)) / max(_norm(dv), 1e-12)
         return out
 
     # ------------------------------------------------------------------ queries

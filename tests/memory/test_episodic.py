@@ -247,3 +247,13 @@ def test_remembered_perception_ids_are_bounded() -> None:
         see(mem, t, [("box", unit(rng.normal(size=D)), (t, 0, 0))], rng, ids=[1000 + t])
     assert len(mem._tracks) == 16
     assert ("object", 1059) in mem._tracks and ("object", 1000) not in mem._tracks
+
+
+def test_the_fast_distance_is_numpys_norm_bit_for_bit():
+    from engram.memory.episodic.entities import _norm
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        a, b = tuple(rng.normal(size=3) * 10), tuple(rng.normal(size=3) * 10)
+        d = np.subtract(a, b)
+        assert _norm(d) == float(np.linalg.norm(d))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from engram.memory.base import Provenance
 from engram.memory.working import (
     PerceptualCognitiveBank,
     WorkingConfig,
@@ -109,6 +110,11 @@ def test_working_memory_wrapper_recall_and_reset() -> None:
     hits = wm.recall(MemoryQuery(embedding=scenes[1], top_k=1))
     assert "s1" in hits[0].text and 10 * S <= hits[0].stamp_ns <= 19 * S
     assert hits[0].data["frames"] >= 1
+    first = percept(40, ["x"], embedding=scenes[0], seq=7)
+    wm.write(first, topic="/percepts")
+    assert hits[0].provenance.source_topic == "" and wm._meta[-1]["provenance"] == (
+        Provenance.of(first, "/percepts").to_dict()
+    )
     wm.write(Instruction(text="new task"))  # a new episode empties the bank
     assert len(wm) == 0 and wm.recall(MemoryQuery(embedding=scenes[0])) == []
     with pytest.raises(ValueError, match="dimension 7"):

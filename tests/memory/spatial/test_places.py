@@ -196,3 +196,15 @@ def test_unreachable_places_have_no_path():
     g.current = -1  # teleported: no travel between the two places
     g.update(np.array([10.0, 0, 0]))
     assert len(g) == 2 and g.shortest_path(0, 1) is None
+
+
+def test_the_fast_norm_is_numpys_norm_bit_for_bit():
+    from engram.memory.spatial.places import _norm
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        for n in (3, 512):
+            for scale in (1e-3, 1.0, 1e3):
+                for _ in range(300):
+                    v = (rng.normal(size=n) * scale).astype(dtype)
+                    assert _norm(v) == float(np.linalg.norm(v))
