@@ -128,6 +128,7 @@ def test_a_write_runs_its_torch_ops_on_one_thread_of_the_caller_only() -> None:
     import threading
 
     wm = WorkingMemory(WorkingConfig(dim=D, perceptual_tokens=NP, capacity=4, heads=4))
+    wm.write_in_numpy = False  # the torch write (a bank on another device, or on request)
     rng = np.random.default_rng(2)
     e = unit(rng.normal(size=D))
     wm.write(percept(0, ["a"], embedding=e, object_embeddings=e[None]))  # builds the bank
@@ -154,3 +155,26 @@ def test_a_write_runs_its_torch_ops_on_one_thread_of_the_caller_only() -> None:
     assert seen == [1]  # inside the write
     assert outside[0] == outside[1]  # restored on the writer's thread
     torch.set_num_threads(main_before)
+
+
+def test_the_numpy_write_on_a_cpu_bank_matches_the_bank_s_torch_write() -> None:
+    # _write_cpu repeats the bank's write / consolidate / merge in numpy (dispatch cost):
+    # the same stream through both leaves the same entries, merges and metadata
+    rng = np.random.default_rng(3)
+    scenes = [unit(rng.normal(size=D)) for _ in range(4)]
+    cfg = WorkingConfig(dim=D, perceptual_tokens=NP, capacity=4, heads=4, write_fused=False)
+    ways = [WorkingMemory(cfg), WorkingMemory(cfg)]
+    ways[1].write_in_numpy = False
+    for i in range(40):
+        e = noisy(scenes[(i // 7) % 4], rng, 0.05)
+        k = 1 + i % NP + (i % 3 == 0)  # 1..NP+1 objects: padding and cutting
+        objs = np.stack([noisy(e, rng, 0.1) for _ in range(k)])
+        msg = percept(i, [f"o{i}_{j}" for j in range(k)], embedding=e, object_embeddings=objs)
+        for wm in ways:
+            wm.write(msg)
+    numpy_way, torch_way = ways
+    assert numpy_way.stats()["merges"] == torch_way.stats()["merges"] == 36
+    assert numpy_way._meta == torch_way._meta
+    for got, want in zip(numpy_way.entries(), torch_way.entries(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert int(numpy_way.bank.count[0]) == 4
