@@ -14,6 +14,8 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   ``propose_regions``.
 - ``engram.perception.shapes``: which proposals are objects by their 3D shape
   (``merge_stacked_parts``, ``horizontal_thickness``, ``furniture_shaped``).
+- ``engram.perception.small_objects``: proposals for objects a few pixels across
+  (``add_small_objects``, ``small_object_masks``).
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
   proposals across frames), ``TrackerConfig``, ``box_iou``.
 - ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),

@@ -17,7 +17,9 @@
   probability of the best word (``label_logit_scale`` as in CLIP) is its confidence.
   Proposals named by an ``ignore_labels`` word ("wall or furniture"), or about as close
   to one (``ignore_cos_ratio``), or shaped like part of a room (``engram.perception.shapes``:
-  a vertical slab, a post on the floor) are dropped.
+  a vertical slab, a post on the floor) are dropped. With ``small_object_max_px``, compact
+  blobs that stand out in colour from their surroundings are proposed too
+  (``engram.perception.small_objects``: a far ball a few pixels across).
   Proposal ids from ``extract`` are frame-local (0..K-1); ``engram.perception.tracking``'s
   ``ObjectTracker`` turns them into persistent track ids across frames (the
   ``PerceptionNode`` does so per camera, unless ``tracker.enabled`` is False).
@@ -53,6 +55,7 @@ from engram.perception.shapes import (
     horizontal_thickness,
     merge_stacked_parts,
 )
+from engram.perception.small_objects import add_small_objects
 
 __all__ = [
     "DEFAULT_VOCABULARY",
@@ -193,6 +196,14 @@ class ObjectsConfig:
     # (colour-edge pixels, specks too small to propose; never no-depth or support-plane
     # pixels), so a thin dark part joins the object it belongs to; 0 = no growth
     grow_regions_px: int = 0
+    # small-object proposals (``engram.perception.small_objects``): blobs of at most this
+    # many pixels whose colour stands out from the median of a window around them; 0 = off
+    small_object_max_px: int = 0
+    small_object_max_side_px: int = 12  # and at most this wide or tall, pixels
+    small_object_window_px: int = 11  # side of the background median's window, pixels
+    small_object_contrast: float = 0.2  # least colour difference from it (largest channel)
+    small_object_max_new: int = 8  # most small-object proposals per frame
+    small_object_max_alike: float = 0.25  # most of the ring around one of its colour
 
 
 @dataclass
@@ -434,8 +445,11 @@ def propose_regions(
         )
     rows = np.minimum(np.arange(h) // factor, sh - 1)
     cols = np.minimum(np.arange(w) // factor, sw - 1)
-    label_image = small_labels[rows[:, None], cols[None, :]]
-    return label_image.astype(np.int32), len(cand)
+    label_image = small_labels[rows[:, None], cols[None, :]].astype(np.int32)
+    if config.small_object_max_px > 0:  # specks the smoothed edges swallow
+        full_blocked = blocked[rows[:, None], cols[None, :]]
+        return add_small_objects(label_image, len(cand), rgb, depth, full_blocked, config)
+    return label_image, len(cand)
 
 
 def _keep_objects(objs: Objects, keep: np.ndarray) -> Objects:

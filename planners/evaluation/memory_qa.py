@@ -19,12 +19,20 @@ where_is        position_error_m   where is X now (its position)
 where_was       position_error_m   where was X at the start (its start position)
 where_heard     position_error_m   where were you when you heard the S (robot xy at
                                    the sound's start)
-when_seen       time_error_s       when did you first see X (first visible step)
+when_seen       time_error_s       when did you first see X (first resolved step)
 when_heard      time_error_s       when did you hear the S (its start)
 what_at         accuracy           what was on the furniture at (x, y) (the object there)
 order           accuracy           in what order did you first see A, B, C
 how_many        accuracy           how many different objects / tokens did you see
 ==============  =================  ==================================================
+
+"Seen" in the tour is what the robot's camera resolved: an object counts from the
+first frame the head camera took (at the evaluation's frame size and camera rate) in
+which its segmentation mask covers at least ``RESOLVED_MIN_PIXELS`` pixels (the scorer
+renders those frames itself; perception gets the same images in either mode). The ray
+cast of the simulator's log also counts a 2-pixel glimpse 5 m away through a doorway,
+and steps between frames, which no camera took. An order question only asks about objects first seen at
+least one camera frame apart (first seen in the same frame, they have no order).
 
 Three answerers, run on the same stream in the same command:
 
@@ -82,6 +90,13 @@ QUESTION_TYPES: dict[str, tuple[str, str]] = {
     "how_many": ("accuracy", "higher"),
 }
 METHODS = ("memory", "flat", "none")
+#: an object is seen (tour) once its mask covers this many pixels of a camera frame. The
+#: shipped sim_clip encoder names an apartment thing from its mask and pixels alone with
+#: accuracy 0.98 at 8-16 px (n = 46) and 0.74 below 8 px (n = 27; 400 held-out 128 x 96
+#: head-camera renders, seed 6, issue 17 round 5), and the ground-truth mode's segmentation
+#: drops segments under 8 px (``EvalConfig.min_object_pixels``): what fewer pixels show,
+#: neither mode could name
+RESOLVED_MIN_PIXELS = 8
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,6 +187,7 @@ class _QA:
         self.latest: Any = None
         self.asked: list[_Asked] = []
         self.done = False
+        self.sight: _Sight | None = None  # tour: what the camera's frames resolved
 
     def on_percept(self, p: Any) -> None:
         self.latest = p
@@ -342,6 +358,58 @@ class _QA:
 # streams
 
 
+class _Sight:
+    """The pixels each of the task's placed objects covers in each frame the robot's camera
+    takes: the scorer renders the camera view at the evaluation's frame size at the steps
+    the sim publishes a frame (every ``frame_period_s`` of sim time, the ``SimNode``'s
+    schedule; the same state, so the same image perception gets in either mode)."""
+
+    def __init__(self, frame_period_s: float, min_pixels: int = RESOLVED_MIN_PIXELS) -> None:
+        self.frame_period_s = frame_period_s
+        self.min_pixels = min_pixels
+        self.times: list[float] = []  # frame times, sim seconds
+        self.pixels: list[dict[str, int]] = []  # per frame: object -> mask pixels
+        self._next_s = 0.0
+
+    def watch(self, env: Any) -> None:
+        """Call at every step (before the action): renders when a frame is due."""
+        if env.t < self._next_s - 1e-9:
+            return
+        self._next_s = env.t + self.frame_period_s
+        frame = env.render_frame()
+        seg = frame.segmentation
+        counts: dict[str, int] = {}
+        for oid, name in frame.labels.items():
+            if name in env.placement:
+                counts[name] = counts.get(name, 0) + int(np.count_nonzero(seg == int(oid)))
+        self.times.append(float(env.t))
+        self.pixels.append(counts)
+
+    def first(self, name: str) -> float | None:
+        """Time of the first frame with ``name`` resolved (None: never)."""
+        for t, counts in zip(self.times, self.pixels):
+            if counts.get(name, 0) >= self.min_pixels:
+                return t
+        return None
+
+
+def _order_pick(
+    rng: np.random.Generator, seen: list[str], first: dict[str, float], gap_s: float
+) -> list[str] | None:
+    """Three of ``seen`` first seen at least ``gap_s`` apart, chosen at random (None when
+    no three are)."""
+    import itertools
+
+    ok = [
+        tri
+        for tri in itertools.combinations(seen, 3)
+        if all(abs(first[a] - first[b]) >= gap_s for a, b in itertools.combinations(tri, 2))
+    ]
+    if not ok:
+        return None
+    return list(ok[int(rng.integers(len(ok)))])
+
+
 def _first_visible(log: Any, name: str, min_steps: int = 2) -> float | None:
     """First time ``name`` was visible for ``min_steps`` steps in a row (ground truth)."""
     i = log.names.index(name)
@@ -356,18 +424,22 @@ def _first_visible(log: Any, name: str, min_steps: int = 2) -> float | None:
 def _ask_tour(qa: _QA, env: Any, g: Grounding) -> None:
     log = env.log
     now_s = env.t
+    sight = qa.sight
+    assert sight is not None, "the tour stream watches what the camera resolved"
     objects = list(env.placement)  # the objects the task placed (ground truth)
-    seen = [n for n in objects if _first_visible(log, n, 3) is not None]
+    first = {n: sight.first(n) for n in objects}
+    seen = [n for n in objects if first[n] is not None]
     for name in seen:
         pos = np.asarray(env.placement[name]["position_m"], np.float64)
         qa.where("where_is", name, pos, g, since=0)
-        qa.when_seen(name, _first_visible(log, name, 2) or 0.0, g, now_s, since=0)
+        qa.when_seen(name, float(first[name] or 0.0), g, now_s, since=0)
     for name in [seen[int(i)] for i in qa.rng.permutation(len(seen))[:2]]:
         qa.what_at(np.asarray(env.placement[name]["position_m"]), name, objects, g)
-    if len(seen) >= 3:
-        pick = [seen[int(i)] for i in qa.rng.permutation(len(seen))[:3]]
-        truth = sorted(pick, key=lambda n: _first_visible(log, n, 2))
-        qa.order(pick, truth, g, since=0)
+    times = {n: float(first[n] or 0.0) for n in seen}
+    # first seen in different frames (half a period: the frame times are sums of floats)
+    pick = _order_pick(qa.rng, seen, times, sight.frame_period_s / 2)
+    if pick is not None:
+        qa.order(pick, sorted(pick, key=lambda n: times[n]), g, since=0)
     qa.how_many("", len(seen), g, since=0, what="different objects")
     sound_names = registry.get("task", env.task_name).sound_names
     for rec in log.extra.get("sounds", []):
@@ -430,6 +502,8 @@ def evaluate_memory_qa(
         for i in bar if progress else range(episodes):
             t0 = time.monotonic()
             qa = _QA(stream, np.random.default_rng(seed + i), FlatKeyframeStore(embed))
+            if stream == "tour":
+                qa.sight = _Sight(1.0 / cfg.apartment_camera_rate_hz)
             pipe = Pipeline(task, seed + i, planner=False, driver=driver, config=cfg)
             grounding = Grounding(
                 MemoryClient(lambda q, b=pipe.bus: b.request("/memory/query", q, 10.0))
@@ -441,6 +515,8 @@ def evaluate_memory_qa(
             ) -> None:
                 for msg in sub.drain():
                     qa.on_percept(msg)
+                if qa.sight is not None and not qa.done and env is not None:
+                    qa.sight.watch(env)
                 if not qa.done and env is not None and trigger(env):
                     qa.done = True
                     ask(qa, env, grounding)

@@ -170,10 +170,11 @@ def graph_overrides(
             filters=config.camera_filters, scene="apartment" if apartment else "tabletop"
         )
         overrides["sim"]["self_filter"] = config.camera_filters
-        if apartment and rate >= 5.0 and config.camera_filters:
-            # at 5 Hz a thing in view is matched in several frames; a proposal matched only
-            # once (a table top's edge, a leg named "brown teddy bear") is not reported. At
-            # the quick 2.5 Hz the spinning robot sees far things once: min_hits stays 1
+        if apartment and config.camera_filters:
+            # a thing in view is matched in several frames; a proposal matched only once (a
+            # table top's edge, a leg or a speck named "brown teddy bear") is not reported.
+            # Since far things are proposed as small objects, the quick 2.5 Hz tour also
+            # sees them more than once (round 4, without them: once, and min_hits was 1)
             camera["tracker"]["min_hits"] = 2
         overrides["perception"]["objects"].update(camera.pop("objects"))
         overrides["perception"].update(camera)
@@ -245,6 +246,10 @@ def camera_perception_params(*, filters: bool = True, scene: str = "tabletop") -
             "min_thickness_m": 0.008,  # points in one vertical plane: a wall or cabinet face
             "floor_z_m": 0.0,  # the sim's floor: what stands on it tall and thin is a leg
             "grow_regions_px": 3,  # colour-edge pixels join the object they lie on
+            # apartment: a thing 4 m away is a few pixels in the head camera; the smoothed
+            # colour edges swallow it into the shelf behind (``perception.small_objects``)
+            "small_object_max_px": 100 if scene == "apartment" else 0,
+            "small_object_max_side_px": 16,
         },
     }
 

@@ -165,6 +165,58 @@ def test_a_teddy_on_a_brown_table_is_found(sim_clip):
             if lb == "brown teddy bear"
         ]
 
-    assert teddies(_objects(sim_clip, frame, support_plane_min_frac=0.05)) == []
+    # (without the small-object proposals, which find its top above the table's edge)
+    before = _objects(sim_clip, frame, support_plane_min_frac=0.05, small_object_max_px=0)
+    assert teddies(before) == []
     found = teddies(_objects(sim_clip, frame))
     assert len(found) == 1 and found[0] < 0.1, found
+
+
+@pytest.fixture(scope="module")
+def far_frames():
+    """Frames of the 128 x 96 head camera 3.3-4.7 m from a thing that covers 9-14 pixels
+    of it: (object name, frame), and the placement."""
+    import mujoco
+
+    from engram.sim.envs import make
+
+    env = make("where_heard", width_px=128, height_px=96)
+    try:
+        env.reset(seed=8600)
+        truth = {n: np.asarray(s["position_m"], np.float64) for n, s in env.placement.items()}
+        out = []
+        for name, pose in (
+            ("teddy_brown", (-1.5, 2.0, 13.0)),  # 9 px, 4.7 m: brown on a grey cabinet
+            ("mug_red", (-3.5, 3.0, -38.8)),  # 14 px, 3.3 m
+            ("bottle_yellow", (0.0, 1.5, -38.8)),  # 10 px, 3.9 m
+            ("plant", (3.0, -0.5, -147.2)),  # 12 px, 4.7 m
+        ):
+            env.controller.reset(*pose)
+            mujoco.mj_forward(env.model, env.data)
+            out.append((name, env.render_frame()))
+    finally:
+        env.close()
+    return out, truth
+
+
+def test_far_things_a_few_pixels_across_are_found(sim_clip, far_frames):
+    """Round 4's edges merged a thing a few pixels across into the furniture behind it (the
+    memory-QA tour remembered far things 5-28 s late); small-object proposals find it."""
+    from engram.sim.tasks._apartment import OBJECT_LABELS
+
+    frames, truth = far_frames
+    for name, frame in frames:
+        ids = [int(k) for k, v in frame.labels.items() if v == name]
+        assert 8 <= np.isin(frame.segmentation, ids).sum() <= 16, name
+
+        def found(objs, name=name):
+            return [
+                c
+                for lb, c in zip(objs.labels, objs.centroids)
+                if lb == OBJECT_LABELS[name] and np.linalg.norm(c[:2] - truth[name][:2]) < 0.2
+            ]
+
+        assert found(_objects(sim_clip, frame, small_object_max_px=0)) == [], name
+        after = _objects(sim_clip, frame)
+        assert len(found(after)) == 1, (name, after.labels)
+        assert _misplaced(after, truth) == [], name

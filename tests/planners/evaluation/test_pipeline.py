@@ -35,9 +35,10 @@ def test_sizes_follow_the_task_kind():
 
 def test_camera_mode_settings_per_scene_and_frame_rate():
     """Camera mode: sim_clip in both modes; the apartment's planes, parts and background
-    ratio; re-identification everywhere; min_hits 2 only where frames come at 5 Hz (a
-    proposal matched once at full rate was a table edge or a leg; at the quick 2.5 Hz far
-    things are seen once)."""
+    ratio; re-identification everywhere; min_hits 2 in the apartment at any frame rate (a
+    proposal matched once was a table edge, a leg or a speck; with small-object proposals
+    far things are matched more than once even at the quick 2.5 Hz), small-object
+    proposals in the apartment only."""
     from dataclasses import replace
 
     assert graph_overrides(QUICK, "cups")["perception"]["encoder"] == "sim_clip"
@@ -47,7 +48,9 @@ def test_camera_mode_settings_per_scene_and_frame_rate():
     flat_quick = graph_overrides(cam_quick, "fetch_seen")["perception"]
     flat_full = graph_overrides(cam_full, "fetch_seen")["perception"]
     assert table["tracker"]["reid_extent_frac"] > 0 and "min_hits" not in table["tracker"]
-    assert "min_hits" not in flat_quick["tracker"] and flat_full["tracker"]["min_hits"] == 2
+    assert flat_quick["tracker"]["min_hits"] == 2 and flat_full["tracker"]["min_hits"] == 2
+    assert flat_quick["objects"]["small_object_max_px"] > 0
+    assert table["objects"]["small_object_max_px"] == 0
     assert table["objects"]["ignore_cos_ratio"] == 0 < flat_full["objects"]["ignore_cos_ratio"]
     assert (
         flat_full["objects"]["support_plane_min_frac"] < table["objects"]["support_plane_min_frac"]
