@@ -99,6 +99,7 @@ class SubgoalTracker:
         self.steps = 0
         self._closed_steps = 0  # consecutive steps commanded closed
         self._event_z: float | None = None  # tool height at the grasp / release / press
+        self._peak_z = -np.inf  # highest tool height since the event (height) was set
         self._lowest = np.inf
         self._descended = False
         self._moved = False
@@ -122,7 +123,7 @@ class SubgoalTracker:
             self._opened = self._opened or not closed
             self._closed_steps = self._closed_steps + 1 if (closed and self._opened) else 0
             if self._closed_steps == 1:
-                self._event_z = z
+                self._event_z, self._peak_z = z, -np.inf
             if self._closed_steps >= cfg.grip_steps and self._event_z is not None:
                 if opening < cfg.empty_m:
                     out = ("failed", "the gripper closed on nothing")
@@ -144,6 +145,8 @@ class SubgoalTracker:
             if a[2] <= -cfg.descend_m and float(np.linalg.norm(a[:2])) < cfg.sideways_m:
                 self._descended = True  # straight down (not the approach)
             if self._descended:
+                if z < self._lowest:
+                    self._peak_z = -np.inf  # a new bottom: the rise starts over
                 self._lowest = min(self._lowest, z)
                 self._event_z = self._lowest
                 out = self._risen(z, a, cfg.press_rise_m, "pressed")
@@ -167,7 +170,12 @@ class SubgoalTracker:
         stopped rising, or moves sideways / down: the next segment has begun)."""
         assert self._event_z is not None
         cfg = self.config
-        rise = z - self._event_z
+        # the highest point since the event: a rise that turns straight into the next
+        # descent (a down-up-down pump) is judged at its top, not at the pose after
+        # the turn (round 5 trace: a registered press, 3.3 cm back up, then down again
+        # went unreported and the second push pressed the same button twice)
+        self._peak_z = max(self._peak_z, z)
+        rise = self._peak_z - self._event_z
         rising = a[2] >= cfg.rising_m and float(np.linalg.norm(a[:2])) < cfg.sideways_m
         if rise >= cfg.done_m or (rise >= need_m and not rising):
             return ("succeeded", f"{what} ({rise * 100:.1f} cm)")

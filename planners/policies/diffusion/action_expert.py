@@ -482,7 +482,10 @@ class ActionExpert:
         # goal frame: only the subgoal-conditioned samples train the denoiser, the
         # instruction-conditioned ones train the pointer
         w = batch["diffuse"].float()
-        per = ((eps - noise) ** 2).mean(dim=(1, 2))
+        if "weight" in batch:  # (B, H) per chunk position (press descents weigh more)
+            per = (((eps - noise) ** 2).mean(dim=2) * batch["weight"].float()).mean(dim=1)
+        else:
+            per = ((eps - noise) ** 2).mean(dim=(1, 2))
         total = (per * w).sum() / w.sum().clamp(min=1.0)
         if cfg.pointer_slots and "pointer" in batch:
             total = total + cfg.pointer_loss_weight * self._pointer_loss(p, c, batch["pointer"])

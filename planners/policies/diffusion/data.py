@@ -87,6 +87,8 @@ class Episode:
     progress: np.ndarray | None = None
     # (T, 2) int64 per step: its subgoal segment's [first step, end), -1 where none
     segment: np.ndarray | None = None
+    # (T,) bool per step: its label is a relabelled press descent (features.press_labels)
+    press: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -405,6 +407,7 @@ _BATCH_KEYS = (
     "mem_image",
     "diffuse",
     "pointer",
+    "weight",
 )
 
 TextEmbedder = Callable[[Sequence[str]], np.ndarray]  # B strings -> (B, E) float32
@@ -453,6 +456,7 @@ class Demonstrations:
         frame: str = "",
         progress: bool = False,
         segment_chunks: bool = False,
+        press_weight: float = 1.0,
     ) -> None:
         """``frame`` (``ActionExpertConfig.frame``): ``goal`` = subgoal samples see the
         state and their waypoint labels relative to the subgoal's target, with no
@@ -460,7 +464,9 @@ class Demonstrations:
         ``progress`` (``ActionExpertConfig.subgoal_progress``, goal frame): their goal
         slots carry the running subgoal's progress (``features.subgoal_progress``).
         ``segment_chunks`` (goal frame): a subgoal sample's chunk ends with its segment
-        (the last waypoint held) instead of running into the next subgoal's motion."""
+        (the last waypoint held) instead of running into the next subgoal's motion.
+        ``press_weight`` (goal frame): loss weight of the chunk positions whose label is
+        a press descent (``Episode.press``; 1 = none), the rest weigh 1."""
         if not episodes:
             raise ValueError("Demonstrations need at least one episode")
         self.episodes = episodes
@@ -476,6 +482,7 @@ class Demonstrations:
         # press (round 3 traces: waypoints 5-10 cm off mid-press). The executor ends a
         # subgoal by the segments' own rule and drops the rest of its chunk.
         self.segment_chunks = bool(segment_chunks) and self.frame == "goal"
+        self.press_weight = float(press_weight) if self.frame == "goal" else 1.0
         if self.progress and any(ep.progress is None for ep in episodes):
             raise ValueError("progress inputs need tabletop demonstrations (subgoal segments)")
         need = sorted(
@@ -614,6 +621,9 @@ class Demonstrations:
                 ptr = ep.pointer[t] if ep.pointer is not None else np.full(3, -1)
                 cols["diffuse"].append(bool(use_sub))
                 cols["pointer"].append(np.full(3, -1) if use_sub else ptr)
+                if self.press_weight != 1.0:
+                    hit = ep.press[idx] if use_sub and ep.press is not None else np.zeros(h, bool)
+                    cols["weight"].append(np.where(hit, self.press_weight, 1.0).astype(np.float32))
             if ep.images is not None:
                 cols["image"].append(ep.images[t])
             if m:

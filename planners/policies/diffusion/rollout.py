@@ -40,6 +40,9 @@ class TextCache:
 _MINILM: list[Any] = []  # the process's MiniLM text encoder, loaded once (seconds)
 
 
+_CAP_TOP_M = 0.008  # a button cap's top above its body origin (sim/tasks/_tabletop.py)
+
+
 def _minilm() -> Callable[[Sequence[str]], np.ndarray]:
     if not _MINILM:
         from engram.perception.encoders import make_encoder
@@ -172,6 +175,7 @@ def run_env_planner_episode(
     text: TextCache,
     execute_steps: int = 4,
     grounded: bool = True,
+    press_attempts: int = 3,
 ) -> dict[str, Any]:
     """Planner mode in the simulator with an oracle planner: the scripted expert's
     subgoals (``oracle_subgoals``) in order, each executed by ``policy`` until the
@@ -179,7 +183,13 @@ def run_env_planner_episode(
     target is the object's simulated position at the subgoal's start (``grounded``;
     a place keeps the demonstration's target), else the demonstration's.
     ``{"task", "seed", "success", "steps", "chunks", "subgoals", "aim_m"}``: aim_m per
-    press / pick, the xy distance from the target where the tool went lowest."""
+    press / pick, the xy distance from the target where the tool went lowest.
+
+    A press is checked for depth as in the pipeline: the tracker gets the cap's top
+    (its simulated body height + ``_CAP_TOP_M``, ``sim/tasks/_tabletop.py`` cap_top;
+    the node uses the perceived top) and a press that fails (too shallow) is retried,
+    up to ``press_attempts`` times in all, as the planner retries a failed subgoal;
+    ``{"shallow": n}`` counts those failures."""
     from engram.planners.policies.completion import SubgoalTracker
     from engram.sim.envs import make
 
@@ -197,6 +207,7 @@ def run_env_planner_episode(
         aims: list[float] = []
         low: tuple[float, float] = (np.inf, np.inf)
         grip = 0.0
+        shallow = tries = 0
         while True:
             o = {**obs, "step": steps}
             if info.get("phase") != "act" or k >= len(plan):
@@ -211,7 +222,11 @@ def run_env_planner_episode(
                     seen = label in names and objs[names.index(label), 0] > 0.5
                     if grounded and skill != "place" and seen:
                         goal = objs[names.index(label), 1:3].copy()
-                    tracker.start(skill, obs["robot"], gripper=grip)
+                    cap: dict[str, Any] = {}
+                    if skill == "press" and seen:
+                        o5 = objs[names.index(label)]
+                        cap = {"cap_top_z": float(o5[3]) + _CAP_TOP_M, "cap_xy": o5[1:3]}
+                    tracker.start(skill, obs["robot"], gripper=grip, **cap)
                     started, low = True, (np.inf, np.inf)
                     if getattr(policy, "begin_subgoal", None):
                         policy.begin_subgoal()
@@ -237,7 +252,12 @@ def run_env_planner_episode(
                 if verdict is not None:
                     if plan[k][0] in ("press", "pick", "lift"):
                         aims.append(low[1])
-                    k, goal, queue, started = k + 1, None, [], False
+                    retry = plan[k][0] == "press" and verdict[0] == "failed"
+                    shallow += int(retry)
+                    tries = tries + 1 if retry else 0
+                    if not retry or tries >= press_attempts:
+                        k, tries = k + 1, 0
+                    goal, queue, started = None, [], False
             if terminated or truncated:
                 return {
                     "task": task,
@@ -247,6 +267,7 @@ def run_env_planner_episode(
                     "chunks": chunks,
                     "subgoals": k,
                     "aim_m": aims,
+                    "shallow": shallow,
                 }
     finally:
         env.close()
