@@ -16,6 +16,11 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   (``merge_stacked_parts``, ``horizontal_thickness``, ``furniture_shaped``).
 - ``engram.perception.small_objects``: proposals for objects a few pixels across
   (``add_small_objects``, ``small_object_masks``).
+- ``engram.perception.bottoms``: an object's 3D box reaches down to the surface just
+  below its lowest pixels (``extend_hidden_bottoms``: a cube's base hidden by the table
+  plane removal or a tray's rim).
+- ``engram.perception.parts``: same-label proposals of one frame whose 3D boxes meet are
+  one object (``join_same_label_parts``).
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
   proposals across frames), ``TrackerConfig``, ``box_iou``.
 - ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),

@@ -47,8 +47,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engram.perception.bottoms import extend_hidden_bottoms
 from engram.perception.encoders import Encoder
 from engram.perception.geometry import Cloud, object_boxes_3d
+from engram.perception.parts import join_same_label_parts
 from engram.perception.shapes import (
     furniture_shaped,
     grow_regions,
@@ -170,6 +172,13 @@ class ObjectsConfig:
     under_support_margin_m: float = 0.03
     # cell of the grid that holds a support plane's seen extent (grown by one cell), metres
     under_support_cell_m: float = 0.05
+    # > 0: an object whose lowest pixels border a surface touching it up to this far
+    # below its box has the box extended down to that surface, metres
+    # (``perception.bottoms``: the base of a cube on a table or in a tray goes unseen)
+    hidden_bottom_max_gap_m: float = 0.0
+    # >= 0: same-label proposals of one frame whose 3D boxes come this close are one
+    # object (``perception.parts``: a far book split in two), metres; < 0: off
+    join_same_label_m: float = -1.0
     # colour edges from chromaticity (r, g, b over their sum): shading changes brightness,
     # not hue, so one object's lit and shaded faces stay one region; False: from RGB
     chroma_edges: bool = False
@@ -695,6 +704,13 @@ class ObjectExtractor:
                     out = Objects.empty(dim)
                     out.label_image = label_image.astype(np.int32)
                     return out
+        if open_vocab and cfg.hidden_bottom_max_gap_m > 0 and depth is not None:
+            if intrinsics is not None and depth.shape == label_image.shape:
+                world, valid = _world_heights(depth, intrinsics, world_from_camera, 1)
+                centroids, extents = extend_hidden_bottoms(
+                    label_image, ids, centroids, extents, depth, world, valid,
+                    max_gap_m=cfg.hidden_bottom_max_gap_m,
+                )  # fmt: skip
         embeddings = None
         near_nothing = np.zeros(len(ids), bool)  # close to a no-object word (below)
         if self.encoder is not None and cfg.embed_regions:
@@ -726,6 +742,8 @@ class ObjectExtractor:
             keep &= ~near_nothing
             if not keep.all():
                 out = _keep_objects(out, keep)
+        if open_vocab and cfg.join_same_label_m >= 0:
+            out = join_same_label_parts(out, cfg.join_same_label_m)
         return out
 
     def _region_embeddings(

@@ -227,6 +227,10 @@ def camera_perception_params(*, filters: bool = True, scene: str = "tabletop") -
             "depth_required": True,  # self-filtered robot pixels propose nothing
             "remove_support_planes": True,  # table top and floor are not objects
             "remove_under_support": True,  # nor the table's legs beneath its top
+            # tabletop: the base of a cube on the table (removed with the plane) or in a
+            # tray (behind its rim) is hidden; its box reaches down to the table, so a top
+            # grasp closes mid-height, not at the top edge (``perception.bottoms``)
+            "hidden_bottom_max_gap_m": 0.03 if scene == "tabletop" else 0.0,
             # a plane holds >= 3% of the pixels in the apartment: a table top seen from the
             # head camera is small, and the teddy on it (brown on brown) only separates
             # from the table once its top is removed as a plane (tabletop: 5%)
@@ -250,6 +254,9 @@ def camera_perception_params(*, filters: bool = True, scene: str = "tabletop") -
             # colour edges swallow it into the shelf behind (``perception.small_objects``)
             "small_object_max_px": 100 if scene == "apartment" else 0,
             "small_object_max_side_px": 16,
+            # apartment: a far book split into a carved blob and the rest of its region is
+            # one book (``perception.parts``); one of each kind there, none touch
+            "join_same_label_m": 0.02 if scene == "apartment" else -1.0,
         },
     }
 

@@ -49,6 +49,11 @@ class _ArmSkill(Skill):
         yield from self._arm_move(world, [x, y, tcp_z + cfg.approach_dz_m], gripper=0.0, yaw=yaw)
         obj = world().get(label) or obj  # re-centre on the freshest sighting
         x, y = _top_centre(obj)
+        # and re-take the grasp height from it: the view the pick started from may be
+        # part-occluded (the arm just pressed a button beside the object), its box short
+        # and its bottom high; a grasp from there closes at the top edge and drops it
+        tcp_z = self._grasp(world, obj, dz)[0]
+        self.notes.update(grasp_z=tcp_z)
         yield from self._arm_move(world, [x, y, tcp_z], gripper=0.0, yaw=yaw, tol_m=0.004)
         yield self._hold_arm(1.0, cfg.grasp_hold_steps)
         pos, _, _ = world().ee()
@@ -83,9 +88,17 @@ class Pick(_ArmSkill):
     def check(self, before, after, trace, args):
         start = before.require(args["object"])
         now = after.get(args["object"])
+        tcp, _, closure = after.ee()
         if now is None:
-            return Verdict(False, f"{args['object']} not in view after the pick")
-        tcp, _, _ = after.ee()
+            # a camera may lose the lifted object for a frame (the fingers around it, a
+            # track re-forming after the jump up): the gripper then says whether it is
+            # held: closed on something (not on nothing) and raised from the grasp
+            width = after.robot.gripper_width_m if after.robot is not None else 0.0
+            raised = float(tcp[2] - self.notes.get("grasp_z", tcp[2]))
+            details = {"gripper_width_m": width, "raised_m": raised, "out_of_view": True}
+            if closure > 0.5 and width >= 0.004 and raised >= 0.03:
+                return Verdict(True, "", details)
+            return Verdict(False, f"{args['object']} not in view after the pick", details)
         rise = float(now.position[2] - start.position[2])
         off = float(np.linalg.norm(now.position[:2] - tcp[:2]))
         width = after.robot.gripper_width_m if after.robot is not None else 0.0
@@ -153,6 +166,18 @@ class PlaceSkill(_ArmSkill):
     def run(self, world, args):
         cfg = self.config
         view = world()
+        held = view.robot is not None and view.robot.gripper_width_m >= 0.004
+        if view.get(args["object"]) is None and held and "target" in args:
+            # held but out of the camera's view (the arm hides it where it was lifted):
+            # carry it over the target by the tool (a top grasp holds it about centred
+            # under it) at the height it is at; from there it is seen and placed exactly
+            tcp, _, _ = view.ee()
+            xy = np.asarray(args["target"], np.float64)[:2]
+            guard = self._holding(args["object"])
+            yield from self._arm_move(
+                world, [xy[0], xy[1], tcp[2]], gripper=1.0, tol_m=0.01, guard=guard
+            )
+            view = world()
         obj = view.require(args["object"])
         if "surface_z" not in args and "on" not in args:
             # the surface it was picked from: the table under the tool at grasp height

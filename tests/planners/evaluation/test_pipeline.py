@@ -51,6 +51,9 @@ def test_camera_mode_settings_per_scene_and_frame_rate():
     assert flat_quick["tracker"]["min_hits"] == 2 and flat_full["tracker"]["min_hits"] == 2
     assert flat_quick["objects"]["small_object_max_px"] > 0
     assert table["objects"]["small_object_max_px"] == 0
+    # a cube's hidden base (table band, tray rim): tabletop only (round 5b)
+    assert table["objects"]["hidden_bottom_max_gap_m"] > 0
+    assert flat_quick["objects"]["hidden_bottom_max_gap_m"] == 0
     assert table["objects"]["ignore_cos_ratio"] == 0 < flat_full["objects"]["ignore_cos_ratio"]
     assert (
         flat_full["objects"]["support_plane_min_frac"] < table["objects"]["support_plane_min_frac"]
