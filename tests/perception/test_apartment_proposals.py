@@ -29,6 +29,7 @@ _ROUND3 = {
     "merge_parts_max_m": 0.075,
     "max_object_size_m": 0.3,
     "support_plane_min_frac": 0.05,
+    "join_same_label_m": -1.0,  # round 3 joined no same-label parts (``perception.parts``)
 }
 
 

@@ -5,6 +5,8 @@ Same-label parts whose 3D boxes meet are now one object (``perception.parts``)."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from engram.perception.objects import Objects
@@ -61,3 +63,49 @@ def test_alike_things_apart_and_different_things_together_stay_apart():
         ["red mug", "green book"], [[0.0, 0.0, 0.8], [0.05, 0.0, 0.8]], [[0.08, 0.08, 0.1]] * 2
     )
     assert join_same_label_parts(touching, 0.02) is touching
+
+
+def test_apartment_split_teddy_keeps_one_track_through_the_tracker():
+    """Regression (issue 17 round 5c, tour 12801): at 22.0 s the teddy came as its body and
+    its head, 7.7 cm apart vertically, both "brown teddy bear"; the committed 2 cm join
+    left them two, the tracker started a second track on the head, the next frame (head
+    only) confirmed it, and the tour counted 7 objects for 6. With the apartment's join
+    (things there stand metres apart) it stays one track."""
+    from engram.perception.tracking import ObjectTracker, TrackerConfig
+    from engram.planners.evaluation.pipeline import camera_perception_params
+
+    apartment = camera_perception_params(scene="apartment")
+    slack = apartment["objects"]["join_same_label_m"]
+    tracker = {**apartment["tracker"], "min_hits": 2, "first_id": 1}  # as the eval runs it
+    teddy = "brown teddy bear"
+    whole, body, head = [60, 30, 66, 44], [60, 37, 66, 44], [61, 30, 65, 35]  # pixels
+    frames = [  # (stamp s, [(centroid, extent, box)]) from the tour's frames
+        (20.4, [([3.02, 3.03, 0.73], [0.102, 0.117, 0.232], whole)]),
+        (20.8, [([3.04, 2.99, 0.72], [0.099, 0.043, 0.174], whole)]),
+        (
+            22.0,
+            [
+                ([3.03, 3.03, 0.67], [0.115, 0.11, 0.087], body),
+                ([3.03, 3.03, 0.82], [0.064, 0.069, 0.058], head),
+            ],
+        ),
+        (22.4, [([3.03, 3.03, 0.82], [0.070, 0.066, 0.065], head)]),
+    ]
+
+    def reported(join_m: float) -> set[int]:
+        tr = ObjectTracker(TrackerConfig(**tracker))
+        ids: set[int] = set()
+        for stamp, parts in frames:
+            objs = _objs([teddy] * len(parts), [p[0] for p in parts], [p[1] for p in parts])
+            boxes = np.array([p[2] for p in parts], np.int32)
+            # geometry only: the head looks unlike the body it was split from
+            objs = dataclasses.replace(objs, boxes=boxes, label_image=None, embeddings=None)
+            objs = join_same_label_parts(objs, join_m)
+            out = tr.update(objs, stamp_ns=round(stamp * 1e9))
+            ids |= {int(i) for i in out.ids if i >= 0}
+        return ids
+
+    assert len(reported(0.02)) == 2  # the committed slack: a second teddy
+    assert len(reported(slack)) == 1  # one teddy
+    # two tabletop tokens 4 cm apart are still never joined: the tabletop has no join
+    assert camera_perception_params(scene="tabletop")["objects"]["join_same_label_m"] < 0
