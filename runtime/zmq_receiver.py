@@ -232,8 +232,7 @@ class Receiver:
         mailbox = self.sub.mailbox
         if notify is None or self.notify_closed or not isinstance(mailbox, DirectMailbox):
             return 0, None
-        batch: list[tuple[list[Any], bool, tuple[bytes, int] | None]] = []
-        klen, stale = len(self.key), 0
+        batch: list[tuple[list[Any], bool]] = []
         read = 0
         while read < _MAX_BATCH:
             if read and not notify.pending():
@@ -249,52 +248,49 @@ class Receiver:
             if got is None:
                 break
             read += 1
-            frames, ours = got
-            if frames:
-                order = _order(frames[0], klen)
-                if order is not None and mailbox.stale(order):
-                    stale += 1  # older than one delivered over ZeroMQ: not even decoded
-                else:
-                    batch.append((frames, ours, order))
-        skip = max(0, len(batch) - self.sub.policy.depth)
-        if skip or stale:
-            mailbox.skipped(skip + stale)
-            batch = batch[skip:]
-        taken = None
-        for frames, ours, order in batch:
-            msg = self._decode(frames[1:], ours)
-            # handed straight back when nothing older is held; else by policy, in order
-            if msg is not None and mailbox.offer(msg, order, take and taken is None):
-                taken = msg
-        return read, taken
+            if got[0]:
+                batch.append(got)
+        return read, self._offer_newest(mailbox, batch, take)[1]
 
     def _deliver_batch(self, batch: list[list[Any]]) -> int:
         """ZeroMQ messages of a datagram subscription (``INLINE``, or sent over ZeroMQ
-        because its datagram queue was full), read together: stale ones (older than one
-        delivered) and all but the newest ``depth`` are counted and dropped undecoded, as
-        ``pump`` does for datagrams; the rest go to the mailbox in order. Returns how many
-        were put."""
+        because its datagram queue was full), read together, to the mailbox as ``pump``
+        does for datagrams. Returns how many were put."""
         mailbox = self.sub.mailbox
         if not isinstance(mailbox, DirectMailbox):
             return 0
+        put, _ = self._offer_newest(mailbox, [(frames, False) for frames in batch], False)
+        self.overtaken = self.overtaken or put > 0
+        return put
+
+    def _offer_newest(
+        self, mailbox: DirectMailbox, batch: list[tuple[list[Any], bool]], take: bool
+    ) -> tuple[int, Message | None]:
+        """Messages read together (frames, from our own publisher): stale ones (older than
+        one delivered from their publisher) and all but the newest ``depth`` are counted as
+        received and dropped, undecoded; the rest are decoded and offered in order. Returns
+        (how many were put, and with ``take`` the message handed straight back: the oldest
+        put when the mailbox held nothing older)."""
         klen, keep, stale = len(self.key), [], 0
-        for frames in batch:
+        for frames, ours in batch:
             order = _order(frames[0], klen)
             if order is not None and mailbox.stale(order):
-                stale += 1
+                stale += 1  # older than one delivered on the other path: not even decoded
             else:
-                keep.append((frames, order))
+                keep.append((frames, ours, order))
         skip = max(0, len(keep) - self.sub.policy.depth)
         if skip or stale:
             mailbox.skipped(skip + stale)
-        put = 0
-        for frames, order in keep[skip:]:
-            msg = self._decode(frames[1:], False)
-            if msg is not None:
-                mailbox.offer(msg, order, False)
-                put += 1
-        self.overtaken = self.overtaken or put > 0
-        return put
+        put, taken = 0, None
+        for frames, ours, order in keep[skip:]:
+            msg = self._decode(frames[1:], ours)
+            if msg is None:
+                continue
+            put += 1
+            # handed straight back when nothing older is held; else by policy, in order
+            if mailbox.offer(msg, order, take and taken is None):
+                taken = msg
+        return put, taken
 
     def _deliver(self, head: Any, parts: list[Any], ours: bool) -> None:
         mailbox = self.sub.mailbox
