@@ -29,7 +29,13 @@ import math
 import numba
 import numpy as np
 
-from engram.memory.spatial.kernels import _spread, apply_updates, band_and_codes, carve_rays
+from engram.memory.spatial.kernels import (
+    _compact,
+    _encode,
+    apply_updates,
+    band_and_codes,
+    carve_rays,
+)
 
 __all__ = ["EMPTY", "OK", "ORIGIN_OUT_OF_RANGE", "OUT_OF_RANGE", "TOO_LARGE", "insert_frame"]
 
@@ -42,28 +48,6 @@ S_DROPPED, S_HIT, S_FREE, S_NEW, S_FREED, S_FLAGGED, S_BANDED, S_RAYS, S_CELLS, 
 
 _OFFSET = 1 << 20  # morton.OFFSET
 _LIMIT = 1 << 20  # morton._LIMIT
-
-
-@numba.njit(nogil=True, cache=True)
-def _compact(v: np.uint64) -> np.int64:  # pragma: no cover - compiled
-    """Every third bit -> a 21-bit value (``morton._compact`` for one value)."""
-    v = v & np.uint64(0x1249249249249249)
-    v = (v ^ (v >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
-    v = (v ^ (v >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
-    v = (v ^ (v >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
-    v = (v ^ (v >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
-    v = (v ^ (v >> np.uint64(32))) & np.uint64(0x1FFFFF)
-    return np.int64(v)
-
-
-@numba.njit(nogil=True, cache=True)
-def _encode(x: np.int64, y: np.int64, z: np.int64) -> np.int64:  # pragma: no cover
-    c = (
-        _spread(np.uint64(x))
-        | (_spread(np.uint64(y)) << np.uint64(1))
-        | (_spread(np.uint64(z)) << np.uint64(2))
-    )
-    return np.int64(c)
 
 
 @numba.njit(nogil=True, cache=True)

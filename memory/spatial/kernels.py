@@ -35,6 +35,29 @@ def _spread(v: np.uint64) -> np.uint64:  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _compact(v: np.uint64) -> np.int64:  # pragma: no cover - compiled
+    """Every third bit -> a 21-bit value (``morton._compact`` for one value)."""
+    v = v & np.uint64(0x1249249249249249)
+    v = (v ^ (v >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
+    v = (v ^ (v >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
+    v = (v ^ (v >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
+    v = (v ^ (v >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
+    v = (v ^ (v >> np.uint64(32))) & np.uint64(0x1FFFFF)
+    return np.int64(v)
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode(x: np.int64, y: np.int64, z: np.int64) -> np.int64:  # pragma: no cover
+    """Three 21-bit cell indices -> one Morton code (``morton.encode`` for one cell)."""
+    c = (
+        _spread(np.uint64(x))
+        | (_spread(np.uint64(y)) << np.uint64(1))
+        | (_spread(np.uint64(z)) << np.uint64(2))
+    )
+    return np.int64(c)
+
+
+@numba.njit(nogil=True, cache=True)
 def band_and_codes(  # pragma: no cover - compiled; compared with the numpy path in tests
     bitmap: np.ndarray,
     touched: np.ndarray,
@@ -67,12 +90,7 @@ def band_and_codes(  # pragma: no cover - compiled; compared with the numpy path
             z = k // plane
             y = (k - z * plane) // dx
             x = k - z * plane - y * dx
-            c = (
-                _spread(np.uint64(x + off[0]))
-                | (_spread(np.uint64(y + off[1])) << np.uint64(1))
-                | (_spread(np.uint64(z + off[2])) << np.uint64(2))
-            )
-            codes[n] = np.int64(c)
+            codes[n] = _encode(x + off[0], y + off[1], z + off[2])
             n += 1
     return codes[:n], banded  # unsorted: numpy's sort is faster (and drops the GIL too)
 
