@@ -78,6 +78,11 @@ __all__ = [
 ]
 
 
+# defaults of pose / intrinsics fields: each message gets its own copy (np.eye per message
+# cost ~2x a copy, and a Frame makes two)
+_EYE3 = np.eye(3)
+_EYE4 = np.eye(4)
+
 #: largest ``MemoryQuery.top_k`` (a query for more is refused, not run)
 MAX_TOP_K = 1000
 #: longest ``MemoryQuery.text``, in characters (the web form allows 1000)
@@ -110,6 +115,8 @@ class Message:
         for name, _ in plain:
             value = getattr(self, name)
             if not isinstance(value, (str, int, float, np.ndarray)):
+                if type(value) in (list, dict) and not value:
+                    continue  # an empty list / dict (the usual labels): nothing inside
                 problem = _plain_problem(value, 0)
                 if problem:
                     _fail(self, name, problem)
@@ -167,8 +174,8 @@ class Frame(Message):
     rgb: np.ndarray
     depth: np.ndarray | None = None
     segmentation: np.ndarray | None = None
-    intrinsics: np.ndarray = field(default_factory=lambda: np.eye(3))
-    world_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
+    intrinsics: np.ndarray = field(default_factory=_EYE3.copy)
+    world_from_camera: np.ndarray = field(default_factory=_EYE4.copy)
     #: segmentation id -> label (body name in simulation); JSON keys are strings.
     labels: dict[str, str] = field(default_factory=dict)
     #: labels (values of ``labels``) of the robot's own parts: not objects (perception skips them)
@@ -235,7 +242,7 @@ class RobotState(Message):
     robot: str = "robot"
     joint_positions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     joint_velocities: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    world_from_base: np.ndarray = field(default_factory=lambda: np.eye(4))
+    world_from_base: np.ndarray = field(default_factory=_EYE4.copy)
     world_from_ee: np.ndarray | None = None
     gripper_width_m: float = 0.0
 
@@ -277,7 +284,7 @@ class Percept(Message):
     camera: str = "camera"
     frame_seq: int = 0
     keyframe: bool = True
-    world_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
+    world_from_camera: np.ndarray = field(default_factory=_EYE4.copy)
     embedding: np.ndarray | None = None
     object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     object_labels: list[str] = field(default_factory=list)

@@ -167,6 +167,23 @@ class ZmqBusConfig:
     # same host: a consumer waiting in get() reads datagrams itself; this long after it last
     # left get() the receiver thread takes them over again (runtime/zmq_receiver.py)
     direct_grace_s: float = 0.005
+    # ... and while messages come faster than this (the last two within it), waits for the
+    # next one awake, polling, up to this long before sleeping in the kernel; 0 = never
+    # (env ENGRAM_BUS_SPIN_S). Off by default: it pays only where the consumer has a core
+    # to itself (runtime/zmq_receiver.py, "Waiting awake")
+    direct_spin_s: float = field(default_factory=lambda: _env_seconds("ENGRAM_BUS_SPIN_S"))
+
+
+def _env_seconds(name: str) -> float:
+    """A duration in seconds from the environment (unset or empty: 0)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number of seconds from 0 to 1, got {raw!r}")
+    return value
 
 
 def _nbytes(frame: Any) -> int:
@@ -175,10 +192,19 @@ def _nbytes(frame: Any) -> int:
     return memoryview(getattr(frame, "buffer", frame)).nbytes
 
 
+_KEYS: dict[str, bytes] = {}  # topic -> its key, checked once (publish asks per message)
+
+
 def _topic_key(topic: str) -> bytes:
+    key = _KEYS.get(topic) if type(topic) is str else None
+    if key is not None:
+        return key
     if not isinstance(topic, str) or not topic or "\0" in topic:
         raise ValueError(f"bad topic {topic!r}: must be a non-empty str without NUL")
-    return topic.encode() + b"\0"
+    key = topic.encode() + b"\0"
+    if len(_KEYS) < 4096:  # (bounded: topics are few; beyond, checked every time)
+        _KEYS[topic] = key
+    return key
 
 
 # ---------------------------------------------------------------------------

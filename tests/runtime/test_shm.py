@@ -232,6 +232,45 @@ def test_loaned_arrays_are_published_without_a_copy_and_unpublished_loans_come_b
         writer.close()
 
 
+def test_loans_of_changing_shapes_are_laid_out_right_and_bad_shapes_refused():
+    """Loan layouts are remembered per distinct specs: each shape and dtype still gets its
+    own layout, several arrays do not overlap, and the codec's frames of them are in place
+    (published without a copy)."""
+    writer, reader = ShmWriter(ShmConfig(slots=4)), ShmReader(False, ShmConfig(slots=4))
+    try:
+        for h, w in ((480, 640), (240, 320), (480, 640), (600, 800)):
+            for _ in range(2):
+                rgb, depth = writer.loan("/f", [((h, w, 3), np.uint8), ((h, w), "float32")])
+                assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
+                assert depth.shape == (h, w) and depth.dtype == np.float32
+                rgb[:] = h % 251
+                depth[:] = 1.5  # would overwrite the image if they overlapped
+                loaned = writer.loaned
+                desc = writer.wrap("/f", [b"/f\0", *encode(Frame(rgb=rgb, depth=depth))])
+                assert desc is not None and writer.loaned == loaned + 1  # in place
+                got = decode(reader.frames([bytes(desc[1]), bytes(desc[2])]))
+                assert int(got.rgb.min()) == int(got.rgb.max()) == h % 251
+                assert float(got.depth.min()) == float(got.depth.max()) == 1.5
+        # a part of a loan array: copied unless it starts where the loan did
+        for part, in_place in ((slice(0, 240), 1), (slice(240, 480), 0)):
+            (rgb,) = writer.loan("/f", [((480, 640, 3), np.uint8)])
+            rgb[:240] = 11
+            rgb[240:] = 22
+            loaned = writer.loaned
+            desc = writer.wrap("/f", [b"/f\0", *encode(Frame(rgb=rgb[part]))])
+            assert desc is not None and writer.loaned == loaned + in_place
+            got = decode(reader.frames([bytes(desc[1]), bytes(desc[2])]))
+            assert got.rgb.shape == (240, 640, 3)
+            assert int(got.rgb.min()) == int(got.rgb.max()) == (11 if in_place else 22)
+        (flat,) = writer.loan("/f", [(200_000, np.uint8)])  # an int shape
+        assert flat.shape == (200_000,)
+        with pytest.raises(ValueError, match="negative dimension"):
+            writer.loan("/f", [((480, -640, 3), np.uint8)])
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_bus_loan_on_ipc_lies_in_shared_memory_and_is_plain_elsewhere(ipc_url, monkeypatch):
     broker = serve_broker(ipc_url)
     bus = ZmqBus(ipc_url, **FAST)

@@ -1,0 +1,78 @@
+"""Waiting awake for a fast same-host stream (``ZmqBusConfig.direct_spin_s``,
+runtime/zmq_receiver.py): only when the last two messages came within ``direct_spin_s`` of
+each other, and never by default; a bad ``ENGRAM_BUS_SPIN_S`` is a clear error."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import numpy as np
+import pytest
+
+from engram.runtime.messages import Frame
+from engram.runtime.shm import shm_supported
+from engram.runtime.zmq_bus import ZmqBus, ZmqBusConfig
+
+needs_shm = pytest.mark.skipif(not shm_supported(), reason="needs Linux x86-64 /dev/shm")
+
+
+class _CountingPoll:
+    """The consumer's poll object on its datagram socket, counting no-wait polls."""
+
+    def __init__(self, fileno: int) -> None:
+        self.poll_obj = select.poll()
+        self.poll_obj.register(fileno, select.POLLIN)
+        self.no_wait = 0
+
+    def poll(self, timeout_ms: int) -> list:
+        if timeout_ms == 0:
+            self.no_wait += 1
+        return self.poll_obj.poll(timeout_ms)
+
+
+def _no_wait_polls_while_idle(url: str, spin_s: float, gap_s: float) -> int:
+    """Two messages ``gap_s`` apart, each taken by a waiting consumer; then how many
+    no-wait polls a 0.1 s ``get`` with nothing to read makes."""
+    bus = ZmqBus(url, poll_s=0.05, direct_spin_s=spin_s)
+    try:
+        sub = bus.subscribe("/cam", "queue(2)")
+        assert bus.wait_for_subscribers("/cam", 1, timeout_s=10)
+        counter = _CountingPoll(sub.mailbox._receiver.notify.fileno())  # type: ignore[attr-defined]
+        sub.mailbox._polls.poll = counter  # type: ignore[attr-defined]
+        rgb = np.zeros((480, 640, 3), np.uint8)
+        for i in range(3):
+            if i:
+                time.sleep(gap_s)
+            bus.publish("/cam", Frame(rgb=rgb, camera=f"c{i}"))
+            got = sub.get(timeout_s=5)
+            assert got is not None and got.camera == f"c{i}"
+        assert bus._notify is not None and bus._notify.sent == 3  # all went as datagrams
+        counter.no_wait = 0
+        t0 = time.monotonic()
+        assert sub.get(timeout_s=0.1) is None
+        assert time.monotonic() - t0 >= 0.09  # a timeout still waits its time
+        return counter.no_wait
+    finally:
+        bus.close()
+
+
+@needs_shm
+def test_a_fast_stream_is_awaited_awake_a_slow_one_and_the_default_sleep(broker):
+    assert ZmqBusConfig().direct_spin_s == 0.0  # off unless asked for
+    fast = _no_wait_polls_while_idle(broker, spin_s=0.2, gap_s=0.0)
+    slow = _no_wait_polls_while_idle(broker, spin_s=0.2, gap_s=0.3)
+    default = _no_wait_polls_while_idle(broker, spin_s=0.0, gap_s=0.0)
+    assert fast >= 20, fast  # polled awake (thousands on an idle core)
+    assert slow <= 5 and default <= 5, (slow, default)  # one look per wait slice, then sleep
+
+
+def test_a_bad_spin_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("ENGRAM_BUS_SPIN_S", "fast")
+    with pytest.raises(ValueError, match="ENGRAM_BUS_SPIN_S"):
+        ZmqBusConfig()
+    monkeypatch.setenv("ENGRAM_BUS_SPIN_S", "0.0002")
+    assert ZmqBusConfig().direct_spin_s == pytest.approx(0.0002)
+    monkeypatch.setenv("ENGRAM_BUS_SPIN_S", "-1")
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        ZmqBusConfig()
