@@ -17,7 +17,8 @@ follow-through), read from what the executor itself commands and measures:
   ``rise_m`` (``lift``: ``lift_m``) above where it closed and stopped rising (or rose
   ``done_m``). Fingers that close on nothing fail the subgoal.
 - ``place``: the gripper, closed when the subgoal began, was commanded open, and the
-  tool then backed off upwards by ``rise_m`` and stopped rising (or rose ``done_m``).
+  tool then backed off upwards by ``rise_m`` above the lowest point it reached after
+  the opening and stopped rising (or rose ``done_m``).
 - ``press``: the tool went straight down (a step of at least ``descend_m``, less than
   ``sideways_m`` sideways) and then back up by ``press_rise_m`` above the lowest point
   it reached, and stopped rising. With the cap's perceived top height (``start(...,
@@ -27,7 +28,12 @@ follow-through), read from what the executor itself commands and measures:
   ``finger_half_length_m``), as the skills
   executor's critic checks (``planning/skills/arm.py`` ``Press.check``); a shallower
   press fails the subgoal so the planner retries it. Without a known top (or with
-  ``check_press_depth`` off: the old rule) any such down-and-up counts.
+  ``check_press_depth`` off: the old rule) any such down-and-up counts. With a known
+  top, a press that registered ends as soon as the tool is back above the height
+  where the cap is released (fingertips ``press_release_m`` above the top) and stops
+  rising, however little it rose (round 6 trace, button_sequence seed 114: a press
+  that registered, rose 1.2 cm, released the cap and turned straight down again was
+  still running, and the second push pressed the same button twice).
 - ``push`` and any other motion: the expert's own actions fell still (``still_steps``
   steps with less than ``still_m`` of motion) after it had moved.
 - Every subgoal fails after ``budget_steps`` control steps without finishing.
@@ -40,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CompletionConfig", "SubgoalTracker"]
+__all__ = ["CompletionConfig", "PressStroke", "PressStrokeConfig", "SubgoalTracker", "turn_to_yaw"]
 
 
 @dataclass
@@ -59,6 +65,11 @@ class CompletionConfig:
     check_press_depth: bool = True  # a press must reach press_register_m (False: old rule)
     press_register_m: float = 0.006  # fingertip travel below the cap's top that registers
     finger_half_length_m: float = 0.036  # fingertips below the tool centre point (gripper down)
+    # fingertips this far above the cap's perceived top: the cap is released (the sim
+    # releases a press at 2 mm of travel left); a registered press then ends on any
+    # step that stops rising
+    press_release_m: float = 0.002
+    end_press_on_release: bool = True  # the rule above (False: only the rise ends a press)
     still_m: float = 0.001  # commanded motion below this per step: still
     still_steps: int = 4  # still steps that complete a generic motion
     budget_steps: int = 150  # steps after which an unfinished subgoal fails
@@ -109,6 +120,19 @@ class SubgoalTracker:
         self._last_grip = gripper
         del robot  # the first update carries the measured state
 
+    @property
+    def cap(self) -> tuple[float, np.ndarray] | None:
+        """A press's cap as perceived when it began: (top z, centre xy); None unknown."""
+        if self._cap_top_z is None or self._cap_xy is None:
+            return None
+        return self._cap_top_z, self._cap_xy
+
+    def press_depth_m(self) -> float:
+        """How far the fingertips have gone below the cap's top so far (-inf: unknown)."""
+        if self._cap_top_z is None or not np.isfinite(self._deepest):
+            return -np.inf
+        return self._cap_top_z + self.config.finger_half_length_m - self._deepest
+
     def update(self, action: Any, robot: Any) -> tuple[str, str] | None:
         cfg = self.config
         a = np.asarray(action, np.float64).reshape(-1)
@@ -135,6 +159,12 @@ class SubgoalTracker:
                 self._held_at_start = True
             elif self._held_at_start and self._last_grip >= 0.5 and self._event_z is None:
                 self._event_z = z  # the release
+            if self._event_z is not None and z < self._event_z:
+                # released on the way down: the back-off is measured from the lowest
+                # point after the release (round 6 trace, put_back seed 102: opened at
+                # 0.553 m, went on down to 0.481 and back up to 0.571; judged from the
+                # opening height it never rose 3 cm and ran out its 150 steps)
+                self._event_z, self._peak_z = z, -np.inf
             if self._event_z is not None:
                 out = self._risen(z, a, cfg.rise_m, "released and backed off")
         elif self.skill == "press":
@@ -150,10 +180,19 @@ class SubgoalTracker:
                 self._lowest = min(self._lowest, z)
                 self._event_z = self._lowest
                 out = self._risen(z, a, cfg.press_rise_m, "pressed")
-                if out is not None and cfg.check_press_depth and self._cap_top_z is not None:
-                    depth = self._cap_top_z + cfg.finger_half_length_m - self._deepest
-                    if depth < cfg.press_register_m:
-                        out = ("failed", f"pressed only {depth * 1000:.1f} mm deep")
+            if cfg.check_press_depth and self._cap_top_z is not None:
+                tips = self._cap_top_z + cfg.finger_half_length_m  # tool z at the cap's top
+                depth = tips - self._deepest
+                if out is not None and depth < cfg.press_register_m:
+                    out = ("failed", f"pressed only {depth * 1000:.1f} mm deep")
+                elif (
+                    out is None
+                    and cfg.end_press_on_release
+                    and depth >= cfg.press_register_m
+                    and z >= tips + cfg.press_release_m
+                    and not self._rising(a)
+                ):
+                    out = ("succeeded", f"pressed {depth * 1000:.1f} mm deep and released")
         else:
             motion = float(np.linalg.norm(a[:3]))
             self._moved = self._moved or motion >= cfg.still_m
@@ -176,7 +215,87 @@ class SubgoalTracker:
         # went unreported and the second push pressed the same button twice)
         self._peak_z = max(self._peak_z, z)
         rise = self._peak_z - self._event_z
-        rising = a[2] >= cfg.rising_m and float(np.linalg.norm(a[:2])) < cfg.sideways_m
-        if rise >= cfg.done_m or (rise >= need_m and not rising):
+        if rise >= cfg.done_m or (rise >= need_m and not self._rising(a)):
             return ("succeeded", f"{what} ({rise * 100:.1f} cm)")
         return None
+
+    def _rising(self, a: np.ndarray) -> bool:
+        """The action goes straight up (the follow-through of a grasp, release or press)."""
+        cfg = self.config
+        return bool(a[2] >= cfg.rising_m and float(np.linalg.norm(a[:2])) < cfg.sideways_m)
+
+
+@dataclass
+class PressStrokeConfig:
+    """Thresholds of ``PressStroke``."""
+
+    over_m: float = 0.015  # the tool within this of the cap's centre (xy): over the cap
+    extra_m: float = 0.004  # the downstroke aims this far past the registering depth
+    up_m: float = 0.015  # the upstroke ends with the fingertips this far above the cap
+    steps: int = 8  # control steps the downstroke gets to reach its depth
+
+
+class PressStroke:
+    """Carries a press stroke the expert began over the cap through: once a press
+    subgoal's action steps straight down (``descend_m``) with the tool over the cap
+    and the press has not registered yet, the arm goes down over the cap's centre to
+    ``extra_m`` past the registering depth (or for ``steps`` steps), then straight back
+    up to ``up_m`` above the cap's top, where ``SubgoalTracker`` ends it.
+
+    Why: the expert aims presses well but its descents over the cap stopped 0-3 mm
+    short of the 6 mm that registers, or it hovered there, up to 14 mm off the centre
+    (round 6 traces:
+    button_sequence seed 103, count seed 105, three shallow tries each, then the
+    planner gave up); the executor finishes the stroke as a compliant press would.
+    Needs the tracker started on a press with the cap's top and xy (``start(...,
+    cap_top_z=, cap_xy=)``); otherwise the actions pass unchanged."""
+
+    def __init__(self, config: PressStrokeConfig | None = None) -> None:
+        self.config = config or PressStrokeConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """A new subgoal: no stroke under way."""
+        self.phase = ""  # "" | "down" | "up"
+        self._steps = 0
+
+    def apply(self, actions: Any, robot: Any, tracker: SubgoalTracker) -> np.ndarray:
+        """The controller actions (H, 5) to send now, given the measured robot vector."""
+        from engram.planners.policies.diffusion.features import waypoints_to_deltas
+
+        actions = np.asarray(actions, np.float32)
+        robot = np.asarray(robot, np.float64).reshape(-1)
+        cap = tracker.cap
+        if tracker.skill != "press" or cap is None or actions.ndim != 2 or actions.shape[1] < 5:
+            return actions
+        cfg, tcfg = self.config, tracker.config
+        top, cap_xy = cap
+        tips = top + tcfg.finger_half_length_m  # tool height with the fingertips on the cap
+        depth = tracker.press_depth_m()
+        over = float(np.linalg.norm(robot[:2] - cap_xy)) <= cfg.over_m
+        down = float(actions[0, 2]) <= -tcfg.descend_m
+        if not self.phase and over and down and depth < tcfg.press_register_m:
+            self.phase, self._steps = "down", 0
+        if self.phase == "down":
+            self._steps += 1
+            if depth >= tcfg.press_register_m + cfg.extra_m / 2 or self._steps > cfg.steps:
+                self.phase = "up"
+        if not self.phase:
+            return actions
+        if self.phase == "down":
+            z = tips - tcfg.press_register_m - cfg.extra_m
+        else:
+            z = tips + cfg.up_m
+        # down / up over the cap's centre (the expert aimed within over_m of it: round 6
+        # trace, end to end button_sequence seed 17, it hovered 9-14 mm off the centre)
+        wp = np.array([[cap_xy[0], cap_xy[1], z, robot[3], actions[0, 4]]], np.float64)
+        return waypoints_to_deltas(wp, robot)
+
+
+def turn_to_yaw(obj_yaw: float, ee_yaw: float, period_rad: float = np.pi / 2) -> float:
+    """The yaw action (rad per step) that turns the gripper toward an object's grasp yaw:
+    the equivalent of ``obj_yaw`` under the object's symmetry nearest the gripper's yaw,
+    by the scripted expert's tracking law (0.9 of the error, at most 0.5 rad a step)."""
+    from engram.sim.motion import nearest_yaw
+
+    return float(np.clip(0.9 * (nearest_yaw(obj_yaw, ee_yaw, period_rad) - ee_yaw), -0.5, 0.5))

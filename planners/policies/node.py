@@ -34,6 +34,15 @@ diffusion action expert (``diffusion/policy.py``, the shipped checkpoint by defa
 - ``end_to_end`` (MemoryVLA style): the instruction is the conditioning text, and the
   expert's own perceptual-cognitive memory bank must carry what the show phase revealed.
 
+Executor guards (round 6; each from a traced failure; switches below): the step that
+finishes a subgoal is held, not sent (it is already the next motion's start); a press stroke the expert begins over the cap is carried to the registering
+depth and back up (``completion.PressStroke``; end to end too, for the pointed press);
+a pick / lift turns the open gripper to the object's grasp yaw from its perceived
+points (``grasp_yaw``; the expert's state has no object yaw); a place keeps its grip
+until the tool is over the target (``place_open_within_m``); a pick after a failed
+grasp opens the empty fingers first (``open_first_m``). The expert still chooses where
+to go, when to grasp, press and release; these rules only finish or hold its motions.
+
 The observation is built from the messages only (``features.py``'s tabletop layout):
 the robot vector from ``RobotState``; per object slot of the task (the checkpoint's
 ``object_names``) the newest perceived centroid within ``percept_window_s`` (less the
@@ -64,7 +73,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engram.planners.planning.loop import MOTION_SKILLS
-from engram.planners.policies.completion import SubgoalTracker
+from engram.planners.policies.completion import (
+    PressStroke,
+    PressStrokeConfig,
+    SubgoalTracker,
+    turn_to_yaw,
+)
 from engram.runtime.messages import ActionChunk, Instruction, Percept, PlanStep, RobotState
 from engram.runtime.node import Input, Node, NodeConfig, Output
 
@@ -94,6 +108,28 @@ class PolicyNodeConfig(NodeConfig):
     percept_window_s: float = 0.15
     percept_buffer: int = 16  # percepts kept (bounded)
     device: str = "cpu"  # torch device of the expert: cpu | cuda | auto
+    # planner mode: a pick / lift that begins with the fingers closed on nothing (a
+    # failed grasp before it) first opens them, holding the arm still, until they are
+    # this wide (0 = off): the expert was trained on picks that start open
+    open_first_m: float = 0.05
+    open_first_steps: int = 6  # at most this many such opening steps
+    empty_grip_m: float = 0.015  # closed fingers narrower than this hold nothing
+    # planner mode: a place keeps the held object until the tool is within this
+    # distance (xy) of the place target (0 = off): an opening further away drops it
+    place_open_within_m: float = 0.025
+    # a press stroke the expert begins over the cap (a straight step down with the tool
+    # within press_stroke_over_m of the cap's perceived centre) is carried to
+    # press_stroke_extra_m past the registering depth, then back up to press_stroke_up_m
+    # above the cap's top (``completion.PressStroke``; False: the expert's descent only)
+    press_stroke: bool = True
+    press_stroke_over_m: float = 0.015  # xy radius over the cap that starts a stroke (m)
+    press_stroke_extra_m: float = 0.004  # depth past the registering one (m)
+    press_stroke_up_m: float = 0.015  # height above the cap's top to return to (m)
+    press_stroke_steps: int = 8  # control steps the downstroke gets to reach its depth
+    # a pick / lift (end to end: the pointed one) turns the open gripper to the object's
+    # grasp yaw, estimated from its perceived points when the subgoal began (the skills
+    # executor's rule): the expert's state carries no object yaw (False: its own yaw)
+    grasp_yaw: bool = True
     seed: int = 0  # seeds the expert's sampling (reproducible runs)
 
 
@@ -161,8 +197,19 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self._last_seen: dict[str, np.ndarray] = {}  # label -> last centroid this episode
         self._last_top: dict[str, float] = {}  # label -> last perceived top z this episode
         self._last_half: dict[str, float] = {}  # label -> last perceived xy half-width, m
+        self._last_points: dict[str, np.ndarray] = {}  # label -> last perceived points (N, 2)
+        self._grasp_yaw: tuple[int, float | None] = (-1, None)  # (subgoal key, yaw)
         self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
         self._tracking = False  # the running subgoal is being tracked (not yet reported)
+        self._open_first = 0  # steps left of a pick's opening preamble (0 = none)
+        self.stroke = PressStroke(
+            PressStrokeConfig(
+                over_m=cfg.press_stroke_over_m,
+                extra_m=cfg.press_stroke_extra_m,
+                up_m=cfg.press_stroke_up_m,
+                steps=cfg.press_stroke_steps,
+            )
+        )
         self._reported: set[int] = set()  # seqs of subgoals already reported
         self._episode_start_ns = 0
         self._queue: list[np.ndarray] = []
@@ -191,9 +238,12 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self._last_seen.clear()
                     self._last_top.clear()
                     self._last_half.clear()
+                    self._last_points.clear()
+                    self._grasp_yaw = (-1, None)
                     self._goal = (-1, None)
                     self.subgoal = None
                     self._tracking = False
+                    self._open_first = 0
                     self._reported.clear()
                     self._step = 0
                     self._gripper = 0.0
@@ -215,6 +265,12 @@ class PolicyNode(Node[PolicyNodeConfig]):
                             if i < len(ext) and float(ext[i][2]) > 0:  # no depth: extent 0
                                 self._last_top[label] = float(c[2] + ext[i][2] / 2)
                                 self._last_half[label] = float(max(ext[i][:2])) / 2
+                    pts, pid = msg.points, msg.point_object_ids
+                    if pts is not None and pid is not None and len(pid) == len(pts):
+                        for oid, label in zip(msg.object_ids, msg.object_labels):
+                            mine = np.asarray(pts)[np.asarray(pid) == oid]
+                            if len(mine) >= 8 and label in self._last_seen:
+                                self._last_points[label] = np.asarray(mine[:512, :2], np.float32)
         finally:
             self.count("handled")
 
@@ -231,6 +287,9 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         self._queue = []  # a new subgoal: sample afresh
                         self.count("subgoals")
                         self._tracking = False
+                        self._open_first = (
+                            self.config.open_first_steps if msg.skill in ("pick", "lift") else 0
+                        )
                         if self.policy is not None:
                             self.policy.begin_subgoal()  # its progress inputs restart
                     self.subgoal = msg
@@ -331,7 +390,15 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 return None
             cond = self.conditioning()
             dt = self.policy.config.dt_s
-            if cond is None:
+            if cond is not None and self._opening_first(robot):
+                # a pick after a failed grasp: open the empty fingers first (held still)
+                obs = self.observation(cond[1])
+                self.policy.observe(obs, instruction_embedding=self.text(cond[0]))
+                self._queue = []
+                self._gripper = 0.0
+                actions = np.array([[0.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
+                self.count("holds")
+            elif cond is None:
                 # nothing to execute: hold still, still writing the step into memory
                 obs = self.observation()
                 self.policy.observe(obs, instruction_embedding=self.text(ins.text))
@@ -357,6 +424,15 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self.policy.observe(obs, instruction_embedding=emb)
                 # the rest of the chunk, tracked from the pose measured now (waypoints)
                 actions = self.policy.to_controller(np.stack(self._queue), robot_vector(robot))
+                if cfg.mode == "planner":
+                    actions = self._gate_release(actions, robot_vector(robot))
+                    actions = self._turn_to_grasp(actions, robot_vector(robot))
+                    if cfg.press_stroke and self._tracking:
+                        actions = self.stroke.apply(actions, robot_vector(robot), self.tracker)
+                else:  # end to end: the pointed subgoal's guards
+                    if cfg.press_stroke:
+                        actions = self.policy.guard(actions, robot_vector(robot))
+                    actions = self._turn_to_grasp(actions, robot_vector(robot))
                 self._queue.pop(0)
                 prev_grip = self._gripper
                 self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
@@ -364,8 +440,15 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 done = self.policy.executed(actions[0], robot_vector(robot))
                 if cfg.mode == "planner":
                     report = self._track(actions[0], robot_vector(robot), prev_grip)
+                    if report is not None:
+                        # the step that finished the subgoal is not sent: it already
+                        # starts the next motion (round 6 trace, button_sequence seed
+                        # 100: a press judged done as the expert turned down again, and
+                        # that 4 cm descent, still sent, pressed the button twice)
+                        actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
                 elif done:
                     self._queue = []  # end to end: the pointed subgoal is done
+                    actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
             self._step += 1
             out = ActionChunk(
                 stamp_ns=robot.stamp_ns,
@@ -379,6 +462,78 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self.publish("actions", out)
         if report is not None:
             self.publish("subgoal_status", report)
+        return out
+
+    def _opening_first(self, robot: RobotState) -> bool:
+        """Planner mode: this step belongs to a pick's opening preamble (see
+        ``open_first_m``); counts it down."""
+        cfg: PolicyNodeConfig = self.config
+        if self._open_first <= 0 or cfg.mode != "planner" or cfg.open_first_m <= 0:
+            return False
+        width = float(robot.gripper_width_m)
+        # only fingers commanded closed on nothing (a held object keeps its grasp)
+        start = self._open_first == cfg.open_first_steps
+        if start and not (self._gripper >= 0.5 and width < cfg.empty_grip_m):
+            self._open_first = 0
+            return False
+        if width >= cfg.open_first_m and not start:
+            self._open_first = 0
+            return False
+        self._open_first -= 1
+        return True
+
+    def _turn_to_grasp(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+        """A pick / lift's open gripper turns to the object's grasp yaw (see
+        ``grasp_yaw``). Why: round 6 traces (cups seeds 104, 109): the expert came down
+        at 45 degrees to a square cup, its fingers landed on the cup's top and it
+        pushed there for 30-50 steps until the 90-step episode ran out."""
+        from engram.planners.planning.skills.base import estimate_yaw
+
+        cfg: PolicyNodeConfig = self.config
+        if cfg.mode == "planner":
+            sg = self.subgoal
+            if sg is None:
+                return actions
+            skill, label, key = sg.skill, str(sg.args.get("object", "")), sg.seq
+        else:  # end to end: the subgoal the expert's pointer committed to
+            pointed = self.policy.committed
+            if pointed is None:
+                return actions
+            skill, label, key = pointed[0], pointed[1], id(pointed)
+        if not cfg.grasp_yaw or skill not in ("pick", "lift"):
+            return actions
+        if actions.shape[1] < 5 or float(actions[0, 4]) >= 0.5:
+            return actions  # closing / holding: the grasp is made
+        if self._grasp_yaw[0] != key:  # fixed when the subgoal starts (as its target)
+            pts = self._last_points.get(label)
+            yaw = None if pts is None else estimate_yaw(pts)
+            self._grasp_yaw = (key, yaw)
+        yaw = self._grasp_yaw[1]
+        if yaw is None:
+            return actions
+        out = np.array(actions, np.float32, copy=True)
+        out[:, 3] = turn_to_yaw(yaw, float(robot[3]))
+        return out
+
+    def _gate_release(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+        """A place's opening command waits until the tool is over the target (see
+        ``place_open_within_m``): the held object's gripper stays closed until then."""
+        cfg: PolicyNodeConfig = self.config
+        sg, goal = self.subgoal, self._goal[1]
+        if (
+            cfg.place_open_within_m <= 0
+            or sg is None
+            or sg.skill != "place"
+            or goal is None
+            or actions.shape[1] < 5
+            or self._gripper < 0.5  # not holding: nothing to keep
+        ):
+            return actions
+        far = float(np.linalg.norm(robot[:2] - np.asarray(goal, np.float64)[:2]))
+        if far <= cfg.place_open_within_m:
+            return actions
+        out = np.array(actions, np.float32, copy=True)
+        out[:, 4] = np.maximum(out[:, 4], 1.0)
         return out
 
     def _track(self, action: np.ndarray, robot: np.ndarray, prev_grip: float) -> PlanStep | None:
@@ -401,6 +556,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 cap_over_m=max(0.012, self._last_half.get(key, 0.0) + 0.005),
             )
             self._tracking = True
+            self.stroke.reset()
         verdict = self.tracker.update(action, robot)
         if verdict is None:
             return None

@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "ACTION_MODES",
+    "CAP_TOP_M",
     "FEATURES",
     "MAX_OBJECTS",
     "ROBOT_DIM",
@@ -77,6 +78,7 @@ TRACK_GAIN = 0.9
 #: the skills of subgoal texts, in the order of the end-to-end pointer's skill head
 SKILLS = ("pick", "lift", "place", "press")
 TRACK_STEP_M = 0.04
+CAP_TOP_M = 0.008  # a button cap's top above its body origin (sim/tasks/_tabletop.py cap_top)
 TRACK_YAW_STEP_RAD = 0.5
 
 

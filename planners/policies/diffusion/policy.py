@@ -94,12 +94,19 @@ class ActionExpertPolicy(Policy):
         # end-to-end pointer (goal frame): where each slot was last seen this episode,
         # and the subgoal it chose last (skill, object, frame slot, target [x, y])
         self._slot_xy: np.ndarray | None = None
+        self._slot_z: np.ndarray | None = None  # and at what height (body origins)
         self.pointed: tuple[str, str, str, np.ndarray] | None = None
         self._pointed_key: tuple[int, int, int] | None = None
         # end to end, the pointed subgoal is kept until ``executed`` sees it finish
         # (the completion rule of planner mode, ``completion.SubgoalTracker``)
         self._committed = False
         self._tracker: Any = None
+        self._stroke: Any = None  # end to end: ``completion.PressStroke`` of a pointed press
+        # end to end: a pointed press that failed (too shallow) is tried again, this many
+        # times, before the pointer chooses anew (the planner retries one likewise)
+        self.press_retries = 2
+        self._retries = 0
+        self._cap: dict[str, Any] = {}  # the pointed press's cap (tracker start kwargs)
         self._grip = 0.0
         self._robot: np.ndarray | None = None
         # goal frame with progress inputs: the running subgoal as [key, step it began,
@@ -118,6 +125,7 @@ class ActionExpertPolicy(Policy):
         self._generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
         self._next_step = 0
         self._slot_xy = None
+        self._slot_z = None
         self.pointed = None
         self._pointed_key = None
         self._committed = False
@@ -249,10 +257,12 @@ class ActionExpertPolicy(Policy):
 
         s = state[0].cpu().numpy() if hasattr(state, "cpu") else np.asarray(state)
         objs = s[ROBOT_DIM : ROBOT_DIM + MAX_OBJECTS * 5].reshape(MAX_OBJECTS, 5)
-        if self._slot_xy is None:
+        if self._slot_xy is None or self._slot_z is None:
             self._slot_xy = np.full((MAX_OBJECTS, 2), np.nan, np.float32)
+            self._slot_z = np.full(MAX_OBJECTS, np.nan, np.float32)
         vis = objs[:, 0] > 0.5
         self._slot_xy[vis] = objs[vis, 1:3]
+        self._slot_z[vis] = objs[vis, 3]
 
     def _point(self, fused: list[Any], text: Any, task_name: str) -> tuple[np.ndarray, Any]:
         """The pointer's choice -> (target [x, y], the subgoal text's embedding)."""
@@ -287,29 +297,68 @@ class ActionExpertPolicy(Policy):
             xy = self._slot_xy[f] if known.any() else np.zeros(2, np.float32)
             self._pointed_key = key
             self.pointed = (cfg.pointer_skills[k], names[o], names[f], xy.copy())
-        skill, obj, _, xy = self.pointed
-        from engram.planners.policies.completion import SubgoalTracker
+        skill, obj, frame, xy = self.pointed
+        from engram.planners.policies.completion import PressStroke, SubgoalTracker
+        from engram.planners.policies.diffusion.features import CAP_TOP_M
 
         self._tracker = self._tracker or SubgoalTracker()
-        self._tracker.start(skill, self._robot, gripper=self._grip)
+        cap: dict[str, Any] = {}
+        f = names.index(frame) if frame in names else -1
+        if skill == "press" and f >= 0 and self._slot_z is not None:
+            if np.isfinite(self._slot_z[f]):
+                # the pointed cap's top (its body origin + the cap's 8 mm, as the oracle
+                # harness passes it): the press is judged by its depth, and a stroke
+                # begun over the cap is carried through (``PressStroke``)
+                cap = {"cap_top_z": float(self._slot_z[f]) + CAP_TOP_M, "cap_xy": xy.copy()}
+        self._tracker.start(skill, self._robot, gripper=self._grip, **cap)
+        self._stroke = self._stroke or PressStroke()
+        self._stroke.reset()
+        self._cap, self._retries = cap, 0
         self._committed = True
         self.begin_subgoal()
         return xy, text(subgoal_text(skill, obj))
+
+    @property
+    def committed(self) -> tuple[str, str, str, np.ndarray] | None:
+        """End to end: the pointed subgoal being executed (skill, object, frame slot,
+        target [x, y]); None between subgoals or in planner mode."""
+        return self.pointed if self._committed else None
+
+    def guard(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+        """End to end with a pointer: the controller actions (H, A) to send, with a
+        press stroke the expert began over the pointed cap carried through
+        (``completion.PressStroke``); otherwise ``actions`` unchanged. Call it before
+        ``executed``."""
+        if not self._committed or self._tracker is None or self._stroke is None:
+            return actions
+        return self._stroke.apply(actions, robot, self._tracker)
 
     def executed(self, action: np.ndarray, robot: np.ndarray) -> bool:
         """The controller action (A,) just sent and the robot vector measured with it
         (every control step; it also follows the running subgoal's lowest point for the
         progress inputs). End to end with a pointer: True when that finished the pointed
-        subgoal (the caller then drops the rest of its chunk, and the next ``act``
-        points anew); otherwise always False."""
+        subgoal, or ended a too-shallow press that is tried again (``press_retries``):
+        the caller then drops the rest of its chunk (and holds this step), and the next
+        ``act`` points anew, or repeats the press; otherwise always False."""
         a = np.asarray(action, np.float32).reshape(-1)
         self._note_height(float(np.asarray(robot, np.float32).reshape(-1)[2]))
         done = False
         if self._committed and self._tracker is not None:
             verdict = self._tracker.update(a, robot)
             if verdict is not None:
-                self._committed = False
                 done = True
+                again = verdict[0] == "failed" and self._tracker.skill == "press" and self._cap
+                if again and self._retries < self.press_retries:
+                    # the same press again (round 6 trace, end to end button_sequence
+                    # seed 17: a shallow press of the right button ended it, and the
+                    # pointer moved on to the next button with this one unpressed)
+                    self._retries += 1
+                    self._tracker.start("press", robot, gripper=self._grip, **self._cap)
+                    if self._stroke is not None:
+                        self._stroke.reset()
+                    self.begin_subgoal()
+                else:
+                    self._committed = False
         self._grip = float(a[4]) if a.shape[0] > 4 else 0.0
         return done
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from engram.planners.policies.diffusion.features import CAP_TOP_M as _CAP_TOP_M
+
 __all__ = ["TextCache", "oracle_subgoals", "run_env_episode", "run_env_planner_episode", "validate"]
 
 
@@ -38,9 +40,6 @@ class TextCache:
 
 
 _MINILM: list[Any] = []  # the process's MiniLM text encoder, loaded once (seconds)
-
-
-_CAP_TOP_M = 0.008  # a button cap's top above its body origin (sim/tasks/_tabletop.py)
 
 
 def _minilm() -> Callable[[Sequence[str]], np.ndarray]:
@@ -81,9 +80,17 @@ def run_env_episode(
                 else:
                     policy.observe(o, instruction_embedding=emb)
                 # closed loop: a waypoint is tracked from the arm's pose now
-                action = policy.to_controller(queue.pop(0)[None], obs["robot"])[0]
+                actions = policy.to_controller(queue.pop(0)[None], obs["robot"])
+                if getattr(policy, "guard", None):  # a pointed press stroke carried through
+                    actions = policy.guard(actions, obs["robot"])
+                actions = _turn_to_grasp(policy, env, actions, obs["robot"])
+                action = actions[0]
                 if getattr(policy, "executed", None) and policy.executed(action, obs["robot"]):
                     queue = []  # the pointed subgoal is done: point anew
+                    # and the step that finished it (the next motion's start) is held
+                    hold = np.zeros_like(action)
+                    hold[4:] = action[4:]
+                    action = hold
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if terminated or truncated:
@@ -97,6 +104,25 @@ def run_env_episode(
     finally:
         if own:
             env.close()
+
+
+def _turn_to_grasp(policy: Any, env: Any, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+    """End to end in the simulator: the open gripper of a pointed pick / lift turns to
+    the object's yaw, read from the simulator as this harness reads every object's
+    position (the pipeline's policy node estimates it from the perceived points,
+    ``PolicyNode.grasp_yaw``); the expert's state carries no object yaw."""
+    from engram.planners.policies.completion import turn_to_yaw
+
+    pointed = getattr(policy, "committed", None)
+    if pointed is None or pointed[0] not in ("pick", "lift") or float(actions[0, 4]) >= 0.5:
+        return actions
+    try:
+        yaw = env.body_yaw(pointed[1])
+    except (ValueError, AttributeError):
+        return actions  # not a body of this scene
+    out = np.array(actions, np.float32, copy=True)
+    out[:, 3] = turn_to_yaw(yaw, float(robot[3]))
+    return out
 
 
 def validate(
