@@ -21,8 +21,11 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
   plane removal or a tray's rim).
 - ``engram.perception.parts``: same-label proposals of one frame whose 3D boxes meet are
   one object (``join_same_label_parts``).
+- ``engram.perception.naming``: which open-vocabulary names to trust (``near_ignored``:
+  as close to "no object" as to the word; ``weak_small``: a few pixels weakly matched).
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
-  proposals across frames), ``TrackerConfig``, ``box_iou``.
+  proposals across frames; held-back first sightings, ``take_held_back``),
+  ``TrackerConfig``, ``box_iou``.
 - ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),
   ``detect_segments``, ``to_mono_16k``.
 - ``engram.perception.speech``: Silero ``SpeechSegmenter``, recognizers (``make_recognizer``:

@@ -33,7 +33,11 @@ Percept's ``object_ids`` and ``point_object_ids`` name the same physical object
 across frames and never collide between cameras. A camera's tracker restarts
 (tracks dropped, ids still counting up) when its stamps go backwards or its
 ``seq`` does (a replay or publisher restart). ``tracker.enabled=False`` keeps the
-frame-local ids 0..K-1.
+frame-local ids 0..K-1. A tracker that reports a track only from its ``min_hits``-th
+match (``min_hits`` > 1) holds back its earlier detections; when the track is confirmed
+they are published first, as percepts stamped with their own frames' times (and poses,
+``keyframe=False``, objects only: no points, no image embedding), so memory records the
+object as first seen when it was (``sightings_backdated`` counts them).
 
 Audio: chunks go to a ``SpeechStream`` (``engram.perception.speech.streaming``): Silero
 finds utterances (``speech_detector``), the energy detector non-speech sound events
@@ -92,6 +96,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DROP_POLICY = "oldest non-keyframe first: other candidates, then likely keyframes, then forced"
+#: most recent tracked frames whose pose is kept for held-back first sightings
+_MAX_FRAME_POSES = 256
 #: most cameras with a live object tracker; the least recently seen camera's is dropped
 MAX_TRACKED_CAMERAS = 16
 
@@ -327,6 +333,12 @@ class PerceptionNode(Node[PerceptionConfig]):
         )
         self._track_ids = track_id_source(cfg.tracker)  # shared by all cameras
         self._tracks_live = 0
+        # (camera, stamp) -> (pose, seq) of recent tracked frames, for the held-back first
+        # sightings of tracks confirmed later (``_track``); bounded; worker thread only
+        self._frame_poses: collections.OrderedDict[tuple[str, int], tuple[np.ndarray, int]] = (
+            collections.OrderedDict()
+        )
+        self._late: list[Percept] = []  # held-back sightings to publish before the frame's
         self._audio_source = "mic"
         self._workers: list[threading.Thread] = []
         self._workers_stop = threading.Event()
@@ -348,6 +360,7 @@ class PerceptionNode(Node[PerceptionConfig]):
             "sound_events",
             "inputs_handled",
             "tracker_resets",
+            "sightings_backdated",
         ):
             self.counters[name] = 0
 
@@ -518,6 +531,10 @@ class PerceptionNode(Node[PerceptionConfig]):
                 log.error("perception: frame %s failed:\n%s", w.frame.seq, traceback.format_exc())
                 continue
             t0 = time.monotonic()
+            late, self._late = self._late, []
+            for p in late:  # first sightings of tracks this frame confirmed, at their stamps
+                self.publish("percepts", p)
+                self.count("sightings_backdated", len(p.object_ids))
             self.publish("percepts", percept)
             now = time.monotonic()
             self.timer.add("publish", now - t0)
@@ -616,6 +633,33 @@ class PerceptionNode(Node[PerceptionConfig]):
         out = tracker.update(objs, stamp_ns=frame.stamp_ns)  # resets itself if time went back
         if tracker.stats["resets"] > resets:
             self.count("tracker_resets")
+        self._frame_poses[(frame.camera, frame.stamp_ns)] = (frame.world_from_camera, frame.seq)
+        while len(self._frame_poses) > _MAX_FRAME_POSES:
+            self._frame_poses.popitem(last=False)
+        for stamp, held in tracker.take_held_back():
+            # a track confirmed at its n-th match was seen first n - 1 frames ago: those
+            # sightings go out with their own stamps (and that frame's pose when still
+            # known), before this frame's percept, so memory's first sighting is the real one
+            pose, seq = self._frame_poses.get((frame.camera, stamp), (None, frame.seq))
+            self._late.append(
+                Percept(
+                    stamp_ns=stamp,
+                    camera=frame.camera,
+                    frame_seq=seq,
+                    keyframe=False,
+                    world_from_camera=frame.world_from_camera if pose is None else pose,
+                    object_ids=held.ids,
+                    object_labels=list(held.labels),
+                    object_confidences=held.confidences,
+                    object_boxes=held.boxes,
+                    object_centroids=held.centroids,
+                    object_extents=held.extents,
+                    object_embeddings=held.embeddings,
+                    image_width_px=int(frame.rgb.shape[1]),
+                    image_height_px=int(frame.rgb.shape[0]),
+                    object_depth_valid=held.located,
+                )
+            )
         self._trackers[frame.camera] = (tracker, frame.seq or last_seq)
         self._trackers.move_to_end(frame.camera)
         self._tracks_live = sum(len(t) for t, _ in self._trackers.values())

@@ -50,6 +50,7 @@ import numpy as np
 from engram.perception.bottoms import extend_hidden_bottoms
 from engram.perception.encoders import Encoder
 from engram.perception.geometry import Cloud, object_boxes_3d
+from engram.perception.naming import near_ignored, weak_small
 from engram.perception.parts import join_same_label_parts
 from engram.perception.shapes import (
     furniture_shaped,
@@ -213,6 +214,9 @@ class ObjectsConfig:
     small_object_contrast: float = 0.2  # least colour difference from it (largest channel)
     small_object_max_new: int = 8  # most small-object proposals per frame
     small_object_max_alike: float = 0.25  # most of the ring around one of its colour
+    # proposals of at most small_object_max_px pixels whose best object word's cosine is
+    # below this are dropped (``perception.naming.weak_small``); -1 = off
+    small_object_min_cos: float = 0.25
 
 
 @dataclass
@@ -537,22 +541,6 @@ class _Cached:
 _MAX_CACHED_CAMERAS = 16
 
 
-def _near_ignored(cos: np.ndarray, cfg: ObjectsConfig) -> np.ndarray:
-    """(K,) bool: proposals whose cosine with an ``ignore_labels`` word of the vocabulary is
-    at least ``ignore_cos_ratio`` times their best cosine with an object word (``cos``:
-    (K, V) region-text cosines). At CLIP's logit scale the softmax calls a 0.32 against
-    0.16 contest certain; such a region is as much "no object" as object."""
-    k = cos.shape[0]
-    if cfg.ignore_cos_ratio <= 0 or not cfg.ignore_labels or k == 0:
-        return np.zeros(k, bool)
-    ignored = np.array([w in cfg.ignore_labels for w in cfg.vocabulary], bool)
-    if ignored.all() or not ignored.any():
-        return np.zeros(k, bool)
-    best_object = cos[:, ~ignored].max(axis=1)
-    best_nothing = cos[:, ignored].max(axis=1)
-    return (best_object <= 0) | (best_nothing >= cfg.ignore_cos_ratio * best_object)
-
-
 def _grid_label_image(h: int, w: int, n: int) -> np.ndarray:
     rows = np.minimum(np.arange(h) * n // h, n - 1)
     cols = np.minimum(np.arange(w) * n // w, n - 1)
@@ -718,7 +706,8 @@ class ObjectExtractor:
             if open_vocab and len(cfg.vocabulary) and "text" in self.encoder.modalities:
                 vocab = self.vocabulary_embeddings()
                 cos = embeddings @ vocab.T
-                near_nothing = _near_ignored(cos, cfg)
+                near_nothing = near_ignored(cos, cfg)  # ``perception.naming``
+                near_nothing |= weak_small(cos, label_image, ids, cfg)
                 logits = cfg.label_logit_scale * cos
                 logits -= logits.max(axis=1, keepdims=True)
                 probs = np.exp(logits)

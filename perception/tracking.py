@@ -57,6 +57,14 @@ label. Per update, for T live tracks and K detections:
    whatever the input; a detection whose new track was dropped still keeps its
    fresh id in this update's output.
 
+Held-back sightings (``hold_back``, with ``min_hits`` > 1): a tentative track keeps the
+detections it was not reported with (at most ``min_hits`` - 1); when it is confirmed they
+are handed out by ``take_held_back()`` with their own stamps, so a consumer (the
+perception node publishes them as percepts before the confirming frame's) knows when the
+object was first seen, not only when it was confirmed: at 2.5 Hz the second match comes
+0.4 s or, for a far thing missed in between, seconds later. A track never confirmed
+hands out nothing.
+
 Labels: a track keeps its last ``label_window`` (label, confidence) votes; its label
 is the most frequent one (ties: the larger summed confidence, then the most recent),
 which smooths open-vocabulary flicker (mug / cup / mug). With ``smooth_labels``
@@ -147,6 +155,10 @@ class TrackerConfig:
     # first id handed out (by a tracker without a shared id_source); -1: derived from the
     # clock, so the ids of two runs do not collide in a memory that outlives the process
     first_id: int = -1
+    # with min_hits > 1: keep a tentative track's detections and hand them out, with their
+    # own stamps, when it is confirmed (``take_held_back``), so what is downstream learns
+    # when the object was first seen, not when it was confirmed; False = dropped
+    hold_back: bool = True
 
     def __post_init__(self) -> None:
         checks = (
@@ -173,6 +185,19 @@ class TrackerConfig:
 
 
 @dataclass
+class _Row:
+    """One detection as the tracker received it (a held-back sighting)."""
+
+    label: str
+    confidence: float
+    box: np.ndarray  # (4,) float64 pixel xyxy
+    centroid: np.ndarray  # (3,) float64 world metres
+    extent: np.ndarray  # (3,) float32 metres
+    located: bool
+    embedding: np.ndarray | None  # (D,) float32 as detected
+
+
+@dataclass
 class _Track:
     track_id: int
     box: np.ndarray  # (4,) float64 pixel xyxy of the last observation
@@ -184,6 +209,28 @@ class _Track:
     last_seen_ns: int
     votes: collections.deque[tuple[str, float]]  # recent (label, confidence)
     size_m: float = 0.0  # largest side of the largest 3D box it was seen with, metres
+    # detections held back while tentative (``TrackerConfig.hold_back``): (stamp, row)
+    held: list[tuple[int, _Row]] = dataclasses.field(default_factory=list)
+
+
+def _row(objects: Objects, det: _Checked, d: int) -> _Row:
+    """Detection ``d`` of this update, kept as received (its own embedding and extent)."""
+    emb = None
+    if objects.embeddings is not None:
+        emb = np.asarray(objects.embeddings, np.float32)[d].copy()
+    extents = objects.extents
+    ext = np.zeros(3, np.float32)
+    if extents is not None and np.shape(extents) == (len(det.ids), 3):
+        ext = np.asarray(extents, np.float32)[d].copy()
+    return _Row(
+        label=det.labels[d],
+        confidence=float(det.confidences[d]),
+        box=det.boxes[d].copy(),
+        centroid=det.centroids[d].copy(),
+        extent=ext,
+        located=bool(det.located[d]),
+        embedding=emb,
+    )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -367,6 +414,9 @@ class ObjectTracker:
         self._lost: collections.deque[_Track] = collections.deque(maxlen=self.config.max_tracks)
         self._updates = 0
         self._last_stamp_ns: int | None = None
+        # sightings of tracks confirmed since the last ``take_held_back``: (stamp, id, label,
+        # row); bounded: each track holds back at most min_hits - 1 and is released once
+        self._released: list[tuple[int, int, str, _Row]] = []
         self.stats = {
             "updates": 0,
             "tracks_started": 0,
@@ -384,8 +434,42 @@ class ObjectTracker:
         """Ids of the live tracks, oldest first."""
         return [t.track_id for t in self._tracks]
 
+    def take_held_back(self) -> list[tuple[int, Objects]]:
+        """The detections held back while their tracks were tentative (``min_hits`` > 1,
+        ``hold_back``), for the tracks confirmed by the updates since the last call:
+        [(stamp_ns, Objects)], oldest first, one entry per stamp, with the track ids and
+        the track's label when confirmed (no label image). A track confirmed at its second
+        match was first seen one frame before: its first detection, with that frame's
+        stamp, is what a memory should record as its first sighting."""
+        released, self._released = self._released, []
+        by_stamp: dict[int, list[tuple[int, str, _Row]]] = {}
+        for stamp, tid, label, row in released:
+            by_stamp.setdefault(stamp, []).append((tid, label, row))
+        out = []
+        for stamp in sorted(by_stamp):
+            rows = by_stamp[stamp]
+            embs = [r.embedding for _, _, r in rows if r.embedding is not None]
+            same = len(embs) == len(rows) and len({e.shape for e in embs}) == 1
+            out.append(
+                (
+                    stamp,
+                    Objects(
+                        ids=np.array([tid for tid, _, _ in rows], np.int32),
+                        labels=[label for _, label, _ in rows],
+                        confidences=np.array([r.confidence for _, _, r in rows], np.float32),
+                        boxes=np.stack([r.box for _, _, r in rows]).astype(np.int32),
+                        centroids=np.stack([r.centroid for _, _, r in rows]).astype(np.float32),
+                        extents=np.stack([r.extent for _, _, r in rows]).astype(np.float32),
+                        embeddings=np.stack(embs).astype(np.float32) if same else None,
+                        located=np.array([r.located for _, _, r in rows], bool),
+                    ),
+                )
+            )
+        return out
+
     def reset(self) -> None:
         """Forget every track (a stream restart). Ids keep counting: none is reused."""
+        self._released = []
         self._tracks = []
         self._lost.clear()
         self._last_stamp_ns = None
@@ -437,6 +521,7 @@ class ObjectTracker:
         # --- commit ------------------------------------------------------------------
         if restart:
             self.stats["resets"] += 1
+            self._released = []  # sightings of the stream before the restart
         self._updates = update_index
         self._last_stamp_ns = stamp_ns
         out_ids = np.zeros(len(det.ids), np.int64)
@@ -450,9 +535,15 @@ class ObjectTracker:
         )
         alive.extend(revived)
         self.stats["reidentified"] += len(reid)
+        hold = cfg.hold_back and cfg.min_hits > 1
         for t, d in [*matches, *reid]:
+            was = t.observations
             self._observe(t, det, d, update_index, stamp_ns)
             det_track[d] = t
+            if hold and was < cfg.min_hits <= t.observations and t.held:  # confirmed now
+                self._release(t)
+            elif hold and t.observations < cfg.min_hits:
+                t.held.append((stamp_ns, _row(objects, det, d)))
         for d in fresh:
             emb = None if det.embeddings is None else det.embeddings[d].copy()
             t = _Track(
@@ -469,6 +560,8 @@ class ObjectTracker:
                 ),
                 size_m=float(det.sizes[d]),
             )
+            if hold and cfg.min_hits > 1:
+                t.held.append((stamp_ns, _row(objects, det, d)))
             alive.append(t)
             det_track[d] = t
         self.stats["tracks_started"] += len(fresh)
@@ -570,6 +663,13 @@ class ObjectTracker:
                 used_d.add(d)
                 out.append((pool[ti], d))
         return out
+
+    def _release(self, t: _Track) -> None:
+        """A track just confirmed: its held-back detections go out (``take_held_back``)."""
+        label = _majority(t.votes)[0] if self.config.smooth_labels else ""
+        for stamp, row in t.held:
+            self._released.append((stamp, t.track_id, label or row.label, row))
+        t.held = []
 
     def _observe(self, t: _Track, det: _Checked, d: int, update_index: int, stamp_ns: int) -> None:
         t.size_m = max(t.size_m, float(det.sizes[d]))

@@ -18,6 +18,11 @@ weighted 0.3: the truth is a body's origin, the base of the apartment's things; 
   last time it was matched (the tracker lost it);
 - **position error**: distance between a matched centroid and the true position.
 
+A percept stamped no later than the one before it is a held-back first sighting (a
+tracker that confirms a track at its second match publishes the first detection late,
+with its own frame's stamp; ``engram.perception.node``): it holds only the tracks just
+confirmed, its frame was scored already, and it is not scored again.
+
 The result is a dict of counts and rates (``detection_recall``, ``label_accuracy``,
 ``precision``, ``id_switches_per_object``, ``position_error_m`` median and p90), so the
 next gap is visible at a glance.
@@ -76,7 +81,11 @@ def _count(
     )
     errors: list[float] = []
     last_id: dict[int, int] = {}
+    last_stamp = -1
     for percept in percepts:
+        if percept.stamp_ns <= last_stamp:  # a held-back sighting, published late
+            continue
+        last_stamp = percept.stamp_ns
         step = int(
             np.clip(np.searchsorted(times, percept.stamp_ns / 1e9 - 1e-6), 0, len(times) - 1)
         )

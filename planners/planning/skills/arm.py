@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -19,11 +20,28 @@ from engram.planners.planning.skills.base import (
 )
 from engram.sim.motion import nearest_yaw
 
-__all__ = ["Lift", "Pick", "PlaceSkill", "Press", "Push"]
+__all__ = ["GripCheckConfig", "Lift", "Pick", "PlaceSkill", "Press", "Push"]
+
+
+@dataclass(frozen=True)
+class GripCheckConfig:
+    """How the arm skills tell from the gripper alone that an object is held (a camera
+    may lose a lifted object behind the fingers): the pick's out-of-view check, the
+    place's carry of an out-of-view object and its drop guard."""
+
+    # fingers at least this far apart when closed: closed on something, not on nothing
+    # (the apartment's and tabletop's things are >= 4 cm; empty fingers close to ~0), metres
+    held_min_width_m: float = 0.004
+    # the tool at least this far above its grasp height: the pick lifted, metres
+    raised_min_m: float = 0.03
+    # gripper command above this means closed (0 = open, 1 = closed), fraction
+    closed_min_closure: float = 0.5
 
 
 class _ArmSkill(Skill):
     action_space: ClassVar[str] = ARM_SPACE
+    # thresholds of the gripper-only checks (``GripCheckConfig``)
+    grip: ClassVar[GripCheckConfig] = GripCheckConfig()
 
     def _grasp(self, world: WorldFn, obj: ObjectView, dz: float = 0.0) -> tuple[float, float]:
         """(tool centre height, yaw) for a top grasp of ``obj`` (``dz``: an alternative
@@ -96,7 +114,12 @@ class Pick(_ArmSkill):
             width = after.robot.gripper_width_m if after.robot is not None else 0.0
             raised = float(tcp[2] - self.notes.get("grasp_z", tcp[2]))
             details = {"gripper_width_m": width, "raised_m": raised, "out_of_view": True}
-            if closure > 0.5 and width >= 0.004 and raised >= 0.03:
+            g = self.grip
+            if (
+                closure > g.closed_min_closure
+                and width >= g.held_min_width_m
+                and raised >= g.raised_min_m
+            ):
                 return Verdict(True, "", details)
             return Verdict(False, f"{args['object']} not in view after the pick", details)
         rise = float(now.position[2] - start.position[2])
@@ -143,10 +166,11 @@ class PlaceSkill(_ArmSkill):
 
     name = "place"
 
-    @staticmethod
-    def _holding(label: str) -> Callable[[WorldView], None]:
+    def _holding(self, label: str) -> Callable[[WorldView], None]:
+        min_width = self.grip.held_min_width_m
+
         def guard(view: WorldView) -> None:
-            if view.robot is not None and view.robot.gripper_width_m < 0.004:
+            if view.robot is not None and view.robot.gripper_width_m < min_width:
                 raise SkillError(f"{label} dropped: the gripper closed on nothing")
 
         return guard
@@ -166,7 +190,7 @@ class PlaceSkill(_ArmSkill):
     def run(self, world, args):
         cfg = self.config
         view = world()
-        held = view.robot is not None and view.robot.gripper_width_m >= 0.004
+        held = view.robot is not None and view.robot.gripper_width_m >= self.grip.held_min_width_m
         if view.get(args["object"]) is None and held and "target" in args:
             # held but out of the camera's view (the arm hides it where it was lifted):
             # carry it over the target by the tool (a top grasp holds it about centred
@@ -222,7 +246,7 @@ class PlaceSkill(_ArmSkill):
         tol = float(args.get("tol_m", 0.06 if args.get("on") else 0.02))
         details = {"error_m": err, "position": now.position.tolist()}
         _, _, closure = after.ee()
-        if closure > 0.5:
+        if closure > self.grip.closed_min_closure:
             return Verdict(False, "the gripper did not open", details)
         tcp, _, _ = after.ee()
         if now.position[2] > tcp[2] - 0.05:

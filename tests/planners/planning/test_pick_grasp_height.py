@@ -78,3 +78,38 @@ def test_place_carries_a_held_object_out_of_view_over_the_target_first():
     for chunk in skill.run(world, {"object": "cube", "target": target.tolist()}):
         ee += np.asarray(chunk)[:, :3].sum(axis=0)
     assert np.linalg.norm(ee[:2] - target) < 0.01
+
+
+def test_gripper_only_checks_take_their_thresholds_from_the_grip_config():
+    # the out-of-view pick check and the place's drop guard read GripCheckConfig (issue 17
+    # round 6: they were inline numbers); defaults unchanged: 4 mm, 3 cm, closure 0.5
+    import dataclasses
+
+    from engram.planners.planning.skills.arm import GripCheckConfig
+    from engram.planners.planning.skills.base import SkillError
+
+    cube = ObjectView("cube", 1, np.array([0.2, 0.0, 0.428]), np.array([0.04] * 3), 0)
+    skill = make_skill("pick")
+    assert skill.grip == GripCheckConfig()
+    skill.notes["grasp_z"] = 0.46
+    before = _view({"cube": cube}, (0.2, 0.0, 0.46), 0.08)
+
+    def held(width_m: float, tool_z: float) -> bool:
+        after = _view({}, (0.2, 0.0, tool_z), width_m)
+        return skill.check(before, after, [], {"object": "cube"}).ok
+
+    assert held(0.004, 0.491) and not held(0.0039, 0.491)  # width >= 4 mm
+    assert not held(0.04, 0.489)  # raised >= 3 cm
+    skill.grip = dataclasses.replace(skill.grip, held_min_width_m=0.05)
+    assert not held(0.04, 0.58)  # a 4 cm object is "nothing" for 5 cm fingers
+    skill.grip = dataclasses.replace(skill.grip, held_min_width_m=0.004, raised_min_m=0.2)
+    assert not held(0.04, 0.58)
+    place = make_skill("place")
+    place.grip = dataclasses.replace(place.grip, held_min_width_m=0.05)
+    guard = place._holding("cube")
+    try:
+        guard(_view({}, (0.2, 0.0, 0.58), 0.04))
+    except SkillError as exc:
+        assert "dropped" in str(exc)
+    else:
+        raise AssertionError("the guard must read held_min_width_m")
