@@ -6,7 +6,7 @@ Cases (the default network size of ``ActionExpertConfig``, the shared tabletop s
 layout of ``features.py``: S = 45, actions A = 5, chunk H = 8; random weights: speed
 does not depend on them):
 
-- the shipped checkpoint (``--checkpoint``, default ``tabletop``: what ``engram eval
+- the shipped checkpoint (``--checkpoint``, default ``tabletop_progress``: what ``engram eval
   --executor expert`` runs), when present: ``act`` with its memory bank full, peer: the same model with its bank
   emptied before every chunk (the no-memory condition);
 
@@ -90,7 +90,7 @@ def _time_acts(policy, n: int) -> list[float]:
     return times
 
 
-def _shipped(device: str, n: int, name: str = "tabletop") -> list[dict]:
+def _shipped(device: str, n: int, name: str = "tabletop_progress") -> list[dict]:
     """A shipped checkpoint (``name``), with and without its memory bank."""
     from engram.planners.policies.diffusion.checkpoint import shipped
     from engram.planners.policies.diffusion.policy import ActionExpertPolicy
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument(
-        "--checkpoint", default="tabletop", help="shipped checkpoint to time (default tabletop)"
+        "--checkpoint",
+        default="tabletop_progress",
+        help="shipped checkpoint to time (default tabletop_progress)",
     )
     args = parser.parse_args(argv)
 

@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        default="tabletop",
-        help="with --executor expert: a shipped checkpoint's name (default tabletop) or "
+        default="tabletop_progress",
+        help="with --executor expert: a shipped checkpoint's name (default tabletop_progress) or "
         "a checkpoint from `engram train`",
     )
     parser.add_argument(

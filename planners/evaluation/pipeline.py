@@ -109,7 +109,7 @@ def graph_overrides(
     memory_root: str = "",
     executor: str = "skills",
     mode: str = "planner",
-    checkpoint: str = "tabletop",
+    checkpoint: str = "tabletop_progress",
 ) -> dict[str, dict[str, Any]]:
     """Per-node params for ``load_graph``: the sizes of ``config`` for ``task``'s kind
     (tabletop or apartment), and the lockstep harness's settings (no heartbeats, no
@@ -313,7 +313,7 @@ class Pipeline:
     # no planner, no memory node)
     executor: str = "skills"
     mode: str = "planner"
-    checkpoint: str = "tabletop"  # the expert's checkpoint (shipped name or path)
+    checkpoint: str = "tabletop_progress"  # the expert's checkpoint (shipped name or path)
 
     def __post_init__(self) -> None:
         from engram.runtime.bus import InProcBus

@@ -21,7 +21,7 @@ the current view alone and cannot learn from earlier attempts).
 
 Who executes (``--executor``): ``skills`` (default), the planner's skill controllers,
 which keep no memory; or ``expert``, the diffusion action expert in the graph's policy
-node (the shipped ``tabletop`` checkpoint unless ``--checkpoint``), with ``--mode
+node (the shipped ``tabletop_progress`` checkpoint unless ``--checkpoint``), with ``--mode
 planner`` (it executes the planner's grounded subgoals) or ``--mode end_to_end``
 (instruction + perception + its own memory bank, no planner, no memory node). With
 the expert, ``--no-memory`` also empties the expert's own bank before every chunk
@@ -89,7 +89,7 @@ def evaluate_tasks(
     progress: bool = True,
     executor: str = "skills",
     mode: str = "planner",
-    checkpoint: str = "tabletop",
+    checkpoint: str = "tabletop_progress",
     harness: str = "pipeline",
 ) -> dict[str, Any]:
     """Success per task and condition: ``{"tasks": {task: {"memory": {...},

@@ -46,7 +46,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CompletionConfig", "PressStroke", "PressStrokeConfig", "SubgoalTracker", "turn_to_yaw"]
+__all__ = [
+    "CompletionConfig",
+    "GraspStroke",
+    "GraspStrokeConfig",
+    "PressStroke",
+    "PressStrokeConfig",
+    "SubgoalTracker",
+    "turn_to_yaw",
+]
 
 
 @dataclass
@@ -289,6 +297,126 @@ class PressStroke:
         # down / up over the cap's centre (the expert aimed within over_m of it: round 6
         # trace, end to end button_sequence seed 17, it hovered 9-14 mm off the centre)
         wp = np.array([[cap_xy[0], cap_xy[1], z, robot[3], actions[0, 4]]], np.float64)
+        return waypoints_to_deltas(wp, robot)
+
+
+@dataclass
+class GraspStrokeConfig:
+    """Thresholds of ``GraspStroke``."""
+
+    over_m: float = 0.02  # the tool within this of the object's centre (xy): over it
+    # a close commanded with the fingertips less than this below the object's perceived
+    # top is too high to hold it (round 7 traces: 1.1 cm below a cube's top slipped)
+    high_m: float = 0.02
+    # the grasp height it is taken down to: the skills executor's (fingertips
+    # grasp_fraction of the perceived height above the bottom, within grasp_min_m ..
+    # grasp_max_m; the scripted demonstrations grip a cup 2.6 cm, a cube 0.4 cm up) ...
+    grasp_fraction: float = 0.4
+    grasp_min_m: float = 0.004
+    grasp_max_m: float = 0.03
+    # ... but at least this far below the top (a tray's rim hides a cube's lower half
+    # and its perceived bottom is high: round 7 trace, put_back seed 114), and without a
+    # perceived bottom this far
+    below_top_m: float = 0.028
+    steps: int = 8  # control steps the descent gets to reach the grasp height
+    blocked_m: float = 0.002  # a descent step lower by less than this: blocked, close there
+    close_steps: int = 3  # steps held still with the gripper closed at the bottom
+
+
+class GraspStroke:
+    """Carries a grasp the expert began over the object through at the grasp height:
+    when a pick / lift's action turns the open gripper to closed with the tool over
+    the object (``over_m``) but its fingertips less than ``high_m`` below the object's
+    top, the arm first goes down over the object's centre, gripper open, to the
+    grasp height (or for ``steps`` steps), then closes there, held still for
+    ``close_steps`` steps; the expert then goes on (its lift) from the closed grasp,
+    which is kept closed for the rest of the subgoal.
+
+    Why (round 7 traces, put_back dev seeds): the expert closed after it had already
+    started rising (seed 114: down to 0.461 m, up to 0.480, closed on nothing; the
+    retries then pushed the cube until the episode ended), or closed while still high
+    (seed 111: a re-pick from the tray closed with the fingertips 1.1 cm below the
+    cube's top, lifted it, and the cube slipped out on the carry, ending the episode).
+    A grasp primitive closes at the grasp height, as the skills executor and the
+    scripted demonstrations do; the expert still chooses where and when to grasp.
+
+    ``apply(actions, robot, skill, obj, prev_grip)``: ``obj`` = (top z, bottom z or
+    None, centre xy) as perceived when the subgoal began (None: actions unchanged);
+    ``prev_grip`` the gripper command sent the step before."""
+
+    def __init__(self, config: GraspStrokeConfig | None = None) -> None:
+        self.config = config or GraspStrokeConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """A new subgoal: no stroke under way."""
+        self.phase = ""  # "" | "down" | "close" | "held" (its grasp kept) | "done"
+        self._steps = 0
+        self._xy = np.zeros(2)
+        self._z = 0.0
+        self._last_z = np.inf  # tool height at the previous step of the descent
+
+    def grasp_z(self, top_z: float, bottom_z: float | None, finger_half_m: float) -> float:
+        """Tool height of the grasp for an object with this perceived top / bottom."""
+        cfg = self.config
+        tips = top_z - cfg.below_top_m
+        if bottom_z is not None and bottom_z < top_z:
+            up = min(max(cfg.grasp_fraction * (top_z - bottom_z), cfg.grasp_min_m), cfg.grasp_max_m)
+            tips = min(tips, bottom_z + up)
+        return tips + finger_half_m
+
+    def apply(
+        self,
+        actions: Any,
+        robot: Any,
+        skill: str,
+        obj: tuple[float, float | None, Any] | None,
+        prev_grip: float,
+        *,
+        finger_half_m: float = 0.036,
+    ) -> np.ndarray:
+        from engram.planners.policies.diffusion.features import waypoints_to_deltas
+
+        actions = np.asarray(actions, np.float32)
+        robot = np.asarray(robot, np.float64).reshape(-1)
+        if skill not in ("pick", "lift") or obj is None or actions.ndim != 2:
+            return actions
+        if actions.shape[1] < 5 or self.phase == "done":
+            return actions
+        if self.phase == "held":
+            # the grasp it made is kept (round 7 trace, put_back seed 117: the expert,
+            # which had not closed there itself, opened again and re-closed on nothing)
+            out = np.array(actions, np.float32, copy=True)
+            out[:, 4] = np.maximum(out[:, 4], 1.0)
+            return out
+        cfg = self.config
+        if not self.phase:
+            top, bottom, xy = obj
+            xy = np.asarray(xy, np.float64)[:2]
+            z = self.grasp_z(top, bottom, finger_half_m)
+            closing = float(actions[0, 4]) >= 0.5 and prev_grip < 0.5
+            over = float(np.linalg.norm(robot[:2] - xy)) <= cfg.over_m
+            if not (closing and over):
+                return actions
+            if robot[2] - finger_half_m <= top - cfg.high_m:
+                self.phase = "done"  # closing at the grasp height: the expert's own grasp
+                return actions
+            self.phase, self._steps, self._xy, self._z = "down", 0, xy, z
+            self._last_z = np.inf
+        self._steps += 1
+        if self.phase == "down":
+            # reached, out of steps, or blocked (a finger on a tray's rim: round 7 trace,
+            # put_back seed 118, six steps pushing at one height): close where it is
+            blocked = self._steps > 2 and robot[2] > self._last_z - cfg.blocked_m
+            self._last_z = float(robot[2])
+            if robot[2] <= self._z + 0.004 or self._steps > cfg.steps or blocked:
+                self.phase, self._steps = "close", 1
+        if self.phase == "close" and self._steps > cfg.close_steps:
+            self.phase = "held"
+            return self.apply(actions, robot, skill, obj, prev_grip, finger_half_m=finger_half_m)
+        if self.phase == "close":
+            return np.array([[0.0, 0.0, 0.0, 0.0, 1.0]], np.float32)
+        wp = np.array([[self._xy[0], self._xy[1], self._z, robot[3], 0.0]], np.float64)
         return waypoints_to_deltas(wp, robot)
 
 

@@ -40,7 +40,10 @@ depth and back up (``completion.PressStroke``; end to end too, for the pointed p
 a pick / lift turns the open gripper to the object's grasp yaw from its perceived
 points (``grasp_yaw``; the expert's state has no object yaw); a place keeps its grip
 until the tool is over the target (``place_open_within_m``); a pick after a failed
-grasp opens the empty fingers first (``open_first_m``). The expert still chooses where
+grasp opens the empty fingers first (``open_first_m``); a close commanded over the
+object but too high to hold it (after the rise began, or near the object's top) is
+taken down to the grasp height first (``grasp_stroke``, round 7;
+``completion.GraspStroke``). The expert still chooses where
 to go, when to grasp, press and release; these rules only finish or hold its motions.
 
 The observation is built from the messages only (``features.py``'s tabletop layout):
@@ -74,11 +77,14 @@ import numpy as np
 
 from engram.planners.planning.loop import MOTION_SKILLS
 from engram.planners.policies.completion import (
+    GraspStroke,
+    GraspStrokeConfig,
     PressStroke,
     PressStrokeConfig,
     SubgoalTracker,
     turn_to_yaw,
 )
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT
 from engram.runtime.messages import ActionChunk, Instruction, Percept, PlanStep, RobotState
 from engram.runtime.node import Input, Node, NodeConfig, Output
 
@@ -96,7 +102,7 @@ class PolicyNodeConfig(NodeConfig):
     # who moves the robot (the same switch as the planner's): "expert" = this node;
     # "skills" = the planner's controllers, and this node stays idle (loads nothing)
     executor: str = "expert"
-    checkpoint: str = "tabletop"  # a shipped checkpoint's name or a checkpoint path
+    checkpoint: str = DEFAULT_CHECKPOINT  # a shipped checkpoint's name or a checkpoint path
     mode: str = "planner"  # planner (execute /plan subgoals) | end_to_end (instruction)
     use_memory: bool = True  # False: the bank is emptied before every chunk (ablation)
     task: str = ""  # object slots of this task ("" = the instruction's task field)
@@ -130,6 +136,13 @@ class PolicyNodeConfig(NodeConfig):
     # grasp yaw, estimated from its perceived points when the subgoal began (the skills
     # executor's rule): the expert's state carries no object yaw (False: its own yaw)
     grasp_yaw: bool = True
+    # planner mode: a pick / lift whose close the expert commands over the object but
+    # with the fingertips less than grasp_high_m below the object's perceived top first
+    # goes down, open, to the skills executor's grasp height, then closes there
+    # (``completion.GraspStroke``; False: the expert's close as it comes)
+    grasp_stroke: bool = True
+    grasp_high_m: float = 0.02  # fingertips less than this below the top: too high (m)
+    grasp_over_m: float = 0.02  # xy radius over the object's centre that counts (m)
     seed: int = 0  # seeds the expert's sampling (reproducible runs)
 
 
@@ -197,6 +210,9 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self._last_seen: dict[str, np.ndarray] = {}  # label -> last centroid this episode
         self._last_top: dict[str, float] = {}  # label -> last perceived top z this episode
         self._last_half: dict[str, float] = {}  # label -> last perceived xy half-width, m
+        self._last_bottom: dict[str, float] = {}  # label -> last perceived bottom z, m
+        # (subgoal seq, (top z, bottom z, centre xy) of its object when it began)
+        self._grasp_obj: tuple[int, Any] = (-1, None)
         self._last_points: dict[str, np.ndarray] = {}  # label -> last perceived points (N, 2)
         self._grasp_yaw: tuple[int, float | None] = (-1, None)  # (subgoal key, yaw)
         self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
@@ -209,6 +225,9 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 up_m=cfg.press_stroke_up_m,
                 steps=cfg.press_stroke_steps,
             )
+        )
+        self.grasp = GraspStroke(
+            GraspStrokeConfig(over_m=cfg.grasp_over_m, high_m=cfg.grasp_high_m)
         )
         self._reported: set[int] = set()  # seqs of subgoals already reported
         self._episode_start_ns = 0
@@ -238,7 +257,10 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self._last_seen.clear()
                     self._last_top.clear()
                     self._last_half.clear()
+                    self._last_bottom.clear()
                     self._last_points.clear()
+                    self._grasp_obj = (-1, None)
+                    self.grasp.reset()
                     self._grasp_yaw = (-1, None)
                     self._goal = (-1, None)
                     self.subgoal = None
@@ -265,6 +287,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
                             if i < len(ext) and float(ext[i][2]) > 0:  # no depth: extent 0
                                 self._last_top[label] = float(c[2] + ext[i][2] / 2)
                                 self._last_half[label] = float(max(ext[i][:2])) / 2
+                                self._last_bottom[label] = float(c[2] - ext[i][2] / 2)
                     pts, pid = msg.points, msg.point_object_ids
                     if pts is not None and pid is not None and len(pid) == len(pts):
                         for oid, label in zip(msg.object_ids, msg.object_labels):
@@ -290,6 +313,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         self._open_first = (
                             self.config.open_first_steps if msg.skill in ("pick", "lift") else 0
                         )
+                        self.grasp.reset()
                         if self.policy is not None:
                             self.policy.begin_subgoal()  # its progress inputs restart
                     self.subgoal = msg
@@ -427,6 +451,15 @@ class PolicyNode(Node[PolicyNodeConfig]):
                 if cfg.mode == "planner":
                     actions = self._gate_release(actions, robot_vector(robot))
                     actions = self._turn_to_grasp(actions, robot_vector(robot))
+                    if cfg.grasp_stroke and self.subgoal is not None:
+                        actions = self.grasp.apply(
+                            actions,
+                            robot_vector(robot),
+                            self.subgoal.skill,
+                            self._grasp_object(),
+                            self._gripper,
+                            finger_half_m=self.tracker.config.finger_half_length_m,
+                        )
                     if cfg.press_stroke and self._tracking:
                         actions = self.stroke.apply(actions, robot_vector(robot), self.tracker)
                 else:  # end to end: the pointed subgoal's guards
@@ -514,6 +547,21 @@ class PolicyNode(Node[PolicyNodeConfig]):
         out = np.array(actions, np.float32, copy=True)
         out[:, 3] = turn_to_yaw(yaw, float(robot[3]))
         return out
+
+    def _grasp_object(self) -> tuple[float, float | None, np.ndarray] | None:
+        """The running pick / lift's object as perceived when it began: (top z, bottom z,
+        centre xy); None when not seen with depth."""
+        sg = self.subgoal
+        if sg is None:
+            return None
+        if self._grasp_obj[0] != sg.seq:  # fixed at the start: the arm hides it later
+            label = str(sg.args.get("object", ""))
+            top, c = self._last_top.get(label), self._last_seen.get(label)
+            obj = None
+            if top is not None and c is not None:
+                obj = (top, self._last_bottom.get(label), np.asarray(c[:2], np.float64))
+            self._grasp_obj = (sg.seq, obj)
+        return self._grasp_obj[1]
 
     def _gate_release(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
         """A place's opening command waits until the tool is over the target (see

@@ -76,9 +76,9 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        default="tabletop",
-        help="with --executor expert: a shipped checkpoint's name (tabletop, tabletop_goal) "
-        "or a checkpoint from `engram train`",
+        default="tabletop_progress",
+        help="with --executor expert: a shipped checkpoint's name (default tabletop_progress; "
+        "also tabletop, tabletop_goal) or a checkpoint from `engram train`",
     )
     parser.add_argument(
         "--perception",
@@ -126,7 +126,7 @@ def run(args: Any) -> int:
         executor=getattr(args, "executor", "skills"),
         mode=getattr(args, "mode", "planner"),
         perception=getattr(args, "perception", "ground_truth"),
-        checkpoint=getattr(args, "checkpoint", "tabletop"),
+        checkpoint=getattr(args, "checkpoint", "tabletop_progress"),
     )
     return 0 if report.get("ran") else 1
 
@@ -143,7 +143,7 @@ def run_sim(
     executor: str = "skills",
     mode: str = "planner",
     perception: str = "ground_truth",
-    checkpoint: str = "tabletop",
+    checkpoint: str = "tabletop_progress",
 ) -> dict[str, Any]:
     """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
     returns the report (also written to ``<out_dir>/report.json``)."""

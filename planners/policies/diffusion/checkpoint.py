@@ -24,6 +24,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
+    "DEFAULT_CHECKPOINT",
     "check_config",
     "expert_tasks",
     "export",
@@ -37,6 +38,12 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "engram-action-expert/1"
 #: where the shipped checkpoints live (package data)
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: the shipped checkpoint every entry point uses unless told otherwise (the policy node,
+#: `engram eval` / `engram demo --executor expert`, launch/sim_full.yaml, bench/policy.py).
+#: round 7: tabletop_progress; under the executor guards the older `tabletop` pressed
+#: nothing (button_sequence 0/20, count 2/20, put_back 1/20 on dev seeds 100-119 against
+#: 18/20, 20/20, 15/20) and ties it on cups (19/20 each)
+DEFAULT_CHECKPOINT = "tabletop_progress"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

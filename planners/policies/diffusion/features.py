@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "ACTION_MODES",
+    "CAP_RADIUS_M",
     "CAP_TOP_M",
     "FEATURES",
     "MAX_OBJECTS",
@@ -79,6 +80,7 @@ TRACK_GAIN = 0.9
 SKILLS = ("pick", "lift", "place", "press")
 TRACK_STEP_M = 0.04
 CAP_TOP_M = 0.008  # a button cap's top above its body origin (sim/tasks/_tabletop.py cap_top)
+CAP_RADIUS_M = 0.024  # a button cap's radius (sim/assets/tabletop.xml button_*_light)
 TRACK_YAW_STEP_RAD = 0.5
 
 

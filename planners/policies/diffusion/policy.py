@@ -298,8 +298,12 @@ class ActionExpertPolicy(Policy):
             self._pointed_key = key
             self.pointed = (cfg.pointer_skills[k], names[o], names[f], xy.copy())
         skill, obj, frame, xy = self.pointed
-        from engram.planners.policies.completion import PressStroke, SubgoalTracker
-        from engram.planners.policies.diffusion.features import CAP_TOP_M
+        from engram.planners.policies.completion import (
+            PressStroke,
+            PressStrokeConfig,
+            SubgoalTracker,
+        )
+        from engram.planners.policies.diffusion.features import CAP_RADIUS_M, CAP_TOP_M
 
         self._tracker = self._tracker or SubgoalTracker()
         cap: dict[str, Any] = {}
@@ -309,9 +313,22 @@ class ActionExpertPolicy(Policy):
                 # the pointed cap's top (its body origin + the cap's 8 mm, as the oracle
                 # harness passes it): the press is judged by its depth, and a stroke
                 # begun over the cap is carried through (``PressStroke``)
-                cap = {"cap_top_z": float(self._slot_z[f]) + CAP_TOP_M, "cap_xy": xy.copy()}
+                # its depth counts from every step with the tool over the cap, as in
+                # planner mode (the cap's half-width + 5 mm; round 7 trace, end to end
+                # button_sequence seed 107: a press 1.9 cm off the centre registered, the
+                # default 1.2 cm judged it 5.5 mm deep, and the retry pressed it twice)
+                cap = {
+                    "cap_top_z": float(self._slot_z[f]) + CAP_TOP_M,
+                    "cap_xy": xy.copy(),
+                    "cap_over_m": CAP_RADIUS_M + 0.005,
+                }
         self._tracker.start(skill, self._robot, gripper=self._grip, **cap)
-        self._stroke = self._stroke or PressStroke()
+        # a stroke starts anywhere over the cap (its radius), not only within 1.5 cm of
+        # the centre: round 7 trace, end to end button_sequence seed 107, the expert
+        # hovered 1.6 cm off the centre for 8 steps; the pointer, which reads progress
+        # from the clock (its choices on scripted demonstrations delayed by 10 steps
+        # skip a button), then skipped the second button
+        self._stroke = self._stroke or PressStroke(PressStrokeConfig(over_m=CAP_RADIUS_M))
         self._stroke.reset()
         self._cap, self._retries = cap, 0
         self._committed = True

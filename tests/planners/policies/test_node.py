@@ -223,6 +223,67 @@ def test_the_shipped_checkpoint_loads_by_name_and_matches_the_code():
         check_expert_task("tabletop", "fetch_seen")  # what demo and eval refuse with exit 2
 
 
+def test_every_entry_point_defaults_to_the_best_shipped_checkpoint():
+    """Regression (round 7): the defaults named `tabletop`, which under the executor
+    guards pressed nothing (button_sequence 0/20 on dev seeds) while every figure was
+    measured with `tabletop_progress`. The default loads, matches the code's
+    configuration, and the node, `engram eval`, `engram demo`, the harness, the launch
+    graph and bench/policy.py all name it."""
+    import argparse
+    import dataclasses
+    import importlib.util
+    import inspect
+
+    import yaml
+
+    from engram.planners.evaluation import cli as eval_cli
+    from engram.planners.evaluation.pipeline import Pipeline, graph_overrides
+    from engram.planners.evaluation.tasks import evaluate_tasks
+    from engram.planners.policies.diffusion.checkpoint import (
+        DEFAULT_CHECKPOINT,
+        check_expert_task,
+        shipped,
+    )
+    from engram.planners.policies.diffusion.features import FEATURES
+    from engram.planners.policies.node import PolicyNodeConfig
+    from engram.runtime.apps import demo
+
+    assert DEFAULT_CHECKPOINT == "tabletop_progress" and DEFAULT_CHECKPOINT in shipped()
+    policy = ActionExpertPolicy.load(DEFAULT_CHECKPOINT, device="cpu")  # check_config runs
+    assert policy.config.features == FEATURES
+    assert check_expert_task(DEFAULT_CHECKPOINT, "all") == [
+        "button_sequence",
+        "count",
+        "cups",
+        "put_back",
+    ]
+    card = json.loads(resolve(DEFAULT_CHECKPOINT).with_suffix(".json").read_text())
+    assert {"training_command", "data_recipe", "seed", "measured"} <= set(card)
+
+    defaults = {"node": PolicyNodeConfig().checkpoint}
+    defaults["pipeline"] = {f.name: f.default for f in dataclasses.fields(Pipeline)}["checkpoint"]
+    for name, fn in (("graph_overrides", graph_overrides), ("evaluate_tasks", evaluate_tasks)):
+        defaults[name] = inspect.signature(fn).parameters["checkpoint"].default
+    defaults["run_sim"] = inspect.signature(demo.run_sim).parameters["checkpoint"].default
+    for name, add in (("eval_cli", eval_cli.add_arguments), ("demo_cli", demo.add_arguments)):
+        parser = argparse.ArgumentParser()
+        add(parser)
+        defaults[name] = parser.get_default("checkpoint")
+        assert DEFAULT_CHECKPOINT in next(a.help for a in parser._actions if a.dest == "checkpoint")
+    root = Path(__file__).resolve().parents[3]
+    graph = yaml.safe_load((root / "launch" / "sim_full.yaml").read_text())
+    nodes = graph["nodes"] if isinstance(graph, dict) else graph
+    defaults["sim_full.yaml"] = next(
+        n["params"]["checkpoint"] for n in nodes if n.get("type") == "policy"
+    )
+    spec = importlib.util.spec_from_file_location("bench_policy", root / "bench" / "policy.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    defaults["bench/policy.py"] = inspect.signature(bench._shipped).parameters["name"].default
+    assert defaults == dict.fromkeys(defaults, DEFAULT_CHECKPOINT)
+
+
 def test_goal_frame_expert_steers_by_the_grounded_target_and_points_end_to_end(cups_world):
     """A goal-frame checkpoint: in planner mode the chunk is sampled relative to the
     subgoal's target (the perceived cup less its centroid offset); end to end the
