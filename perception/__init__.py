@@ -22,9 +22,13 @@ Public surface (imported lazily, so ``import perception`` loads no torch):
 - ``engram.perception.parts``: same-label proposals of one frame whose 3D boxes meet are
   one object (``join_same_label_parts``).
 - ``engram.perception.naming``: which open-vocabulary names to trust (``near_ignored``:
-  as close to "no object" as to the word; ``weak_small``: a few pixels weakly matched).
+  as close to "no object" as to the word; ``weak_small``: a few pixels weakly matched;
+  ``small_weak_hints``: small proposals dropped by those, kept as hints for the tracker).
+- ``engram.perception.supports``: world heights, support planes, and the cut of a tall
+  region at a table-top height (``cut_at_supports``: a teddy on a far brown table).
 - ``engram.perception.tracking``: ``ObjectTracker`` (persistent ids for real-camera
-  proposals across frames; held-back first sightings, ``take_held_back``),
+  proposals across frames; held-back first sightings, ``take_held_back``; weak hints
+  released as a confirmed track's earlier sightings),
   ``TrackerConfig``, ``box_iou``.
 - ``engram.perception.audio``: ``AudioSegmenter`` (energy detector: sound events),
   ``detect_segments``, ``to_mono_16k``.

@@ -630,7 +630,9 @@ class PerceptionNode(Node[PerceptionConfig]):
         resets = tracker.stats["resets"]
         if 0 < frame.seq < last_seq:  # the publisher restarted
             tracker.reset()
-        out = tracker.update(objs, stamp_ns=frame.stamp_ns)  # resets itself if time went back
+        weak = self.extractor.last_weak if self.extractor is not None else None
+        # resets itself if time went back; weak hints are never in ``out``
+        out = tracker.update(objs, stamp_ns=frame.stamp_ns, weak=weak)
         if tracker.stats["resets"] > resets:
             self.count("tracker_resets")
         self._frame_poses[(frame.camera, frame.stamp_ns)] = (frame.world_from_camera, frame.seq)

@@ -50,7 +50,7 @@ import numpy as np
 from engram.perception.bottoms import extend_hidden_bottoms
 from engram.perception.encoders import Encoder
 from engram.perception.geometry import Cloud, object_boxes_3d
-from engram.perception.naming import near_ignored, weak_small
+from engram.perception.naming import near_ignored, small_weak_hints, weak_small
 from engram.perception.parts import join_same_label_parts
 from engram.perception.shapes import (
     furniture_shaped,
@@ -59,6 +59,9 @@ from engram.perception.shapes import (
     merge_stacked_parts,
 )
 from engram.perception.small_objects import add_small_objects
+from engram.perception.supports import cut_at_supports
+from engram.perception.supports import support_planes as _support_planes
+from engram.perception.supports import world_heights as _world_heights
 
 __all__ = [
     "DEFAULT_VOCABULARY",
@@ -169,6 +172,11 @@ class ObjectsConfig:
     # plane and under its seen extent (table legs, what lies beneath a table) belong to no
     # proposal: what a tabletop robot handles stands on the surface, not under it
     remove_under_support: bool = False
+    # > 0: a region spanning a support plane and taller than max_object_size_m loses its
+    # pixels down to this far below the plane (``perception.supports``), metres; 0 = off
+    support_cut_depth_m: float = 0.05
+    # ... and at its own most common 1 cm height holding this share of its pixels; 0 = off
+    support_cut_min_frac: float = 0.15
     # how far below a support plane a pixel must be to count as under it, metres
     under_support_margin_m: float = 0.03
     # cell of the grid that holds a support plane's seen extent (grown by one cell), metres
@@ -217,6 +225,9 @@ class ObjectsConfig:
     # proposals of at most small_object_max_px pixels whose best object word's cosine is
     # below this are dropped (``perception.naming.weak_small``); -1 = off
     small_object_min_cos: float = 0.25
+    # small proposals dropped only by ignore_cos_ratio go to the tracker as weak hints
+    # (``last_weak``; ``perception.naming.small_weak_hints``), never reported on their own
+    small_object_weak_hints: bool = True
 
 
 @dataclass
@@ -310,36 +321,6 @@ def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     th, tw = h // factor, w // factor
     crop = img[: th * factor, : tw * factor].astype(np.float32)
     return crop.reshape(th, factor, tw, factor, -1).mean(axis=(1, 3))
-
-
-def _world_heights(
-    z: np.ndarray, K: np.ndarray, world_from_camera: np.ndarray, step: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """World (x, y, z) of every pixel of the depth grid ``z`` ((h, w, 3); every
-    ``step``-th pixel of the image ``K`` describes) and its validity (h, w)."""
-    h, w = z.shape
-    valid = np.isfinite(z) & (z > 0)
-    K = np.asarray(K, np.float64)
-    pose = np.asarray(world_from_camera, np.float64)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64) * step
-    y = (v - K[1, 2]) / K[1, 1]
-    x = ((u - K[0, 2]) - K[0, 1] * y) / K[0, 0]
-    zz = np.where(valid, z, 0.0)
-    cam = np.stack([x * zz, y * zz, zz], axis=-1)
-    return cam @ pose[:3, :3].T + pose[:3, 3], valid
-
-
-def _support_planes(world: np.ndarray, valid: np.ndarray, config: ObjectsConfig) -> list[float]:
-    """Heights of the dominant horizontal planes: 1 cm bins of world heights holding at
-    least ``support_plane_min_frac`` of the valid pixels."""
-    hv = world[..., 2][valid]
-    lo = float(np.floor(hv.min() * 100) / 100)
-    bins = ((hv - lo) * 100).astype(np.int64)
-    counts = np.bincount(bins)
-    return [
-        float(np.median(hv[bins == b]))
-        for b in np.flatnonzero(counts >= config.support_plane_min_frac * len(hv))
-    ]
 
 
 def support_plane_mask(
@@ -436,6 +417,8 @@ def propose_regions(
             if config.remove_support_planes and intrinsics is not None:
                 if world_from_camera is not None:
                     blocked |= support_plane_mask(z, intrinsics, world_from_camera, config, factor)
+                    world, wvalid = _world_heights(z, intrinsics, world_from_camera, factor)
+                    edges = cut_at_supports(edges | blocked, world, wvalid, config)
             edges |= blocked
     regions, n = ndimage.label(~edges)
     label_image = np.full((h, w), -1, np.int32)
@@ -558,6 +541,7 @@ class ObjectExtractor:
         self._vocab_emb: np.ndarray | None = None
         self._vocab_key: tuple[tuple[str, ...], str] | None = None
         self._lock = threading.Lock()
+        self.last_weak: Objects | None = None  # the last extract's weak hints (config)
         # camera -> its previous frame's regions (embedding reuse); least recent dropped
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self.stats = {"regions_encoded": 0, "regions_reused": 0}
@@ -595,6 +579,7 @@ class ObjectExtractor:
         region embeddings may be reused."""
         cfg = self.config
         h, w = rgb.shape[:2]
+        self.last_weak, hints = None, None
         if segmentation is not None:
             label_image = np.asarray(segmentation, dtype=np.int32)
             ids, counts = np.unique(label_image[label_image >= 0], return_counts=True)
@@ -707,6 +692,7 @@ class ObjectExtractor:
                 vocab = self.vocabulary_embeddings()
                 cos = embeddings @ vocab.T
                 near_nothing = near_ignored(cos, cfg)  # ``perception.naming``
+                hints = small_weak_hints(cos, label_image, ids, cfg)
                 near_nothing |= weak_small(cos, label_image, ids, cfg)
                 logits = cfg.label_logit_scale * cos
                 logits -= logits.max(axis=1, keepdims=True)
@@ -729,6 +715,8 @@ class ObjectExtractor:
         if open_vocab and cfg.ignore_labels:  # proposals named as no object ("wall")
             keep = np.array([lb not in cfg.ignore_labels for lb in obj_labels], bool)
             keep &= ~near_nothing
+            if hints is not None and hints.any():
+                self.last_weak = _keep_objects(out, hints & ~keep)
             if not keep.all():
                 out = _keep_objects(out, keep)
         if open_vocab and cfg.join_same_label_m >= 0:

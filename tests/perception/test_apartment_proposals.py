@@ -166,8 +166,11 @@ def test_a_teddy_on_a_brown_table_is_found(sim_clip):
             if lb == "brown teddy bear"
         ]
 
-    # (without the small-object proposals, which find its top above the table's edge)
-    before = _objects(sim_clip, frame, support_plane_min_frac=0.05, small_object_max_px=0)
+    # (without the small-object proposals, which find its top above the table's edge, and
+    # the cut at a tall region's own table-top height, ``perception.supports``)
+    before = _objects(
+        sim_clip, frame, support_plane_min_frac=0.05, small_object_max_px=0, support_cut_depth_m=0
+    )
     assert teddies(before) == []
     found = teddies(_objects(sim_clip, frame))
     assert len(found) == 1 and found[0] < 0.1, found
@@ -255,3 +258,35 @@ def test_the_armchair_seat_is_not_a_red_mug(sim_clip):
     assert len(mugs(before, seat)) == 1 and len(mugs(before, mug)) == 1
     after = _objects(sim_clip, frame)
     assert mugs(after, seat) == [] and len(mugs(after, mug)) == 1
+
+
+def test_a_teddy_on_a_far_side_table_is_cut_from_the_table(sim_clip):
+    """Tour 13008 (and 12600) never counted the teddy: at 2.4 s it stands 103 px on the
+    brown side table, whose top is too small a share of the frame to be a support plane;
+    teddy, top, edges and legs were one 635 px, 0.85 m tall region, dropped as furniture.
+    A region that tall is cut at its own table-top height (``perception.supports``)."""
+    import mujoco
+
+    from engram.sim.envs import make
+
+    env = make("where_heard", width_px=128, height_px=96)
+    try:
+        env.reset(seed=13008)
+        teddy = np.asarray(env.placement["teddy_brown"]["position_m"], np.float64)
+        env.controller.reset(2.0, 2.0, -0.98818)  # the tour's pose at 2.4 s
+        mujoco.mj_forward(env.model, env.data)
+        frame = env.render_frame()
+    finally:
+        env.close()
+
+    def teddies(objs):
+        return [
+            c
+            for lb, c in zip(objs.labels, objs.centroids)
+            if lb == "brown teddy bear" and np.linalg.norm(c[:2] - teddy[:2]) < 0.15
+        ]
+
+    assert teddies(_objects(sim_clip, frame, support_cut_depth_m=0.0)) == []
+    after = _objects(sim_clip, frame)
+    assert len(teddies(after)) == 1, (after.labels, after.centroids)
+    assert _misplaced(after, {"teddy_brown": teddy}) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engram.perception.naming import near_ignored, weak_small
+from engram.perception.naming import near_ignored, small_weak_hints, weak_small
 from engram.perception.objects import ObjectsConfig
 
 _VOCAB = ("red mug", "blue ball", "wall or furniture")
@@ -42,3 +42,29 @@ def test_weak_small_drops_only_small_proposals_that_match_their_word_weakly():
     assert not weak_small(
         cos, img, ids, _cfg(small_object_max_px=100, small_object_min_cos=-1)
     ).any()
+
+
+def test_small_weak_hints_are_the_small_proposals_dropped_by_naming_alone():
+    img = np.full((20, 20), -1, np.int32)
+    img[0:3, 0:4] = 0  # 12 px: near "wall or furniture" (ratio 0.5): a hint
+    img[5:8, 5:9] = 1  # 12 px: trusted, kept as an object: no hint
+    img[10:20, 10:20] = 2  # 100 px: below the cosine floor: a hint
+    img[0:10, 10:20] = 3  # 100 px: named "wall or furniture": no hint
+    img[10:20, 0:10] = 4  # 100 px at 99 px max: not small, no hint
+    cos = np.array(
+        [[0.1, 0.3, 0.15], [0.45, 0.1, 0.0], [0.2, 0.0, 0.0], [0.1, 0.2, 0.3], [0.3, 0.0, 0.2]]
+    )
+    ids = np.array([0, 1, 2, 3, 4])
+    on = _cfg(small_object_max_px=100, small_object_min_cos=0.25)
+    assert small_weak_hints(cos, img, ids, on).tolist() == [True, False, True, False, True]
+    assert small_weak_hints(cos, img, ids, _cfg(small_object_max_px=99)).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    # off: the tabletop (no small-object path), or the option
+    assert not small_weak_hints(cos, img, ids, _cfg(small_object_max_px=0)).any()
+    off = _cfg(small_object_max_px=100, small_object_weak_hints=False)
+    assert not small_weak_hints(cos, img, ids, off).any()
