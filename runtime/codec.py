@@ -94,7 +94,7 @@ _PREFIX = HEADER_MAGIC + bytes([WIRE_VERSION])
 _WIRE_DTYPES = frozenset(
     ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"]
 )
-_DTYPES: dict[str, np.dtype] = {}  # wire dtype string -> np.dtype (np.dtype(str) per call costs)
+_DTYPES: dict[str, np.dtype] = {s: np.dtype(s) for s in _WIRE_DTYPES}  # (np.dtype(str) costs)
 _MAX_ARRAYS = 64  # more array frames than any message type has
 _MAX_NDIM = 32  # numpy's own limit is 64
 _MAX_NESTING = 64  # depth of lists/dicts inside non-array fields
@@ -122,59 +122,131 @@ def encode(msg: Message) -> list[bytes | memoryview]:
     Array buffers are zero-copy views of the message's arrays.
     """
     cls = type(msg)
+    plan = _ENCODE_PLANS.get(cls)
+    if plan is None:
+        plan = _encode_plan(msg)
+    names, head = plan
+    plain: dict[str, Any] = {}
+    descriptors: list[bytes] = []
+    buffers: list[bytes | memoryview] = []
+    for name in names:
+        value = getattr(msg, name)
+        if isinstance(value, np.ndarray):
+            frame, desc = _array_frame(cls, name, value)
+            descriptors.append(desc)
+            buffers.append(frame)
+        else:
+            plain[name] = value
+    stamp, seq = msg.stamp_ns, msg.seq
+    try:
+        # msgpack ships no stubs; packb always returns bytes (inferred as ``... | None``)
+        fields = cast(bytes, msgpack.packb(plain, use_bin_type=True, default=_to_plain))
+        if type(stamp) is int and type(seq) is int and 0 <= stamp <= _U64 and 0 <= seq <= _U64:
+            numbers = _STAMP_SEQ.pack(0xCF, stamp, b"\xa1q", 0xCF, seq)  # both as msgpack u64
+        else:  # (set after construction to something odd: msgpack says what it is)
+            numbers = _packb(stamp) + b"\xa1q" + _packb(seq)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {cls.TYPE}: {exc}") from None
+    n = len(descriptors)
+    header = b"".join(
+        [head, numbers, b"\xa1f", fields, b"\xa1a", _ARRAY_HEADS[n], *descriptors]
+        if n < 16
+        else [head, numbers, b"\xa1f", fields, b"\xa1a", b"\xdc" + _U16.pack(n), *descriptors]
+    )
+    if len(header) > MAX_HEADER_BYTES:
+        raise EncodeError(
+            f"cannot encode {cls.TYPE}: its non-array fields take {len(header) - len(_PREFIX)} "
+            f"bytes, over the header limit of {MAX_HEADER_BYTES} (send bulk data as arrays)"
+        )
+    return [header, *buffers]
+
+
+# Per-class encode plan (the codec was the largest Python cost of a shared-memory hop, above
+# all with cold caches: one numpy / msgpack call less per array and per header counts).
+# The header is the msgpack map {"t", "v", "s", "q", "f", "a"} built from parts: the
+# class's constant start ("t" and "v"), stamp and seq as msgpack u64 (``struct``), the plain
+# fields (one ``packb``) and one packed descriptor per array, remembered per (name, dtype,
+# shape): a camera sends the same three every frame. Any msgpack reader decodes it as the
+# same map a single ``packb`` of it gives.
+_ENCODE_PLANS: dict[type, tuple[tuple[str, ...], bytes]] = {}
+_DESCRIPTORS: dict[tuple[str, str, tuple[int, ...]], bytes] = {}  # bounded, see _array_frame
+_MAX_DESCRIPTORS = 1024
+_U64 = (1 << 64) - 1
+_STAMP_SEQ = struct.Struct(">BQ2sBQ")  # 0xcf stamp | "q" key | 0xcf seq
+_U16 = struct.Struct(">H")
+_ARRAY_HEADS = [bytes([0x90 | n]) for n in range(16)]  # msgpack fixarray headers
+
+
+def _packb(value: Any) -> bytes:
+    return cast(bytes, msgpack.packb(value, use_bin_type=True, default=_to_plain))
+
+
+def _encode_plan(msg: Any) -> tuple[tuple[str, ...], bytes]:
+    """(fields but the base ones, in declaration order; the header's constant start)."""
+    cls = type(msg)
     if not isinstance(msg, Message) or MESSAGE_TYPES.get(cls.TYPE) is not cls:
         raise EncodeError(
             f"cannot encode {cls.__name__}: not a registered message type "
             f"(known: {', '.join(sorted(MESSAGE_TYPES))})"
         )
-    plain: dict[str, Any] = {}
-    descriptors: list[list[Any]] = []
-    buffers: list[bytes | memoryview] = []
-    for name in _encoded_fields(cls):
-        value = getattr(msg, name)
-        if isinstance(value, np.ndarray):
-            arr = _wire_array(cls.TYPE, name, value)
-            descriptors.append([name, arr.dtype.str, list(arr.shape)])
-            if arr.size:
-                flat = arr.reshape(-1).view(np.uint8)
-                # numpy's stubs declare ndarray.__buffer__ only on Python >= 3.12
-                buffers.append(memoryview(flat))  # pyright: ignore[reportArgumentType]
-            else:
-                buffers.append(b"")
-        else:
-            plain[name] = value
-    header = {
-        "t": cls.TYPE,
-        "v": cls.SCHEMA,
-        "s": msg.stamp_ns,
-        "q": msg.seq,
-        "f": plain,
-        "a": descriptors,
-    }
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
+    head = b"".join(
+        [_PREFIX, b"\x86", _packb("t"), _packb(cls.TYPE), _packb("v"), _packb(cls.SCHEMA)]
+    )
+    plan = _ENCODE_PLANS[cls] = (names, head + _packb("s"))
+    return plan
+
+
+def _wire_formats() -> dict[str, str]:
+    """Buffer-protocol format of a native numpy array -> its wire dtype, for the formats that
+    name exactly one wire dtype (any other array takes ``_wire_array``)."""
+    seen: dict[str, set[str]] = {}
+    for t in (
+        np.bool_,
+        np.byte,
+        np.ubyte,
+        np.short,
+        np.ushort,
+        np.intc,
+        np.uintc,
+        np.long,
+        np.ulong,
+        np.longlong,
+        np.ulonglong,
+        np.float16,
+        np.float32,
+        np.float64,
+    ):
+        dtype = np.dtype(t)
+        # numpy's stubs declare ndarray.__buffer__ only on Python >= 3.12
+        array = np.zeros(1, dtype)
+        seen.setdefault(memoryview(array).format, set()).add(dtype.str)  # pyright: ignore
+    return {f: min(s) for f, s in seen.items() if len(s) == 1 and min(s) in _WIRE_DTYPES}
+
+
+_FORMATS = _wire_formats()
+
+
+def _array_frame(cls: type, name: str, value: np.ndarray) -> tuple[bytes | memoryview, bytes]:
+    """(the array's bytes as a flat memoryview, its packed descriptor); a copy only for an
+    array that is not C-contiguous or not in a wire dtype (``_wire_array``)."""
     try:
-        # msgpack ships no stubs; packb always returns bytes (inferred as ``... | None``)
-        body = cast(bytes, msgpack.packb(header, use_bin_type=True, default=_to_plain))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"cannot encode {cls.TYPE}: {exc}") from None
-    if len(body) + len(_PREFIX) > MAX_HEADER_BYTES:
-        raise EncodeError(
-            f"cannot encode {cls.TYPE}: its non-array fields take {len(body)} bytes, over the "
-            f"header limit of {MAX_HEADER_BYTES} (send bulk data as arrays)"
-        )
-    return [_PREFIX + body, *buffers]
-
-
-_ENCODED_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _encoded_fields(cls: type) -> tuple[str, ...]:
-    """A message class's fields but the base ones, in declaration order (cached)."""
-    names = _ENCODED_FIELDS.get(cls)
-    if names is None:
-        names = _ENCODED_FIELDS[cls] = tuple(
-            f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS
-        )
-    return names
+        # numpy's stubs declare ndarray.__buffer__ only on Python >= 3.12
+        view = memoryview(value)  # pyright: ignore[reportArgumentType]
+        wire = _FORMATS.get(view.format) if view.c_contiguous else None
+    except (TypeError, ValueError, BufferError):  # e.g. datetime64 has no buffer format
+        wire = None
+    if wire is None:
+        arr = _wire_array(cast(Any, cls).TYPE, name, value)
+        view = memoryview(arr)  # pyright: ignore[reportArgumentType]
+        wire = arr.dtype.str
+    key = (name, wire, view.shape or ())
+    desc = _DESCRIPTORS.get(key)
+    if desc is None:
+        if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
+            _DESCRIPTORS.clear()
+        desc = _DESCRIPTORS[key] = _packb([name, wire, list(key[2])])
+    return (view.cast("B") if view.nbytes else b""), desc
 
 
 def _wire_array(type_name: str, name: str, arr: np.ndarray) -> np.ndarray:
@@ -292,11 +364,14 @@ def unpack(data: bytes | memoryview) -> Message:
 
 def _view(frame: Any) -> memoryview:
     """A flat byte memoryview of bytes / memoryview / zmq.Frame / any buffer."""
-    buf = getattr(frame, "buffer", frame)  # zmq.Frame -> its memoryview
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise TypeError(f"frame of type {type(frame).__name__} is not a byte buffer") from None
+    if type(frame) is memoryview:  # (what shared memory and datagrams hand in)
+        view = frame
+    else:
+        buf = getattr(frame, "buffer", frame)  # zmq.Frame -> its memoryview
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"frame of type {type(frame).__name__} is not a byte buffer") from None
     if view.ndim != 1 or view.itemsize != 1:
         try:
             view = view.cast("B")
@@ -307,7 +382,7 @@ def _view(frame: Any) -> memoryview:
 
 def _decode_views(views: list[memoryview], rebuild: bool = False) -> Message:
     header_view = views[0]
-    if header_view.nbytes < len(_PREFIX) or bytes(header_view[:4]) != HEADER_MAGIC:
+    if header_view.nbytes < len(_PREFIX) or header_view[:4] != HEADER_MAGIC:
         raise DecodeError(f"header frame has bad magic {bytes(header_view[:4])!r}")
     if header_view[4] != WIRE_VERSION:
         raise DecodeError(f"wire version {header_view[4]} (this build reads {WIRE_VERSION})")
@@ -330,34 +405,35 @@ def _decode_views(views: list[memoryview], rebuild: bool = False) -> Message:
         raise
     except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage
         raise DecodeError(f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
-    if not isinstance(header, dict):
+    # (msgpack gives exact types: ``type(x) is int`` is an int and not a bool, and so on)
+    if type(header) is not dict:
         raise DecodeError(f"header must be a map, got {type(header).__name__}")
-    type_name = header.get("t")
-    if not isinstance(type_name, str) or (cls := MESSAGE_TYPES.get(type_name)) is None:
-        raise DecodeError(
-            f"unknown message type {type_name!r}; known: {', '.join(sorted(MESSAGE_TYPES))}"
-        )
+    sent_type = header.get("t")
+    plan = _DECODE_PLANS.get(sent_type) if type(sent_type) is str else None
+    if plan is None:
+        plan = _decode_plan(sent_type)
+    cls, schema, field_names, n_fields = plan
+    type_name = cls.TYPE  # (== sent_type)
     version = header.get("v")
-    if version != cls.SCHEMA or isinstance(version, bool):
-        raise DecodeError(f"{type_name}: schema version {version!r}, this build reads {cls.SCHEMA}")
-    kwargs: dict[str, Any] = {}
-    for key, name in (("s", "stamp_ns"), ("q", "seq")):
-        value = header.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if version != schema or type(version) is bool:
+        raise DecodeError(f"{type_name}: schema version {version!r}, this build reads {schema}")
+    stamp, seq = header.get("s"), header.get("q")
+    for value, name in ((stamp, "stamp_ns"), (seq, "seq")):
+        if type(value) is not int or value < 0:
             raise DecodeError(f"{type_name}.{name}: must be a non-negative int, got {value!r}")
-        kwargs[name] = value
-    field_names = _field_names(cls)
-    plain = header.get("f")
-    if not isinstance(plain, dict):
-        raise DecodeError(f"{type_name}: header 'f' must be a map, got {type(plain).__name__}")
-    for name, value in plain.items():
-        if name not in field_names:
-            raise DecodeError(f"{type_name}: unknown field {name!r}")
-        if not rebuild:  # (a same-user publisher's constructor checked its plain values)
+    kwargs = header.get("f")  # (a fresh dict of this message's own)
+    if type(kwargs) is not dict:
+        raise DecodeError(f"{type_name}: header 'f' must be a map, got {type(kwargs).__name__}")
+    if not field_names.issuperset(kwargs):
+        unknown = next(name for name in kwargs if name not in field_names)
+        raise DecodeError(f"{type_name}: unknown field {unknown!r}")
+    if not rebuild:  # (a same-user publisher's constructor checked its plain values)
+        for name, value in kwargs.items():
             _check_plain(type_name, name, value, 0)
-        kwargs[name] = value
+    kwargs["stamp_ns"] = stamp
+    kwargs["seq"] = seq
     descriptors = header.get("a")
-    if not isinstance(descriptors, list):
+    if type(descriptors) is not list:
         raise DecodeError(
             f"{type_name}: header 'a' must be a list, got {type(descriptors).__name__}"
         )
@@ -368,17 +444,18 @@ def _decode_views(views: list[memoryview], rebuild: bool = False) -> Message:
             f"{type_name}: header describes {len(descriptors)} arrays but "
             f"{len(views) - 1} array frames arrived (truncated or extra frames)"
         )
-    for desc, view in zip(descriptors, views[1:]):
-        name, arr = _array_from(type_name, desc, view)
+    for i, desc in enumerate(descriptors, 1):
+        name, arr = _array_from(type_name, desc, views[i])
         if name not in field_names:
             raise DecodeError(f"{type_name}: unknown array field {name!r}")
         if name in kwargs:
             raise DecodeError(f"{type_name}.{name}: sent twice")
         kwargs[name] = arr
-    if rebuild and len(kwargs) == len(field_names) + len(_BASE_FIELDS):
+    if rebuild and len(kwargs) == n_fields:
         # every field sent (the encoder sends all): the values the publisher's constructor
         # checked, so set them as they are (a dataclass without __slots__)
         msg = cls.__new__(cls)
+        msg.__dict__.update(stamp_ns=stamp, seq=seq)  # (in the constructor's order)
         msg.__dict__.update(kwargs)
         return msg
     try:
@@ -387,18 +464,20 @@ def _decode_views(views: list[memoryview], rebuild: bool = False) -> Message:
         raise DecodeError(f"invalid {type_name}: {exc}") from None
 
 
-_FIELD_NAMES: dict[type, frozenset[str]] = {}
+# Per-class decode plan: type name -> (class, schema version, field names but the base
+# ones, number of all fields), made once per type.
+_DECODE_PLANS: dict[str, tuple[type[Message], int, frozenset[str], int]] = {}
 
 
-def _field_names(cls: type) -> frozenset[str]:
-    """A message class's field names but the base ones (cached: ``dataclasses.fields`` on
-    every decode was a measurable share of it)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls)) - set(
-            _BASE_FIELDS
+def _decode_plan(type_name: Any) -> tuple[type[Message], int, frozenset[str], int]:
+    cls = MESSAGE_TYPES.get(type_name) if type(type_name) is str else None
+    if cls is None:
+        raise DecodeError(
+            f"unknown message type {type_name!r}; known: {', '.join(sorted(MESSAGE_TYPES))}"
         )
-    return names
+    names = frozenset(f.name for f in dataclasses.fields(cls)) - set(_BASE_FIELDS)
+    plan = _DECODE_PLANS[type_name] = (cls, cls.SCHEMA, names, len(names) + len(_BASE_FIELDS))
+    return plan
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -424,31 +503,29 @@ def _check_plain(type_name: str, name: str, value: Any, depth: int) -> None:
 
 
 def _array_from(type_name: str, desc: Any, view: memoryview) -> tuple[str, np.ndarray]:
-    if not (isinstance(desc, list) and len(desc) == 3 and isinstance(desc[0], str)):
+    """(field name, the array viewing ``view``) of one descriptor; every rule checked."""
+    if type(desc) is not list or len(desc) != 3 or type(desc[0]) is not str:
         raise DecodeError(f"{type_name}: bad array descriptor {desc!r:.200}")
     name, dtype_str, shape = desc
-    where = f"{type_name}.{name}"
-    if not isinstance(dtype_str, str) or dtype_str not in _WIRE_DTYPES:
-        raise DecodeError(f"{where}: dtype {dtype_str!r:.40} is not a wire dtype")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > _MAX_NDIM
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise DecodeError(f"{where}: bad shape {shape!r:.200}")
-    dtype = _DTYPES.get(dtype_str) or _DTYPES.setdefault(dtype_str, np.dtype(dtype_str))
-    count = 1
+    dtype = _DTYPES.get(dtype_str) if type(dtype_str) is str else None
+    if dtype is None:
+        raise DecodeError(f"{type_name}.{name}: dtype {dtype_str!r:.40} is not a wire dtype")
+    if type(shape) is not list or len(shape) > _MAX_NDIM:
+        raise DecodeError(f"{type_name}.{name}: bad shape {shape!r:.200}")
+    need = dtype.itemsize
     for d in shape:
-        count *= d
-    need = count * dtype.itemsize
+        if type(d) is not int or d < 0:
+            raise DecodeError(f"{type_name}.{name}: bad shape {shape!r:.200}")
+        need *= d
     if need != view.nbytes:
         raise DecodeError(
-            f"{where}: shape {tuple(shape)} {dtype_str} needs {need} bytes, frame has {view.nbytes}"
+            f"{type_name}.{name}: shape {tuple(shape)} {dtype_str} needs {need} bytes, "
+            f"frame has {view.nbytes}"
         )
     try:
-        arr = np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+        arr = np.ndarray(shape, dtype, view)  # (one call: frombuffer + reshape were two)
     except Exception as exc:  # noqa: BLE001 - e.g. absurd dims with a zero size
         raise DecodeError(
-            f"{where}: cannot view frame as {tuple(shape)} {dtype_str}: {exc}"
+            f"{type_name}.{name}: cannot view frame as {tuple(shape)} {dtype_str}: {exc}"
         ) from None
     return name, arr

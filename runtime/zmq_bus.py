@@ -172,13 +172,22 @@ class ZmqBusConfig:
     # (env ENGRAM_BUS_SPIN_S). Off by default: it pays only where the consumer has a core
     # to itself (runtime/zmq_receiver.py, "Waiting awake")
     direct_spin_s: float = field(default_factory=lambda: _env_seconds("ENGRAM_BUS_SPIN_S"))
+    # ... else, while messages come faster than this, takes up to three short naps
+    # (direct_nap_s each), looking at the socket after each, before it sleeps on the
+    # socket: the publisher's sendto then has nobody to wake (a cross-CPU wake-up costs the
+    # publisher 40-55 us here); 0 = never (env ENGRAM_BUS_NAP_S; runtime/zmq_receiver.py,
+    # "Napping")
+    direct_nap_gap_s: float = field(
+        default_factory=lambda: _env_seconds("ENGRAM_BUS_NAP_S", 0.0003)
+    )
+    direct_nap_s: float = 5e-6  # one nap (the kernel's timer slack, 50 us, comes on top)
 
 
-def _env_seconds(name: str) -> float:
-    """A duration in seconds from the environment (unset or empty: 0)."""
+def _env_seconds(name: str, default: float = 0.0) -> float:
+    """A duration in seconds from the environment (unset or empty: ``default``)."""
     raw = os.environ.get(name, "").strip()
     try:
-        value = float(raw) if raw else 0.0
+        value = float(raw) if raw else default
     except ValueError:
         value = -1.0
     if not 0.0 <= value < 1.0:
@@ -192,6 +201,7 @@ def _nbytes(frame: Any) -> int:
     return memoryview(getattr(frame, "buffer", frame)).nbytes
 
 
+_DRAIN_EVERY_S = 0.001  # publish reads lossy (un)subscriptions at most this often (see there)
 _KEYS: dict[str, bytes] = {}  # topic -> its key, checked once (publish asks per message)
 
 
@@ -304,6 +314,7 @@ class ZmqBus(Bus):
         self._lossless_lock = threading.Lock()
         self._id = os.urandom(8)  # publisher id, after the topic's NUL in frame 0
         self._wire = 0  # messages published (frame 0, after the id: order across two paths)
+        self._drained_at = 0.0  # monotonic time publish last read the lossy (un)subscriptions
         # ipc: every peer is on this host, so large payloads go through shared memory
         self._shm = ShmWriter() if self._url.scheme == "ipc" and shm_supported() else None
         # ... and their notifications go straight to the subscribers' threads as datagrams
@@ -461,7 +472,15 @@ class ZmqBus(Bus):
             self._wire += 1  # (frame 0's wire number: a subscription's order, two paths)
             tail = self._id + _WIRE.pack(self._wire)
             frames = [key + DIRECT + tail, *encode(msg)]
-            self._drain_subscriptions(self._lossy)
+            # lossy (un)subscriptions are read at most every _DRAIN_EVERY_S by publish (a
+            # getsockopt, ~3.5 us: 3% of a flat-out camera publisher's loop): a lossy
+            # subscription may miss what comes that soon after it, as with ZeroMQ's own
+            # subscription delay; lossless ones are read every time (below), and
+            # subscriber_count / wait_for_subscribers read both every time
+            now = time.monotonic()
+            if now - self._drained_at >= _DRAIN_EVERY_S:
+                self._drained_at = now
+                self._drain_subscriptions(self._lossy)
             lossy, counts = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
             n_lossless = counts.get(key, 0)
             if self._shm is not None and (lossy[key] or lossy[key + INLINE] or n_lossless):

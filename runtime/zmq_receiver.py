@@ -32,6 +32,22 @@ the spinning consumer lost its share of the cores, fell behind (full datagram qu
 ZeroMQ fallbacks) and delivered 0.5-1.0x. Hence off by default: turn it on where the
 consumer has a core to itself.
 
+Napping (``ZmqBusConfig.direct_nap_gap_s``, 0.3 ms, on by default; env ``ENGRAM_BUS_NAP_S``,
+0 = off): for a stream whose last two messages came within ``direct_nap_gap_s`` of each
+other, a waiting consumer first takes up to three naps (``direct_nap_s``, 5 us asked, ~70 us
+here with the kernel's 50 us timer slack), looking at the datagram socket after each, before
+it sleeps on the socket. While it naps nobody sleeps on the socket, so the publisher's
+``sendto`` has nobody to wake: on this project's VM a cross-CPU wake-up cost the publisher
+40-55 us of its own CPU per message (a ``sendto`` with nobody to wake: ~1.5 us), a third of a
+flat-out 640x480 publisher's loop. The consumer pays a timer wake-up per nap instead (about
+one nap per message at a few thousand frames/s) and at most a nap of latency; unlike
+waiting awake it leaves the core to other work. When all three naps come up empty (the
+stream slowed down, or its publisher shares the consumer's core, where a wake-up costs
+little and naps only take the core from it), or one overruns to 0.25 ms (the core is busy
+with other work: each nap would cost a scheduling delay), the consumer sleeps on the socket
+and nobody naps for the next 20 ms. Slower streams (cameras at 30 Hz, the paced latency
+benchmark) never nap. ``direct_spin_s``, when set, is used instead.
+
 When several datagrams are waiting, only the newest ``depth`` (the policy's) are resolved
 and decoded; the older ones are counted as received and dropped, exactly as the mailbox would
 have counted them (their shared-memory slots were never pinned).
@@ -121,6 +137,12 @@ class Receiver:
         self.last_attend = 0.0  # monotonic time a consumer last left get()
         self.grace_s = float(getattr(bus.config, "direct_grace_s", 0.005))
         self.spin_s = float(getattr(bus.config, "direct_spin_s", 0.0))
+        self.nap_gap_s = float(getattr(bus.config, "direct_nap_gap_s", 0.0))
+        self.nap_s = float(getattr(bus.config, "direct_nap_s", 0.0))
+        # a stream faster than this is waited for without sleeping on the socket (spinning
+        # when asked for, else napping; module docstring, "Waiting awake", "Napping")
+        self.fast_s = self.spin_s if self.spin_s > 0 else self.nap_gap_s if self.nap_s > 0 else 0.0
+        self.nap_off_until = 0.0  # monotonic time before which a consumer does not nap
         self.last_got = 0.0  # monotonic time get() last returned a message
         self.gap_s = 1.0  # time between its last two returns (the stream's period)
         self.notify_closed = False
@@ -362,6 +384,11 @@ class Receiver:
             self.last_seq[publisher] = seq
 
 
+_NAP_TRIES = 3  # naps a waiting consumer takes before it sleeps on the socket ("Napping")
+_NAP_BACKOFF_S = 0.02  # ... and then how long it does not nap
+_NAP_LATE_S = 0.00025  # a nap this long (~70 us when the core is free) ends napping too
+
+
 class DirectMailbox(Mailbox):
     """A ``latest`` / ``queue(n)`` mailbox whose ``get`` reads the subscription's datagram
     socket on the caller's thread while it would otherwise wait (module docstring)."""
@@ -430,7 +457,7 @@ class DirectMailbox(Mailbox):
                 if self._items:
                     msg = self._items.popleft()
                     self._cond.notify_all()
-                    if r.spin_s:  # (the stream's period: see "Waiting awake")
+                    if r.fast_s:  # (the stream's period: see "Waiting awake")
                         now = time.monotonic()
                         r.gap_s, r.last_got = now - r.last_got, now
                     return msg
@@ -449,15 +476,20 @@ class DirectMailbox(Mailbox):
                         poll = self._polls.poll = select.poll()
                         poll.register(notify.fileno(), select.POLLIN)
                     ready: list = []
-                    if r.spin_s > 0 and r.gap_s < r.spin_s and wait_s > 0:
-                        # a fast stream (the last message came within spin_s of the one
-                        # before): wait for the next one awake, up to spin_s, instead of
-                        # sleeping in the kernel (module docstring, "Waiting awake")
-                        until = time.monotonic() + min(r.spin_s, wait_s)
+                    now = time.monotonic()
+                    if r.gap_s < r.fast_s and wait_s > 0 and now >= r.nap_off_until:
+                        # a fast stream (the last message came within fast_s of the one
+                        # before): look at the socket between a few short naps (or spin, up
+                        # to spin_s) instead of sleeping on it, so that the publisher's
+                        # sendto has nobody to wake (module docstring, "Napping")
+                        until = now + min(r.fast_s, wait_s)
                         ready = poll.poll(0)
-                        while not ready and time.monotonic() < until:
-                            os.sched_yield()  # (others that want this core run first)
-                            ready = poll.poll(0)
+                        if r.spin_s:
+                            while not ready and time.monotonic() < until:
+                                os.sched_yield()  # (others that want this core run first)
+                                ready = poll.poll(0)
+                        else:
+                            ready = self._nap(r, poll, ready, until)
                     if not ready:
                         ready = poll.poll(max(1, int(wait_s * 1000)) if wait_s > 0 else 0)
                 except (OSError, ValueError):
@@ -469,7 +501,7 @@ class DirectMailbox(Mailbox):
                 with r.rx_lock:  # the thread may be reading now: take turns
                     _, msg = r.pump(take=True)
                 if msg is not None:
-                    if r.spin_s:
+                    if r.fast_s:
                         now = time.monotonic()
                         r.gap_s, r.last_got = now - r.last_got, now
                     return msg
@@ -477,6 +509,28 @@ class DirectMailbox(Mailbox):
                 with self._count_lock:
                     r.waiting -= 1
                     r.last_attend = time.monotonic()
+
+    @staticmethod
+    def _nap(r: Receiver, poll: Any, ready: list, until: float) -> list:
+        """Up to ``_NAP_TRIES`` naps, looking at the socket after each ("Napping"). When
+        they all come up empty (not that fast now, or its publisher shares our core: a
+        wake-up is cheap there and naps only take the core from it), or one overruns (the
+        core is busy with other work: each nap would cost a scheduling delay), the caller
+        sleeps on the socket and nobody naps for ``_NAP_BACKOFF_S``."""
+        for _ in range(_NAP_TRIES):
+            if ready:
+                return ready
+            start = time.monotonic()
+            if start >= until:
+                return ready
+            time.sleep(r.nap_s)
+            ready = poll.poll(0)
+            if time.monotonic() - start > _NAP_LATE_S:
+                r.nap_off_until = start + _NAP_BACKOFF_S
+                return ready
+        if not ready:
+            r.nap_off_until = time.monotonic() + _NAP_BACKOFF_S
+        return ready
 
     def drain(self) -> list[Message]:
         """Every held message, after reading the datagrams waiting in the socket."""

@@ -1,10 +1,12 @@
-"""Waiting awake for a fast same-host stream (``ZmqBusConfig.direct_spin_s``,
-runtime/zmq_receiver.py): only when the last two messages came within ``direct_spin_s`` of
-each other, and never by default; a bad ``ENGRAM_BUS_SPIN_S`` is a clear error."""
+"""Waiting for a fast same-host stream without sleeping on the socket
+(runtime/zmq_receiver.py): awake (``ZmqBusConfig.direct_spin_s``, never by default) or in
+short naps (``direct_nap_gap_s``, on by default), only when the last two messages came within
+that long of each other; a bad ``ENGRAM_BUS_SPIN_S`` / ``ENGRAM_BUS_NAP_S`` is a clear error."""
 
 from __future__ import annotations
 
 import select
+import threading
 import time
 
 import numpy as np
@@ -31,10 +33,10 @@ class _CountingPoll:
         return self.poll_obj.poll(timeout_ms)
 
 
-def _no_wait_polls_while_idle(url: str, spin_s: float, gap_s: float) -> int:
+def _no_wait_polls_while_idle(url: str, spin_s: float, gap_s: float, nap_gap_s: float = 0) -> int:
     """Two messages ``gap_s`` apart, each taken by a waiting consumer; then how many
     no-wait polls a 0.1 s ``get`` with nothing to read makes."""
-    bus = ZmqBus(url, poll_s=0.05, direct_spin_s=spin_s)
+    bus = ZmqBus(url, poll_s=0.05, direct_spin_s=spin_s, direct_nap_gap_s=nap_gap_s)
     try:
         sub = bus.subscribe("/cam", "queue(2)")
         assert bus.wait_for_subscribers("/cam", 1, timeout_s=10)
@@ -76,3 +78,45 @@ def test_a_bad_spin_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("ENGRAM_BUS_SPIN_S", "-1")
     with pytest.raises(ValueError, match="from 0 to 1"):
         ZmqBusConfig()
+
+
+@needs_shm
+def test_a_fast_stream_is_awaited_in_naps_a_slow_one_sleeps_on_the_socket(broker):
+    assert ZmqBusConfig().direct_nap_gap_s == pytest.approx(0.0003)  # on by default
+    fast = _no_wait_polls_while_idle(broker, spin_s=0.0, gap_s=0.0, nap_gap_s=0.05)
+    slow = _no_wait_polls_while_idle(broker, spin_s=0.0, gap_s=0.3, nap_gap_s=0.05)
+    # a few looks between naps at the start of each wait slice (0.05 s here), then asleep
+    # on the socket: tens of looks in 0.1 s, not the thousands of a spin
+    assert 3 <= fast <= 30, fast
+    assert slow <= 5, slow
+
+
+@needs_shm
+def test_messages_that_come_while_the_consumer_naps_all_arrive_in_order(broker):
+    bus = ZmqBus(broker, direct_nap_gap_s=0.01)
+    try:
+        sub = bus.subscribe("/cam", "queue(64)")
+        assert bus.wait_for_subscribers("/cam", 1, timeout_s=10)
+        rgb = np.zeros((480, 640, 3), np.uint8)
+
+        def publish() -> None:
+            for i in range(40):
+                bus.publish("/cam", Frame(rgb=rgb, camera=f"c{i}"))
+                time.sleep(0.0005 if i % 10 else 0.02)  # fast, with pauses past the naps
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        got = [sub.get(timeout_s=5) for _ in range(40)]
+        thread.join()
+        assert [m.camera for m in got if m is not None] == [f"c{i}" for i in range(40)]
+        assert sub.dropped == 0
+    finally:
+        bus.close()
+
+
+def test_a_bad_nap_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("ENGRAM_BUS_NAP_S", "often")
+    with pytest.raises(ValueError, match="ENGRAM_BUS_NAP_S"):
+        ZmqBusConfig()
+    monkeypatch.setenv("ENGRAM_BUS_NAP_S", "0")
+    assert ZmqBusConfig().direct_nap_gap_s == 0.0  # off
