@@ -298,6 +298,22 @@ class WorkQueue:
         return len(self._items)
 
 
+def _object_fields(objs: Objects, frame: Frame) -> dict[str, Any]:
+    """The Percept fields that describe ``objs`` seen in ``frame`` (one place for the
+    frame's percept and the held-back sightings released with it)."""
+    return {
+        "object_ids": objs.ids,
+        "object_labels": list(objs.labels),
+        "object_confidences": objs.confidences,
+        "object_boxes": objs.boxes,
+        "object_centroids": objs.centroids,
+        "object_extents": objs.extents,
+        "object_embeddings": objs.embeddings,
+        "image_width_px": int(frame.rgb.shape[1]),
+        "image_height_px": int(frame.rgb.shape[0]),
+    }
+
+
 class PerceptionNode(Node[PerceptionConfig]):
     """Frames and audio in; percepts, transcripts and sound events out. See module doc."""
 
@@ -595,18 +611,10 @@ class PerceptionNode(Node[PerceptionConfig]):
             keyframe=bool(keyframe),
             world_from_camera=frame.world_from_camera,
             embedding=embedding.astype(np.float32),
-            object_ids=objs.ids,
-            object_labels=list(objs.labels),
-            object_confidences=objs.confidences,
-            object_boxes=objs.boxes,
-            object_centroids=objs.centroids,
-            object_extents=objs.extents,
-            object_embeddings=objs.embeddings,
+            **_object_fields(objs, frame),
             points=points,
             point_object_ids=point_ids,
             thumbnail=thumbnail(frame.rgb, cfg.thumbnail_width_px),
-            image_width_px=int(frame.rgb.shape[1]),
-            image_height_px=int(frame.rgb.shape[0]),
             object_depth_valid=(
                 np.ones(len(objs), bool) if objs.located is None else objs.located.astype(bool)
             ),
@@ -650,15 +658,7 @@ class PerceptionNode(Node[PerceptionConfig]):
                     frame_seq=seq,
                     keyframe=False,
                     world_from_camera=frame.world_from_camera if pose is None else pose,
-                    object_ids=held.ids,
-                    object_labels=list(held.labels),
-                    object_confidences=held.confidences,
-                    object_boxes=held.boxes,
-                    object_centroids=held.centroids,
-                    object_extents=held.extents,
-                    object_embeddings=held.embeddings,
-                    image_width_px=int(frame.rgb.shape[1]),
-                    image_height_px=int(frame.rgb.shape[0]),
+                    **_object_fields(held, frame),
                     object_depth_valid=held.located,
                 )
             )

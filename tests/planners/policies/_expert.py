@@ -80,3 +80,39 @@ def goal_frame_policy(*, pointer: bool = False, subgoal_progress: bool = False):
     expert = ActionExpert(cfg, device="cpu")
     expert.set_normalization(action_min=-np.ones(5) * 0.3, action_max=np.ones(5) * 0.3)
     return ActionExpertPolicy(expert, task="count")
+
+
+def pointing_at_a_press():
+    """A goal-frame policy whose pointer always says "press the blue cap", after its first
+    act on a count scene (blue cap top at 0.432 m, centre (-0.12, 0.05)). Returns
+    (policy, the robot state it acted from)."""
+    import torch
+
+    from engram.planners.policies.diffusion import features as F
+
+    policy = goal_frame_policy(pointer=True)
+    policy.reset(seed=0)
+    b = policy.config.object_names["count"].index("button_blue_cap")
+
+    def press_blue(*_fused):
+        skill = torch.full((1, len(F.SKILLS)), -9.0)
+        skill[0, F.SKILLS.index("press")] = 9.0
+        obj = torch.full((1, F.MAX_OBJECTS), -9.0)
+        obj[0, b] = 9.0
+        return skill, obj, obj.clone()
+
+    policy.expert.pointer_logits = press_blue
+    robot = np.array([0.05, -0.1, 0.6, 0.2, 0.04, 0, 0.1, 0.2, 0.3, 0.4, 0.5], np.float32)
+    objects = np.array(
+        [[1, 0.1, 0.1, 0.45, 0], [1, -0.12, 0.05, 0.432, 0], [1, 0.2, -0.05, 0.432, 0]],
+        np.float32,
+    )
+    obs = {"robot": robot, "objects": objects, "task": np.array([1.0, 3, 0, 0, 0], np.float32)}
+    policy.act(
+        {**obs, "step": 0},
+        instruction_embedding=np.ones(384, np.float32),
+        raw=True,
+        text=lambda t: np.full(384, 0.5, np.float32),
+        task_name="count",
+    )
+    return policy, robot

@@ -302,37 +302,9 @@ def test_end_to_end_a_pointed_press_knows_its_cap_and_its_stroke_is_carried_thro
     the cap (a shallow press ended it, and the pointer moved on to the next button)
     and its stroke stopped short. The pointed cap's top (slot height + the cap's 8 mm)
     now goes to the tracker, and ``guard`` carries a stroke begun over it through."""
-    import torch
+    from ._expert import pointing_at_a_press
 
-    from engram.planners.policies.diffusion import features as F
-
-    from ._expert import goal_frame_policy
-
-    policy = goal_frame_policy(pointer=True)
-    policy.reset(seed=0)
-    b = policy.config.object_names["count"].index("button_blue_cap")
-
-    def press_blue(*_fused):
-        skill = torch.full((1, len(F.SKILLS)), -9.0)
-        skill[0, F.SKILLS.index("press")] = 9.0
-        obj = torch.full((1, F.MAX_OBJECTS), -9.0)
-        obj[0, b] = 9.0
-        return skill, obj, obj.clone()
-
-    policy.expert.pointer_logits = press_blue
-    robot = np.array([0.05, -0.1, 0.6, 0.2, 0.04, 0, 0.1, 0.2, 0.3, 0.4, 0.5], np.float32)
-    objects = np.array(
-        [[1, 0.1, 0.1, 0.45, 0], [1, -0.12, 0.05, 0.432, 0], [1, 0.2, -0.05, 0.432, 0]],
-        np.float32,
-    )
-    obs = {"robot": robot, "objects": objects, "task": np.array([1.0, 3, 0, 0, 0], np.float32)}
-    policy.act(
-        {**obs, "step": 0},
-        instruction_embedding=np.ones(384, np.float32),
-        raw=True,
-        text=lambda t: np.full(384, 0.5, np.float32),
-        task_name="count",
-    )
+    policy, robot = pointing_at_a_press()
     assert policy.pointed[:2] == ("press", "button_blue_cap")
     top, xy = policy._tracker.cap
     assert top == pytest.approx(0.432 + 0.008, abs=1e-6)

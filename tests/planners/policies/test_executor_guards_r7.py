@@ -108,37 +108,9 @@ def test_end_to_end_the_pointed_press_is_judged_and_stroked_over_the_whole_cap()
     registered but was judged 5.5 mm deep (only steps within 1.2 cm counted); the retry
     pressed the same button twice. Seed 107 again: the expert hovered 1.6 cm off the
     centre for 8 steps, no stroke began, and the pointer then skipped a button."""
-    import torch
+    from ._expert import pointing_at_a_press
 
-    from engram.planners.policies.diffusion import features as F
-
-    from ._expert import goal_frame_policy
-
-    policy = goal_frame_policy(pointer=True)
-    policy.reset(seed=0)
-    b = policy.config.object_names["count"].index("button_blue_cap")
-
-    def press_blue(*_fused):
-        skill = torch.full((1, len(F.SKILLS)), -9.0)
-        skill[0, F.SKILLS.index("press")] = 9.0
-        obj = torch.full((1, F.MAX_OBJECTS), -9.0)
-        obj[0, b] = 9.0
-        return skill, obj, obj.clone()
-
-    policy.expert.pointer_logits = press_blue
-    robot = np.array([0.05, -0.1, 0.6, 0.2, 0.04, 0, 0.1, 0.2, 0.3, 0.4, 0.5], np.float32)
-    objects = np.array(
-        [[1, 0.1, 0.1, 0.45, 0], [1, -0.12, 0.05, 0.432, 0], [1, 0.2, -0.05, 0.432, 0]],
-        np.float32,
-    )
-    obs = {"robot": robot, "objects": objects, "task": np.array([1.0, 3, 0, 0, 0], np.float32)}
-    policy.act(
-        {**obs, "step": 0},
-        instruction_embedding=np.ones(384, np.float32),
-        raw=True,
-        text=lambda t: np.full(384, 0.5, np.float32),
-        task_name="count",
-    )
+    policy, robot = pointing_at_a_press()
     top, xy = policy._tracker.cap
     off = robot.copy()
     off[:3] = [xy[0] + 0.019, xy[1], top + FINGER_M + 0.02]  # 1.9 cm off the centre
