@@ -47,7 +47,8 @@ label. Per update, for T live tracks and K detections:
    track takes the id of a track of the same (majority) label that is live but
    unmatched in this update, or was dropped by ageing no more than ``reid_max_age_s``
    ago, when both are located in 3D and the detection's centroid lies within
-   ``reid_extent_frac`` times that track's largest extent of it (at most ``reid_max_m``);
+   ``reid_extent_frac`` times the larger of the track's and the detection's largest
+   extents (at most ``reid_max_m``: a track begun on a sliver still takes the whole);
    nearest pairs first. A robot that turns away for longer than ``max_age_s`` and back
    sees the same mug on the same shelf: without this it became a second mug (a new id,
    a second record in memory, a wrong count). The gate scales with the object's own
@@ -149,8 +150,8 @@ class TrackerConfig:
     # not an object; 1 = report every detection at once
     min_hits: int = 1
     # re-identification: an unmatched detection takes the id of a same-label track (live but
-    # unmatched, or lost by ageing) whose centroid is within this fraction of the track's
-    # largest extent (module docstring, step 5); 0 = off
+    # unmatched, or lost by ageing) whose centroid is within this fraction of the larger of
+    # the track's and the detection's largest extents (module docstring, step 5); 0 = off
     reid_extent_frac: float = 0.0
     # farthest a re-identified detection may be from the track, metres
     reid_max_m: float = 0.15
@@ -685,9 +686,12 @@ class ObjectTracker:
             if not t.located or t.size_m <= 0:
                 continue
             label = _majority(t.votes)[0]
-            gate = min(cfg.reid_extent_frac * t.size_m, cfg.reid_max_m)
             for d in fresh:
                 if det.located[d] and det.labels[d] == label:
+                    # sized by the larger of the two: a track begun on a sliver of a book
+                    # (5 cm) must still take the whole book seen later 8 cm from it
+                    size_m = max(t.size_m, float(det.sizes[d]))
+                    gate = min(cfg.reid_extent_frac * size_m, cfg.reid_max_m)
                     dist = float(np.linalg.norm(t.centroid - det.centroids[d]))
                     if dist <= gate:
                         pairs.append((dist, ti, d))

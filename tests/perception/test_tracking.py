@@ -561,3 +561,19 @@ def test_an_object_seen_again_after_its_track_aged_out_keeps_its_id():
     assert other.ids[0] != first.ids[0] and tr.stats["reidentified"] == 0
     with pytest.raises(ValueError, match="reid_extent_frac"):
         TrackerConfig(reid_extent_frac=-1.0)
+
+
+def test_a_track_begun_on_a_sliver_takes_the_whole_object_seen_later():
+    """Regression (fresh tours 13401, 13402): a 5 cm sliver of a far book was tracked, lost,
+    and the whole 20 cm book seen 8.5 cm from it 5.6 s later became a second book (the gate
+    was 0.75 x the sliver's 5 cm). The gate is sized by the larger of the two extents."""
+
+    def frame(centroid, size: float) -> Objects:
+        objs = _objs([_box(40, 40)], centroids=[centroid], labels=["red book"])
+        return dataclasses.replace(objs, extents=np.full((1, 3), size, np.float32))
+
+    tr = ObjectTracker(TrackerConfig(first_id=1, reid_extent_frac=0.75))
+    sliver = tr.update(frame([3.0, 1.0, 0.7], 0.05), stamp_ns=0)
+    tr.update(_objs(np.zeros((0, 4))), stamp_ns=6 * 10**9)  # aged out
+    whole = tr.update(frame([3.085, 1.0, 0.7], 0.20), stamp_ns=int(5.6e9) + 6 * 10**9)
+    assert int(whole.ids[0]) == int(sliver.ids[0]) and tr.stats["reidentified"] == 1
