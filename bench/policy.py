@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit, percentile, result  # noqa: E402
 
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+
 STATE_DIM, ACTION_DIM = 45, 5  # features.STATE_DIM, the arm's arm_ee_delta
 
 
@@ -90,7 +92,7 @@ def _time_acts(policy, n: int) -> list[float]:
     return times
 
 
-def _shipped(device: str, n: int, name: str = "tabletop_progress") -> list[dict]:
+def _shipped(device: str, n: int, name: str = DEFAULT_CHECKPOINT) -> list[dict]:
     """A shipped checkpoint (``name``), with and without its memory bank."""
     from engram.planners.policies.diffusion.checkpoint import shipped
     from engram.planners.policies.diffusion.policy import ActionExpertPolicy
@@ -166,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument(
         "--checkpoint",
-        default="tabletop_progress",
-        help="shipped checkpoint to time (default tabletop_progress)",
+        default=DEFAULT_CHECKPOINT,
+        help=f"shipped checkpoint to time (default {DEFAULT_CHECKPOINT})",
     )
     args = parser.parse_args(argv)
 

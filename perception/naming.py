@@ -17,8 +17,8 @@ close to "wall or furniture". Two tests say a name is not to be trusted:
   percentile; 2 of 287 under 0.25), while the seat top of the red-brown armchair, 1.5 m
   away, was a "red mug" at 0.20-0.22 in 3 of 20 tours and counted as a seventh object.
 
-``small_weak_hints``: the small proposals dropped by ``near_ignored`` alone (not by
-``weak_small``, not named by an ignore word) are not objects on their own evidence, but
+``small_weak_hints``: the small proposals dropped by naming alone (``near_ignored`` or
+``weak_small``) that an object word still wins are not objects on their own evidence, but
 they are not nothing either: the blue ball 8-16 px away scores 0.3-0.9 of "blue ball"
 with "wall or furniture" and was dropped for seconds before a larger view named it
 (53 of 151 late object-frames on the dev tours). The extractor hands them to the tracker
@@ -39,6 +39,14 @@ __all__ = ["near_ignored", "small_weak_hints", "weak_small"]
 def _object_words(cfg: Any) -> np.ndarray:
     """(V,) bool: the vocabulary words that name objects (not ``ignore_labels``)."""
     return np.array([w not in cfg.ignore_labels for w in cfg.vocabulary], bool)
+
+
+def _pixels(label_image: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(K,) how many pixels of ``label_image`` each proposal id of ``ids`` holds."""
+    ids = np.asarray(ids, np.int64)
+    img = np.asarray(label_image)
+    counts = np.bincount(img[img >= 0].ravel(), minlength=int(ids.max(initial=-1)) + 1)
+    return counts[ids] if len(ids) else np.zeros(0, np.int64)
 
 
 def near_ignored(cos: np.ndarray, cfg: Any) -> np.ndarray:
@@ -66,10 +74,7 @@ def weak_small(cos: np.ndarray, label_image: np.ndarray, ids: np.ndarray, cfg: A
     objects = _object_words(cfg)
     if not objects.any():
         return np.zeros(k, bool)
-    ids = np.asarray(ids, np.int64)
-    img = np.asarray(label_image)
-    counts = np.bincount(img[img >= 0].ravel(), minlength=int(ids.max(initial=-1)) + 1)
-    pixels = counts[ids] if len(ids) else np.zeros(0, np.int64)
+    pixels = _pixels(label_image, ids)
     best_object = cos[:, objects].max(axis=1)
     return (pixels <= cfg.small_object_max_px) & (best_object < cfg.small_object_min_cos)
 
@@ -78,7 +83,7 @@ def small_weak_hints(
     cos: np.ndarray, label_image: np.ndarray, ids: np.ndarray, cfg: Any
 ) -> np.ndarray:
     """(K,) bool: proposals of at most ``small_object_max_px`` pixels that ``near_ignored``
-    drops but ``weak_small`` does not, with an object word winning (``cos``: (K, V));
+    or ``weak_small`` drops, with an object word winning (``cos``: (K, V));
     none when the small-object path or ``small_object_weak_hints`` is off."""
     k = cos.shape[0]
     if cfg.small_object_max_px <= 0 or not cfg.small_object_weak_hints or k == 0:
@@ -86,10 +91,7 @@ def small_weak_hints(
     objects = _object_words(cfg)
     if not objects.any() or objects.all():
         return np.zeros(k, bool)
-    ids = np.asarray(ids, np.int64)
-    img = np.asarray(label_image)
-    counts = np.bincount(img[img >= 0].ravel(), minlength=int(ids.max(initial=-1)) + 1)
-    pixels = counts[ids] if len(ids) else np.zeros(0, np.int64)
+    pixels = _pixels(label_image, ids)
     named = cos[:, objects].max(axis=1) > cos[:, ~objects].max(axis=1)
     hint = near_ignored(cos, cfg) | weak_small(cos, label_image, ids, cfg)
     return hint & named & (pixels <= cfg.small_object_max_px)

@@ -51,8 +51,7 @@ def support_planes(world: np.ndarray, valid: np.ndarray, config: Any) -> list[fl
     """Heights of the dominant horizontal planes: 1 cm bins of world heights holding at
     least ``support_plane_min_frac`` of the valid pixels."""
     hv = world[..., 2][valid]
-    lo = float(np.floor(hv.min() * 100) / 100)
-    bins = ((hv - lo) * 100).astype(np.int64)
+    bins = _bins(hv)
     counts = np.bincount(bins)
     return [
         float(np.median(hv[bins == b]))
@@ -98,10 +97,15 @@ def _local_plane(heights: np.ndarray, config: Any) -> list[float]:
     pixels (a table top too small in the frame to be a support plane of it), or []."""
     if config.support_cut_min_frac <= 0 or len(heights) == 0:
         return []
-    lo = float(np.floor(heights.min() * 100) / 100)
-    bins = ((heights - lo) * 100).astype(np.int64)
+    bins = _bins(heights)
     counts = np.bincount(bins)
     best = int(counts.argmax())
     if counts[best] < config.support_cut_min_frac * len(heights):
         return []
     return [float(np.median(heights[bins == best]))]
+
+
+def _bins(heights: np.ndarray) -> np.ndarray:
+    """1 cm bin of each height, from the lowest one's floor (0, 1, ...)."""
+    lo = float(np.floor(heights.min() * 100) / 100)
+    return ((heights - lo) * 100).astype(np.int64)

@@ -598,7 +598,7 @@ class ObjectTracker:
                 ),
                 size_m=float(det.sizes[d]),
             )
-            if hold and cfg.min_hits > 1:
+            if hold:  # (a new track is tentative: min_hits > 1)
                 t.held.append((stamp_ns, _row(objects, det, d)))
             alive.append(t)
             det_track[d] = t

@@ -201,22 +201,9 @@ def _wire_formats() -> dict[str, str]:
     """Buffer-protocol format of a native numpy array -> its wire dtype, for the formats that
     name exactly one wire dtype (any other array takes ``_wire_array``)."""
     seen: dict[str, set[str]] = {}
-    for t in (
-        np.bool_,
-        np.byte,
-        np.ubyte,
-        np.short,
-        np.ushort,
-        np.intc,
-        np.uintc,
-        np.long,
-        np.ulong,
-        np.longlong,
-        np.ulonglong,
-        np.float16,
-        np.float32,
-        np.float64,
-    ):
+    # every native integer / float / bool type by its character code (numpy 1.26 has no
+    # np.long / np.ulong names; the codes are the same in every numpy)
+    for t in "?bBhHiIlLqQefd":
         dtype = np.dtype(t)
         # numpy's stubs declare ndarray.__buffer__ only on Python >= 3.12
         array = np.zeros(1, dtype)

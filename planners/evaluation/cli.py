@@ -32,6 +32,7 @@ from engram.planners.evaluation.tasks import (
     format_table,
     lifelong_tasks,
 )
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT
 from engram.runtime import registry
 
 __all__ = ["add_arguments", "run"]
@@ -95,8 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        default="tabletop_progress",
-        help="with --executor expert: a shipped checkpoint's name (default tabletop_progress) or "
+        default=DEFAULT_CHECKPOINT,
+        help=f"with --executor expert: a shipped checkpoint's name (default {DEFAULT_CHECKPOINT}) or "
         "a checkpoint from `engram train`",
     )
     parser.add_argument(

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT
 from engram.runtime import registry
 
 __all__ = [
@@ -109,7 +110,7 @@ def graph_overrides(
     memory_root: str = "",
     executor: str = "skills",
     mode: str = "planner",
-    checkpoint: str = "tabletop_progress",
+    checkpoint: str = DEFAULT_CHECKPOINT,
 ) -> dict[str, dict[str, Any]]:
     """Per-node params for ``load_graph``: the sizes of ``config`` for ``task``'s kind
     (tabletop or apartment), and the lockstep harness's settings (no heartbeats, no
@@ -313,7 +314,7 @@ class Pipeline:
     # no planner, no memory node)
     executor: str = "skills"
     mode: str = "planner"
-    checkpoint: str = "tabletop_progress"  # the expert's checkpoint (shipped name or path)
+    checkpoint: str = DEFAULT_CHECKPOINT  # the expert's checkpoint (shipped name or path)
 
     def __post_init__(self) -> None:
         from engram.runtime.bus import InProcBus

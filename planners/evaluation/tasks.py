@@ -21,7 +21,7 @@ the current view alone and cannot learn from earlier attempts).
 
 Who executes (``--executor``): ``skills`` (default), the planner's skill controllers,
 which keep no memory; or ``expert``, the diffusion action expert in the graph's policy
-node (the shipped ``tabletop_progress`` checkpoint unless ``--checkpoint``), with ``--mode
+node (the shipped default, ``DEFAULT_CHECKPOINT``, unless ``--checkpoint``), with ``--mode
 planner`` (it executes the planner's grounded subgoals) or ``--mode end_to_end``
 (instruction + perception + its own memory bank, no planner, no memory node). With
 the expert, ``--no-memory`` also empties the expert's own bank before every chunk
@@ -57,6 +57,7 @@ from typing import Any
 
 from engram.planners.evaluation.pipeline import EvalConfig, Pipeline, make_memory_node
 from engram.planners.evaluation.report import wilson_interval
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT
 from engram.runtime import registry
 from engram.runtime.command import progress as progress_bar
 
@@ -89,7 +90,7 @@ def evaluate_tasks(
     progress: bool = True,
     executor: str = "skills",
     mode: str = "planner",
-    checkpoint: str = "tabletop_progress",
+    checkpoint: str = DEFAULT_CHECKPOINT,
     harness: str = "pipeline",
 ) -> dict[str, Any]:
     """Success per task and condition: ``{"tasks": {task: {"memory": {...},

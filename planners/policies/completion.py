@@ -424,6 +424,8 @@ def turn_to_yaw(obj_yaw: float, ee_yaw: float, period_rad: float = np.pi / 2) ->
     """The yaw action (rad per step) that turns the gripper toward an object's grasp yaw:
     the equivalent of ``obj_yaw`` under the object's symmetry nearest the gripper's yaw,
     by the scripted expert's tracking law (0.9 of the error, at most 0.5 rad a step)."""
+    from engram.planners.policies.diffusion.features import TRACK_GAIN, TRACK_YAW_STEP_RAD
     from engram.sim.motion import nearest_yaw
 
-    return float(np.clip(0.9 * (nearest_yaw(obj_yaw, ee_yaw, period_rad) - ee_yaw), -0.5, 0.5))
+    turn = TRACK_GAIN * (nearest_yaw(obj_yaw, ee_yaw, period_rad) - ee_yaw)
+    return float(np.clip(turn, -TRACK_YAW_STEP_RAD, TRACK_YAW_STEP_RAD))

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engram.planners.policies.diffusion.checkpoint import DEFAULT_CHECKPOINT
+
 __all__ = [
     "SYNTHETIC_GRAPH",
     "SYNTHETIC_MULTIPROCESS_GRAPH",
@@ -76,8 +78,8 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        default="tabletop_progress",
-        help="with --executor expert: a shipped checkpoint's name (default tabletop_progress; "
+        default=DEFAULT_CHECKPOINT,
+        help=f"with --executor expert: a shipped checkpoint's name (default {DEFAULT_CHECKPOINT}; "
         "also tabletop, tabletop_goal) or a checkpoint from `engram train`",
     )
     parser.add_argument(
@@ -126,7 +128,7 @@ def run(args: Any) -> int:
         executor=getattr(args, "executor", "skills"),
         mode=getattr(args, "mode", "planner"),
         perception=getattr(args, "perception", "ground_truth"),
-        checkpoint=getattr(args, "checkpoint", "tabletop_progress"),
+        checkpoint=getattr(args, "checkpoint", DEFAULT_CHECKPOINT),
     )
     return 0 if report.get("ran") else 1
 
@@ -143,7 +145,7 @@ def run_sim(
     executor: str = "skills",
     mode: str = "planner",
     perception: str = "ground_truth",
-    checkpoint: str = "tabletop_progress",
+    checkpoint: str = DEFAULT_CHECKPOINT,
 ) -> dict[str, Any]:
     """One MuJoCo episode through sim -> perception -> memory -> planner; prints and
     returns the report (also written to ``<out_dir>/report.json``)."""
