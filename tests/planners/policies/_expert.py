@@ -116,3 +116,16 @@ def pointing_at_a_press():
         task_name="count",
     )
     return policy, robot
+
+
+def button_scene_in_act_phase():
+    """A real button_sequence scene in its act phase: (env, obs, cap top xyz)."""
+    from engram.sim.envs import make
+
+    env = make("button_sequence")
+    obs, info = env.reset(seed=3)
+    for _ in range(400):
+        if info.get("phase") == "act":
+            break
+        obs, _, _, _, info = env.step(env.stop_action())
+    return env, obs, env.buttons.cap_top(env.colours[0])

@@ -31,7 +31,7 @@ from engram.planners.policies.node import PolicyNode  # noqa: E402
 from engram.runtime.messages import Instruction, Percept, PlanStep, RobotState  # noqa: E402
 from engram.runtime.testing import run_node  # noqa: E402
 
-from ._expert import tiny_tabletop_checkpoint  # noqa: E402
+from ._expert import button_scene_in_act_phase, tiny_tabletop_checkpoint  # noqa: E402
 
 FINGER_M = CompletionConfig().finger_half_length_m
 
@@ -39,19 +39,6 @@ FINGER_M = CompletionConfig().finger_half_length_m
 @pytest.fixture(scope="module")
 def ckpt():
     return tiny_tabletop_checkpoint()
-
-
-def _button_scene():
-    """A real button_sequence scene in its act phase: (env, obs, cap top xyz)."""
-    from engram.sim.envs import make
-
-    env = make("button_sequence")
-    obs, info = env.reset(seed=3)
-    for _ in range(400):
-        if info.get("phase") == "act":
-            break
-        obs, _, _, _, info = env.step(env.stop_action())
-    return env, obs, env.buttons.cap_top(env.colours[0])
 
 
 def _toward(obs, target, step_m: float) -> np.ndarray:
@@ -74,7 +61,7 @@ def test_a_registered_press_that_turns_down_again_ends_before_a_second_push():
     """Trace (button_sequence seed 114): pressed 9 mm, rose 1.2 cm (the cap released,
     less than the 1.5 cm rise rule), turned straight down again and pressed the same
     button twice. The executor stops on the tracker's verdict; it must come at the turn."""
-    env, obs, cap = _button_scene()
+    env, obs, cap = button_scene_in_act_phase()
     top = float(cap[2])
     tips = top + FINGER_M
     obs = _over(env, obs, cap)
@@ -228,7 +215,7 @@ def _stroke(node: PolicyNode, dip_m: float) -> tuple[int, tuple[str, str] | None
     """Closed loop in a real button scene: an "expert" that aims over the cap and dips
     only ``dip_m`` below its top in 3 mm steps, then goes back up; the node's press
     stroke rule between it and the robot. Returns (presses registered, verdict)."""
-    env, obs, cap = _button_scene()
+    env, obs, cap = button_scene_in_act_phase()
     top = float(cap[2])
     obs = _over(env, obs, cap)
     node.subgoal = PlanStep(stamp_ns=1, seq=9, skill="press", args={"object": "b"})

@@ -27,15 +27,9 @@ def _press(depth_m: float):
     """Drive a real button_sequence scene: over the first button, straight down until
     the fingertips are ``depth_m`` below its cap's top, back up, hold. Returns (presses
     the sim registered, verdict with the depth check, verdict with the old rule)."""
-    from engram.sim.envs import make
+    from ._expert import button_scene_in_act_phase
 
-    env = make("button_sequence")
-    obs, info = env.reset(seed=3)
-    for _ in range(400):
-        if info.get("phase") == "act":
-            break
-        obs, _, _, _, info = env.step(env.stop_action())
-    cap = env.buttons.cap_top(env.colours[0])  # test ground truth: the cap's resting top
+    env, obs, cap = button_scene_in_act_phase()  # cap: test ground truth, its resting top
     top = float(cap[2])
     trackers = {k: SubgoalTracker(CompletionConfig(check_press_depth=k)) for k in (True, False)}
     verdicts: dict[bool, tuple[str, str] | None] = {True: None, False: None}
