@@ -106,6 +106,9 @@ class ActionExpertPolicy(Policy):
         # times, before the pointer chooses anew (the planner retries one likewise)
         self.press_retries = 2
         self._retries = 0
+        # end to end: away from the pointed cap the tool keeps this far above touching a
+        # cap top (``_keep_above_caps``); < 0 = off
+        self.cap_clearance_m = 0.01
         self._cap: dict[str, Any] = {}  # the pointed press's cap (tracker start kwargs)
         self._grip = 0.0
         self._robot: np.ndarray | None = None
@@ -348,7 +351,38 @@ class ActionExpertPolicy(Policy):
         ``executed``."""
         if not self._committed or self._tracker is None or self._stroke is None:
             return actions
-        return self._stroke.apply(actions, robot, self._tracker)
+        actions = self._stroke.apply(actions, robot, self._tracker)
+        return self._keep_above_caps(actions, robot)
+
+    def _keep_above_caps(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
+        """A pointed press: away from the pointed cap (farther than its radius + 5 mm)
+        the tool does not go lower than ``cap_clearance_m`` above touching a cap top, so
+        it cannot press another button on its way.
+
+        Why: round 8 traces, end to end button_sequence (seeds 101-136, the pointer
+        trained with re-timed samples): after the second press the pointer chose the
+        third button, and the expert's first chunk toward it stepped down where the arm
+        was, 2 cm above the button just pressed, and pressed it again (14 of 40
+        failures). The press's own descent, over its cap, is not limited."""
+        cap = self._tracker.cap if self._tracker is not None else None
+        if self.cap_clearance_m < 0 or cap is None or self._tracker is None:
+            return actions
+        if self._tracker.skill != "press":
+            return actions
+        if self._stroke is not None and self._stroke.phase:
+            return actions
+        from engram.planners.policies.diffusion.features import CAP_RADIUS_M
+
+        top, cap_xy = cap
+        r = np.asarray(robot, np.float64).reshape(-1)
+        if float(np.linalg.norm(r[:2] - cap_xy)) <= CAP_RADIUS_M + 0.005:
+            return actions
+        floor = top + self._tracker.config.finger_half_length_m + self.cap_clearance_m
+        if actions.ndim != 2 or actions.shape[1] < 3 or r[2] + actions[0, 2] >= floor:
+            return actions
+        out = np.array(actions, np.float32, copy=True)
+        out[0, 2] = min(0.0, floor - r[2]) if r[2] >= floor else 0.0
+        return out
 
     def executed(self, action: np.ndarray, robot: np.ndarray) -> bool:
         """The controller action (A,) just sent and the robot vector measured with it
