@@ -29,11 +29,12 @@ an empty bank retrieves zeros and the gate then passes the current tokens.
 ``WorkingMemory`` wraps one bank (batch 1) as a ``Memory`` for the memory
 system: a ``Percept``'s whole-image embedding is its cognitive token and its
 object embeddings (padded / cut to Np, with a mask) its perceptual tokens; an
-``Instruction`` starts a new episode (reset). Its ``recall`` returns the entries
-nearest (cosine of the cognitive token) to the query embedding, newest first
-on ties, with their time span and labels. It stores the *current* tokens
-(``write_fused=False``) so that what it recalls is what was seen, not a mix
-shaped by untrained weights.
+``Instruction`` of a new episode starts a new episode (reset; the same episode's
+instruction again, e.g. its phase changing from show to act, keeps the bank). Its
+``recall`` returns the entries nearest (cosine of the cognitive token) to the query
+embedding, newest first on ties, with their time span and labels. It stores the
+*current* tokens (``write_fused=False``) so that what it recalls is what was seen,
+not a mix shaped by untrained weights.
 
 torch is imported lazily (inside functions); importing this module is cheap.
 """
@@ -414,6 +415,7 @@ class WorkingMemory(Memory):
         self.bank: Any = None  # built on the first percept (D = its embedding size)
         self._meta: list[dict[str, Any]] = []  # per entry: stamps, labels, provenance
         self._step = 0
+        self._episode_id = ""  # the episode of the last Instruction ("" = none named)
         self._weights_version = 1  # bumped when the weights change (train, load)
         self.counters = {"written": 0, "episodes": 0, "merges": 0}
 
@@ -433,7 +435,11 @@ class WorkingMemory(Memory):
 
     def write(self, msg: Message, *, topic: str = "") -> None:
         if isinstance(msg, Instruction):
-            self.reset_episode()
+            # a new task empties the bank; the same episode's instruction again (its
+            # phase changed, or a follow-up question) keeps what it remembers
+            if not msg.episode_id or msg.episode_id != self._episode_id:
+                self.reset_episode()
+            self._episode_id = msg.episode_id
             return
         if not isinstance(msg, Percept) or msg.embedding is None or not msg.embedding.size:
             return

@@ -427,17 +427,31 @@ class SoundEvent(Message):
 
 @dataclass(kw_only=True, eq=False)
 class Instruction(Message):
-    """A natural-language task instruction (from a user, a sim task, ROS 2)."""
+    """A natural-language task instruction (from a user, a sim task, ROS 2).
+
+    ``phase`` says whether the robot may act on it yet: ``""`` (a user's instruction,
+    ROS 2): at once; ``"show"``: not yet, something is being shown first (a simulated
+    task's show phase, a person demonstrating) and a policy only watches and remembers;
+    ``"act"``: now. A sender re-publishes the same text and ``episode_id`` with the new
+    phase when it changes; receivers treat that as the same instruction (no new plan,
+    no new episode). The simulator sends ``show`` at an episode's start and ``act`` when
+    its show phase ends; on a real robot a person shows something first, and the
+    operator's or the app's "go" is the ``act`` (an ``Instruction`` without a phase, as
+    from a ROS 2 topic, acts at once)."""
 
     TYPE: ClassVar[str] = "Instruction"
+    PHASES: ClassVar[tuple[str, ...]] = ("", "show", "act")
 
     text: str = ""
     task: str = ""
     episode_id: str = ""
+    phase: str = ""
 
     def validate(self) -> None:
         if not isinstance(self.text, str):
             _fail(self, "text", f"must be str, got {type(self.text).__name__}")
+        if self.phase not in self.PHASES:
+            _fail(self, "phase", f"must be one of {self.PHASES}, got {self.phase!r}")
 
 
 @dataclass(kw_only=True, eq=False)

@@ -9,7 +9,8 @@ Outputs (default topics):
 - ``/audio`` ``AudioChunk``: scene audio (16 kHz mono, one chunk per control step,
   ``world_from_mic`` = where the robot's microphone was) for tasks that have it.
 - ``/instruction`` ``Instruction`` at the start of each episode and whenever the
-  task's instruction changes (e.g. the question after a tour).
+  task's instruction changes (e.g. the question after a tour), with the task's phase
+  (``show`` / ``act``); again, same text, when the show phase ends.
 - ``/sim/executed_actions`` ``ActionChunk`` (H = 1): what the robot actually did
   each control step (for recording demonstrations from the bus).
 
@@ -297,7 +298,7 @@ class SimNode(Node[SimNodeConfig]):
             with self._chunk_cond:
                 self._pending = None  # chunks from a previous episode do not carry over
         episode_id = f"{env.task_name}-{seed}"
-        instruction = ""
+        instruction = phase = ""
         next_frame = next_state = 0.0
         t_begin = time.monotonic()
         steps = watchdog_stops = rejected = 0
@@ -305,8 +306,12 @@ class SimNode(Node[SimNodeConfig]):
         while True:
             if self._stop.is_set():
                 return None
-            if info["instruction"] != instruction:
-                instruction = info["instruction"]
+            new_text = info["instruction"] != instruction
+            if new_text or (info["phase"] != phase and info["instruction"]):
+                # the text, and again (same text and episode) when the show phase ends:
+                # a policy acting end to end watches until the phase says "act" (no
+                # text yet: nothing to announce, as before the phase was sent)
+                instruction, phase = info["instruction"], info["phase"]
                 self.publish(
                     "instruction",
                     Instruction(
@@ -314,6 +319,7 @@ class SimNode(Node[SimNodeConfig]):
                         text=instruction,
                         task=env.task_name,
                         episode_id=episode_id,
+                        phase=phase if phase in Instruction.PHASES else "",
                     ),
                 )
             now = env.t

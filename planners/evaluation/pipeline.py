@@ -311,7 +311,8 @@ class Pipeline:
     # who moves the robot: "skills" (the planner's controllers) or "expert" (the policy
     # node: the diffusion action expert); mode with the expert: "planner" (it executes
     # the planner's subgoals) or "end_to_end" (instruction + its own memory bank only:
-    # no planner, no memory node)
+    # no planner, no memory node; it watches while the sim's Instruction has phase
+    # "show" and acts from the "act" one, as the env harness observes until "act")
     executor: str = "skills"
     mode: str = "planner"
     checkpoint: str = DEFAULT_CHECKPOINT  # the expert's checkpoint (shipped name or path)

@@ -266,6 +266,7 @@ class PressStroke:
         """A new subgoal: no stroke under way."""
         self.phase = ""  # "" | "down" | "up"
         self._steps = 0
+        self._grip = 0.0  # the gripper command when the stroke began
 
     def apply(self, actions: Any, robot: Any, tracker: SubgoalTracker) -> np.ndarray:
         """The controller actions (H, 5) to send now, given the measured robot vector."""
@@ -284,6 +285,7 @@ class PressStroke:
         down = float(actions[0, 2]) <= -tcfg.descend_m
         if not self.phase and over and down and depth < tcfg.press_register_m:
             self.phase, self._steps = "down", 0
+            self._grip = float(actions[0, 4])
         if self.phase == "down":
             self._steps += 1
             if depth >= tcfg.press_register_m + cfg.extra_m / 2 or self._steps > cfg.steps:
@@ -296,7 +298,12 @@ class PressStroke:
             z = tips + cfg.up_m
         # down / up over the cap's centre (the expert aimed within over_m of it: round 6
         # trace, end to end button_sequence seed 17, it hovered 9-14 mm off the centre)
-        wp = np.array([[cap_xy[0], cap_xy[1], z, robot[3], actions[0, 4]]], np.float64)
+        # with the fingers as closed as when the stroke began: an opening during the
+        # stroke spreads them around the cap (round 8 trace, end to end through the
+        # pipeline, button_sequence seed 710: the expert opened to 0.34 on the way down
+        # and the red press, 1 mm from the env harness's registering one, did not count)
+        grip = max(float(actions[0, 4]), self._grip)
+        wp = np.array([[cap_xy[0], cap_xy[1], z, robot[3], grip]], np.float64)
         return waypoints_to_deltas(wp, robot)
 
 

@@ -33,6 +33,10 @@ diffusion action expert (``diffusion/policy.py``, the shipped checkpoint by defa
   them sees the rise above the subgoal's lowest point and the steps since it began).
 - ``end_to_end`` (MemoryVLA style): the instruction is the conditioning text, and the
   expert's own perceptual-cognitive memory bank must carry what the show phase revealed.
+  While the instruction's ``phase`` is ``show`` the node only watches: it holds the arm
+  and writes each step into the bank; it acts once the same instruction comes again
+  with ``act`` (the simulator sends it when the show phase ends), or at once for an
+  instruction without a phase (a user's, ROS 2).
 
 Executor guards (round 6; each from a traced failure; switches below): the step that
 finishes a subgoal is held, not sent (it is already the next motion's start); a press stroke the expert begins over the cap is carried to the registering
@@ -247,6 +251,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
             with self._lock:
                 cur = self.instruction
                 if cur is not None and cur.text == msg.text and cur.episode_id == msg.episode_id:
+                    if msg.phase != cur.phase:
+                        self.instruction = msg  # the same task, now in another phase
                     return
                 if cur is None or cur.episode_id != msg.episode_id or not msg.episode_id:
                     self._episode_start_ns = msg.stamp_ns
@@ -385,6 +391,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
 
         assert self.instruction is not None
         if self.config.mode == "end_to_end":
+            if self.instruction.phase == "show":
+                return None  # watch (and remember) until the instruction says act
             return self.instruction.text, None
         sg = self.subgoal
         if sg is None or sg.skill not in MOTION_SKILLS or sg.seq in self._reported:
@@ -628,6 +636,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
         return {
             "info": {
                 "mode": self.config.mode,
+                "phase": self.instruction.phase if self.instruction is not None else "",
                 "use_memory": self.config.use_memory,
                 "checkpoint": self.config.checkpoint,
                 "subgoal": sg.skill if sg is not None else "",

@@ -171,10 +171,10 @@ def run_sim(
         "mode": mode if executor == "expert" else "planner",
         "checkpoint": checkpoint if executor == "expert" else None,
     }
-    print(
-        f"engram demo: MuJoCo task {task!r}, seed {seed}: sim -> perception -> memory -> planner",
-        file=sys.stderr,
-    )
+    chain = "sim -> perception -> memory -> planner"
+    if executor == "expert":  # end to end: no planner, the expert's own bank (memory records)
+        chain = "sim -> perception -> policy" if mode == "end_to_end" else f"{chain} -> policy"
+    print(f"engram demo: MuJoCo task {task!r}, seed {seed}: {chain}", file=sys.stderr)
     try:
         pipeline = Pipeline(
             task=task,
