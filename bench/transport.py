@@ -12,8 +12,7 @@ and received by another, over ipc:// and tcp:// (loopback). Measured in the same
 - **engram shared memory with a loan** (ipc only): the publisher gets the frame's array from
   ``ZmqBus.loan`` (a writable view of a ring slot), writes the image into it and publishes:
   no copy at all (the write is the camera's own work, outside the timed span, as building
-  the frame is for the other cases; in the throughput phase it is inside: every frame is
-  filled, which the other cases do not do); ``queue(8)``;
+  the frame is for the other cases); ``queue(8)``;
 - **the same loan with an ``all(8)`` subscription**: lossless subscriptions keep the
   descriptor on ZeroMQ's lossless socket (backpressure, order): the previous notification
   path (two ZeroMQ I/O threads), a peer for the datagram;
@@ -27,7 +26,9 @@ and received by another, over ipc:// and tcp:// (loopback). Measured in the same
 
 Metrics: one-way latency p50/p99 in ms (publisher stamps ``time.monotonic_ns()`` just before
 publishing, the subscriber reads the clock when its ``get``/``recv`` returns; paced sends, so
-no queueing), and throughput in frames/s and GB/s (sender flat out; frames *delivered* per
+no queueing), and throughput in frames/s and GB/s (sender flat out, making a new frame per
+message as a camera does, the same work for every kind: it writes the image into memory it
+owns, a loaned slot or its own buffer, and builds the ``Frame``; frames *delivered* per
 second at the receiver; lossy subscriptions, ``queue(8)`` and pickle's PUB, drop when the
 reader lags: ``delivered_fraction`` per kind; ``all(8)`` is the lossless comparison; a
 datagram subscription whose kernel queue is full gets the newest frames over ZeroMQ
@@ -77,7 +78,7 @@ class Plan:
 
 def _plans(quick: bool) -> dict[str, Plan]:
     if quick:
-        return {"640x480": Plan(150, 0.004, 150), "1920x1080": Plan(40, 0.012, 40)}
+        return {"640x480": Plan(150, 0.004, 600), "1920x1080": Plan(40, 0.012, 60)}
     return {"640x480": Plan(1000, 0.004, 1000), "1920x1080": Plan(300, 0.012, 200)}
 
 
@@ -117,9 +118,28 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
             sock.close(linger=2000)
             ctx.term()
 
-    # Messages are built before the clock starts: construction is the producer's work, the
-    # same for both transports; what is timed is publish -> delivered.
-    frames = {c: Frame(rgb=rgb, camera=c) for c in ("warmup", "latency", "throughput", "end")}
+    # Latency phase: messages are built before the clock starts (construction is the
+    # producer's work, the same for every transport); what is timed is publish -> delivered.
+    frames = {c: Frame(rgb=rgb, camera=c) for c in ("warmup", "latency", "end")}
+    # Throughput phase: every kind does a camera's work per message, the same for all: the
+    # driver writes a new image (``np.copyto`` of the 0.9 / 6.2 MB) into memory the producer
+    # owns and builds ``Frame(rgb=...)`` (with its checks) around it, then sends it. "loan"
+    # owns a shared-memory slot (``bus.loan``: the publish then copies nothing); the others
+    # own a buffer of their own, reused, as a driver would: one for the kinds whose send
+    # copies before it returns (pickle, shared-memory "shm"), a pool for ZeroMQ inline
+    # (``copy=False``: a buffer may still be queued after ``publish`` returns).
+    own = [np.empty_like(rgb) for _ in range(32 if kind == "zmq" else 1)]
+    produced = 0
+
+    def produce() -> Frame:
+        nonlocal produced
+        if kind.startswith("loan"):
+            (buf,) = bus.loan("/frames", (rgb.shape, np.uint8))  # type: ignore[attr-defined]
+        else:
+            buf = own[produced % len(own)]
+            produced += 1
+        np.copyto(buf, rgb)
+        return Frame(rgb=buf, camera="throughput")
 
     def make(camera: str) -> Frame:
         if not kind.startswith("loan"):
@@ -138,8 +158,8 @@ def _publisher(kind: str, url: str, shape: tuple[int, int], plan: Plan, go: mp.E
         send(make("latency"))  # the clock starts inside send, after the frame is made
         time.sleep(plan.pace_s)
     time.sleep(0.2)
-    for _ in range(plan.n_throughput):  # "loan" also fills every frame here (more work)
-        send(make("throughput"))
+    for _ in range(plan.n_throughput):  # every kind makes a new frame per message here
+        send(produce())
     for _ in range(10):  # the end marker (repeated: the naive PUB may drop)
         time.sleep(0.02)
         send(make("end"))
@@ -428,8 +448,10 @@ def _stages(size: str, n: int) -> dict[str, float]:
     message from our own ring, rebuilt without re-running its constructor's checks);
     decode of the same frame with a depth image, inline (every depth value checked) and
     from shared memory (``trusted``: values were checked where the frame was built); and the
-    producer's own per-frame work of the loan case: ``loan`` (a free slot) and ``frame``
-    (``Frame(rgb=...)`` with its checks), outside the timed hop but inside throughput.
+    producer's own per-frame work: ``loan`` (a free slot; loan case only), ``fill`` (the
+    camera's write of the image, into the slot here) and ``frame`` (``Frame(rgb=...)`` with
+    its checks), outside the timed hop but inside throughput, where every kind does the
+    fill and the ``Frame`` (pickle's and the copying kinds' into a buffer of their own).
     The rest of a hop's latency is the notification and the thread wake-ups."""
     from engram.runtime.codec import decode, encode
     from engram.runtime.messages import Frame
@@ -445,6 +467,7 @@ def _stages(size: str, n: int) -> dict[str, float]:
     out["decode_validated"] = []
     out["loan"] = []  # a free slot's writable array (the publisher's per-frame ask)
     out["frame"] = []  # Frame(rgb=...) construction, with its checks (the producer's)
+    out["fill"] = []  # the camera's write of the image into the loaned slot (the producer's)
     depth = np.random.default_rng(1).uniform(0.3, 4.0, shape[:2]).astype(np.float32)
     with_depth = [bytes(f) for f in encode(Frame(rgb=rgb, depth=depth))]
     clock = time.thread_time_ns
@@ -486,6 +509,7 @@ def _stages(size: str, n: int) -> dict[str, float]:
                 ("decode_validated", t3b - t3a),
                 ("wrap_loaned", t5 - t4),
                 ("loan", t3d - t3c),
+                ("fill", t3e - t3d),
                 ("frame", t3f - t3e),
                 ("decode_depth_inline", t6 - t5),
                 ("decode_depth_shm", t7 - t6),
