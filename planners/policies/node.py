@@ -217,6 +217,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self._last_bottom: dict[str, float] = {}  # label -> last perceived bottom z, m
         # (subgoal seq, (top z, bottom z, centre xy) of its object when it began)
         self._grasp_obj: tuple[int, Any] = (-1, None)
+        self._pointed_seq = 0  # end to end: counts the pointed subgoals that ended
         self._last_points: dict[str, np.ndarray] = {}  # label -> last perceived points (N, 2)
         self._grasp_yaw: tuple[int, float | None] = (-1, None)  # (subgoal key, yaw)
         self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
@@ -266,6 +267,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self._last_bottom.clear()
                     self._last_points.clear()
                     self._grasp_obj = (-1, None)
+                    self._pointed_seq = 0
                     self.grasp.reset()
                     self._grasp_yaw = (-1, None)
                     self._goal = (-1, None)
@@ -474,6 +476,19 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     if cfg.press_stroke:
                         actions = self.policy.guard(actions, robot_vector(robot))
                     actions = self._turn_to_grasp(actions, robot_vector(robot))
+                    pointed = self.policy.committed
+                    if cfg.grasp_stroke and pointed is not None:
+                        # as in planner mode (round 8 trace, end to end cups seed 805:
+                        # the expert closed on the way down and the fingers sat on the
+                        # rim, 2 cm above the grasp height, until the episode ran out)
+                        actions = self.grasp.apply(
+                            actions,
+                            robot_vector(robot),
+                            pointed[0],
+                            self._grasp_object(),
+                            self._gripper,
+                            finger_half_m=self.tracker.config.finger_half_length_m,
+                        )
                 self._queue.pop(0)
                 prev_grip = self._gripper
                 self._gripper = float(actions[0, 4]) if actions.shape[1] > 4 else 0.0
@@ -489,6 +504,7 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
                 elif done:
                     self._queue = []  # end to end: the pointed subgoal is done
+                    self._pointed_seq += 1  # (or a shallow press is tried again)
                     actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
             self._step += 1
             out = ActionChunk(
@@ -557,18 +573,27 @@ class PolicyNode(Node[PolicyNodeConfig]):
         return out
 
     def _grasp_object(self) -> tuple[float, float | None, np.ndarray] | None:
-        """The running pick / lift's object as perceived when it began: (top z, bottom z,
+        """The running pick / lift's object (planner mode: the subgoal's; end to end: the
+        one the pointer committed to) as perceived when it began: (top z, bottom z,
         centre xy); None when not seen with depth."""
-        sg = self.subgoal
-        if sg is None:
-            return None
-        if self._grasp_obj[0] != sg.seq:  # fixed at the start: the arm hides it later
-            label = str(sg.args.get("object", ""))
+        if self.config.mode == "planner":
+            sg = self.subgoal
+            if sg is None:
+                return None
+            key, label = sg.seq, str(sg.args.get("object", ""))
+        else:
+            pointed = self.policy.committed
+            if pointed is None:
+                return None
+            key, label = self._pointed_seq, pointed[1]
+        if self._grasp_obj[0] != key:  # fixed at the start: the arm hides it later
+            if self.config.mode != "planner":
+                self.grasp.reset()  # end to end: a new pointed subgoal
             top, c = self._last_top.get(label), self._last_seen.get(label)
             obj = None
             if top is not None and c is not None:
                 obj = (top, self._last_bottom.get(label), np.asarray(c[:2], np.float64))
-            self._grasp_obj = (sg.seq, obj)
+            self._grasp_obj = (key, obj)
         return self._grasp_obj[1]
 
     def _gate_release(self, actions: np.ndarray, robot: np.ndarray) -> np.ndarray:
