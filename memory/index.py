@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "IndexConfig",
     "VectorIndex",
+    "all_finite",
     "l2n",
     "lexical_score",
     "recall_at_k",
@@ -68,10 +69,22 @@ class IndexConfig:
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero): (..., D) -> (..., D) float32."""
+    """Rows scaled to unit L2 norm (zero rows stay zero): (..., D) -> (..., D) float32.
+
+    The norm is what ``np.linalg.norm(x, axis=-1, keepdims=True)`` computes for real
+    input (``sqrt(add.reduce(x * x, axis))``, its own special case), bit for bit, without
+    its argument handling: ~3 us less per call, and ingest makes ~10 calls per percept."""
     x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    norm = np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True))
     return x / np.maximum(norm, 1e-12)
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """``bool(np.all(np.isfinite(a)))`` through the array's own ``all`` method: the same
+    answer without ``np.all``'s dispatch (~1 us less; ingest checks ~10 arrays per
+    percept). (A sum-based test would be cheaper still, but a finite array whose sum
+    overflows makes numpy warn.)"""
+    return bool(np.isfinite(a).all())
 
 
 _PAD_MAX = 1024  # search pads missing results with -1 up to this many columns, never more
@@ -153,7 +166,7 @@ class VectorIndex:
             raise ValueError(f"VectorIndex.add: vectors must be (M, {self.dim}), got {vecs.shape}")
         if len(ids) != len(vecs):
             raise ValueError(f"VectorIndex.add: {len(ids)} ids for {len(vecs)} vectors")
-        if not np.all(np.isfinite(vecs)):
+        if not all_finite(vecs):
             raise ValueError("VectorIndex.add: vectors contain NaN or inf")
         id_list = ids.tolist()
         if len(id_list) > 1 and len(set(id_list)) != len(id_list):

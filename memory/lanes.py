@@ -54,7 +54,9 @@ class Lane:
         self.name = memory.name
         self._pool = pool
         self._depth = depth
-        self._tasks: collections.deque[tuple[Callable[[], Any], Future]] = collections.deque()
+        # (task, its future, how many messages it carries): ``depth`` bounds the messages
+        self._tasks: collections.deque[tuple[Callable[[], Any], Future, int]] = collections.deque()
+        self._weight = 0  # messages in the queued tasks
         self._cond = threading.Condition()
         self._running = False
         self.applied_jseq = 0  # journal sequence number of the last message applied
@@ -83,12 +85,16 @@ class Lane:
                     self._pool.submit(self._drain)
                 self._cond.notify_all()
 
-    def submit(self, fn: Callable[[], Any]) -> Future:
+    def submit(self, fn: Callable[[], Any], weight: int = 1) -> Future:
+        """Queue ``fn``, a task for ``weight`` messages (a batch of writes counts each);
+        blocks while the queued tasks already hold ``depth`` messages (an oversized batch
+        still goes in when the lane is empty)."""
         fut: Future = Future()
         with self._cond:
-            while len(self._tasks) >= self._depth:
+            while self._tasks and self._weight + weight > self._depth:
                 self._cond.wait()
-            self._tasks.append((fn, fut))
+            self._tasks.append((fn, fut, weight))
+            self._weight += weight
             if not self._running:
                 self._running = True
                 self._pool.submit(self._drain)
@@ -101,7 +107,8 @@ class Lane:
                     self._running = False
                     self._cond.notify_all()
                     return
-                fn, fut = self._tasks.popleft()
+                fn, fut, weight = self._tasks.popleft()
+                self._weight -= weight
                 self._cond.notify_all()
             if not fut.set_running_or_notify_cancel():
                 continue
@@ -123,4 +130,5 @@ class Lane:
 
     @property
     def queued(self) -> int:
-        return len(self._tasks)
+        """Messages (and recalls, saves) waiting in the lane."""
+        return self._weight

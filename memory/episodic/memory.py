@@ -16,7 +16,7 @@ from engram.memory.episodic.config import EpisodicConfig
 from engram.memory.episodic.forgetting import Forgetting
 from engram.memory.episodic.recall import EpisodicRecall
 from engram.memory.episodic.records import Rec, episode_text, restore, snapshot
-from engram.memory.index import VectorIndex, l2n, tokens
+from engram.memory.index import VectorIndex, all_finite, l2n, tokens
 from engram.memory.store import Record, Store
 from engram.runtime.messages import (
     Instruction,
@@ -94,7 +94,7 @@ class EpisodicMemory(Forgetting, EpisodicRecall, Memory):
             self._check_dim("text", msg.embedding.size, "Transcript.embedding")
         for field_name in ("embedding", "object_embeddings"):
             arr = getattr(msg, field_name, None)
-            if isinstance(arr, np.ndarray) and arr.size and not np.all(np.isfinite(arr)):
+            if isinstance(arr, np.ndarray) and arr.size and not all_finite(arr):
                 raise ValueError(f"{msg.TYPE}.{field_name}: contains NaN or inf")
         self._clock_ns = max(self._clock_ns, msg.stamp_ns)
         if isinstance(msg, Percept):

@@ -34,6 +34,7 @@ import numpy as np
 import engram.memory.spatial.morton as morton
 from engram.memory.base import Hit, Memory, Provenance
 from engram.memory.embedding import Embedders
+from engram.memory.index import all_finite
 from engram.memory.spatial.config import SpatialConfig
 from engram.memory.spatial.dynamics import (
     TransientDynamicsMemory,
@@ -76,7 +77,7 @@ def _check_array(
         raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
     if a.dtype.kind not in kind:
         raise ValueError(f"{name}: wrong dtype {a.dtype}")
-    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+    if finite and a.dtype.kind == "f" and not all_finite(a):
         raise ValueError(f"{name}: contains NaN or inf")
     return a
 
@@ -255,8 +256,8 @@ class SpatialMemory(SpatialRecall, Memory):
                     finite=False,
                 )
             pts = pts.astype(np.float64)
-            ok = np.isfinite(pts).all(axis=1)
-            if not ok.all():
+            if not all_finite(pts):
+                ok = np.isfinite(pts).all(axis=1)
                 dropped = int(len(pts) - ok.sum())
                 pts = pts[ok]
                 pids = pids[ok] if pids is not None else None

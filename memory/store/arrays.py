@@ -82,7 +82,8 @@ class ArrayFiles:
                     fh.seek(0, os.SEEK_END)
                 offset = self._sizes.get(rel, 0)
                 data = np.ascontiguousarray(arr)
-                raw = data.tobytes()
+                # the array's own buffer: the bytes ``tobytes()`` would copy, not copied
+                raw = data.data.cast("B") if data.size else b""
                 fh.write(raw)
                 self._sizes[rel] = offset + data.nbytes
                 touched.add(rel)

@@ -13,7 +13,7 @@ import numpy as np
 
 from engram.memory.base import Memory, Provenance
 from engram.memory.embedding import Embedders
-from engram.memory.index import VectorIndex, l2n, tokens
+from engram.memory.index import VectorIndex, all_finite, l2n, tokens
 from engram.memory.store import Record, Store
 from engram.memory.temporal.chunking import Chunking
 from engram.memory.temporal.config import TemporalConfig
@@ -101,7 +101,7 @@ class TemporalMemory(Chunking, TemporalRecall, Memory):
             if len(objs) >= OBJ_STRIDE:
                 raise ValueError(f"Percept.object_embeddings: at most {OBJ_STRIDE - 1} objects")
         for arr, field_name in ((emb, "embedding"), (objs, "object_embeddings")):
-            if arr is not None and arr.size and not np.all(np.isfinite(arr)):
+            if arr is not None and arr.size and not all_finite(arr):
                 raise ValueError(f"{msg.TYPE}.{field_name}: contains NaN or inf")
         item = Item(
             item_id=self._next_item,

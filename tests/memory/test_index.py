@@ -142,3 +142,33 @@ def test_above_the_threshold_faiss_holds_the_vectors_once(kind: str) -> None:
     ref.remove(np.arange(1, 5_800))
     assert not idx.uses_faiss and idx.stats()["matrix_bytes"] >= len(idx) * d * 4
     assert np.array_equal(idx.get(idx.ids), ref.get(idx.ids))
+
+
+def test_all_finite_and_l2n_match_numpy_exactly() -> None:
+    # all_finite decides like np.all(np.isfinite(a)): huge but finite values, an empty
+    # array, NaN / inf anywhere, ints
+    from engram.memory.index import all_finite
+
+    big = np.full(4, 3e38, np.float32)  # finite; its float32 sum is inf
+    cases = [np.zeros(0, np.float32), big, -big, clustered(7, 16)]
+    for bad in (np.nan, np.inf, -np.inf):
+        x = clustered(7, 16)
+        x[3, 5] = bad
+        cases.append(x)
+    mixed = np.array([np.inf, -np.inf, 1.0])  # sum NaN
+    cases += [mixed, np.arange(5)]  # ints are finite
+    for a in cases:
+        assert all_finite(a) == bool(np.all(np.isfinite(a)))
+    # l2n: bit for bit what dividing by np.linalg.norm(axis=-1) gives (zero rows stay zero)
+    from engram.memory.index import l2n
+
+    rng = np.random.default_rng(3)
+    for x in (
+        rng.normal(size=(50, 384)).astype(np.float32),
+        rng.normal(size=512) * 7.0,  # float64 in, float32 out
+        np.zeros((2, 8), np.float32),
+    ):
+        x32 = np.asarray(x, np.float32)
+        want = x32 / np.maximum(np.linalg.norm(x32, axis=-1, keepdims=True), 1e-12)
+        got = l2n(x)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))

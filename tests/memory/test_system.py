@@ -154,3 +154,48 @@ def test_unbounded_queries_are_refused_quickly_with_clear_errors() -> None:
             system.recall(query)
     finally:
         system.close()
+
+
+def test_a_backlog_is_dispatched_in_batches_in_order_and_recovers(tmp_path) -> None:
+    # A held lane makes the dispatcher wait while 45 messages queue up; it then hands each
+    # lane batches of them. Every message must still reach each memory once, in order,
+    # a bad one failing alone; checkpoints land exactly every 10 messages; a lane never
+    # holds more than its depth; and a reopened system has everything (checkpoint + journal).
+    gate = threading.Event()
+    held, bad = Probe("held", gate=gate), Probe("bad", fail_on="boom")
+    cfg = MemorySystemConfig(
+        root=str(tmp_path / "m"), checkpoint_every=10, lane_depth=4, input_queue=64, workers=2
+    )
+    msgs = [Instruction(stamp_ns=t, text="boom" if t == 17 else f"m{t}") for t in range(1, 46)]
+    batches: list[int] = []
+    at_checkpoint: list[int] = []
+    most_queued = [0]
+    with MemorySystem([held, bad], config=cfg) as system:
+        apply_batch, checkpoint = system._apply_batch_task, system.checkpoint
+
+        def spy_batch(lane, items):  # noqa: ANN001, ANN202
+            batches.append(len(items))
+            most_queued[0] = max(most_queued[0], *(ln.queued for ln in system._lanes))
+            return apply_batch(lane, items)
+
+        def spy_checkpoint(**kw):  # noqa: ANN003, ANN202
+            at_checkpoint.append(system._dispatched_jseq)
+            return checkpoint(**kw)
+
+        system._apply_batch_task = spy_batch  # type: ignore[method-assign]
+        system.checkpoint = spy_checkpoint  # type: ignore[method-assign]
+        assert all(system.submit(m, timeout_s=1.0) for m in msgs)
+        gate.set()
+        assert system.flush(timeout_s=30)
+        assert held.got == list(range(1, 46))
+        assert bad.got == [t for t in range(1, 46) if t != 17]
+        assert system.stats()["memories"]["bad"]["errors"] == 1
+        assert max(batches) > 1  # the backlog did go as batches
+        assert most_queued[0] <= cfg.lane_depth
+        assert at_checkpoint == [10, 20, 30, 40]
+        system.close(checkpoint=False)  # 41-45 only in the journal
+    held2, bad2 = Probe("held"), Probe("bad")
+    with MemorySystem([held2, bad2], config=cfg) as again:
+        again.flush()
+        assert held2.got == list(range(1, 46))
+        assert bad2.got == [t for t in range(1, 46) if t != 17]
