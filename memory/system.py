@@ -311,7 +311,7 @@ class MemorySystem(Persistence):
             jseq = self._jseq
             self._journal_put(jseq, msg, topic)
             self.counters["submitted"] += 1
-            futures = self._dispatch(jseq, msg, topic)
+            futures = self._dispatch([(jseq, msg, topic)])
         errors = {}
         for name, fut in futures:
             err = fut.result()
@@ -328,35 +328,27 @@ class MemorySystem(Persistence):
         if self._journal.pending == 0:
             self._committed(jseq)
 
-    def _dispatch(self, jseq: int, msg: Message, topic: str) -> list[tuple[str, Future]]:
+    def _dispatch(self, batch: list[tuple[int, Message, str]]) -> list[tuple[str, Future]]:
+        """Hand (jseq, message, topic) items, in order, to the lanes of the memories that
+        accept them: one lane task per memory for all of its items (a backlog the
+        dispatcher found waiting together costs one future, one lane hand-off and one
+        pool wake-up per memory and batch), each message still applied, timed, counted
+        and error-isolated on its own. Returns (memory, future) per lane task: for one
+        message, its error string ("" = applied)."""
         futures = []
-        with self._dispatch_lock:
-            for lane in self._lanes:
-                if msg.TYPE in lane.memory.accepts or not lane.memory.accepts:
-                    futures.append(
-                        (lane.name, lane.submit(self._apply_task(lane, jseq, msg, topic)))
-                    )
-            self._dispatched_jseq = max(self._dispatched_jseq, jseq)
-            self.counters["dispatched"] += 1
-            self._since_checkpoint += 1
-        return futures
-
-    def _dispatch_batch(self, batch: list[tuple[int, Message, str]]) -> None:
-        """``_dispatch`` for messages the dispatcher found waiting together: one lane task
-        per memory for all of them (in order) instead of one per message, so a backlog
-        costs one future, one lane hand-off and one pool wake-up per memory and batch.
-        Each message is still applied, timed, counted and error-isolated on its own."""
         with self._dispatch_lock:
             for lane in self._lanes:
                 acc = lane.memory.accepts
                 mine = [item for item in batch if not acc or item[1].TYPE in acc]
                 if len(mine) == 1:
-                    lane.submit(self._apply_task(lane, *mine[0]))
+                    futures.append((lane.name, lane.submit(self._apply_task(lane, *mine[0]))))
                 elif mine:
-                    lane.submit(self._apply_batch_task(lane, mine), weight=len(mine))
+                    task = self._apply_batch_task(lane, mine)
+                    futures.append((lane.name, lane.submit(task, weight=len(mine))))
             self._dispatched_jseq = max(self._dispatched_jseq, batch[-1][0])
             self.counters["dispatched"] += len(batch)
             self._since_checkpoint += len(batch)
+        return futures
 
     def _apply(self, lane: Lane, jseq: int, msg: Message, topic: str) -> str:
         t0 = time.perf_counter()
@@ -399,7 +391,7 @@ class MemorySystem(Persistence):
             for _ in batch:
                 self._slots.release()
             try:
-                self._dispatch_batch(batch)
+                self._dispatch(batch)
                 if (
                     cfg.root
                     and cfg.checkpoint_every

@@ -217,7 +217,6 @@ class PolicyNode(Node[PolicyNodeConfig]):
         self._last_bottom: dict[str, float] = {}  # label -> last perceived bottom z, m
         # (subgoal seq, (top z, bottom z, centre xy) of its object when it began)
         self._grasp_obj: tuple[int, Any] = (-1, None)
-        self._pointed_seq = 0  # end to end: counts the pointed subgoals that ended
         self._last_points: dict[str, np.ndarray] = {}  # label -> last perceived points (N, 2)
         self._grasp_yaw: tuple[int, float | None] = (-1, None)  # (subgoal key, yaw)
         self._goal: tuple[int, Any] = (-1, None)  # (subgoal seq, its target [x, y])
@@ -267,7 +266,6 @@ class PolicyNode(Node[PolicyNodeConfig]):
                     self._last_bottom.clear()
                     self._last_points.clear()
                     self._grasp_obj = (-1, None)
-                    self._pointed_seq = 0
                     self.grasp.reset()
                     self._grasp_yaw = (-1, None)
                     self._goal = (-1, None)
@@ -504,7 +502,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
                         actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
                 elif done:
                     self._queue = []  # end to end: the pointed subgoal is done
-                    self._pointed_seq += 1  # (or a shallow press is tried again)
+                    self._grasp_obj = (-1, None)  # the next one fixes its own object
+                    self.grasp.reset()
                     actions = np.array([[0.0, 0.0, 0.0, 0.0, self._gripper]], np.float32)
             self._step += 1
             out = ActionChunk(
@@ -585,10 +584,8 @@ class PolicyNode(Node[PolicyNodeConfig]):
             pointed = self.policy.committed
             if pointed is None:
                 return None
-            key, label = self._pointed_seq, pointed[1]
+            key, label = 0, pointed[1]  # (forgotten when the pointed subgoal ends)
         if self._grasp_obj[0] != key:  # fixed at the start: the arm hides it later
-            if self.config.mode != "planner":
-                self.grasp.reset()  # end to end: a new pointed subgoal
             top, c = self._last_top.get(label), self._last_seen.get(label)
             obj = None
             if top is not None and c is not None:

@@ -258,3 +258,26 @@ def test_camera_mode_publishes_rgbd_and_pose_only():
     assert got[-1].depth.shape == (48, 64) and got[-1].world_from_camera.shape == (4, 4)
     with pytest.raises(ValueError, match="perception"):
         SimNode(SimNodeConfig(perception="oracle"), bus=InProcBus("x2"))
+
+
+def test_the_instruction_is_published_again_when_the_show_phase_ends():
+    """The sim says when the show phase ends: the episode's ``Instruction`` comes with
+    ``phase`` "show" and again, same text and episode, with "act" at the step the robot
+    takes control (a policy acting end to end watches until then)."""
+    bus = InProcBus("sim-phase-1")
+    instr = bus.subscribe("/instruction", "all(8)")
+    states = bus.subscribe("/robot_state", "all(256)")
+    node = SimNode(SimNodeConfig(task="cups", seed=2, camera_rate_hz=0.0), bus=bus)
+    with node:
+        assert node.wait(120)
+    got = [m for m in _drain(instr) if isinstance(m, Instruction)]
+    assert [m.phase for m in got] == ["show", "act"]
+    show, act = got
+    assert act.text == show.text and "cup" in show.text
+    assert act.episode_id == show.episode_id == "cups-2" and act.task == "cups"
+    # "act" comes with the first step the robot controls: the decision time
+    decision_ns = round(node.reports[0]["decision_time_s"] * 1e9)
+    assert show.stamp_ns == 0 < act.stamp_ns == decision_ns
+    stamps = [s.stamp_ns for s in _drain(states) if isinstance(s, RobotState)]
+    assert act.stamp_ns in stamps  # published with that step's robot state
+    bus.close()

@@ -364,12 +364,12 @@ class ActionExpertPolicy(Policy):
         third button, and the expert's first chunk toward it stepped down where the arm
         was, 2 cm above the button just pressed, and pressed it again (14 of 40
         failures). The press's own descent, over its cap, is not limited."""
-        cap = self._tracker.cap if self._tracker is not None else None
-        if self.cap_clearance_m < 0 or cap is None or self._tracker is None:
+        # (``guard`` calls it with a tracker and a stroke)
+        assert self._tracker is not None and self._stroke is not None
+        cap = self._tracker.cap
+        if self.cap_clearance_m < 0 or cap is None or self._tracker.skill != "press":
             return actions
-        if self._tracker.skill != "press":
-            return actions
-        if self._stroke is not None and self._stroke.phase:
+        if self._stroke.phase:  # the pointed cap's own stroke is under way
             return actions
         from engram.planners.policies.diffusion.features import CAP_RADIUS_M
 
@@ -381,7 +381,7 @@ class ActionExpertPolicy(Policy):
         if actions.ndim != 2 or actions.shape[1] < 3 or r[2] + actions[0, 2] >= floor:
             return actions
         out = np.array(actions, np.float32, copy=True)
-        out[0, 2] = min(0.0, floor - r[2]) if r[2] >= floor else 0.0
+        out[0, 2] = min(0.0, floor - r[2])  # down to the floor at most; below it, hold
         return out
 
     def executed(self, action: np.ndarray, robot: np.ndarray) -> bool:
