@@ -46,6 +46,7 @@ from engram.runtime.msg_checks import (  # validation helpers (split out for siz
     _coerce_plain,
     _fail,
     _finite_number,
+    _intrinsics,
     _nonneg,
     _plain_fields,
     _plain_problem,
@@ -105,15 +106,21 @@ class Message:
     seq: int = 0  # per-publisher sequence number; 0 = let the bus assign
 
     def __post_init__(self) -> None:
-        _nonneg(self, "stamp_ns")
-        _nonneg(self, "seq")
-        plain = _plain_fields(type(self))
-        for name, kind in plain:  # declared types first: validate() may rely on them
-            if kind is not None:
-                _coerce_plain(self, name, getattr(self, name), kind)
+        # (plain loops over cached field lists: this runs for every message built or
+        # decoded, on the bus's hot path, often with caches cold from an image copy)
+        values = self.__dict__
+        for name in ("stamp_ns", "seq"):
+            value = values[name]
+            if type(value) is not int or value < 0:
+                _nonneg(self, name)
+        plain, declared = _plain_fields(type(self))
+        for name, kind in declared:  # declared types first: validate() may rely on them
+            value = values[name]
+            if type(value) is not kind:
+                _coerce_plain(self, name, value, kind)
         self.validate()
-        for name, _ in plain:
-            value = getattr(self, name)
+        for name in plain:
+            value = values[name]
             if not isinstance(value, (str, int, float, np.ndarray)):
                 if type(value) in (list, dict) and not value:
                     continue  # an empty list / dict (the usual labels): nothing inside
@@ -186,9 +193,7 @@ class Frame(Message):
         h, w = self.rgb.shape[:2]
         _array(self, "depth", "float32", (h, w), optional=True)
         _array(self, "segmentation", "int32", (h, w), optional=True)
-        _array(self, "intrinsics", "float64", (3, 3), finite=True)
-        if self.intrinsics[0, 0] <= 0 or self.intrinsics[1, 1] <= 0:
-            _fail(self, "intrinsics", "focal lengths fx, fy must be positive")
+        _intrinsics(self, "intrinsics")
         _pose(self, "world_from_camera")
         if self.depth is not None and scan_values() and np.any(self.depth < 0):
             _fail(self, "depth", "negative depth values")

@@ -90,17 +90,21 @@ _PLAIN_KINDS.update({t: list for t in ("list[str]", "list[dict[str, Any]]")})
 _PLAIN_KINDS.update({f"dict[str, {t}]": dict for t in ("Any", "float", "int", "str")})
 
 
-_PLAIN_FIELDS: dict[type, list[tuple[str, type | None]]] = {}
+_PLAIN_FIELDS: dict[type, tuple[list[str], list[tuple[str, type]]]] = {}
 
 
-def _plain_fields(cls: type) -> list[tuple[str, type | None]]:
-    """(name, declared plain type or None) of a message class's fields, cached per class
-    (``dataclasses.fields`` on every construction was a measurable cost)."""
+def _plain_fields(cls: type) -> tuple[list[str], list[tuple[str, type]]]:
+    """A message class's field names, and (name, type) of those declared as a plain type
+    (str, int, float, bool, list, dict), cached per class (``dataclasses.fields`` on every
+    construction was a measurable cost)."""
     out = _PLAIN_FIELDS.get(cls)
     if out is None:
-        out = _PLAIN_FIELDS[cls] = [
-            (f.name, _PLAIN_KINDS.get(str(f.type))) for f in dataclasses.fields(cls)
-        ]
+        fields = dataclasses.fields(cls)
+        declared = [(f.name, _PLAIN_KINDS.get(str(f.type))) for f in fields]
+        out = _PLAIN_FIELDS[cls] = (
+            [f.name for f in fields],
+            [(name, kind) for name, kind in declared if kind is not None],
+        )
     return out
 
 
@@ -193,6 +197,29 @@ def _pose(msg: Any, field_name: str, *, optional: bool = False) -> None:
             if len(_GOOD_POSES) >= _GOOD_POSES_MAX:
                 _GOOD_POSES.clear()
             _GOOD_POSES.add(key)
+
+
+#: bytes of float64 (3, 3) intrinsics that passed ``_intrinsics`` lately (a camera sends
+#: the same K with every frame): checked once. Bounded.
+_GOOD_INTRINSICS: set[bytes] = set()
+
+
+def _intrinsics(msg: Any, field_name: str) -> None:
+    """A (3, 3) finite float64 pinhole matrix with positive focal lengths fx, fy."""
+    value = getattr(msg, field_name)
+    key = None
+    if type(value) is np.ndarray and value.dtype == _F64 and value.shape == (3, 3):
+        key = value.tobytes()  # the exact values: same bytes, same verdict
+        if key in _GOOD_INTRINSICS:
+            return
+    _array(msg, field_name, "float64", (3, 3), finite=True)
+    k = getattr(msg, field_name)
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        _fail(msg, field_name, "focal lengths fx, fy must be positive")
+    if key is not None:
+        if len(_GOOD_INTRINSICS) >= _GOOD_POSES_MAX:
+            _GOOD_INTRINSICS.clear()
+        _GOOD_INTRINSICS.add(key)
 
 
 def _all_finite(value: np.ndarray) -> bool:

@@ -315,6 +315,7 @@ class ZmqBus(Bus):
         self._id = os.urandom(8)  # publisher id, after the topic's NUL in frame 0
         self._wire = 0  # messages published (frame 0, after the id: order across two paths)
         self._drained_at = 0.0  # monotonic time publish last read the lossy (un)subscriptions
+        self._lossless_drained_at = 0.0  # ... and the lossless ones
         # ipc: every peer is on this host, so large payloads go through shared memory
         self._shm = ShmWriter() if self._url.scheme == "ipc" and shm_supported() else None
         # ... and their notifications go straight to the subscribers' threads as datagrams
@@ -460,7 +461,6 @@ class ZmqBus(Bus):
             raise BusClosed(f"bus {self.url!r} is closed")
 
     def publish(self, topic: str, msg: Message) -> None:
-        self._check_open()
         if not isinstance(msg, Message):
             raise TypeError(f"publish({topic!r}): expected a Message, got {type(msg).__name__}")
         key = _topic_key(topic)
@@ -472,11 +472,11 @@ class ZmqBus(Bus):
             self._wire += 1  # (frame 0's wire number: a subscription's order, two paths)
             tail = self._id + _WIRE.pack(self._wire)
             frames = [key + DIRECT + tail, *encode(msg)]
-            # lossy (un)subscriptions are read at most every _DRAIN_EVERY_S by publish (a
-            # getsockopt, ~3.5 us: 3% of a flat-out camera publisher's loop): a lossy
-            # subscription may miss what comes that soon after it, as with ZeroMQ's own
-            # subscription delay; lossless ones are read every time (below), and
-            # subscriber_count / wait_for_subscribers read both every time
+            # (un)subscriptions are read at most every _DRAIN_EVERY_S by publish (a
+            # getsockopt per socket, ~3.5 us hot, ~5 cold: 4% of a flat-out camera
+            # publisher's loop each): a subscription may miss what comes that soon after it,
+            # as with ZeroMQ's own subscription delay; subscriber_count and
+            # wait_for_subscribers read both sockets every time
             now = time.monotonic()
             if now - self._drained_at >= _DRAIN_EVERY_S:
                 self._drained_at = now
@@ -502,13 +502,18 @@ class ZmqBus(Bus):
                     self._lossy.send_multipart(fallback, copy=False)
             elif notify is not None and frames[0][len(key)] == DIRECT[0]:
                 notify.dropped += notify.count(key)
+        # No lossless subscriber a moment ago, and not yet time to look again: done.
+        if not n_lossless and now - self._lossless_drained_at < _DRAIN_EVERY_S:
+            return
         # Busy (another publish waits on a full subscriber): a topic that no lossless
         # subscriber had a moment ago does not queue behind it (heartbeats, lossy topics).
         if not self._lossless_lock.acquire(blocking=n_lossless > 0):
             return
         try:
             self._check_open()
-            self._drain_subscriptions(self._lossless)
+            if now - self._lossless_drained_at >= _DRAIN_EVERY_S:
+                self._lossless_drained_at = now
+                self._drain_subscriptions(self._lossless)
             if counts[key] > 0:
                 self._send_bounded(topic, frames)
         finally:
@@ -520,7 +525,7 @@ class ZmqBus(Bus):
         ``publish`` then copies none of their bytes (``ShmWriter.loan``); else plain arrays."""
         with self._lossy_lock:
             self._check_open()
-            got = self._shm.loan(topic, list(specs)) if self._shm is not None else None
+            got = self._shm.loan(topic, specs) if self._shm is not None else None
         return got if got is not None else empty_arrays(specs)
 
     def _send_bounded(self, topic: str, frames: list[Any]) -> None:

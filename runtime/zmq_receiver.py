@@ -45,7 +45,10 @@ waiting awake it leaves the core to other work. When all three naps come up empt
 stream slowed down, or its publisher shares the consumer's core, where a wake-up costs
 little and naps only take the core from it), or one overruns to 0.25 ms (the core is busy
 with other work: each nap would cost a scheduling delay), the consumer sleeps on the socket
-and nobody naps for the next 20 ms. Slower streams (cameras at 30 Hz, the paced latency
+and nobody naps for a while: 2 ms, doubled each time it recurs within 50 ms of the last
+pause, up to 20 ms. (A fixed 20 ms pause cost a flat-out publisher a wake-up on 8-9% of its
+frames on an idle VM, where a late nap is a one-off scheduling hiccup; on a busy core the
+pauses grow to 20 ms within a few naps.) Slower streams (cameras at 30 Hz, the paced latency
 benchmark) never nap. ``direct_spin_s``, when set, is used instead.
 
 When several datagrams are waiting, only the newest ``depth`` (the policy's) are resolved
@@ -143,6 +146,7 @@ class Receiver:
         # when asked for, else napping; module docstring, "Waiting awake", "Napping")
         self.fast_s = self.spin_s if self.spin_s > 0 else self.nap_gap_s if self.nap_s > 0 else 0.0
         self.nap_off_until = 0.0  # monotonic time before which a consumer does not nap
+        self.nap_pause_s = 0.0  # how long the last such pause was
         self.last_got = 0.0  # monotonic time get() last returned a message
         self.gap_s = 1.0  # time between its last two returns (the stream's period)
         self.notify_closed = False
@@ -385,7 +389,8 @@ class Receiver:
 
 
 _NAP_TRIES = 3  # naps a waiting consumer takes before it sleeps on the socket ("Napping")
-_NAP_BACKOFF_S = 0.02  # ... and then how long it does not nap
+_NAP_BACKOFF_S = (0.002, 0.02)  # ... and then how long it does not nap: first, at most
+_NAP_RECUR_S = 0.05  # a pause within this long of the last one's end is twice as long
 _NAP_LATE_S = 0.00025  # a nap this long (~70 us when the core is free) ends napping too
 
 
@@ -526,11 +531,20 @@ class DirectMailbox(Mailbox):
             time.sleep(r.nap_s)
             ready = poll.poll(0)
             if time.monotonic() - start > _NAP_LATE_S:
-                r.nap_off_until = start + _NAP_BACKOFF_S
+                DirectMailbox._pause_naps(r, start)
                 return ready
         if not ready:
-            r.nap_off_until = time.monotonic() + _NAP_BACKOFF_S
+            DirectMailbox._pause_naps(r, time.monotonic())
         return ready
+
+    @staticmethod
+    def _pause_naps(r: Receiver, now: float) -> None:
+        """No naps for a while: ``_NAP_BACKOFF_S[0]``, twice the last pause when it recurs
+        within ``_NAP_RECUR_S`` of the last pause's end, at most ``_NAP_BACKOFF_S[1]``."""
+        shortest, longest = _NAP_BACKOFF_S
+        recurs = now - r.nap_off_until < _NAP_RECUR_S
+        r.nap_pause_s = min(2 * r.nap_pause_s, longest) if recurs else shortest
+        r.nap_off_until = now + r.nap_pause_s
 
     def drain(self) -> list[Message]:
         """Every held message, after reading the datagrams waiting in the socket."""

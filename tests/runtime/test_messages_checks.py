@@ -1,7 +1,8 @@
 """Message construction shortcuts keep every check (runtime/messages.py, runtime/msg_checks.py).
 
 A ``Frame`` is built per camera frame, so its construction takes shortcuts: a pose that
-passed the rigidity check is remembered by its exact bytes, default poses / intrinsics are
+passed the rigidity check is remembered by its exact bytes, so are intrinsics that passed
+theirs, stamps and plain fields of the declared type skip conversion, default poses / intrinsics are
 copies of one constant, empty label containers skip the plain-data scan. These tests pin
 down that the shortcuts never let a bad value through and never share state between
 messages.
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from engram.runtime.messages import AudioChunk, Frame, MessageError, Percept, RobotState
-from engram.runtime.msg_checks import _GOOD_POSES
+from engram.runtime.msg_checks import _GOOD_INTRINSICS, _GOOD_POSES
 
 RGB = np.zeros((4, 6, 3), np.uint8)
 
@@ -70,3 +71,33 @@ def test_label_containers_are_still_scanned_when_not_empty():
         Frame(rgb=RGB, robot_labels=[object()])  # type: ignore[list-item]
     with pytest.raises(MessageError, match=r"labels.*not a str"):
         Frame(rgb=RGB, labels={1: "x"})  # type: ignore[dict-item]
+
+
+def test_intrinsics_seen_before_are_still_judged_by_their_values():
+    k = np.array([[500.0, 0.0, 3.0], [0.0, 500.0, 2.0], [0.0, 0.0, 1.0]])
+    Frame(rgb=RGB, intrinsics=k)
+    assert k.tobytes() in _GOOD_INTRINSICS  # remembered...
+    k[0, 0] = -500.0  # ...but edited in place it is judged again
+    with pytest.raises(MessageError, match=r"intrinsics.*focal lengths"):
+        Frame(rgb=RGB, intrinsics=k)
+    k[0, 0] = np.inf
+    with pytest.raises(MessageError, match=r"intrinsics.*NaN or inf"):
+        Frame(rgb=RGB, intrinsics=k)
+    with pytest.raises(MessageError, match="intrinsics"):
+        Frame(rgb=RGB, intrinsics=np.eye(4))  # wrong shape, not a cache key
+    as_int = Frame(rgb=RGB, intrinsics=np.eye(3, dtype=np.int64))  # converted, not cached
+    assert as_int.intrinsics.dtype == np.float64
+    for i in range(600):
+        Frame(rgb=RGB, intrinsics=np.diag([1.0 + i, 1.0 + i, 1.0]))
+    assert len(_GOOD_INTRINSICS) <= 256  # bounded
+
+
+def test_stamps_and_plain_fields_are_converted_or_refused_as_before():
+    f = Frame(rgb=RGB, stamp_ns=np.int64(7), seq=np.uint32(3), camera=np.str_("left"))
+    assert (type(f.stamp_ns), type(f.seq), type(f.camera)) == (int, int, str)
+    assert (f.stamp_ns, f.seq, f.camera) == (7, 3, "left")
+    for bad in ({"stamp_ns": -1}, {"seq": True}, {"stamp_ns": 1.5}, {"stamp_ns": 2**64}):
+        with pytest.raises(MessageError):
+            Frame(rgb=RGB, **bad)
+    with pytest.raises(MessageError, match="camera"):
+        Frame(rgb=RGB, camera=3)

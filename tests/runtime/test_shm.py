@@ -204,6 +204,24 @@ def test_a_reader_that_keeps_up_gets_the_same_warm_slot_and_a_held_view_moves_th
         writer.close()
 
 
+def test_a_reader_holding_the_message_it_works_on_has_the_writer_alternate_two_slots():
+    # a consumer keeps the message it works on until it gets the next; the writer then
+    # takes the warmest slot the reader has read and let go of, not the next of 16 in turn
+    writer, reader = ShmWriter(ShmConfig(slots=16)), ShmReader(False, ShmConfig(slots=16))
+    try:
+        slots, held = [], None
+        for i in range(12):
+            desc = _wrap(writer, i)
+            slots.append(_slot(desc))
+            held = decode(reader.frames(desc))  # the previous one is let go of only now
+            assert int(held.rgb[0, 0, 0]) == i
+        assert len(set(slots)) == 2 and slots[0] != slots[1], slots
+    finally:
+        del held
+        reader.close()
+        writer.close()
+
+
 def test_loaned_arrays_are_published_without_a_copy_and_unpublished_loans_come_back():
     cfg = ShmConfig(slots=4)
     writer, reader = ShmWriter(cfg), ShmReader(False, cfg)

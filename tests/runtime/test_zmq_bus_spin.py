@@ -120,3 +120,22 @@ def test_a_bad_nap_setting_names_the_variable(monkeypatch):
         ZmqBusConfig()
     monkeypatch.setenv("ENGRAM_BUS_NAP_S", "0")
     assert ZmqBusConfig().direct_nap_gap_s == 0.0  # off
+
+
+def test_naps_pause_briefly_after_a_one_off_and_longer_while_it_recurs():
+    from types import SimpleNamespace
+
+    from engram.runtime.zmq_receiver import _NAP_BACKOFF_S, _NAP_RECUR_S, DirectMailbox
+
+    shortest, longest = _NAP_BACKOFF_S
+    r = SimpleNamespace(nap_off_until=0.0, nap_pause_s=0.0)
+    DirectMailbox._pause_naps(r, 100.0)  # type: ignore[arg-type]  # a one-off hiccup
+    assert r.nap_pause_s == shortest and r.nap_off_until == 100.0 + shortest
+    pauses = []
+    for _ in range(6):  # it keeps happening right after each pause: each twice as long
+        DirectMailbox._pause_naps(r, r.nap_off_until + 0.001)  # type: ignore[arg-type]
+        pauses.append(r.nap_pause_s)
+    assert pauses[:3] == [2 * shortest, 4 * shortest, 8 * shortest]
+    assert max(pauses) == longest  # capped
+    DirectMailbox._pause_naps(r, r.nap_off_until + 2 * _NAP_RECUR_S)  # type: ignore[arg-type]
+    assert r.nap_pause_s == shortest  # long after the last: a one-off again
