@@ -239,7 +239,8 @@ class _WriterRing:
         st = self.st  # (only this writer writes the states: our own copy, no read)
         flags = qw[t0 : t0 + self.readers * ew : ew].tolist()
         # (itertools.compress and ranges: C loops over the 32 entries and 16 slots)
-        live = [e for e in compress(self.entries, flags) if self._alive(e)]
+        now, until = time.monotonic(), self.alive_until  # (trusted alive: no call each)
+        live = [e for e in compress(self.entries, flags) if now < until[e] or self._alive(e)]
         floor = -1  # slots holding a seq above this are owed to an ``all`` reader
         held: set[int] = set()  # pinned by some live reader (a hint; see below)
         read = 0  # every live reader has read up to here (none: a reader may be coming)

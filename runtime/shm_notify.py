@@ -151,15 +151,13 @@ class NotifySender:
         peers = self._peers.get(key)
         if not peers:
             return []
-        # (bytes frames, the common case, are joined as they are: no memoryview each)
+        # (bytes frames, the common case, are joined as they are: no memoryview each; a
+        # byte-cast memoryview's len is its size in bytes)
         parts = [
             f if type(f) is bytes else memoryview(getattr(f, "buffer", f)).cast("B") for f in frames
         ]
         n = len(parts)
-        head = _head_struct(n).pack(
-            n, *(f.nbytes if isinstance(f, memoryview) else len(f) for f in parts)
-        )
-        data = b"".join([head, *parts])
+        data = b"".join([_head_struct(n).pack(n, *map(len, parts)), *parts])
         full: list[bytes] = []
         for addr in list(peers):
             try:
