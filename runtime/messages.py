@@ -121,6 +121,8 @@ class Message:
         self.validate()
         for name in plain:
             value = values[name]
+            if value is None:  # (an optional array left out: nothing to look at)
+                continue
             if not isinstance(value, (str, int, float, np.ndarray)):
                 if type(value) in (list, dict) and not value:
                     continue  # an empty list / dict (the usual labels): nothing inside
@@ -191,8 +193,10 @@ class Frame(Message):
     def validate(self) -> None:
         _array(self, "rgb", "uint8", (None, None, 3))
         h, w = self.rgb.shape[:2]
-        _array(self, "depth", "float32", (h, w), optional=True)
-        _array(self, "segmentation", "int32", (h, w), optional=True)
+        if self.depth is not None:  # (optional: no call for the usual RGB-only frame)
+            _array(self, "depth", "float32", (h, w))
+        if self.segmentation is not None:
+            _array(self, "segmentation", "int32", (h, w))
         _intrinsics(self, "intrinsics")
         _pose(self, "world_from_camera")
         if self.depth is not None and scan_values() and np.any(self.depth < 0):

@@ -115,7 +115,6 @@ from engram.runtime.shm_layout import (  # the ring file's layout and small help
     _fence,
     _lock,
     _map,
-    _nbytes,
     _offsets,
     _parse_descriptor,
     empty_arrays,
@@ -396,7 +395,7 @@ class ShmWriter:
         if not arrays:
             self._release(loan)
             return None
-        lengths = [_nbytes(f) for f in arrays]
+        lengths = [len(f) for f in arrays]  # (codec frames: bytes or byte-cast memoryviews)
         offs, total = _offsets(lengths)
         if total < self.config.min_bytes:
             self._release(loan)

@@ -125,10 +125,11 @@ def _align(n: int, a: int = _ALIGN) -> int:
 
 
 def _offsets(lengths: list[int]) -> tuple[list[int], int]:
+    """Where each array starts in a slot (``_ALIGN``-aligned), and the bytes they take."""
     offs, at = [], 0
     for n in lengths:
         offs.append(at)
-        at = _align(at + n)
+        at = -(-(at + n) // _ALIGN) * _ALIGN  # (``_align`` inline: once per array per frame)
     return offs, at
 
 
@@ -171,10 +172,6 @@ def _parse_descriptor(desc: memoryview) -> tuple[str, int, int, list[int]]:
     except UnicodeDecodeError:
         raise ShmError("bad shared-memory descriptor (ring name)") from None
     return name, slot, seq, list(_lengths_struct(n).unpack_from(desc, at))
-
-
-def _nbytes(frame: Any) -> int:
-    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
 
 
 def _map(fd: int, size: int) -> mmap.mmap:

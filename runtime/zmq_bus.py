@@ -195,12 +195,6 @@ def _env_seconds(name: str, default: float = 0.0) -> float:
     return value
 
 
-def _nbytes(frame: Any) -> int:
-    if type(frame) is bytes:  # frame 0, descriptor, header: no memoryview each
-        return len(frame)
-    return memoryview(getattr(frame, "buffer", frame)).nbytes
-
-
 _DRAIN_EVERY_S = 0.001  # publish reads lossy (un)subscriptions at most this often (see there)
 _KEYS: dict[str, bytes] = {}  # topic -> its key, checked once (publish asks per message)
 
@@ -489,7 +483,8 @@ class ZmqBus(Bus):
             # because every ring slot was in use, it is dropped for them (over ZeroMQ it
             # could overtake or trail their datagrams); else (INLINE) ZeroMQ carries it.
             notify = self._notify
-            direct = notify is not None and sum(map(_nbytes, frames)) < MAX_DATAGRAM
+            # (codec and descriptor frames are bytes or byte-cast memoryviews: len is size)
+            direct = notify is not None and sum(map(len, frames)) < MAX_DATAGRAM
             if not direct and not (self._shm is not None and self._shm.full):
                 frames[0] = key + INLINE + tail
             if lossy[key] + (lossy[key + INLINE] if frames[0][len(key)] == INLINE[0] else 0):
