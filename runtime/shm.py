@@ -224,8 +224,9 @@ class _WriterRing:
         self.alive_check_s = cfg.alive_check_s
         self.alive_until = [0.0] * cfg.readers  # per entry: trusted alive until (monotonic)
 
-    def acquire(self) -> int | None:
+    def acquire(self, readers: int = 0) -> int | None:
         """A slot no reader needs, marked as being written; None when all are needed.
+        ``readers``: how many subscriptions will be sent this message (0: not known).
 
         The table is read once per call (not once per slot). The warmest slot first: the
         most recently written one that every live reader has read (its cursor) and none
@@ -233,7 +234,9 @@ class _WriterRing:
         3-4 messages ago costs ~0.9x one into a slot written 16 ago, into the last one
         ~0.6x). A reader that keeps up, holding the message it works on, thus has the writer
         go round 3-4 slots. Otherwise the least recently written first (the most time
-        before reuse)."""
+        before reuse), and always while fewer readers are in the table than subscriptions
+        are sent the message: one that has not read its first message yet has no entry,
+        and its first messages must not be overwritten under it."""
         slots, qw, s0, t0, ew = self.slots, self.qw, self.s0, self.t0, self.entry_words
         st = self.st  # (only this writer writes the states: our own copy, no read)
         flags = qw[t0 : t0 + self.readers * ew : ew].tolist()
@@ -250,7 +253,8 @@ class _WriterRing:
             lossless = [row[_E_CURSOR] for row in rows if row[_E_FLAGS] & _F_LOSSLESS]
             if lossless:
                 floor = min(lossless)
-            read = min(row[_E_CURSOR] for row in rows)
+            if len(live) >= readers:  # (else a reader without an entry yet: no early reuse)
+                read = min(row[_E_CURSOR] for row in rows)
             for row in rows:
                 pins = row[_E_PINS : _E_PINS + slots]
                 held.update(s for s in compress(self.slot_numbers, pins) if pins[s] == st[s])
@@ -387,8 +391,9 @@ class ShmWriter:
         self._layouts: dict[Any, Any] = {}  # loan specs -> their layout (``_layout``)
         sweep_stale_rings(self.config.stale_age_s)
 
-    def wrap(self, topic: str, frames: list[Any]) -> list[Any] | None:
-        """``[key, header, *arrays]`` -> ``[key, descriptor, header]``, or None (send inline)."""
+    def wrap(self, topic: str, frames: list[Any], readers: int = 0) -> list[Any] | None:
+        """``[key, header, *arrays]`` -> ``[key, descriptor, header]``, or None (send inline).
+        ``readers``: how many subscriptions will be sent it (0: not known; ``acquire``)."""
         arrays = frames[2:]
         loan = self._loans.pop(topic, None)
         self.full = False
@@ -414,7 +419,7 @@ class ShmWriter:
         else:
             self._release(loan)
             ring = self._ring(topic, total)
-            slot = ring.acquire() if ring is not None else None
+            slot = ring.acquire(readers) if ring is not None else None
             if ring is None or slot is None:
                 self.inline += 1
                 self.full = ring is not None
@@ -425,7 +430,7 @@ class ShmWriter:
         return [frames[0], _descriptor(ring.name_bytes, slot, seq, lengths), frames[1]]
 
     def loan(
-        self, topic: str, specs: Sequence[tuple[tuple[int, ...], Any]]
+        self, topic: str, specs: Sequence[tuple[tuple[int, ...], Any]], readers: int = 0
     ) -> list[np.ndarray] | None:
         """Writable arrays (``(shape, dtype)`` each) laid out in a free slot of ``topic``'s
         ring, or None (too small, no free slot: the caller allocates normally).
@@ -436,14 +441,15 @@ class ShmWriter:
         other arrays on the topic gives it back. After the publish the slot belongs to the
         readers, and once they are done to later messages: the arrays handed out are made
         read-only (views taken from them earlier are not). As with any zero-copy transport,
-        do not write into a message, or keep reading it, after publishing it."""
+        do not write into a message, or keep reading it, after publishing it. ``readers``:
+        how many subscriptions the message will be sent to (0: not known; ``acquire``)."""
         self._release(self._loans.pop(topic, None))
         layout = self._layout(specs)
         if layout is None:
             return None
         total, arrays_at = layout
         ring = self._ring(topic, total + 4096)  # room for the message's small arrays after
-        slot = ring.acquire() if ring is not None else None
+        slot = ring.acquire(readers) if ring is not None else None
         if ring is None or slot is None:
             return None
         base, mm = ring.data_off + slot * ring.slot_bytes, ring.mm

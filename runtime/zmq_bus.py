@@ -477,8 +477,9 @@ class ZmqBus(Bus):
                 self._drain_subscriptions(self._lossy)
             lossy, counts = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
             n_lossless = counts.get(key, 0)
-            if self._shm is not None and (lossy[key] or lossy[key + INLINE] or n_lossless):
-                frames = self._shm.wrap(topic, frames) or frames  # None: stays inline
+            readers = lossy[key] + lossy[key + INLINE] + n_lossless  # (datagram ones: INLINE)
+            if self._shm is not None and readers:
+                frames = self._shm.wrap(topic, frames, readers) or frames  # None: stays inline
             # Same-host lossy subscriptions get it as a datagram if it fits; if not, and only
             # because every ring slot was in use, it is dropped for them (over ZeroMQ it
             # could overtake or trail their datagrams); else (INLINE) ZeroMQ carries it.
@@ -520,7 +521,12 @@ class ZmqBus(Bus):
         ``publish`` then copies none of their bytes (``ShmWriter.loan``); else plain arrays."""
         with self._lossy_lock:
             self._check_open()
-            got = self._shm.loan(topic, specs) if self._shm is not None else None
+            got = None
+            if self._shm is not None:
+                key = _topic_key(topic)
+                lossy, lossless = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
+                readers = lossy[key] + lossy[key + INLINE] + lossless.get(key, 0)
+                got = self._shm.loan(topic, specs, readers)
         return got if got is not None else empty_arrays(specs)
 
     def _send_bounded(self, topic: str, frames: list[Any]) -> None:

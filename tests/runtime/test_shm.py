@@ -222,6 +222,35 @@ def test_a_reader_holding_the_message_it_works_on_has_the_writer_alternate_two_s
         writer.close()
 
 
+def test_a_reader_without_a_table_entry_yet_still_gets_its_first_messages():
+    # the bus says how many subscriptions a message goes to; while fewer readers are in
+    # the table, the writer takes no slot early (a new reader has not claimed an entry)
+    def run(readers: int) -> list[int | None]:
+        cfg = ShmConfig(slots=4)
+        writer, early, late = ShmWriter(cfg), ShmReader(True, cfg), ShmReader(True, cfg)
+        try:
+            sent = []
+            for i in range(3):
+                out = writer.wrap("/f", [b"/f\0", *encode(_frame(i))], readers)
+                assert out is not None
+                sent.append([bytes(out[1]), bytes(out[2])])
+                decode(early.frames(sent[-1]))  # read at once and let go
+            got: list[int | None] = []
+            for desc in sent:  # the late reader's first messages, read now
+                try:
+                    got.append(int(decode(late.frames(desc)).rgb[0, 0, 0]))
+                except ShmDropped:
+                    got.append(None)
+            return got
+        finally:
+            early.close()
+            late.close()
+            writer.close()
+
+    assert run(readers=2) == [0, 1, 2]  # two subscriptions, one in the table: no reuse
+    assert run(readers=0) == [None, None, 2]  # count unknown: the warm slot, reused
+
+
 def test_loaned_arrays_are_published_without_a_copy_and_unpublished_loans_come_back():
     cfg = ShmConfig(slots=4)
     writer, reader = ShmWriter(cfg), ShmReader(False, cfg)
