@@ -113,11 +113,11 @@ def test_a_frame_that_finds_its_ring_full_is_dropped_for_datagram_subscribers(br
         assert shm is not None and pub._notify is not None
         wrap = shm.wrap
 
-        def full_once(topic: str, frames: list) -> list | None:
+        def full_once(topic: str, frames: list, readers: int = 0) -> list | None:
             if frames[0] and _frame_no(frames) == 2:  # every slot in use, for this one
                 shm.full = True
                 return None
-            return wrap(topic, frames)
+            return wrap(topic, frames, readers)
 
         monkeypatch.setattr(shm, "wrap", full_once)
         for i in range(1, 4):
