@@ -172,54 +172,55 @@ def _fmt(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
 
 
-#: bytes of float64 (4, 4) poses that passed ``_pose`` lately (a fixed camera, a default
-#: identity: the same pose on every message): checked once, ~10x cheaper after. Bounded.
+#: bytes of float64 poses / intrinsics that passed ``_pose`` / ``_intrinsics`` lately (a
+#: fixed camera, a default identity: the same values on every message): checked once,
+#: ~10x cheaper after. Bounded.
 _GOOD_POSES: set[bytes] = set()
-_GOOD_POSES_MAX = 256
+_GOOD_INTRINSICS: set[bytes] = set()
+_GOOD_POSES_MAX = 256  # entries each
 _F64 = np.dtype("float64")
+
+
+def _seen(value: Any, shape: tuple[int, int], good: set[bytes]) -> tuple[bool, bytes | None]:
+    """(whether ``value`` passed its check before, the key to remember it by): the exact
+    bytes of a float64 array of ``shape`` (same bytes, same verdict), else no key."""
+    if type(value) is np.ndarray and value.dtype == _F64 and value.shape == shape:
+        key = value.tobytes()
+        return key in good, key
+    return False, None
+
+
+def _remember(good: set[bytes], key: bytes | None) -> None:
+    if key is not None:
+        if len(good) >= _GOOD_POSES_MAX:
+            good.clear()
+        good.add(key)
 
 
 def _pose(msg: Any, field_name: str, *, optional: bool = False) -> None:
     """A (4, 4) finite rigid transform: orthonormal rotation, det +1, last row 0 0 0 1."""
-    value = getattr(msg, field_name)
-    key = None
-    if type(value) is np.ndarray and value.dtype == _F64 and value.shape == (4, 4):
-        key = value.tobytes()  # the exact values: same bytes, same verdict
-        if key in _GOOD_POSES:
-            return  # (already the right dtype and shape: nothing to convert)
+    known, key = _seen(getattr(msg, field_name), (4, 4), _GOOD_POSES)
+    if known:
+        return  # (already the right dtype and shape: nothing to convert)
     _array(msg, field_name, "float64", (4, 4), optional=optional, finite=True)
     pose = getattr(msg, field_name)
     if pose is not None:
         problem = pose_problem(pose)
         if problem:
             _fail(msg, field_name, problem)
-        if key is not None:
-            if len(_GOOD_POSES) >= _GOOD_POSES_MAX:
-                _GOOD_POSES.clear()
-            _GOOD_POSES.add(key)
-
-
-#: bytes of float64 (3, 3) intrinsics that passed ``_intrinsics`` lately (a camera sends
-#: the same K with every frame): checked once. Bounded.
-_GOOD_INTRINSICS: set[bytes] = set()
+        _remember(_GOOD_POSES, key)
 
 
 def _intrinsics(msg: Any, field_name: str) -> None:
     """A (3, 3) finite float64 pinhole matrix with positive focal lengths fx, fy."""
-    value = getattr(msg, field_name)
-    key = None
-    if type(value) is np.ndarray and value.dtype == _F64 and value.shape == (3, 3):
-        key = value.tobytes()  # the exact values: same bytes, same verdict
-        if key in _GOOD_INTRINSICS:
-            return
+    known, key = _seen(getattr(msg, field_name), (3, 3), _GOOD_INTRINSICS)
+    if known:
+        return
     _array(msg, field_name, "float64", (3, 3), finite=True)
     k = getattr(msg, field_name)
     if k[0, 0] <= 0 or k[1, 1] <= 0:
         _fail(msg, field_name, "focal lengths fx, fy must be positive")
-    if key is not None:
-        if len(_GOOD_INTRINSICS) >= _GOOD_POSES_MAX:
-            _GOOD_INTRINSICS.clear()
-        _GOOD_INTRINSICS.add(key)
+    _remember(_GOOD_INTRINSICS, key)
 
 
 def _all_finite(value: np.ndarray) -> bool:

@@ -477,7 +477,7 @@ class ZmqBus(Bus):
                 self._drain_subscriptions(self._lossy)
             lossy, counts = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
             n_lossless = counts.get(key, 0)
-            readers = lossy[key] + lossy[key + INLINE] + n_lossless  # (datagram ones: INLINE)
+            readers = self._readers(key)
             if self._shm is not None and readers:
                 frames = self._shm.wrap(topic, frames, readers) or frames  # None: stays inline
             # Same-host lossy subscriptions get it as a datagram if it fits; if not, and only
@@ -523,11 +523,14 @@ class ZmqBus(Bus):
             self._check_open()
             got = None
             if self._shm is not None:
-                key = _topic_key(topic)
-                lossy, lossless = self._counts[id(self._lossy)], self._counts[id(self._lossless)]
-                readers = lossy[key] + lossy[key + INLINE] + lossless.get(key, 0)
-                got = self._shm.loan(topic, specs, readers)
+                got = self._shm.loan(topic, specs, self._readers(_topic_key(topic)))
         return got if got is not None else empty_arrays(specs)
+
+    def _readers(self, key: bytes) -> int:
+        """Subscriptions a message on ``key`` goes to, as last counted: ZeroMQ lossy ones,
+        datagram ones (each also subscribes to ``key + INLINE``) and lossless ones."""
+        lossy = self._counts[id(self._lossy)]
+        return lossy[key] + lossy[key + INLINE] + self._counts[id(self._lossless)].get(key, 0)
 
     def _send_bounded(self, topic: str, frames: list[Any]) -> None:
         """Send on the lossless socket, waiting while an ``all`` subscriber is full, at
